@@ -1,0 +1,1 @@
+@main struct AggregatorMain { static func main() {} }

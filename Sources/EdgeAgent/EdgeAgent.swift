@@ -1,0 +1,1 @@
+@main struct EdgeAgentMain { static func main() {} }

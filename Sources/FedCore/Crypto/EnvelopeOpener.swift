@@ -1,0 +1,157 @@
+import Synchronization
+
+/// What the receiver knows independently of the envelope, and so requires of it.
+package struct EnvelopeExpectation: Sendable {
+    /// The sender the transport authenticated (CURVE user id); `nil` accepts any enrolled sender.
+    package var senderID: String?
+    package var kind: UInt16?
+    /// The round now open; `nil` for messages outside rounds (hello, heartbeat).
+    package var round: UInt64?
+
+    package init(senderID: String? = nil, kind: UInt16? = nil, round: UInt64? = nil) {
+        self.senderID = senderID
+        self.kind = kind
+        self.round = round
+    }
+}
+
+/// An envelope that passed every check.
+package struct OpenedEnvelope: Sendable {
+    package let header: EnvelopeHeader
+    package let payload: [UInt8]
+}
+
+/// Opens envelopes sealed to one recipient from a set of enrolled senders.
+///
+/// Checks run cheapest first and each failure has its own ``EnvelopeError``: structure and size,
+/// recipient, sender enrolment and binding to the authenticated link, kind, round, signature,
+/// replay, then authenticated decryption of every chunk (in parallel). Only then is the nonce
+/// remembered, so a forged envelope cannot burn a legitimate nonce.
+package final class EnvelopeOpener: Sendable {
+    private let recipient: BoxKeyPair
+    private let senders: Mutex<[String: SigningPublicKey]>
+    private let replay: ReplayGuard
+    /// The largest payload accepted, in bytes.
+    package let maxPayloadBytes: Int
+
+    package init(recipient: BoxKeyPair, senders: [String: SigningPublicKey], maxPayloadBytes: Int = 256 << 20,
+                 replayMemory: Int = 1 << 20) {
+        self.recipient = recipient
+        self.senders = Mutex(senders)
+        self.replay = ReplayGuard(capacity: replayMemory)
+        self.maxPayloadBytes = maxPayloadBytes
+    }
+
+    /// Enrols (or replaces) a sender's signing key.
+    package func enroll(_ id: String, signing: SigningPublicKey) { senders.withLock { $0[id] = signing } }
+
+    package func open(_ envelope: [UInt8], expecting expectation: EnvelopeExpectation) throws(EnvelopeError)
+        -> OpenedEnvelope
+    {
+        try envelope.withBytes { (raw) throws(EnvelopeError) in try open(raw, expecting: expectation) }
+    }
+
+    package func open(_ envelope: UnsafeRawBufferPointer, expecting expectation: EnvelopeExpectation)
+        throws(EnvelopeError) -> OpenedEnvelope
+    {
+        let (header, headerLength) = try EnvelopeHeader.decode(envelope)
+        guard header.payloadLength <= UInt64(maxPayloadBytes) else {
+            throw .tooLarge(bytes: header.payloadLength, limit: maxPayloadBytes)
+        }
+        let payloadLength = Int(header.payloadLength)
+        let chunks = header.chunkCount
+        let expectedTotal = headerLength + payloadLength + chunks * EnvelopeHeader.tagByteCount
+            + SigningPublicKey.signatureByteCount
+        guard envelope.count == expectedTotal else {
+            throw .malformed("declares \(payloadLength) payload bytes, so \(expectedTotal) bytes in all, but has \(envelope.count)")
+        }
+        guard header.recipient == recipient.publicKey else { throw .wrongRecipient }
+        guard let signingKey = senders.withLock({ $0[header.senderID] }) else { throw .unknownSender(header.senderID) }
+        if let expected = expectation.senderID, expected != header.senderID {
+            throw .wrongSender(expected: expected, found: header.senderID)
+        }
+        if let expected = expectation.kind, expected != header.kind {
+            throw .wrongKind(expected: expected, found: header.kind)
+        }
+        if let expected = expectation.round, expected != header.round {
+            throw .wrongRound(expected: expected, found: header.round)
+        }
+        let headerBytes = Array(envelope[0..<headerLength])
+        let signed = EnvelopeKey.signedMessage(header: headerBytes, envelope: envelope, chunks: chunks,
+                                               chunkSize: Int(header.chunkSize), payloadLength: payloadLength)
+        let signature = envelope[(envelope.count - SigningPublicKey.signatureByteCount)...]
+        guard signingKey.verify(signature: Array(signature), of: signed) else { throw .badSignature }
+        let replayKey = ReplayGuard.Key(sender: header.senderID, nonce: header.nonce)
+        guard !replay.contains(replayKey) else { throw .replayed }
+
+        let key: EnvelopeKey
+        do {
+            let ephemeral = try BoxPublicKey(bytes: header.ephemeral)
+            key = try EnvelopeKey(secretKey: recipient.secretKey, peer: ephemeral, ephemeral: ephemeral,
+                                  recipient: recipient.publicKey)
+        } catch {
+            throw .malformed("invalid ephemeral key: \(error)")
+        }
+        let failedChunk = Atomic<Int>(-1)
+        let chunkSize = Int(header.chunkSize)
+        let tag = EnvelopeHeader.tagByteCount
+        let sealed = SendableBuffer(UnsafeMutableRawBufferPointer(mutating: envelope))
+        let payload = [UInt8](unsafeUninitializedCapacity: payloadLength) { buffer, count in
+            let out = SendableBuffer(UnsafeMutableRawBufferPointer(buffer))
+            EnvelopeKey.forEachChunk(chunks) { index in
+                let start = index * chunkSize
+                let length = min(chunkSize, payloadLength - start)
+                let inStart = headerLength + start + index * tag
+                let ok = key.openChunk(
+                    index: index, header: header, associated: headerBytes,
+                    sealed: UnsafeRawBufferPointer(rebasing: sealed.buffer[inStart..<(inStart + length + tag)]),
+                    into: UnsafeMutableRawBufferPointer(rebasing: out.buffer[start..<(start + length)]))
+                if !ok { failedChunk.store(index, ordering: .relaxed) }
+            }
+            count = payloadLength
+        }
+        let failed = failedChunk.load(ordering: .relaxed)
+        guard failed < 0 else { throw .tamperedCiphertext(chunk: failed) }
+        guard replay.insert(replayKey) else { throw .replayed }  // a concurrent twin won the race
+        return OpenedEnvelope(header: header, payload: payload)
+    }
+}
+
+/// Remembers the nonces of accepted envelopes, per sender, so that none is accepted twice.
+///
+/// Nonces are 24 random bytes, so a legitimate repeat never happens. Memory is bounded: past
+/// `capacity` entries the oldest half is forgotten. A replay that old is still refused by the round
+/// binding for round messages; the window is chosen far larger than one round's traffic.
+final class ReplayGuard: Sendable {
+    struct Key: Hashable, Sendable {
+        let sender: String
+        let nonce: [UInt8]
+    }
+
+    private struct State {
+        var seen: Set<Key> = []
+        var order: [Key] = []
+        var head = 0
+    }
+
+    private let state = Mutex(State())
+    private let capacity: Int
+
+    init(capacity: Int) { self.capacity = max(capacity, 2) }
+
+    func contains(_ key: Key) -> Bool { state.withLock { $0.seen.contains(key) } }
+
+    /// Records `key`; returns false when it was already there.
+    func insert(_ key: Key) -> Bool {
+        state.withLock { state in
+            guard state.seen.insert(key).inserted else { return false }
+            state.order.append(key)
+            if state.seen.count > capacity {
+                let dropped = state.order.count / 2
+                for old in state.order[..<dropped] { state.seen.remove(old) }
+                state.order.removeFirst(dropped)
+            }
+            return true
+        }
+    }
+}
