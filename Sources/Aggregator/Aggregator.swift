@@ -1,1 +1,23 @@
-@main struct AggregatorMain { static func main() {} }
+public import ArgumentParser
+import FedCore
+import Logging
+
+@main
+struct AggregatorCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "aggregator",
+        abstract: "FedDrift aggregator: enrolls edge agents by public key and runs the federation.",
+        discussion: """
+            Agents connect over CURVE; only keys on the configured allow-list complete the handshake, and \
+            every update arrives sealed to this aggregator and signed by its agent.
+
+            First time:
+              aggregator keygen --out keys/aggregator     # give keys/aggregator/identity.public to every agent
+              aggregator run --config configs/aggregator.yaml
+            """,
+        version: FedDrift.version,
+        subcommands: [Run.self, Keygen.self]
+    )
+}
+
+extension Logger.Level: @retroactive ExpressibleByArgument {}

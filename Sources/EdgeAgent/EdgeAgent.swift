@@ -1,1 +1,23 @@
-@main struct EdgeAgentMain { static func main() {} }
+public import ArgumentParser
+import FedCore
+import Logging
+
+@main
+struct EdgeAgentCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "edge-agent",
+        abstract: "FedDrift edge agent: keeps a region's shopper behaviour on this node and joins the federation.",
+        discussion: """
+            Raw events never leave this node. The agent talks to its aggregator over a CURVE-encrypted \
+            ZeroMQ link that only enrolled keys may use, and seals and signs everything it sends.
+
+            First time on a node:
+              edge-agent keygen --out keys/region-1      # then give keys/region-1/identity.public to the aggregator operator
+              edge-agent run --config configs/agent-1.yaml
+            """,
+        version: FedDrift.version,
+        subcommands: [Run.self, Keygen.self, Bench.self]
+    )
+}
+
+extension Logger.Level: @retroactive ExpressibleByArgument {}

@@ -1,1 +1,107 @@
+import Foundation
 import Testing
+
+/// Runs the real `aggregator` and `edge-agent` binaries of this build on 127.0.0.1.
+enum Binaries {
+    /// The build directory: the test runner sits next to the products it was built with.
+    static let directory: URL = {
+        if let override = ProcessInfo.processInfo.environment["FEDDRIFT_BIN_DIR"] {
+            return URL(fileURLWithPath: override)
+        }
+        var url = URL(fileURLWithPath: "/proc/self/exe").resolvingSymlinksInPath()
+        while url.path != "/" {
+            url.deleteLastPathComponent()
+            if FileManager.default.isExecutableFile(atPath: url.appendingPathComponent("aggregator").path) { return url }
+        }
+        return URL(fileURLWithPath: ".build/debug")
+    }()
+
+    static func url(_ name: String) -> URL { directory.appendingPathComponent(name) }
+}
+
+/// A child process whose stdout and stderr are collected; terminated when dropped.
+final class ChildProcess: @unchecked Sendable {
+    // @unchecked: `output` is only mutated under `lock`; Process is used from the creating test only.
+    let process = Process()
+    private let lock = NSLock()
+    private var collected = Data()
+
+    init(_ binary: String, _ arguments: [String], in directory: URL) throws {
+        process.executableURL = Binaries.url(binary)
+        process.arguments = arguments
+        process.currentDirectoryURL = directory
+        let pipe = Pipe()
+        process.standardOutput = pipe
+        process.standardError = pipe
+        pipe.fileHandleForReading.readabilityHandler = { [weak self] handle in
+            let data = handle.availableData
+            guard let self, !data.isEmpty else { return }
+            self.lock.lock()
+            self.collected.append(data)
+            self.lock.unlock()
+        }
+        try process.run()
+    }
+
+    deinit { terminate() }
+
+    var output: String {
+        lock.lock()
+        defer { lock.unlock() }
+        return String(decoding: collected, as: UTF8.self)
+    }
+
+    /// Waits up to `seconds` for the process to exit; returns its status or nil if still running.
+    func waitForExit(seconds: Double) async -> Int32? {
+        let deadline = Date().addingTimeInterval(seconds)
+        while process.isRunning && Date() < deadline { try? await Task.sleep(for: .milliseconds(50)) }
+        return process.isRunning ? nil : process.terminationStatus
+    }
+
+    /// Waits up to `seconds` until the output contains `text`.
+    func waitForOutput(_ text: String, seconds: Double) async -> Bool {
+        let deadline = Date().addingTimeInterval(seconds)
+        while Date() < deadline {
+            if output.contains(text) { return true }
+            try? await Task.sleep(for: .milliseconds(50))
+        }
+        return output.contains(text)
+    }
+
+    func terminate() {
+        if process.isRunning { process.terminate() }
+    }
+}
+
+/// A scratch directory with keys for an aggregator and agents, made by the real `keygen` commands.
+struct Federation {
+    let directory: URL
+    let port: Int
+
+    init(agents: [String], enrolled: [String]) async throws {
+        directory = FileManager.default.temporaryDirectory.appendingPathComponent("feddrift-it-\(UUID().uuidString)")
+        try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
+        port = Int.random(in: 20_000..<60_000)
+        for (binary, name) in [("aggregator", "aggregator")] + agents.map({ ("edge-agent", $0) }) {
+            let keygen = try ChildProcess(binary, ["keygen", "--out", "keys/\(name)"], in: directory)
+            #expect(await keygen.waitForExit(seconds: 30) == 0, "keygen failed: \(keygen.output)")
+        }
+        var yaml = "listen: tcp://127.0.0.1:\(port)\nkey_directory: keys/aggregator\nagents:\n"
+        for agent in enrolled { yaml += "  - id: \(agent)\n    public_key_file: keys/\(agent)/identity.public\n" }
+        try yaml.write(to: directory.appendingPathComponent("aggregator.yaml"), atomically: true, encoding: .utf8)
+        for agent in agents {
+            let config = """
+                id: \(agent)
+                aggregator: tcp://127.0.0.1:\(port)
+                aggregator_public_key_file: keys/aggregator/identity.public
+                key_directory: keys/\(agent)
+
+                """
+            try config.write(to: directory.appendingPathComponent("\(agent).yaml"), atomically: true, encoding: .utf8)
+        }
+    }
+
+    func start(_ binary: String, _ arguments: [String]) throws -> ChildProcess {
+        try ChildProcess(binary, arguments, in: directory)
+    }
+}

@@ -28,7 +28,12 @@ package struct KeyDirectory: Sendable {
     ///
     /// - Parameter replacing: overwrite existing files; without it an existing file is an error.
     package func write(_ identity: NodeIdentity, replacing: Bool = false) throws(KeyFileError) {
-        if mkdir(path, 0o700) != 0 && errno != EEXIST { throw .writeFailed(path: path, errno: errno) }
+        do {
+            try FileManager.default.createDirectory(atPath: path, withIntermediateDirectories: true,
+                                                    attributes: [.posixPermissions: 0o700])
+        } catch {
+            throw .writeFailed(path: path, errno: (error as NSError).code == 0 ? EIO : Int32((error as NSError).code))
+        }
         var secretText = Array("# FedDrift node secret keys. Keep this file private (mode 0600); never copy it off this node.\n".utf8)
         defer { Sodium.wipe(&secretText) }
         secretText += Array("format: \(Self.secretFormat)\nbox-secret: ".utf8)

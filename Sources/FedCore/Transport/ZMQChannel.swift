@@ -45,7 +45,7 @@ package final class ZMQChannel: Sendable {
     /// Messages received, in order. One consumer at a time.
     package let messages: Inbox
     /// Connection events from libzmq's socket monitor (the newest 256 are kept until read).
-    package let events: AsyncStream<ZMQSocketEvent>
+    package let events: Events
 
     private let shared: Shared
 
@@ -54,13 +54,10 @@ package final class ZMQChannel: Sendable {
     /// - Throws: ``ZMQError`` from creating, configuring, binding (e.g. `addressInUse`) or connecting.
     package init(context: ZMQContext, configuration: Configuration) throws(ZMQError) {
         let shared = try Shared(capacity: configuration.inboxCapacity)
-        let (events, eventContinuation) = AsyncStream.makeStream(of: ZMQSocketEvent.self,
-                                                                 bufferingPolicy: .bufferingNewest(256))
         let ready = Mutex<Result<[String], ZMQError>?>(nil)
         let readySignal = DispatchSemaphore(value: 0)
         let thread = Thread {
-            IOThread.run(context: context, configuration: configuration, shared: shared,
-                         events: eventContinuation) { result in
+            IOThread.run(context: context, configuration: configuration, shared: shared) { result in
                 ready.withLock { $0 = result }
                 readySignal.signal()
             }
@@ -79,7 +76,7 @@ package final class ZMQChannel: Sendable {
         }
         self.shared = shared
         self.messages = Inbox(shared: shared)
-        self.events = events
+        self.events = Events(shared: shared)
     }
 
     deinit { close() }
@@ -147,6 +144,20 @@ package final class ZMQChannel: Sendable {
 
     // MARK: - Inbox
 
+    /// The socket's connection events, in order; the newest 256 are kept until read. Like ``Inbox``,
+    /// it survives a cancelled consumer.
+    package struct Events: AsyncSequence, Sendable {
+        package typealias Element = ZMQSocketEvent
+        fileprivate let shared: Shared
+
+        package struct AsyncIterator: AsyncIteratorProtocol {
+            fileprivate let shared: Shared
+            package mutating func next() async -> ZMQSocketEvent? { try? await shared.events.next() }
+        }
+
+        package func makeAsyncIterator() -> AsyncIterator { AsyncIterator(shared: shared) }
+    }
+
     /// The received messages of a channel, in order. Consuming one frees a slot of the inbox's capacity.
     ///
     /// Unlike an `AsyncStream`, cancelling a waiting consumer does not end the sequence: the
@@ -163,101 +174,6 @@ package final class ZMQChannel: Sendable {
         }
 
         package func makeAsyncIterator() -> AsyncIterator { AsyncIterator(shared: shared) }
-    }
-
-    /// Queued received messages and at most one waiting consumer.
-    fileprivate final class InboxBuffer: Sendable {
-        private struct State {
-            var queue: [ZMQMessage] = []
-            var head = 0
-            var waiter: (id: Int, continuation: CheckedContinuation<Result<ZMQMessage?, any Error>, Never>)?
-            var end: Result<Void, any Error>?
-            var nextWaiterID = 0
-        }
-
-        private let state = Mutex(State())
-        private let unconsumed = Atomic<Int>(0)
-        private let wake: WakeSignal
-        let capacity: Int
-
-        init(wake: WakeSignal, capacity: Int) {
-            self.wake = wake
-            self.capacity = capacity
-        }
-
-        /// Whether the I/O thread may read more: fewer than `capacity` messages wait unconsumed.
-        var hasRoom: Bool { unconsumed.load(ordering: .relaxed) < capacity }
-
-        private func consumedQueued() {
-            let before = unconsumed.subtract(1, ordering: .relaxed).oldValue
-            if before >= capacity { wake.signal() }  // the I/O thread may have stopped reading: wake it
-        }
-
-        func push(_ message: ZMQMessage) {
-            let waiter = state.withLock { state -> CheckedContinuation<Result<ZMQMessage?, any Error>, Never>? in
-                if let waiter = state.waiter {
-                    state.waiter = nil
-                    return waiter.continuation
-                }
-                state.queue.append(message)
-                unconsumed.add(1, ordering: .relaxed)
-                return nil
-            }
-            waiter?.resume(returning: .success(message))
-        }
-
-        func finish(_ end: Result<Void, any Error>) {
-            let waiter = state.withLock { state in
-                if state.end == nil { state.end = end }
-                defer { state.waiter = nil }
-                return state.waiter?.continuation
-            }
-            switch end {
-            case .success: waiter?.resume(returning: .success(nil))
-            case .failure(let error): waiter?.resume(returning: .failure(error))
-            }
-        }
-
-        func next() async throws -> ZMQMessage? {
-            if Task.isCancelled { return nil }
-            let id = state.withLock { state in
-                state.nextWaiterID += 1
-                return state.nextWaiterID
-            }
-            let result = await withTaskCancellationHandler {
-                await withCheckedContinuation { continuation in
-                    let immediate = state.withLock { state -> Result<ZMQMessage?, any Error>? in
-                        if state.head < state.queue.count {
-                            let message = state.queue[state.head]
-                            state.head += 1
-                            if state.head > 1024 && state.head * 2 > state.queue.count {
-                                state.queue.removeFirst(state.head)
-                                state.head = 0
-                            }
-                            return .success(message)
-                        }
-                        if let end = state.end { return end.map { nil } }
-                        // Cancelled before registering: onCancel already ran and found no waiter.
-                        if Task.isCancelled { return .success(nil) }
-                        precondition(state.waiter == nil, "a ZMQChannel inbox has one consumer at a time")
-                        state.waiter = (id, continuation)
-                        return nil
-                    }
-                    if let immediate {
-                        if case .success(.some) = immediate { consumedQueued() }
-                        continuation.resume(returning: immediate)
-                    }
-                }
-            } onCancel: {
-                let waiter = state.withLock { state -> CheckedContinuation<Result<ZMQMessage?, any Error>, Never>? in
-                    guard let waiter = state.waiter, waiter.id == id else { return nil }
-                    state.waiter = nil
-                    return waiter.continuation
-                }
-                waiter?.resume(returning: .success(nil))
-            }
-            return try result.get()
-        }
     }
 
     // MARK: - State shared with the I/O thread
@@ -279,11 +195,12 @@ package final class ZMQChannel: Sendable {
         let stop = Atomic<Bool>(false)
         let nextID = Atomic<Int>(0)
         let finished = DispatchSemaphore(value: 0)
-        let inbox: InboxBuffer
+        let inbox: ChannelBuffer<ZMQMessage>
+        let events = ChannelBuffer<ZMQSocketEvent>(capacity: .max)
 
         init(capacity: Int) throws(ZMQError) {
             wake = try WakeSignal()
-            inbox = InboxBuffer(wake: wake, capacity: max(capacity, 1))
+            inbox = ChannelBuffer(capacity: max(capacity, 1), wake: wake)
         }
     }
 
@@ -291,7 +208,6 @@ package final class ZMQChannel: Sendable {
 
     private enum IOThread {
         static func run(context: ZMQContext, configuration: Configuration, shared: Shared,
-                        events: AsyncStream<ZMQSocketEvent>.Continuation,
                         ready: (Result<[String], ZMQError>) -> Void) {
             defer {
                 let abandoned = shared.outbox.withLock { outbox in
@@ -302,7 +218,7 @@ package final class ZMQChannel: Sendable {
                 for item in abandoned {
                     item.continuation.resume(returning: .failure(ZMQError(code: .closed, operation: "send", detail: "channel closed")))
                 }
-                events.finish()
+                shared.events.finish(.success(()))
                 shared.finished.signal()
             }
             var reportedReady = false
@@ -310,7 +226,7 @@ package final class ZMQChannel: Sendable {
                 let endpoint = try Endpoint(context: context, configuration: configuration)
                 ready(.success(endpoint.bound))
                 reportedReady = true
-                try loop(endpoint, shared: shared, events: events)
+                try loop(endpoint, shared: shared)
                 shared.inbox.finish(.success(()))
             } catch {
                 shared.inbox.finish(.failure(error))
@@ -340,8 +256,7 @@ package final class ZMQChannel: Sendable {
             }
         }
 
-        private static func loop(_ endpoint: borrowing Endpoint, shared: Shared,
-                                 events: AsyncStream<ZMQSocketEvent>.Continuation) throws(ZMQError) {
+        private static func loop(_ endpoint: borrowing Endpoint, shared: Shared) throws(ZMQError) {
             var blockedOnSend = false
             let receives = endpoint.socket.kind.canReceive
             var items = [zmq_pollitem_t](repeating: zmq_pollitem_t(), count: 3)
@@ -382,7 +297,9 @@ package final class ZMQChannel: Sendable {
                     shared.inbox.push(message)
                 }
 
-                while let event = try ZMQSocketEvent.receive(from: endpoint.monitor) { events.yield(event) }
+                while let event = try ZMQSocketEvent.receive(from: endpoint.monitor) {
+                    shared.events.push(event, dropOldestBeyond: 256)
+                }
             }
         }
     }

@@ -1,0 +1,108 @@
+import Foundation
+
+/// Why an agent could not register with its aggregator.
+package enum AgentLinkError: Error, CustomStringConvertible, Sendable {
+    /// The aggregator's ZAP handler refused this agent's CURVE key.
+    case notEnrolled(agentID: String, publicKeyFile: String)
+    /// Nothing came back in time: the aggregator is down, unreachable, or has another server key.
+    case noAnswer(endpoint: String, seconds: Double)
+    /// The reply could not be opened or decoded.
+    case invalidReply(String)
+    case transport(ZMQError)
+
+    package var description: String {
+        switch self {
+        case let .notEnrolled(id, file):
+            "the aggregator refused agent '\(id)': its key is not enrolled. Ask the aggregator operator to add "
+                + "id '\(id)' with public_key_file \(file) to the aggregator configuration"
+        case let .noAnswer(endpoint, seconds):
+            "no answer from the aggregator at \(endpoint) within \(Int(seconds)) s: check that it runs, that the "
+                + "endpoint is right, and that aggregator_public_key_file is the aggregator's current identity.public"
+        case let .invalidReply(why): "the aggregator's reply was refused: \(why)"
+        case let .transport(error): "transport: \(error)"
+        }
+    }
+}
+
+/// An agent's CURVE-secured DEALER link to its aggregator, with registration.
+package final class AgentLink: Sendable {
+    package let agentID: String
+    package let endpoint: String
+    private let channel: ZMQChannel
+    private let sealer: EnvelopeSealer
+    private let opener: EnvelopeOpener
+    private let publicKeyFile: String
+
+    /// Connects (in the background; libzmq retries with back-off) to `configuration.aggregator`.
+    package init(context: ZMQContext, configuration: EdgeAgentConfiguration, identity: NodeIdentity,
+                 aggregator: NodePublicIdentity, aggregatorID: String = "aggregator") throws(ZMQError) {
+        var options = ZMQSocketOptions()
+        options.curve = .client(keys: identity.box, serverKey: aggregator.box)
+        options.maxMessageBytes = Int64(configuration.maxMessageBytes)
+        options.reconnectIntervalMilliseconds = 100
+        options.reconnectIntervalMaxMilliseconds = 5_000
+        options.heartbeat = .init(intervalMilliseconds: 1_000, timeoutMilliseconds: 5_000, ttlMilliseconds: 10_000)
+        channel = try ZMQChannel(context: context, configuration: .init(
+            kind: .dealer, options: options, connect: [configuration.aggregator]))
+        agentID = configuration.id
+        endpoint = configuration.aggregator
+        publicKeyFile = KeyDirectory(path: configuration.keyDirectory).publicFilePath
+        sealer = EnvelopeSealer(identity: identity, senderID: configuration.id, recipient: aggregator.box)
+        opener = EnvelopeOpener(recipient: identity.box, senders: [aggregatorID: aggregator.signing])
+    }
+
+    deinit { channel.close() }
+
+    /// Sends a sealed hello and waits for the aggregator's sealed welcome.
+    ///
+    /// - Throws: ``AgentLinkError/notEnrolled(agentID:publicKeyFile:)`` as soon as the CURVE handshake
+    ///   is refused, ``AgentLinkError/noAnswer(endpoint:seconds:)`` after `timeout`.
+    package func register(timeout: Duration = .seconds(10)) async throws(AgentLinkError) -> Welcome {
+        let hello = Hello(agentID: agentID, softwareVersion: FedDrift.version,
+                          sentAtMilliseconds: Int64(Date().timeIntervalSince1970 * 1000))
+        let sealed: ByteBlock
+        do {
+            sealed = try sealer.seal(hello.encoded(), kind: MessageKind.hello.rawValue, round: 0)
+        } catch {
+            throw .invalidReply("cannot seal hello: \(error)")
+        }
+        // Watch for a refused handshake while sending: after a refusal the DEALER has no peer, so
+        // the send itself would wait for a connection that never comes.
+        let outcome: Result<Welcome, AgentLinkError>? = await withTaskGroup(of: Result<Welcome, AgentLinkError>?.self) {
+            group in
+            group.addTask { [channel, agentID, publicKeyFile] in
+                for await event in channel.events where event.kind == .handshakeFailedAuthentication {
+                    return .failure(.notEnrolled(agentID: agentID, publicKeyFile: publicKeyFile))
+                }
+                return nil
+            }
+            group.addTask { [channel, opener] in
+                do {
+                    try await channel.send([.bytes(WireHeader(kind: .hello).bytes), .block(sealed)])
+                    guard let message = try await channel.receive(timeout: timeout) else { return nil }
+                    guard message.frames.count == 2, try WireHeader(decoding: message.frames[0]).kind == .welcome else {
+                        return .failure(.invalidReply("unexpected message"))
+                    }
+                    let opened = try opener.open(message.frames[1], expecting: .init(kind: MessageKind.welcome.rawValue))
+                    return .success(try Welcome(decoding: opened.payload))
+                } catch let error as ZMQError {
+                    return Task.isCancelled ? nil : .failure(.transport(error))
+                } catch {
+                    return .failure(.invalidReply("\(error)"))
+                }
+            }
+            group.addTask {
+                try? await Task.sleep(for: timeout)
+                return nil
+            }
+            // The first answer wins; a nil (timeout, cancellation) ends the wait.
+            let first = await group.next() ?? nil
+            group.cancelAll()
+            return first
+        }
+        if let outcome { return try outcome.get() }
+        throw .noAnswer(endpoint: endpoint, seconds: Double(timeout.components.seconds))
+    }
+
+    package func close() { channel.close() }
+}

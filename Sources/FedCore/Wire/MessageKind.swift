@@ -1,0 +1,50 @@
+/// Every message type of the FedDrift protocol. The raw value is on the wire (frame header) and
+/// inside sealed envelopes (bound as associated data), so a ciphertext of one kind can never be
+/// accepted as another.
+package enum MessageKind: UInt16, Sendable, CaseIterable {
+    /// Agent → aggregator: registration (sealed).
+    case hello = 1
+    /// Aggregator → agent: registration accepted, with the current round (sealed to the agent).
+    case welcome = 2
+    case roundOpen = 3
+    case modelChunk = 4
+    case update = 5
+    case verdict = 6
+    case thresholds = 7
+    case heartbeat = 8
+    case metrics = 9
+}
+
+/// The first frame of every FedDrift message: `F` `D`, protocol version, kind (u16 LE).
+package struct WireHeader: Sendable, Equatable {
+    package static let protocolVersion: UInt8 = 1
+    static let magic: [UInt8] = [0x46, 0x44]
+    package static let byteCount = 5
+
+    package var kind: MessageKind
+    package var version: UInt8
+
+    package init(kind: MessageKind, version: UInt8 = protocolVersion) {
+        self.kind = kind
+        self.version = version
+    }
+
+    package var bytes: [UInt8] {
+        Self.magic + [version, UInt8(kind.rawValue & 0xFF), UInt8(kind.rawValue >> 8)]
+    }
+
+    package init(decoding bytes: [UInt8]) throws(WireError) {
+        guard bytes.count == Self.byteCount else {
+            throw .invalidValue(field: "header", reason: "\(bytes.count) bytes, expected \(Self.byteCount)")
+        }
+        guard Array(bytes[0..<2]) == Self.magic else { throw .invalidValue(field: "header", reason: "not a FedDrift message") }
+        guard bytes[2] == Self.protocolVersion else {
+            throw .unsupportedVersion(found: Int(bytes[2]), supported: Int(Self.protocolVersion))
+        }
+        let raw = UInt16(bytes[3]) | UInt16(bytes[4]) << 8
+        guard let kind = MessageKind(rawValue: raw) else {
+            throw .invalidValue(field: "kind", reason: "unknown message kind \(raw)")
+        }
+        self.init(kind: kind, version: bytes[2])
+    }
+}
