@@ -21,8 +21,18 @@ struct BenchTransport: AsyncParsableCommand {
     @Option(name: .long, help: "Bytes moved per variant and size (default 1 GiB).")
     var bytes: Int = 1 << 30
 
+    @Option(name: .long, parsing: .upToNextOption, help: "Message sizes in bytes (default 65536 4194304).")
+    var size: [Int] = [64 << 10, 4 << 20]
+
+    func validate() throws {
+        guard size.allSatisfy({ $0 > 0 && $0 <= 256 << 20 }) else {
+            throw ValidationError("--size takes sizes from 1 byte to 256 MiB")
+        }
+        guard bytes > 0 else { throw ValidationError("--bytes must be positive") }
+    }
+
     func run() async throws {
-        let results = try await TransportBenchmark(bytesPerVariant: bytes).run { progress in
+        let results = try await TransportBenchmark(bytesPerVariant: bytes, sizes: size).run { progress in
             if !json { print(progress) }
         }
         for result in results { print(json ? result.jsonLine : result.table) }

@@ -17,6 +17,9 @@ package struct TransportBenchmark: Sendable {
         package let sizeBytes: Int
         package let messages: [Variant: Int]
         package let gbps: [Variant: Double]
+        /// Sealing and opening alone (no transport), on all cores of this process.
+        package let sealOnlyGbps: Double
+        package let openOnlyGbps: Double
 
         package func rate(_ variant: Variant) -> Double { gbps[variant] ?? 0 }
 
@@ -25,7 +28,8 @@ package struct TransportBenchmark: Sendable {
             return "{\"size_bytes\":\(sizeBytes),\"raw_gbps\":\(number(rate(.raw))),\"curve_gbps\":\(number(rate(.curve))),"
                 + "\"sealed_gbps\":\(number(rate(.sealed))),\"sealed_curve_gbps\":\(number(rate(.sealedCurve))),"
                 + "\"sealed_time_over_raw\":\(number(rate(.raw) / rate(.sealed))),"
-                + "\"sealed_curve_time_over_curve\":\(number(rate(.curve) / rate(.sealedCurve)))}"
+                + "\"sealed_curve_time_over_curve\":\(number(rate(.curve) / rate(.sealedCurve))),"
+                + "\"seal_only_gbps\":\(number(sealOnlyGbps)),\"open_only_gbps\":\(number(openOnlyGbps))}"
         }
 
         package var table: String {
@@ -36,6 +40,7 @@ package struct TransportBenchmark: Sendable {
                   CURVE only       \(String(format: "%6.3f", rate(.curve))) GB/s
                   sealed only      \(String(format: "%6.3f", rate(.sealed))) GB/s   time ×\(String(format: "%.2f", rate(.raw) / rate(.sealed))) of raw (target ≤ 1.5 at 4 MiB)
                   sealed + CURVE   \(String(format: "%6.3f", rate(.sealedCurve))) GB/s   time ×\(String(format: "%.2f", rate(.curve) / rate(.sealedCurve))) of CURVE only (target ≤ 1.3 at 4 MiB)
+                  (no transport)   seal \(String(format: "%.3f", sealOnlyGbps)) GB/s, open \(String(format: "%.3f", openOnlyGbps)) GB/s on all cores
                 """
         }
     }
@@ -60,9 +65,41 @@ package struct TransportBenchmark: Sendable {
                 counts[variant] = count
                 progress(String(format: "  %@ %d bytes × %d: %.3f GB/s", variant.rawValue, size, count, gbps[variant] ?? 0))
             }
-            results.append(Result(sizeBytes: size, messages: counts, gbps: gbps))
+            let (seal, open) = try cryptoOnly(size: size, count: max(16, min(bytesPerVariant, 1 << 30) / size))
+            progress(String(format: "  seal only %.3f GB/s, open only %.3f GB/s", seal, open))
+            results.append(Result(sizeBytes: size, messages: counts, gbps: gbps, sealOnlyGbps: seal, openOnlyGbps: open))
         }
         return results
+    }
+
+    /// Seals `count` messages, then opens them, with no transport: the crypto's own rate.
+    private func cryptoOnly(size: Int, count: Int) throws -> (seal: Double, open: Double) {
+        let aggregator = NodeIdentity()
+        let agent = NodeIdentity()
+        let sealer = EnvelopeSealer(identity: agent, senderID: "bench", recipient: aggregator.box.publicKey)
+        let opener = EnvelopeOpener(recipient: aggregator.box, senders: ["bench": agent.signing.publicKey],
+                                    replayMemory: count + 16)
+        let payload = [UInt8](repeating: 7, count: size)
+        let batch = min(count, max(1, (256 << 20) / size))  // bound memory: at most 256 MiB sealed at once
+        var sealSeconds = 0.0, openSeconds = 0.0, done = 0
+        while done < count {
+            let n = min(batch, count - done)
+            var start = ContinuousClock.now
+            let sealed = try (0..<n).map { _ in try sealer.seal(payload, kind: MessageKind.update.rawValue, round: 1) }
+            sealSeconds += Self.seconds(ContinuousClock.now - start)
+            start = ContinuousClock.now
+            for block in sealed {
+                _ = try block.withUnsafeBytes { try opener.open($0, expecting: .init(senderID: "bench", round: 1)) }
+            }
+            openSeconds += Self.seconds(ContinuousClock.now - start)
+            done += n
+        }
+        let bytes = Double(size * count)
+        return (bytes / sealSeconds / 1e9, bytes / openSeconds / 1e9)
+    }
+
+    private static func seconds(_ duration: Duration) -> Double {
+        Double(duration.components.seconds) + Double(duration.components.attoseconds) / 1e18
     }
 
     private func measure(_ variant: Variant, size: Int, count: Int) async throws -> Double {
@@ -112,15 +149,14 @@ package struct TransportBenchmark: Sendable {
         }()
         var received = 0
         for try await message in router.messages {
-            guard let body = message.frames.last, body.count >= size else { continue }
+            guard let body = message.parts.last, body.count >= size else { continue }
             if variant.seals {
-                _ = try opener.open(body, expecting: .init(senderID: "bench", round: 1))
+                _ = try body.withUnsafeBytes { try opener.open($0, expecting: .init(senderID: "bench", round: 1)) }
             }
             received += 1
             if received == count { break }
         }
         try await sent
-        let elapsed = ContinuousClock.now - start
-        return Double(elapsed.components.seconds) + Double(elapsed.components.attoseconds) / 1e18
+        return Self.seconds(ContinuousClock.now - start)
     }
 }

@@ -84,34 +84,43 @@ package final class EnvelopeOpener: Sendable {
         let replayKey = ReplayGuard.Key(sender: header.senderID, nonce: header.nonce)
         guard !replay.contains(replayKey) else { throw .replayed }
 
-        let key: EnvelopeKey
+        let ephemeral: BoxPublicKey
         do {
-            let ephemeral = try BoxPublicKey(bytes: header.ephemeral)
-            key = try EnvelopeKey(secretKey: recipient.secretKey, peer: ephemeral, ephemeral: ephemeral,
-                                  recipient: recipient.publicKey)
+            ephemeral = try BoxPublicKey(bytes: header.ephemeral)
         } catch {
             throw .malformed("invalid ephemeral key: \(error)")
         }
-        let failedChunk = Atomic<Int>(-1)
         let chunkSize = Int(header.chunkSize)
         let tag = EnvelopeHeader.tagByteCount
         let sealed = SendableBuffer(UnsafeMutableRawBufferPointer(mutating: envelope))
-        let payload = [UInt8](unsafeUninitializedCapacity: payloadLength) { buffer, count in
-            let out = SendableBuffer(UnsafeMutableRawBufferPointer(buffer))
-            EnvelopeKey.forEachChunk(chunks) { index in
-                let start = index * chunkSize
-                let length = min(chunkSize, payloadLength - start)
-                let inStart = headerLength + start + index * tag
-                let ok = key.openChunk(
-                    index: index, header: header, associated: headerBytes,
-                    sealed: UnsafeRawBufferPointer(rebasing: sealed.buffer[inStart..<(inStart + length + tag)]),
-                    into: UnsafeMutableRawBufferPointer(rebasing: out.buffer[start..<(start + length)]))
-                if !ok { failedChunk.store(index, ordering: .relaxed) }
+        let opened: Result<[UInt8], EnvelopeError>
+        do {
+            opened = try EnvelopeKey.withOpeningKey(recipient: recipient, ephemeral: ephemeral) {
+                (key) throws(EnvelopeError) -> [UInt8] in
+                let sharedKey = key.sendable
+                let failedChunk = Atomic<Int>(-1)
+                let payload = [UInt8](unsafeUninitializedCapacity: payloadLength) { buffer, count in
+                    let out = SendableBuffer(UnsafeMutableRawBufferPointer(buffer))
+                    EnvelopeKey.forEachChunk(chunks) { index in
+                        let start = index * chunkSize
+                        let length = min(chunkSize, payloadLength - start)
+                        let inStart = headerLength + start + index * tag
+                        let ok = EnvelopeKey.openChunk(
+                            key: sharedKey, index: index, header: header, associated: headerBytes,
+                            sealed: UnsafeRawBufferPointer(rebasing: sealed.buffer[inStart..<(inStart + length + tag)]),
+                            into: UnsafeMutableRawBufferPointer(rebasing: out.buffer[start..<(start + length)]))
+                        if !ok { failedChunk.store(index, ordering: .relaxed) }
+                    }
+                    count = payloadLength
+                }
+                let failed = failedChunk.load(ordering: .relaxed)
+                guard failed < 0 else { throw .tamperedCiphertext(chunk: failed) }
+                return payload
             }
-            count = payloadLength
+        } catch {
+            throw .malformed("invalid ephemeral key: \(error)")
         }
-        let failed = failedChunk.load(ordering: .relaxed)
-        guard failed < 0 else { throw .tamperedCiphertext(chunk: failed) }
+        let payload = try opened.get()
         guard replay.insert(replayKey) else { throw .replayed }  // a concurrent twin won the race
         return OpenedEnvelope(header: header, payload: payload)
     }

@@ -30,35 +30,36 @@ package struct EnvelopeSealer: Sendable {
     }
 
     package func seal(_ payload: UnsafeRawBufferPointer, kind: UInt16, round: UInt64) throws(CryptoError) -> ByteBlock {
-        let ephemeral = BoxKeyPair()
-        let key = try EnvelopeKey(secret: ephemeral, peer: recipient, ephemeral: ephemeral.publicKey, recipient: recipient)
-        let header = EnvelopeHeader(
-            kind: kind, round: round, senderID: senderID, recipient: recipient, ephemeral: ephemeral.publicKey.bytes,
-            nonce: Sodium.randomBytes(EnvelopeHeader.nonceByteCount), chunkSize: UInt32(chunkSize),
-            payloadLength: UInt64(payload.count))
-        let headerBytes = header.encoded()
-        let chunks = header.chunkCount
-        let tag = EnvelopeHeader.tagByteCount
-        let payloadCount = payload.count
-        let total = headerBytes.count + payloadCount + chunks * tag + SigningPublicKey.signatureByteCount
-        let signer = identity.signing
-        let chunkSize = chunkSize
-        return ByteBlock(count: total) { out in
-            headerBytes.withUnsafeBytes { out.copyMemory(from: $0) }
-            let body = SendableBuffer(out)
-            let input = SendableBuffer(UnsafeMutableRawBufferPointer(mutating: payload))
-            EnvelopeKey.forEachChunk(chunks) { index in
-                let start = index * chunkSize
-                let length = min(chunkSize, payloadCount - start)
-                let outStart = headerBytes.count + start + index * tag
-                key.sealChunk(index: index, header: header, associated: headerBytes,
-                              plaintext: UnsafeRawBufferPointer(rebasing: input.buffer[start..<(start + length)]),
-                              into: UnsafeMutableRawBufferPointer(rebasing: body.buffer[outStart..<(outStart + length + tag)]))
+        try EnvelopeKey.withSealingKey(recipient: recipient) { (key, ephemeral) in
+            let header = EnvelopeHeader(
+                kind: kind, round: round, senderID: senderID, recipient: recipient, ephemeral: ephemeral.bytes,
+                nonce: Sodium.randomBytes(EnvelopeHeader.nonceByteCount), chunkSize: UInt32(chunkSize),
+                payloadLength: UInt64(payload.count))
+            let headerBytes = header.encoded()
+            let chunks = header.chunkCount
+            let tag = EnvelopeHeader.tagByteCount
+            let payloadCount = payload.count
+            let total = headerBytes.count + payloadCount + chunks * tag + SigningPublicKey.signatureByteCount
+            let chunkSize = chunkSize
+            return ByteBlock(count: total) { out in
+                headerBytes.withUnsafeBytes { out.copyMemory(from: $0) }
+                let body = SendableBuffer(out)
+                let input = SendableBuffer(UnsafeMutableRawBufferPointer(mutating: payload))
+                let sharedKey = key.sendable
+                EnvelopeKey.forEachChunk(chunks) { index in
+                    let start = index * chunkSize
+                    let length = min(chunkSize, payloadCount - start)
+                    let outStart = headerBytes.count + start + index * tag
+                    EnvelopeKey.sealChunk(
+                        key: sharedKey, index: index, header: header, associated: headerBytes,
+                        plaintext: UnsafeRawBufferPointer(rebasing: input.buffer[start..<(start + length)]),
+                        into: UnsafeMutableRawBufferPointer(rebasing: body.buffer[outStart..<(outStart + length + tag)]))
+                }
+                let signed = EnvelopeKey.signedMessage(header: headerBytes, envelope: UnsafeRawBufferPointer(out),
+                                                       chunks: chunks, chunkSize: chunkSize, payloadLength: payloadCount)
+                let signature = signed.withUnsafeBytes { identity.signing.sign($0) }
+                UnsafeMutableRawBufferPointer(rebasing: out[(total - signature.count)...]).copyBytes(from: signature)
             }
-            let signed = EnvelopeKey.signedMessage(header: headerBytes, envelope: UnsafeRawBufferPointer(out),
-                                                   chunks: chunks, chunkSize: chunkSize, payloadLength: payloadCount)
-            let signature = signed.withUnsafeBytes { signer.sign($0) }
-            out.baseAddress!.advanced(by: total - signature.count).copyMemory(from: signature, byteCount: signature.count)
         }
     }
 }
@@ -69,38 +70,77 @@ struct SendableBuffer: @unchecked Sendable {
     init(_ buffer: UnsafeMutableRawBufferPointer) { self.buffer = buffer }
 }
 
-/// The symmetric key of one envelope, in secret memory.
-final class EnvelopeKey: Sendable {
+/// The symmetric key of one envelope.
+///
+/// Per-envelope secrets (the ephemeral X25519 secret, the shared point, the derived key) live in
+/// stack memory for the duration of one seal or open and are wiped with `sodium_memzero` before it
+/// returns, as libsodium's own sealed boxes do. Long-lived keys use `sodium_malloc` (``SecretBytes``);
+/// using it per message costs an mmap, mprotect, mlock and munmap each time, and the TLB shootdowns
+/// of those dominated the sealed throughput when measured.
+struct EnvelopeKey: ~Copyable {
     private static let domain = Array("FedDrift envelope v1".utf8)
-    private let key: SecretBytes
+    static let byteCount = Int(crypto_aead_xchacha20poly1305_ietf_keybytes())
+    /// Stack memory owned by the enclosing `with…` call.
+    private let key: UnsafeRawBufferPointer
 
-    /// Derives BLAKE2b(X25519(secret, peer) ‖ ephemeral ‖ recipient), keyed with the protocol domain,
-    /// as libsodium recommends instead of using the raw shared point.
-    convenience init(secret: BoxKeyPair, peer: BoxPublicKey, ephemeral: BoxPublicKey, recipient: BoxPublicKey)
-        throws(CryptoError)
+    private init(key: UnsafeRawBufferPointer) { self.key = key }
+
+    /// Makes a fresh ephemeral key pair, agrees a key with `recipient`, and lends both to `body`.
+    static func withSealingKey<R>(recipient: BoxPublicKey,
+                                  _ body: (borrowing EnvelopeKey, BoxPublicKey) throws(CryptoError) -> R)
+        throws(CryptoError) -> R
     {
-        try self.init(secretKey: secret.secretKey, peer: peer, ephemeral: ephemeral, recipient: recipient)
+        try withSecretScratch(count: 32) { (ephemeralSecret) throws(CryptoError) in
+            randombytes_buf(ephemeralSecret.bytePointer, 32)
+            var publicBytes = [UInt8](repeating: 0, count: 32)
+            _ = crypto_scalarmult_base(&publicBytes, ephemeralSecret.bytePointer)
+            let ephemeral = try BoxPublicKey(bytes: publicBytes)
+            return try withDerivedKey(secret: UnsafeRawBufferPointer(ephemeralSecret), peer: recipient,
+                                      ephemeral: ephemeral, recipient: recipient) { (key) throws(CryptoError) in
+                try body(key, ephemeral)
+            }
+        }
     }
 
-    init(secretKey: borrowing SecretBytes, peer: BoxPublicKey, ephemeral: BoxPublicKey, recipient: BoxPublicKey)
-        throws(CryptoError)
+    /// Agrees the key of an envelope sealed to `recipient` with `ephemeral`, and lends it to `body`.
+    static func withOpeningKey<R, E: Error>(recipient: BoxKeyPair, ephemeral: BoxPublicKey,
+                                            _ body: (borrowing EnvelopeKey) throws(E) -> R)
+        throws(CryptoError) -> Result<R, E>
     {
-        // Hash input: X25519 shared point ‖ ephemeral public ‖ recipient public, all in secret memory.
-        let point = Int(crypto_scalarmult_bytes())
-        var failed = false
-        let input = SecretBytes(count: point + 64) { input in
-            secretKey.withUnsafeBytes { secret in
-                failed = crypto_scalarmult(input.bytePointer, secret.bytePointer, peer.bytes) != 0
+        try recipient.secretKey.withUnsafeBytes { (secret) throws(CryptoError) in
+            try withDerivedKey(secret: secret, peer: ephemeral, ephemeral: ephemeral,
+                               recipient: recipient.publicKey) { (key) throws(CryptoError) in
+                do throws(E) { return .success(try body(key)) } catch { return .failure(error) }
             }
-            (input.baseAddress! + point).copyMemory(from: ephemeral.bytes, byteCount: 32)
-            (input.baseAddress! + point + 32).copyMemory(from: recipient.bytes, byteCount: 32)
         }
-        guard !failed else { throw .weakPublicKey }
-        key = SecretBytes(count: Int(crypto_aead_xchacha20poly1305_ietf_keybytes())) { out in
-            input.withUnsafeBytes { input in
-                _ = crypto_generichash(out.bytePointer, out.count, input.bytePointer, UInt64(input.count),
-                                       Self.domain, Self.domain.count)
+    }
+
+    /// BLAKE2b(X25519(secret, peer) ‖ ephemeral ‖ recipient), keyed with the protocol domain, as
+    /// libsodium recommends instead of using the raw shared point.
+    private static func withDerivedKey<R>(secret: UnsafeRawBufferPointer, peer: BoxPublicKey, ephemeral: BoxPublicKey,
+                                          recipient: BoxPublicKey,
+                                          _ body: (borrowing EnvelopeKey) throws(CryptoError) -> R) throws(CryptoError) -> R {
+        let point = Int(crypto_scalarmult_bytes())
+        return try withSecretScratch(count: point + 64 + byteCount) { (scratch) throws(CryptoError) in
+            let input = UnsafeMutableRawBufferPointer(rebasing: scratch[0..<(point + 64)])
+            let keyBytes = UnsafeMutableRawBufferPointer(rebasing: scratch[(point + 64)...])
+            guard crypto_scalarmult(input.bytePointer, secret.bytePointer, peer.bytes) == 0 else {
+                throw .weakPublicKey
             }
+            UnsafeMutableRawBufferPointer(rebasing: input[point..<(point + 32)]).copyBytes(from: ephemeral.bytes)
+            UnsafeMutableRawBufferPointer(rebasing: input[(point + 32)...]).copyBytes(from: recipient.bytes)
+            _ = crypto_generichash(keyBytes.bytePointer, keyBytes.count, input.bytePointer, UInt64(input.count),
+                                   domain, domain.count)
+            return try body(EnvelopeKey(key: UnsafeRawBufferPointer(keyBytes)))
+        }
+    }
+
+    /// Stack scratch for secrets, wiped on every exit path.
+    private static func withSecretScratch<R>(count: Int, _ body: (UnsafeMutableRawBufferPointer) throws(CryptoError) -> R)
+        throws(CryptoError) -> R {
+        try withUnsafeTemporaryAllocation(byteCount: count, alignment: 16) { (scratch) throws(CryptoError) in
+            defer { Sodium.wipe(scratch) }
+            return try body(scratch)
         }
     }
 
@@ -121,30 +161,35 @@ final class EnvelopeKey: Sendable {
         return data
     }
 
-    func sealChunk(index: Int, header: EnvelopeHeader, associated: [UInt8], plaintext: UnsafeRawBufferPointer,
-                   into out: UnsafeMutableRawBufferPointer) {
+    /// The key bytes for chunk workers on other threads, valid while the enclosing `with…` call runs.
+    var sendable: SendableKey { SendableKey(bytes: key) }
+
+    struct SendableKey: @unchecked Sendable {
+        // @unchecked: read-only stack memory that outlives the concurrentPerform using it.
+        let bytes: UnsafeRawBufferPointer
+        var bytePointer: UnsafePointer<UInt8> { bytes.bytePointer }
+    }
+
+    static func sealChunk(key: SendableKey, index: Int, header: EnvelopeHeader, associated: [UInt8],
+                          plaintext: UnsafeRawBufferPointer, into out: UnsafeMutableRawBufferPointer) {
         let nonce = Self.chunkNonce(header.nonce, index: index)
         let ad = Self.chunkAssociatedData(associated, index: index, isLast: index == header.chunkCount - 1)
         let out8 = out.bytePointer
-        key.withUnsafeBytes { key in
-            _ = crypto_aead_xchacha20poly1305_ietf_encrypt_detached(
-                out8, out8 + plaintext.count, nil, plaintext.bytePointer, UInt64(plaintext.count),
-                ad, UInt64(ad.count), nil, nonce, key.bytePointer)
-        }
+        _ = crypto_aead_xchacha20poly1305_ietf_encrypt_detached(
+            out8, out8 + plaintext.count, nil, plaintext.bytePointer, UInt64(plaintext.count),
+            ad, UInt64(ad.count), nil, nonce, key.bytePointer)
     }
 
     /// Decrypts one chunk (ciphertext followed by tag) into `out`. Returns false when it fails authentication.
-    func openChunk(index: Int, header: EnvelopeHeader, associated: [UInt8], sealed: UnsafeRawBufferPointer,
-                   into out: UnsafeMutableRawBufferPointer) -> Bool {
+    static func openChunk(key: SendableKey, index: Int, header: EnvelopeHeader, associated: [UInt8],
+                          sealed: UnsafeRawBufferPointer, into out: UnsafeMutableRawBufferPointer) -> Bool {
         let nonce = Self.chunkNonce(header.nonce, index: index)
         let ad = Self.chunkAssociatedData(associated, index: index, isLast: index == header.chunkCount - 1)
         let length = sealed.count - EnvelopeHeader.tagByteCount
         let in8 = sealed.bytePointer
-        return key.withUnsafeBytes { key in
-            crypto_aead_xchacha20poly1305_ietf_decrypt_detached(
-                out.bytePointer, nil, in8, UInt64(length), in8 + length, ad, UInt64(ad.count), nonce,
-                key.bytePointer) == 0
-        }
+        return crypto_aead_xchacha20poly1305_ietf_decrypt_detached(
+            out.bytePointer, nil, in8, UInt64(length), in8 + length, ad, UInt64(ad.count), nonce,
+            key.bytePointer) == 0
     }
 
     /// `domain ‖ header ‖ tag₀ ‖ tag₁ ‖ …`: what the sender signs.

@@ -22,23 +22,24 @@ package struct AggregatorGate: Sendable {
 
     /// Handles one message from the agent-facing ROUTER: `[routing id, header, sealed envelope]`.
     package func handle(_ message: ZMQMessage, currentRound: UInt64) -> Outcome {
-        guard message.frames.count == 3 else {
-            return .rejected(reason: "malformed", detail: "expected 3 frames, got \(message.frames.count)")
+        guard message.parts.count == 3 else {
+            return .rejected(reason: "malformed", detail: "expected 3 frames, got \(message.parts.count)")
         }
         guard let agentID = message.userID, let agent = agents[agentID] else {
             return .rejected(reason: "unauthenticated", detail: "message without an enrolled CURVE identity")
         }
         let header: WireHeader
         do {
-            header = try WireHeader(decoding: message.frames[1])
+            header = try WireHeader(decoding: message.parts[1].bytes)
         } catch {
             return .rejected(reason: "malformed", detail: "\(error)")
         }
         switch header.kind {
         case .hello:
             do {
-                let opened = try opener.open(message.frames[2], expecting: .init(senderID: agentID,
-                                                                                 kind: MessageKind.hello.rawValue))
+                let opened = try message.parts[2].withUnsafeBytes { (sealed) throws(EnvelopeError) in
+                    try opener.open(sealed, expecting: .init(senderID: agentID, kind: MessageKind.hello.rawValue))
+                }
                 let hello = try Hello(decoding: opened.payload)
                 guard hello.agentID == agentID else {
                     return .rejected(reason: "wrong_sender", detail: "hello names '\(hello.agentID)'")
@@ -48,7 +49,7 @@ package struct AggregatorGate: Sendable {
                 let sealer = EnvelopeSealer(identity: identity, senderID: aggregatorID, recipient: agent.box)
                 let sealed = try sealer.seal(welcome.encoded(), kind: MessageKind.welcome.rawValue, round: currentRound)
                 return .welcomed(agentID: agentID, hello: hello, reply: [
-                    .bytes(message.frames[0]), .bytes(WireHeader(kind: .welcome).bytes), .block(sealed),
+                    .block(message.parts[0]), .bytes(WireHeader(kind: .welcome).bytes), .block(sealed),
                 ])
             } catch let error as EnvelopeError {
                 return .rejected(reason: error.reason, detail: error.description)

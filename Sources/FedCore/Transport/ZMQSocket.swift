@@ -15,17 +15,38 @@ package enum OutboundFrame: Sendable {
 }
 
 /// A received multipart message.
+///
+/// Each frame is a ``ByteBlock`` that still holds libzmq's own buffer: a 4 MiB update is never
+/// copied between the kernel and the code that opens it. ``frames`` copies into arrays, for the
+/// small frames of control messages.
 package struct ZMQMessage: Sendable, Equatable {
     /// The frames in order. On a ROUTER socket the first frame is the sender's routing id.
-    package var frames: [[UInt8]]
+    package var parts: [ByteBlock]
     /// The user id the ZAP handler assigned to the sending peer, when the link is authenticated
     /// (CURVE with a ``ZAPAuthenticator``). It cannot be forged by the peer.
     package var userID: String?
 
-    package init(frames: [[UInt8]], userID: String? = nil) {
-        self.frames = frames
+    package init(parts: [ByteBlock], userID: String? = nil) {
+        self.parts = parts
         self.userID = userID
     }
+
+    package init(frames: [[UInt8]], userID: String? = nil) {
+        self.init(parts: frames.map { ByteBlock(copying: $0) }, userID: userID)
+    }
+
+    /// The frames copied into arrays.
+    package var frames: [[UInt8]] { parts.map(\.bytes) }
+
+    package static func == (lhs: ZMQMessage, rhs: ZMQMessage) -> Bool {
+        lhs.userID == rhs.userID && lhs.frames == rhs.frames
+    }
+}
+
+/// A heap-allocated `zmq_msg_t`, so a received frame can outlive the receive call.
+private struct ReceivedFrame: @unchecked Sendable {
+    // @unchecked: the message is owned by exactly one ByteBlock, which closes it once.
+    let message: UnsafeMutablePointer<zmq_msg_t>
 }
 
 /// A libzmq socket. libzmq sockets are not thread-safe, so this type is neither copyable nor
@@ -154,32 +175,36 @@ package struct ZMQSocket: ~Copyable {
     /// - Parameter blocking: when `false`, returns `nil` at once if nothing is queued.
     /// - Returns: the message, or `nil` when the receive timeout elapsed (or nothing was queued).
     package func receive(blocking: Bool = true) throws(ZMQError) -> ZMQMessage? {
-        var frames: [[UInt8]] = []
+        var parts: [ByteBlock] = []
         var userID: String?
         var more = true
         while more {
-            var message = zmq_msg_t()
-            zmq_msg_init(&message)
-            defer { zmq_msg_close(&message) }
-            let flags: CInt = (blocking || !frames.isEmpty) ? 0 : ZMQ_DONTWAIT
+            let frame = ReceivedFrame(message: .allocate(capacity: 1))
+            zmq_msg_init(frame.message)
+            let flags: CInt = (blocking || !parts.isEmpty) ? 0 : ZMQ_DONTWAIT
             do {
-                try zmqCall("zmq_msg_recv") { zmq_msg_recv(&message, handle, flags) }
-            } catch where error.code == .wouldBlock && frames.isEmpty {
-                return nil
+                try zmqCall("zmq_msg_recv") { zmq_msg_recv(frame.message, handle, flags) }
+            } catch {
+                zmq_msg_close(frame.message)
+                frame.message.deallocate()
+                if error.code == .wouldBlock && parts.isEmpty { return nil }
+                throw error
             }
-            let size = zmq_msg_size(&message)
-            let data = zmq_msg_data(&message)
-            frames.append(Array(unsafeUninitializedCapacity: size) { buffer, count in
-                if size > 0, let data { UnsafeMutableRawBufferPointer(buffer).copyMemory(from: UnsafeRawBufferPointer(start: data, count: size)) }
-                count = size
-            })
             // ROUTER prepends a routing-id frame that carries no metadata: read it from the peer's frames.
-            if userID == nil, let value = zmq_msg_gets(&message, "User-Id") {
+            if userID == nil, let value = zmq_msg_gets(frame.message, "User-Id") {
                 userID = String(cString: value)
             }
-            more = zmq_msg_more(&message) != 0
+            more = zmq_msg_more(frame.message) != 0
+            // "zmq_msg_data() ... shall return a pointer to the message content" (zmq_msg_data(3)); it
+            // stays valid until zmq_msg_close, which the block's release runs.
+            let size = zmq_msg_size(frame.message)
+            let data = zmq_msg_data(frame.message) ?? UnsafeMutableRawPointer(frame.message)
+            parts.append(ByteBlock(adopting: data, count: size) {
+                zmq_msg_close(frame.message)
+                frame.message.deallocate()
+            })
         }
-        return ZMQMessage(frames: frames, userID: userID)
+        return ZMQMessage(parts: parts, userID: userID)
     }
 
     /// Subscribes a SUB socket to messages whose first frame starts with `prefix` (empty: all).

@@ -9,6 +9,8 @@ package final class ByteBlock: @unchecked Sendable {
     private let base: UnsafeMutableRawPointer
     /// The number of bytes.
     package let count: Int
+    /// Returns adopted storage to its owner (e.g. closes a libzmq message); nil: ours to deallocate.
+    private let release: (@Sendable () -> Void)?
 
     /// Allocates `count` bytes (64-byte aligned) and lets `fill` write every one of them.
     package init<E: Error>(
@@ -17,6 +19,7 @@ package final class ByteBlock: @unchecked Sendable {
         precondition(count >= 0, "negative ByteBlock size")
         base = .allocate(byteCount: max(count, 1), alignment: 64)
         self.count = count
+        release = nil
         do {
             try fill(UnsafeMutableRawBufferPointer(start: base, count: count))
         } catch {
@@ -30,7 +33,17 @@ package final class ByteBlock: @unchecked Sendable {
         self.init(count: bytes.count) { buffer in buffer.copyBytes(from: bytes) }
     }
 
-    deinit { base.deallocate() }
+    /// Adopts `count` bytes at `base` that stay valid until `release` runs (when the block is
+    /// dropped). The transport uses it to hand out received frames without copying them.
+    init(adopting base: UnsafeMutableRawPointer, count: Int, release: @escaping @Sendable () -> Void) {
+        self.base = base
+        self.count = count
+        self.release = release
+    }
+
+    deinit {
+        if let release { release() } else { base.deallocate() }
+    }
 
     /// Lends the bytes to `body`. The pointer must not escape.
     package func withUnsafeBytes<R, E: Error>(_ body: (UnsafeRawBufferPointer) throws(E) -> R) throws(E) -> R {
