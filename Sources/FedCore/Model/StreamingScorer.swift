@@ -1,0 +1,93 @@
+/// Scores one event at a time against the model: the edge agent's hot path.
+///
+/// A user's state is `2H + 1` floats: the LSTM's h and c, and log Σ exp of the logits that state
+/// predicts. With them, the surprise of a new event, −log p(category | previous state), costs one
+/// H-long dot product; the state update and the new next-category distribution cost
+/// O(H·(E + H) + H·C). Nothing is allocated per event: states live wherever the caller keeps them
+/// (e.g. one contiguous arena for all users) and the distribution is written to a scratch buffer
+/// owned by the scorer. One scorer per thread.
+package final class StreamingScorer {
+    package let shape: LSTMShape
+    private let layout: ParameterLayout
+    private let weights: UnsafeMutablePointer<Float>
+    private let gateBias: UnsafeMutablePointer<Float>   // b_ih + b_hh, summed once
+    private let input: UnsafeMutablePointer<Float>      // x_t, D
+    private let gates: UnsafeMutablePointer<Float>      // 4H
+    private let logits: UnsafeMutablePointer<Float>     // C
+    private let probabilities: UnsafeMutablePointer<Float>  // C
+    /// log Σ exp of the logits of the all-zero initial state.
+    package let initialLogSumExp: Float
+
+    /// Floats per user state: h (H), c (H), log-sum-exp (1).
+    package var stateSize: Int { 2 * shape.hidden + 1 }
+
+    package init(parameters: LSTMParameters<Float>) {
+        shape = parameters.shape
+        layout = shape.layout
+        let H = shape.hidden, C = shape.categories
+        weights = .allocate(capacity: layout.count)
+        weights.initialize(from: parameters.values, count: layout.count)
+        gateBias = .allocate(capacity: 4 * H)
+        for j in 0..<(4 * H) { gateBias[j] = parameters.values[layout.biasIH.lowerBound + j] + parameters.values[layout.biasHH.lowerBound + j] }
+        input = .allocate(capacity: shape.inputSize)
+        gates = .allocate(capacity: 4 * H)
+        logits = .allocate(capacity: C)
+        probabilities = .allocate(capacity: C)
+        initialLogSumExp = FastMath.softmax(weights + layout.outputBias.lowerBound, count: C, into: probabilities)
+    }
+
+    deinit {
+        for pointer in [weights, gateBias, input, gates, logits, probabilities] { pointer.deallocate() }
+    }
+
+    /// Sets a fresh user's state: zero h and c, the initial log-sum-exp.
+    package func reset(_ state: UnsafeMutablePointer<Float>) {
+        state.update(repeating: 0, count: 2 * shape.hidden)
+        state[2 * shape.hidden] = initialLogSumExp
+    }
+
+    /// The next-category distribution written by the last ``step(_:category:action:gap:)``.
+    package var distribution: UnsafeBufferPointer<Float> { UnsafeBufferPointer(start: probabilities, count: shape.categories) }
+
+    /// −log p(`category` | state), without changing the state.
+    @inline(__always)
+    package func surprise(of category: Int, in state: UnsafePointer<Float>) -> Float {
+        let H = shape.hidden
+        let logit = FastMath.dot(weights + layout.outputWeight.lowerBound + category * H, state, count: H)
+            + weights[layout.outputBias.lowerBound + category]
+        return state[2 * H] - logit
+    }
+
+    /// Consumes one event: returns its surprise under the previous state, advances the state, and
+    /// leaves the new next-category distribution in ``distribution``.
+    @discardableResult
+    package func step(_ state: UnsafeMutablePointer<Float>, category: Int, action: Int = 0, gap: Int = 0) -> Float {
+        let H = shape.hidden, D = shape.inputSize, C = shape.categories
+        let E = shape.embedding, A = shape.actionEmbedding, Q = shape.gapEmbedding
+        let category = min(max(category, 0), C - 1)
+        let surprise = surprise(of: category, in: state)
+        input.update(from: weights + layout.embedding.lowerBound + category * E, count: E)
+        if A > 0 { (input + E).update(from: weights + layout.actionEmbedding.lowerBound + min(max(action, 0), 3) * A, count: A) }
+        if Q > 0 {
+            (input + E + A).update(from: weights + layout.gapEmbedding.lowerBound
+                                   + min(max(gap, 0), LSTMShape.gapBuckets - 1) * Q, count: Q)
+        }
+        let h = state, c = state + H
+        let wih = weights + layout.weightIH.lowerBound, whh = weights + layout.weightHH.lowerBound
+        for row in 0..<(4 * H) {
+            gates[row] = FastMath.dot(wih + row * D, input, count: D) + FastMath.dot(whh + row * H, h, count: H)
+                + gateBias[row]
+        }
+        for j in 0..<H {
+            let i = Float.sigmoid(gates[j]), f = Float.sigmoid(gates[H + j])
+            let g = Float.tanh(gates[2 * H + j]), o = Float.sigmoid(gates[3 * H + j])
+            let cell = f * c[j] + i * g
+            c[j] = cell
+            h[j] = o * Float.tanh(cell)
+        }
+        FastMath.matrixVector(weights + layout.outputWeight.lowerBound, rows: C, columns: H, h,
+                              bias: weights + layout.outputBias.lowerBound, into: logits)
+        state[2 * H] = FastMath.softmax(logits, count: C, into: probabilities)
+        return surprise
+    }
+}
