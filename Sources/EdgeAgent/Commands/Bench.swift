@@ -1,10 +1,11 @@
 import ArgumentParser
 import FedCore
+import Foundation
 
 struct Bench: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Measure this node (release builds only give meaningful numbers).",
-        subcommands: [BenchTransport.self]
+        subcommands: [BenchTransport.self, BenchTrain.self, BenchScore.self]
     )
 }
 
@@ -36,5 +37,77 @@ struct BenchTransport: AsyncParsableCommand {
             if !json { print(progress) }
         }
         for result in results { print(json ? result.jsonLine : result.table) }
+    }
+}
+
+struct BenchTrain: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "train",
+        abstract: "Training speed: sequences/s for plain and per-example-clipped (DP) training.",
+        discussion: "Batch 64; T = 50 for small, 100 for medium. GFLOP/s count the GEMMs of forward and backward."
+    )
+
+    @Option(name: .long, help: "Model preset: small (C=1024, E=32, H=64) or medium (C=4096, E=64, H=128).")
+    var model = "small"
+
+    @Option(name: .long, help: "Threads; examples of a batch are split across them.")
+    var threads = 1
+
+    @Option(name: .long, help: "Seconds to measure each mode.")
+    var seconds = 5.0
+
+    @Flag(name: .long, help: "One JSON object.")
+    var json = false
+
+    func validate() throws {
+        guard LSTMShape.preset(named: model) != nil else { throw ValidationError("--model must be small or medium") }
+        guard threads >= 1 else { throw ValidationError("--threads must be at least 1") }
+    }
+
+    func run() throws {
+        guard let shape = LSTMShape.preset(named: model) else { return }
+        let result = ModelBenchmark.train(model: model, shape: shape, threads: threads, seconds: seconds)
+        if json {
+            print(result.jsonLine)
+        } else {
+            print("""
+                \(model) (\(shape)), \(threads) thread(s), batch 64, T = \(ModelBenchmark.steps(for: model)):
+                  plain training          \(String(format: "%8.1f", result.plainSequencesPerSecond)) sequences/s
+                  per-example clipped     \(String(format: "%8.1f", result.clippedSequencesPerSecond)) sequences/s \
+                (×\(String(format: "%.2f", result.clippedSequencesPerSecond / result.plainSequencesPerSecond)) of plain)
+                """)
+        }
+    }
+}
+
+struct BenchScore: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "score",
+        abstract: "Streaming scoring latency: one event at a time (batch 1), p50/p99 and events/s."
+    )
+
+    @Option(name: .long, help: "Model preset: small or medium.")
+    var model = "small"
+
+    @Option(name: .long, help: "Events to score.")
+    var events = 200_000
+
+    @Flag(name: .long, help: "One JSON object.")
+    var json = false
+
+    func validate() throws {
+        guard LSTMShape.preset(named: model) != nil else { throw ValidationError("--model must be small or medium") }
+        guard events >= 100 else { throw ValidationError("--events must be at least 100") }
+    }
+
+    func run() throws {
+        guard let shape = LSTMShape.preset(named: model) else { return }
+        let result = ModelBenchmark.score(model: model, shape: shape, events: events)
+        if json {
+            print(result.jsonLine)
+        } else {
+            print(String(format: "%@: p50 %.2f µs, p99 %.2f µs, %.0f events/s", model, result.p50Microseconds,
+                         result.p99Microseconds, result.eventsPerSecond))
+        }
     }
 }

@@ -10,6 +10,11 @@ package final class StreamingScorer {
     package let shape: LSTMShape
     private let layout: ParameterLayout
     private let weights: UnsafeMutablePointer<Float>
+    /// W_ihᵀ [D × 4H], W_hhᵀ [H × 4H] and W_outᵀ [H × C]: column-major copies, so each product is a
+    /// sum of scaled contiguous rows (axpy) that vectorises with no horizontal reductions.
+    private let inputWeightsT: UnsafeMutablePointer<Float>
+    private let recurrentWeightsT: UnsafeMutablePointer<Float>
+    private let outputWeightsT: UnsafeMutablePointer<Float>
     private let gateBias: UnsafeMutablePointer<Float>   // b_ih + b_hh, summed once
     private let input: UnsafeMutablePointer<Float>      // x_t, D
     private let gates: UnsafeMutablePointer<Float>      // 4H
@@ -27,6 +32,15 @@ package final class StreamingScorer {
         let H = shape.hidden, C = shape.categories
         weights = .allocate(capacity: layout.count)
         weights.initialize(from: parameters.values, count: layout.count)
+        let D = shape.inputSize
+        func transposed(_ range: Range<Int>, rows: Int, columns: Int) -> UnsafeMutablePointer<Float> {
+            let out = UnsafeMutablePointer<Float>.allocate(capacity: rows * columns)
+            for r in 0..<rows { for k in 0..<columns { out[k * rows + r] = parameters.values[range.lowerBound + r * columns + k] } }
+            return out
+        }
+        inputWeightsT = transposed(layout.weightIH, rows: 4 * H, columns: D)
+        recurrentWeightsT = transposed(layout.weightHH, rows: 4 * H, columns: H)
+        outputWeightsT = transposed(layout.outputWeight, rows: C, columns: H)
         gateBias = .allocate(capacity: 4 * H)
         for j in 0..<(4 * H) { gateBias[j] = parameters.values[layout.biasIH.lowerBound + j] + parameters.values[layout.biasHH.lowerBound + j] }
         input = .allocate(capacity: shape.inputSize)
@@ -37,7 +51,8 @@ package final class StreamingScorer {
     }
 
     deinit {
-        for pointer in [weights, gateBias, input, gates, logits, probabilities] { pointer.deallocate() }
+        for pointer in [weights, inputWeightsT, recurrentWeightsT, outputWeightsT, gateBias, input, gates, logits,
+                        probabilities] { pointer.deallocate() }
     }
 
     /// Sets a fresh user's state: zero h and c, the initial log-sum-exp.
@@ -73,20 +88,28 @@ package final class StreamingScorer {
                                    + min(max(gap, 0), LSTMShape.gapBuckets - 1) * Q, count: Q)
         }
         let h = state, c = state + H
-        let wih = weights + layout.weightIH.lowerBound, whh = weights + layout.weightHH.lowerBound
-        for row in 0..<(4 * H) {
-            gates[row] = FastMath.dot(wih + row * D, input, count: D) + FastMath.dot(whh + row * H, h, count: H)
-                + gateBias[row]
+        gates.update(from: gateBias, count: 4 * H)
+        FastMath.accumulate(inputWeightsT, rows: D, columns: 4 * H, scaledBy: input, into: gates)
+        FastMath.accumulate(recurrentWeightsT, rows: H, columns: 4 * H, scaledBy: h, into: gates)
+        var j = 0
+        while j + 8 <= H {
+            let i = FastMath.sigmoid(FastMath.load(gates + j)), f = FastMath.sigmoid(FastMath.load(gates + H + j))
+            let g = FastMath.tanh(FastMath.load(gates + 2 * H + j)), o = FastMath.sigmoid(FastMath.load(gates + 3 * H + j))
+            let cell = f * FastMath.load(c + j) + i * g
+            FastMath.store(cell, c + j)
+            FastMath.store(o * FastMath.tanh(cell), h + j)
+            j += 8
         }
-        for j in 0..<H {
+        while j < H {
+            defer { j += 1 }
             let i = Float.sigmoid(gates[j]), f = Float.sigmoid(gates[H + j])
             let g = Float.tanh(gates[2 * H + j]), o = Float.sigmoid(gates[3 * H + j])
             let cell = f * c[j] + i * g
             c[j] = cell
             h[j] = o * Float.tanh(cell)
         }
-        FastMath.matrixVector(weights + layout.outputWeight.lowerBound, rows: C, columns: H, h,
-                              bias: weights + layout.outputBias.lowerBound, into: logits)
+        logits.update(from: weights + layout.outputBias.lowerBound, count: C)
+        FastMath.accumulate(outputWeightsT, rows: H, columns: C, scaledBy: h, into: logits)
         state[2 * H] = FastMath.softmax(logits, count: C, into: probabilities)
         return surprise
     }

@@ -14,20 +14,39 @@ package enum FastMath {
         p = p * r + 1.666_666_5e-1
         p = p * r + 5.000_000_1e-1
         p = p * (r * r) + r + 1
-        let exponent = (SIMD8<Int32>(n, rounding: .towardZero) &+ 127) &<< 23
-        return p * unsafeBitCast(exponent, to: SIMD8<Float>.self)
+        // n is integral and |n| ≤ 128: adding 1.5·2²³ puts it in the low mantissa bits, so the bit
+        // pattern minus that constant's is n as Int32 (the stdlib's lane-wise conversion is scalar code).
+        let magic = SIMD8<Float>(repeating: 12_582_912)
+        let integer = unsafeBitCast(n + magic, to: SIMD8<Int32>.self) &- unsafeBitCast(magic, to: SIMD8<Int32>.self)
+        return p * unsafeBitCast((integer &+ 127) &<< 23, to: SIMD8<Float>.self)
     }
 
-    /// Σ a[i]·b[i] with eight-lane accumulators.
+    /// 1 / (1 + e⁻ˣ) for eight lanes.
+    @inline(__always)
+    package static func sigmoid(_ x: SIMD8<Float>) -> SIMD8<Float> { 1 / (1 + exp(-x)) }
+
+    /// tanh x = 2σ(2x) − 1 for eight lanes (absolute error ≈ 2e-7).
+    @inline(__always)
+    package static func tanh(_ x: SIMD8<Float>) -> SIMD8<Float> { 2 * sigmoid(2 * x) - 1 }
+
+    @inline(__always)
+    static func load(_ pointer: UnsafePointer<Float>) -> SIMD8<Float> {
+        UnsafeRawPointer(pointer).loadUnaligned(as: SIMD8<Float>.self)
+    }
+
+    @inline(__always)
+    static func store(_ value: SIMD8<Float>, _ pointer: UnsafeMutablePointer<Float>) {
+        UnsafeMutableRawPointer(pointer).storeBytes(of: value, as: SIMD8<Float>.self)
+    }
+
+    /// Σ a[i]·b[i] with two eight-lane FMA accumulators.
     @inline(__always)
     package static func dot(_ a: UnsafePointer<Float>, _ b: UnsafePointer<Float>, count: Int) -> Float {
         var accumulator0 = SIMD8<Float>(), accumulator1 = SIMD8<Float>()
         var index = 0
         while index + 16 <= count {
-            accumulator0 += UnsafeRawPointer(a + index).loadUnaligned(as: SIMD8<Float>.self)
-                * UnsafeRawPointer(b + index).loadUnaligned(as: SIMD8<Float>.self)
-            accumulator1 += UnsafeRawPointer(a + index + 8).loadUnaligned(as: SIMD8<Float>.self)
-                * UnsafeRawPointer(b + index + 8).loadUnaligned(as: SIMD8<Float>.self)
+            accumulator0 = accumulator0.addingProduct(load(a + index), load(b + index))
+            accumulator1 = accumulator1.addingProduct(load(a + index + 8), load(b + index + 8))
             index += 16
         }
         var total = (accumulator0 + accumulator1).sum()
@@ -38,12 +57,36 @@ package enum FastMath {
         return total
     }
 
-    /// out[r] = bias[r] + Σ_k m[r·columns + k]·v[k] for `rows` rows.
+    /// out[k] += Σ_r v[r]·m[r·columns + k]: the product vᵀ·M as a sum of scaled contiguous rows, four
+    /// rows per pass over `out` so each output vector is loaded and stored once per four FMAs.
     @inline(__always)
-    package static func matrixVector(_ m: UnsafePointer<Float>, rows: Int, columns: Int, _ v: UnsafePointer<Float>,
-                                     bias: UnsafePointer<Float>?, into out: UnsafeMutablePointer<Float>) {
-        for row in 0..<rows {
-            out[row] = dot(m + row * columns, v, count: columns) + (bias?[row] ?? 0)
+    package static func accumulate(_ m: UnsafePointer<Float>, rows: Int, columns: Int, scaledBy v: UnsafePointer<Float>,
+                                   into out: UnsafeMutablePointer<Float>) {
+        var r = 0
+        while r + 4 <= rows {
+            let s0 = SIMD8<Float>(repeating: v[r]), s1 = SIMD8<Float>(repeating: v[r + 1])
+            let s2 = SIMD8<Float>(repeating: v[r + 2]), s3 = SIMD8<Float>(repeating: v[r + 3])
+            let row0 = m + r * columns, row1 = row0 + columns, row2 = row1 + columns, row3 = row2 + columns
+            var k = 0
+            while k + 8 <= columns {
+                var o = load(out + k)
+                o = o.addingProduct(s0, load(row0 + k))
+                o = o.addingProduct(s1, load(row1 + k))
+                o = o.addingProduct(s2, load(row2 + k))
+                o = o.addingProduct(s3, load(row3 + k))
+                store(o, out + k)
+                k += 8
+            }
+            while k < columns {
+                out[k] += v[r] * row0[k] + v[r + 1] * row1[k] + v[r + 2] * row2[k] + v[r + 3] * row3[k]
+                k += 1
+            }
+            r += 4
+        }
+        while r < rows {
+            let scale = v[r], row = m + r * columns
+            for k in 0..<columns { out[k] += scale * row[k] }
+            r += 1
         }
     }
 
