@@ -115,8 +115,6 @@ extension LSTMWorkspace {
     }
 
     static func sumOfSquares(_ values: UnsafePointer<Scalar>, count: Int) -> Double {
-        var total: Scalar = 0
-        for index in 0..<count { total += values[index] * values[index] }
-        return total.doubleValue
+        Scalar.sumOfSquares(values, count: count)
     }
 }

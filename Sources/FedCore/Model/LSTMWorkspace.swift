@@ -24,6 +24,7 @@ package final class LSTMWorkspace<Scalar: ModelScalar> {
     let carryHidden = ScalarBuffer<Scalar>()     // dL/dh_{t} from step t+1, B × H
     let carryCell = ScalarBuffer<Scalar>()       // dL/dc_{t} from step t+1, B × H
     let zeros = ScalarBuffer<Scalar>()           // h_{-1} = c_{-1} = 0, B × H
+    let gateBias = ScalarBuffer<Scalar>()        // b_ih + b_hh, 4H
 
     private(set) var batchSize = 0
     private(set) var steps = 0
@@ -66,7 +67,8 @@ package final class LSTMWorkspace<Scalar: ModelScalar> {
             // All input projections at once: Z = X · W_ihᵀ.
             Scalar.gemm(transposeA: false, transposeB: true, m: rows, n: G, k: D, alpha: 1, a: x, lda: D,
                         b: w + layout.weightIH.lowerBound, ldb: D, beta: 0, c: z, ldc: G)
-            let biasIH = w + layout.biasIH.lowerBound, biasHH = w + layout.biasHH.lowerBound
+            let bias = gateBias.reserve(G)
+            for j in 0..<G { bias[j] = w[layout.biasIH.lowerBound + j] + w[layout.biasHH.lowerBound + j] }
             for t in 0..<T {
                 let zt = z + t * B * G
                 let hPrev = t == 0 ? UnsafePointer(zero) : UnsafePointer(h + (t - 1) * B * H)
@@ -74,41 +76,21 @@ package final class LSTMWorkspace<Scalar: ModelScalar> {
                 Scalar.gemm(transposeA: false, transposeB: true, m: B, n: G, k: H, alpha: 1, a: hPrev, lda: H,
                             b: w + layout.weightHH.lowerBound, ldb: H, beta: 1, c: zt, ldc: G)
                 for b in 0..<B {
-                    let gate = zt + b * G
-                    let ct = c + (t * B + b) * H, tct = tc + (t * B + b) * H, ht = h + (t * B + b) * H
-                    let cp = cPrev + b * H
-                    for j in 0..<H {
-                        let i = Scalar.sigmoid(gate[j] + biasIH[j] + biasHH[j])
-                        let f = Scalar.sigmoid(gate[H + j] + biasIH[H + j] + biasHH[H + j])
-                        let g = Scalar.tanh(gate[2 * H + j] + biasIH[2 * H + j] + biasHH[2 * H + j])
-                        let o = Scalar.sigmoid(gate[3 * H + j] + biasIH[3 * H + j] + biasHH[3 * H + j])
-                        gate[j] = i
-                        gate[H + j] = f
-                        gate[2 * H + j] = g
-                        gate[3 * H + j] = o
-                        let cell = f * cp[j] + i * g
-                        ct[j] = cell
-                        let tanhCell = Scalar.tanh(cell)
-                        tct[j] = tanhCell
-                        ht[j] = o * tanhCell
-                    }
+                    let row = t * B + b
+                    Scalar.lstmCell(gates: zt + b * G, bias: bias, previousCell: cPrev + b * H, cell: c + row * H,
+                                    cellTanh: tc + row * H, hidden: h + row * H, size: H)
                 }
             }
             // Logits for every step: H · W_outᵀ + b_out.
             Scalar.gemm(transposeA: false, transposeB: true, m: rows, n: C, k: H, alpha: 1, a: h, lda: H,
                         b: w + layout.outputWeight.lowerBound, ldb: H, beta: 0, c: out, ldc: C)
-            let bias = w + layout.outputBias.lowerBound
+            let outputBias = w + layout.outputBias.lowerBound
             for row in 0..<rows {
                 let logit = out + row * C
-                for k in 0..<C { logit[k] += bias[k] }
+                for k in 0..<C { logit[k] += outputBias[k] }
             }
             for row in 0..<rows where batch.targets[row] >= 0 {
-                let logit = out + row * C
-                var maximum = -Scalar.infinity
-                for k in 0..<C { maximum = max(maximum, logit[k]) }
-                var sum: Scalar = 0
-                for k in 0..<C { sum += Scalar.exp(logit[k] - maximum) }
-                lse[row] = maximum + Scalar.log(sum)
+                lse[row] = Scalar.logSumExp(out + row * C, count: C)
             }
         }
         var perSequence = [Double](repeating: 0, count: B)
@@ -166,8 +148,8 @@ package final class LSTMWorkspace<Scalar: ModelScalar> {
                 logit.update(repeating: 0, count: C)
                 continue
             }
-            let weight = weights[row % B], normalizer = lse[row]
-            for k in 0..<C { logit[k] = weight * Scalar.exp(logit[k] - normalizer) }
+            let weight = weights[row % B]
+            Scalar.scaledSoftmax(logit, count: C, logSumExp: lse[row], weight: weight)
             logit[target] -= weight
         }
         parameters.values.withUnsafeBufferPointer { p in

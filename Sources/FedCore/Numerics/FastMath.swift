@@ -4,8 +4,13 @@ package enum FastMath {
     /// the clamped range [-87.3, 88.7]; inputs below underflow to ≈ 1e-38, never to NaN).
     @inline(__always)
     package static func exp(_ x: SIMD8<Float>) -> SIMD8<Float> {
-        let clamped = x.clamped(lowerBound: SIMD8(repeating: -87.3), upperBound: SIMD8(repeating: 88.7))
-        let n = (clamped * 1.442_695_04).rounded(.toNearestOrEven)
+        // Masked replacement compiles to vmaxps/vblendvps; the stdlib's clamped() is an outlined scalar call.
+        let clamped = x.replacing(with: -87.3, where: x .< -87.3).replacing(with: 88.7, where: x .> 88.7)
+        // Round x·log₂e to the nearest integer by adding and subtracting 1.5·2²³ (|n| ≤ 128), which
+        // also leaves n as an integer in the low mantissa bits of `shifted` (SIMD rounded() calls rintf).
+        let magic = SIMD8<Float>(repeating: 12_582_912)
+        let shifted = clamped * 1.442_695_04 + magic
+        let n = shifted - magic
         let r = clamped - n * 0.693_359_375 + n * 2.121_944_4e-4
         var p = SIMD8<Float>(repeating: 1.987_569_1e-4)
         p = p * r + 1.398_199_9e-3
@@ -14,12 +19,14 @@ package enum FastMath {
         p = p * r + 1.666_666_5e-1
         p = p * r + 5.000_000_1e-1
         p = p * (r * r) + r + 1
-        // n is integral and |n| ≤ 128: adding 1.5·2²³ puts it in the low mantissa bits, so the bit
-        // pattern minus that constant's is n as Int32 (the stdlib's lane-wise conversion is scalar code).
-        let magic = SIMD8<Float>(repeating: 12_582_912)
-        let integer = unsafeBitCast(n + magic, to: SIMD8<Int32>.self) &- unsafeBitCast(magic, to: SIMD8<Int32>.self)
+        // The stdlib's lane-wise Float→Int32 conversion is scalar code; the bit pattern is not.
+        let integer = unsafeBitCast(shifted, to: SIMD8<Int32>.self) &- unsafeBitCast(magic, to: SIMD8<Int32>.self)
         return p * unsafeBitCast((integer &+ 127) &<< 23, to: SIMD8<Float>.self)
     }
+
+    /// Lane-wise maximum (vmaxps).
+    @inline(__always)
+    package static func maximum(_ a: SIMD8<Float>, _ b: SIMD8<Float>) -> SIMD8<Float> { a.replacing(with: b, where: a .< b) }
 
     /// 1 / (1 + e⁻ˣ) for eight lanes.
     @inline(__always)
