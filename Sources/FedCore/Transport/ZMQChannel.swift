@@ -222,6 +222,10 @@ package final class ZMQChannel: Sendable {
                 shared.finished.signal()
             }
             var reportedReady = false
+            let trace = ProcessInfo.processInfo.environment["FEDDRIFT_TRACE_CHANNELS"] != nil
+            let name = "\(configuration.kind) bind=\(configuration.bind) connect=\(configuration.connect)"
+            if trace { FileHandle.standardError.write(Data("channel start \(name)\n".utf8)) }
+            defer { if trace { FileHandle.standardError.write(Data("channel stop \(name)\n".utf8)) } }
             do throws(ZMQError) {
                 let endpoint = try Endpoint(context: context, configuration: configuration)
                 ready(.success(endpoint.bound))
