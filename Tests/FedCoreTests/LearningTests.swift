@@ -73,3 +73,51 @@ struct LearningTests {
         #expect(last < 0.5 * first, "loss \(first) → \(last)")
     }
 }
+
+/// Real sequences: MovieLens 100K with genres as categories (`../shared/data/ml-100k`).
+@Suite("LSTM learning on MovieLens 100K",
+       .enabled(if: SharedData.exists("data/ml-100k/ml-100k.inter"), SharedData.absentMessage("data/ml-100k/ml-100k.inter")))
+struct MovieLensLearningTests {
+    @Test("Training lowers held-out next-genre loss below the unigram baseline")
+    func beatsUnigram() throws {
+        let data = try MovieLensDataset(directory: SharedData.url("data/ml-100k").path)
+        let users = data.sequences.keys.sorted()
+        // Every fifth user is held out entirely; sequences are cut to their last 60 events.
+        func sequence(_ user: Int) -> EventSequence {
+            EventSequence(categories: (data.sequences[user] ?? []).suffix(60).map(\.category))
+        }
+        let training = users.enumerated().filter { $0.offset % 5 != 0 }.map { sequence($0.element) }
+        let heldOut = users.enumerated().filter { $0.offset % 5 == 0 }.map { sequence($0.element) }
+        let C = data.genres.count
+        #expect(C >= 18, "genres found: \(data.genres)")
+
+        // Unigram baseline: the training targets' genre frequencies, scored on held-out targets.
+        var counts = [Double](repeating: 1, count: C)  // add-one smoothing
+        for sequence in training { for category in sequence.categories.dropFirst() { counts[Int(category)] += 1 } }
+        let total = counts.reduce(0, +)
+        var baseline = 0.0, steps = 0.0
+        for sequence in heldOut {
+            for category in sequence.categories.dropFirst() {
+                baseline -= Foundation.log(counts[Int(category)] / total)
+                steps += 1
+            }
+        }
+        baseline /= steps
+
+        let shape = LSTMShape(categories: C, embedding: 8, hidden: 32)
+        var parameters = LSTMParameters<Float>(shape: shape, seed: 21)
+        let workspace = LSTMWorkspace<Float>(shape: shape)
+        var optimizer = Adam(learningRate: 0.01)
+        var gradient: [Float] = []
+        for _ in 0..<3 {
+            for start in stride(from: 0, to: training.count, by: 32) {
+                let batch = SequenceBatch(Array(training[start..<min(start + 32, training.count)]))
+                workspace.gradient(parameters: parameters, batch: batch, into: &gradient)
+                optimizer.step(&parameters.values, gradient: gradient)
+            }
+        }
+        let heldOutLoss = workspace.forward(parameters: parameters, batch: SequenceBatch(heldOut)).mean
+        // Deterministic (fixed seeds, one thread): measured 1.898 vs 1.968 nats when written.
+        #expect(heldOutLoss < baseline, "held-out loss \(heldOutLoss) vs unigram \(baseline)")
+    }
+}
