@@ -10,8 +10,9 @@ package final class StreamingScorer {
     package let shape: LSTMShape
     private let layout: ParameterLayout
     private let weights: UnsafeMutablePointer<Float>
-    /// W_ihᵀ [D × 4H], W_hhᵀ [H × 4H] and W_outᵀ [H × C]: column-major copies, so each product is a
-    /// sum of scaled contiguous rows (axpy) that vectorises with no horizontal reductions.
+    /// W_ihᵀ [D × 4H], W_hhᵀ [H × 4H] and W_outᵀ [H × C], packed into 64-column panels: each product is
+    /// a register-blocked sum of scaled rows that streams the weights once, in order, with no
+    /// horizontal reductions.
     private let inputWeightsT: UnsafeMutablePointer<Float>
     private let recurrentWeightsT: UnsafeMutablePointer<Float>
     private let outputWeightsT: UnsafeMutablePointer<Float>
@@ -34,9 +35,9 @@ package final class StreamingScorer {
         weights.initialize(from: parameters.values, count: layout.count)
         let D = shape.inputSize
         func transposed(_ range: Range<Int>, rows: Int, columns: Int) -> UnsafeMutablePointer<Float> {
-            let out = UnsafeMutablePointer<Float>.allocate(capacity: rows * columns)
+            var out = [Float](repeating: 0, count: rows * columns)
             for r in 0..<rows { for k in 0..<columns { out[k * rows + r] = parameters.values[range.lowerBound + r * columns + k] } }
-            return out
+            return out.withUnsafeBufferPointer { FastMath.packPanels($0.baseAddress!, rows: columns, columns: rows) }
         }
         inputWeightsT = transposed(layout.weightIH, rows: 4 * H, columns: D)
         recurrentWeightsT = transposed(layout.weightHH, rows: 4 * H, columns: H)
@@ -89,8 +90,8 @@ package final class StreamingScorer {
         }
         let h = state, c = state + H
         gates.update(from: gateBias, count: 4 * H)
-        FastMath.accumulate(inputWeightsT, rows: D, columns: 4 * H, scaledBy: input, into: gates)
-        FastMath.accumulate(recurrentWeightsT, rows: H, columns: 4 * H, scaledBy: h, into: gates)
+        FastMath.accumulate(panels: inputWeightsT, rows: D, columns: 4 * H, scaledBy: input, into: gates)
+        FastMath.accumulate(panels: recurrentWeightsT, rows: H, columns: 4 * H, scaledBy: h, into: gates)
         var j = 0
         while j + 8 <= H {
             let i = FastMath.sigmoid(FastMath.load(gates + j)), f = FastMath.sigmoid(FastMath.load(gates + H + j))
@@ -109,7 +110,7 @@ package final class StreamingScorer {
             h[j] = o * Float.tanh(cell)
         }
         logits.update(from: weights + layout.outputBias.lowerBound, count: C)
-        FastMath.accumulate(outputWeightsT, rows: H, columns: C, scaledBy: h, into: logits)
+        FastMath.accumulate(panels: outputWeightsT, rows: H, columns: C, scaledBy: h, into: logits)
         state[2 * H] = FastMath.softmax(logits, count: C, into: probabilities)
         return surprise
     }

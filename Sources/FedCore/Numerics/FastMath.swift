@@ -64,36 +64,59 @@ package enum FastMath {
         return total
     }
 
-    /// out[k] += Σ_r v[r]·m[r·columns + k]: the product vᵀ·M as a sum of scaled contiguous rows, four
-    /// rows per pass over `out` so each output vector is loaded and stored once per four FMAs.
-    @inline(__always)
-    package static func accumulate(_ m: UnsafePointer<Float>, rows: Int, columns: Int, scaledBy v: UnsafePointer<Float>,
-                                   into out: UnsafeMutablePointer<Float>) {
-        var r = 0
-        while r + 4 <= rows {
-            let s0 = SIMD8<Float>(repeating: v[r]), s1 = SIMD8<Float>(repeating: v[r + 1])
-            let s2 = SIMD8<Float>(repeating: v[r + 2]), s3 = SIMD8<Float>(repeating: v[r + 3])
-            let row0 = m + r * columns, row1 = row0 + columns, row2 = row1 + columns, row3 = row2 + columns
-            var k = 0
-            while k + 8 <= columns {
-                var o = load(out + k)
-                o = o.addingProduct(s0, load(row0 + k))
-                o = o.addingProduct(s1, load(row1 + k))
-                o = o.addingProduct(s2, load(row2 + k))
-                o = o.addingProduct(s3, load(row3 + k))
-                store(o, out + k)
-                k += 8
+    /// Width of a packed panel: 64 columns, held in eight 8-lane accumulators.
+    package static let panelWidth = 64
+
+    /// Packs a row-major `rows × columns` matrix into panels of ``panelWidth`` columns, each panel
+    /// stored row after row, so ``accumulate(panels:rows:columns:scaledBy:into:)`` streams memory in
+    /// order. The last panel is zero-padded. Returns the packed buffer (caller deallocates).
+    package static func packPanels(_ m: UnsafePointer<Float>, rows: Int, columns: Int) -> UnsafeMutablePointer<Float> {
+        let panels = (columns + panelWidth - 1) / panelWidth
+        let packed = UnsafeMutablePointer<Float>.allocate(capacity: panels * rows * panelWidth)
+        packed.initialize(repeating: 0, count: panels * rows * panelWidth)
+        for panel in 0..<panels {
+            for r in 0..<rows {
+                for c in 0..<min(panelWidth, columns - panel * panelWidth) {
+                    packed[(panel * rows + r) * panelWidth + c] = m[r * columns + panel * panelWidth + c]
+                }
             }
-            while k < columns {
-                out[k] += v[r] * row0[k] + v[r + 1] * row1[k] + v[r + 2] * row2[k] + v[r + 3] * row3[k]
-                k += 1
-            }
-            r += 4
         }
-        while r < rows {
-            let scale = v[r], row = m + r * columns
-            for k in 0..<columns { out[k] += scale * row[k] }
-            r += 1
+        return packed
+    }
+
+    /// out[k] += Σ_r v[r]·M[r][k] for M packed by ``packPanels(_:rows:columns:)``: each output is
+    /// loaded and stored once, and the matrix is streamed once, sequentially.
+    @inline(__always)
+    package static func accumulate(panels m: UnsafePointer<Float>, rows: Int, columns: Int, scaledBy v: UnsafePointer<Float>,
+                                   into out: UnsafeMutablePointer<Float>) {
+        var panel = m
+        var k = 0
+        while k + panelWidth <= columns {
+            var a0 = load(out + k), a1 = load(out + k + 8), a2 = load(out + k + 16), a3 = load(out + k + 24)
+            var a4 = load(out + k + 32), a5 = load(out + k + 40), a6 = load(out + k + 48), a7 = load(out + k + 56)
+            for r in 0..<rows {
+                let s = SIMD8<Float>(repeating: v[r])
+                let row = panel + r * panelWidth
+                a0 = a0.addingProduct(s, load(row))
+                a1 = a1.addingProduct(s, load(row + 8))
+                a2 = a2.addingProduct(s, load(row + 16))
+                a3 = a3.addingProduct(s, load(row + 24))
+                a4 = a4.addingProduct(s, load(row + 32))
+                a5 = a5.addingProduct(s, load(row + 40))
+                a6 = a6.addingProduct(s, load(row + 48))
+                a7 = a7.addingProduct(s, load(row + 56))
+            }
+            store(a0, out + k); store(a1, out + k + 8); store(a2, out + k + 16); store(a3, out + k + 24)
+            store(a4, out + k + 32); store(a5, out + k + 40); store(a6, out + k + 48); store(a7, out + k + 56)
+            panel += rows * panelWidth
+            k += panelWidth
+        }
+        if k < columns {  // the zero-padded last panel, column by column
+            for c in 0..<(columns - k) {
+                var total = out[k + c]
+                for r in 0..<rows { total += v[r] * panel[r * panelWidth + c] }
+                out[k + c] = total
+            }
         }
     }
 
