@@ -142,7 +142,10 @@ struct KeyTests {
     @Test("The source array of a loaded secret is wiped, even when its length is wrong")
     func sourceWiped() throws {
         var source: [UInt8] = Array(repeating: 0x5A, count: 32)
+        let before = source.withUnsafeBytes { UInt(bitPattern: $0.baseAddress) }
         _ = try SecretBytes(wiping: &source, expectedCount: 32)
+        // Wiped in place: a copy-on-write would zero a fresh buffer and free the secret one unwiped.
+        #expect(source.withUnsafeBytes { UInt(bitPattern: $0.baseAddress) } == before)
         #expect(source.allSatisfy { $0 == 0 })
         var short: [UInt8] = Array(repeating: 0x5A, count: 31)
         #expect(throws: CryptoError.invalidKeyLength(expected: 32, found: 31)) {

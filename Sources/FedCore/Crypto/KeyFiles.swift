@@ -34,8 +34,11 @@ package struct KeyDirectory: Sendable {
         } catch {
             throw .writeFailed(path: path, errno: (error as NSError).code == 0 ? EIO : Int32((error as NSError).code))
         }
-        var secretText = Array("# FedDrift node secret keys. Keep this file private (mode 0600); never copy it off this node.\n".utf8)
+        // Capacity reserved up front: a reallocation while secrets are appended would free an unwiped buffer.
+        var secretText: [UInt8] = []
+        secretText.reserveCapacity(1024)
         defer { Sodium.wipe(&secretText) }
+        secretText += Array("# FedDrift node secret keys. Keep this file private (mode 0600); never copy it off this node.\n".utf8)
         secretText += Array("format: \(Self.secretFormat)\nbox-secret: ".utf8)
         identity.box.secretKey.withUnsafeBytes { Self.appendBase64($0, to: &secretText) }
         secretText += Array("\nsign-seed: ".utf8)

@@ -39,8 +39,9 @@ package struct SecretBytes: ~Copyable, @unchecked Sendable {
         guard source.count == expectedCount else {
             throw .invalidKeyLength(expected: expectedCount, found: source.count)
         }
-        let input = source
-        self.init(count: expectedCount) { out in input.withUnsafeBytes { out.copyMemory(from: $0) } }
+        // Read the caller's buffer in place: a copy (`let x = source`) would make the wipe below
+        // copy-on-write a fresh buffer and leave the original, secret bytes and all, to be freed unwiped.
+        self.init(count: expectedCount) { out in source.withUnsafeBytes { out.copyMemory(from: $0) } }
     }
 
     deinit {

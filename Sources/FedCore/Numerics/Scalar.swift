@@ -15,7 +15,6 @@ package protocol ModelScalar: BinaryFloatingPoint, Sendable, Codable where Self.
     static func exp(_ x: Self) -> Self
     static func log(_ x: Self) -> Self
     static func tanh(_ x: Self) -> Self
-    static func log1p(_ x: Self) -> Self
     init(_ value: Double)
     var doubleValue: Double { get }
 
@@ -77,7 +76,6 @@ package enum BLAS {
         openblas_set_num_threads(1)
         return true
     }()
-    package static var threads: Int { Int(openblas_get_num_threads()) }
 }
 
 extension Float: ModelScalar {
@@ -91,7 +89,6 @@ extension Float: ModelScalar {
     @inline(__always) package static func exp(_ x: Float) -> Float { Foundation.exp(x) }
     @inline(__always) package static func log(_ x: Float) -> Float { Foundation.log(x) }
     @inline(__always) package static func tanh(_ x: Float) -> Float { Foundation.tanh(x) }
-    @inline(__always) package static func log1p(_ x: Float) -> Float { Foundation.log1p(x) }
     package var doubleValue: Double { Double(self) }
 
     package static func sumOfSquares(_ values: UnsafePointer<Float>, count: Int) -> Double {
@@ -172,7 +169,6 @@ extension Double: ModelScalar {
     @inline(__always) package static func exp(_ x: Double) -> Double { Foundation.exp(x) }
     @inline(__always) package static func log(_ x: Double) -> Double { Foundation.log(x) }
     @inline(__always) package static func tanh(_ x: Double) -> Double { Foundation.tanh(x) }
-    @inline(__always) package static func log1p(_ x: Double) -> Double { Foundation.log1p(x) }
     package var doubleValue: Double { self }
 
     package static func sumOfSquares(_ values: UnsafePointer<Double>, count: Int) -> Double {
