@@ -1,0 +1,97 @@
+import Testing
+@testable import FedCore
+
+@Suite("Rounds and federated averaging")
+struct RoundTests {
+    private let start: [Float] = [1, 2, 3, 4]
+
+    private func coordinator(minAgents: Int = 2, denominator: FederatedAveraging.Denominator = .contributingUsers)
+        -> RoundCoordinator
+    {
+        RoundCoordinator(parameters: start, round: 0, enrolled: ["a", "b", "c"], minAgents: minAgents,
+                         maxUpdateNorm: 100, averaging: FederatedAveraging(denominator: denominator))
+    }
+
+    @Test("The new model is the start plus the user-weighted average of the agents' deltas")
+    func weightedAverage() async throws {
+        let rounds = coordinator()
+        let round = await rounds.open(deadline: .now + .seconds(60))
+        let a = ModelUpdate(agentID: "a", round: round, deltaSum: [3, 0, -3, 6], users: 3)
+        let b = ModelUpdate(agentID: "b", round: round, deltaSum: [1, 1, 1, 1], users: 1)
+        try await rounds.accept(a)
+        try await rounds.accept(b)
+        #expect(await rounds.close() == .aggregated(round: 1, agents: ["a", "b"]))
+        // Independently: Σ deltaSum / Σ users = [4, 1, -2, 7] / 4.
+        #expect(await rounds.parameters == [2, 2.25, 2.5, 5.75])
+    }
+
+    @Test("With a fixed denominator the sum is divided by the expected user count, not the actual")
+    func fixedDenominator() {
+        let averaging = FederatedAveraging(denominator: .fixed(10))
+        let updates = [ModelUpdate(agentID: "a", round: 1, deltaSum: [5, -5], users: 2)]
+        #expect(averaging.averageDelta(updates, parameterCount: 2) == [0.5, -0.5])
+    }
+
+    @Test("Server momentum carries the previous round's direction into the next")
+    func serverMomentum() {
+        var averaging = FederatedAveraging(denominator: .contributingUsers,
+                                           serverOptimizer: SGD(learningRate: 1, momentum: 0.5))
+        var parameters: [Float] = [0]
+        averaging.apply([ModelUpdate(agentID: "a", round: 1, deltaSum: [1], users: 1)], to: &parameters)
+        averaging.apply([ModelUpdate(agentID: "a", round: 2, deltaSum: [0], users: 1)], to: &parameters)
+        #expect(parameters == [1.5])  // 1, then 0 + 0.5·1
+    }
+
+    @Test("Late, duplicate, unknown, wrongly sized, NaN and oversized updates are refused by reason")
+    func rejections() async throws {
+        let rounds = coordinator()
+        let round = await rounds.open(deadline: .now + .seconds(60))
+        try await rounds.accept(ModelUpdate(agentID: "a", round: round, deltaSum: [0, 0, 0, 0], users: 1))
+        let cases: [(ModelUpdate, UpdateRejection)] = [
+            (ModelUpdate(agentID: "b", round: round - 1, deltaSum: [0, 0, 0, 0], users: 1),
+             .wrongRound(expected: round, found: round - 1)),
+            (ModelUpdate(agentID: "a", round: round, deltaSum: [0, 0, 0, 0], users: 1), .duplicate(agentID: "a")),
+            (ModelUpdate(agentID: "z", round: round, deltaSum: [0, 0, 0, 0], users: 1), .unknownAgent("z")),
+            (ModelUpdate(agentID: "b", round: round, deltaSum: [0, 0], users: 1), .wrongSize(expected: 4, found: 2)),
+            (ModelUpdate(agentID: "b", round: round, deltaSum: [0, .nan, 0, 0], users: 1), .nonFinite(index: 1)),
+            (ModelUpdate(agentID: "b", round: round, deltaSum: [300, 0, 0, 400], users: 1),
+             .normTooLarge(norm: 500, bound: 100)),
+        ]
+        for (update, expected) in cases {
+            await #expect(throws: expected) { try await rounds.accept(update) }
+        }
+        #expect(await rounds.rejections == ["wrong_round": 1, "duplicate": 1, "unknown_agent": 1, "wrong_size": 1,
+                                            "non_finite": 1, "norm_too_large": 1])
+        // The round carries on: b can still submit.
+        try await rounds.accept(ModelUpdate(agentID: "b", round: round, deltaSum: [1, 1, 1, 1], users: 1))
+        #expect(await rounds.close() == .aggregated(round: round, agents: ["a", "b"]))
+    }
+
+    @Test("Without quorum by the deadline the round fails and the model is unchanged")
+    func quorum() async throws {
+        let rounds = coordinator(minAgents: 2)
+        let deadline = ContinuousClock.now + .milliseconds(50)
+        let round = await rounds.open(deadline: deadline)
+        try await rounds.accept(ModelUpdate(agentID: "c", round: round, deltaSum: [9, 9, 9, 9], users: 1))
+        #expect(await !rounds.isReadyToClose(now: deadline - .milliseconds(1)))
+        #expect(await rounds.isReadyToClose(now: deadline))
+        #expect(await rounds.close() == .failedQuorum(round: round, received: 1, required: 2))
+        #expect(await rounds.parameters == start)
+        // A straggler's update for the failed round is refused once the next round is open.
+        let next = await rounds.open(deadline: .now + .seconds(60))
+        await #expect(throws: UpdateRejection.wrongRound(expected: next, found: round)) {
+            try await rounds.accept(ModelUpdate(agentID: "a", round: round, deltaSum: [0, 0, 0, 0], users: 1))
+        }
+    }
+
+    @Test("A round can close early once every enrolled agent has answered")
+    func closesWhenAllAnswered() async throws {
+        let rounds = coordinator(minAgents: 1)
+        let round = await rounds.open(deadline: .now + .seconds(3600))
+        for agent in ["a", "b", "c"] {
+            #expect(await !rounds.isReadyToClose(now: .now))
+            try await rounds.accept(ModelUpdate(agentID: agent, round: round, deltaSum: [0, 0, 0, 0], users: 1))
+        }
+        #expect(await rounds.isReadyToClose(now: .now))
+    }
+}
