@@ -1,5 +1,6 @@
 /// Agent → aggregator, sealed: who the agent is and what it runs.
-package struct Hello: Sendable, Equatable {
+package struct Hello: WireMessage {
+    package static let kind = MessageKind.hello
     package var agentID: String
     package var softwareVersion: String
     /// Unix time in milliseconds when the agent sent it.
@@ -11,28 +12,22 @@ package struct Hello: Sendable, Equatable {
         self.sentAtMilliseconds = sentAtMilliseconds
     }
 
-    package func encoded() -> [UInt8] {
-        var writer = ByteWriter()
+    package func encode(into writer: inout ByteWriter) {
         writer.write(string: agentID)
         writer.write(string: softwareVersion)
         writer.write(sentAtMilliseconds)
-        return writer.bytes
     }
 
-    package init(decoding bytes: [UInt8]) throws(WireError) {
-        self = try bytes.withBytes { (raw) throws(WireError) in
-            var reader = ByteReader(raw)
-            let hello = Hello(agentID: try reader.readString(field: "agent id", limit: 64),
-                              softwareVersion: try reader.readString(field: "software version", limit: 64),
-                              sentAtMilliseconds: try reader.read(field: "sent at"))
-            try reader.finish()
-            return hello
-        }
+    package init(from reader: inout ByteReader) throws(WireError) {
+        agentID = try reader.readString(field: "agent id", limit: 64)
+        softwareVersion = try reader.readString(field: "software version", limit: 64)
+        sentAtMilliseconds = try reader.read(field: "sent at")
     }
 }
 
 /// Aggregator → agent, sealed to the agent: registration accepted.
-package struct Welcome: Sendable, Equatable {
+package struct Welcome: WireMessage {
+    package static let kind = MessageKind.welcome
     package var aggregatorID: String
     package var currentRound: UInt64
     package var enrolledAgents: UInt32
@@ -43,22 +38,15 @@ package struct Welcome: Sendable, Equatable {
         self.enrolledAgents = enrolledAgents
     }
 
-    package func encoded() -> [UInt8] {
-        var writer = ByteWriter()
+    package func encode(into writer: inout ByteWriter) {
         writer.write(string: aggregatorID)
         writer.write(currentRound)
         writer.write(enrolledAgents)
-        return writer.bytes
     }
 
-    package init(decoding bytes: [UInt8]) throws(WireError) {
-        self = try bytes.withBytes { (raw) throws(WireError) in
-            var reader = ByteReader(raw)
-            let welcome = Welcome(aggregatorID: try reader.readString(field: "aggregator id", limit: 64),
-                                  currentRound: try reader.read(field: "round"),
-                                  enrolledAgents: try reader.read(field: "enrolled agents"))
-            try reader.finish()
-            return welcome
-        }
+    package init(from reader: inout ByteReader) throws(WireError) {
+        aggregatorID = try reader.readString(field: "aggregator id", limit: 64)
+        currentRound = try reader.read(field: "round")
+        enrolledAgents = try reader.read(field: "enrolled agents")
     }
 }

@@ -1,0 +1,272 @@
+/// A FedDrift protocol message body: a fixed little-endian layout (documented in docs/PROTOCOL.md),
+/// written with ``ByteWriter`` and read with ``ByteReader``. Bodies travel inside sealed envelopes
+/// (unicast) or signed broadcasts, never in the clear; the envelope binds the ``MessageKind``.
+package protocol WireMessage: Sendable, Equatable {
+    static var kind: MessageKind { get }
+    func encode(into writer: inout ByteWriter)
+    init(from reader: inout ByteReader) throws(WireError)
+}
+
+extension WireMessage {
+    package func encoded() -> [UInt8] {
+        var writer = ByteWriter()
+        encode(into: &writer)
+        return writer.bytes
+    }
+
+    /// Decodes a whole body; trailing bytes are an error.
+    package init(decoding bytes: [UInt8]) throws(WireError) {
+        self = try bytes.withBytes { (raw) throws(WireError) in
+            var reader = ByteReader(raw)
+            let message = try Self(from: &reader)
+            try reader.finish()
+            return message
+        }
+    }
+}
+
+/// Training hyper-parameters the aggregator announces with each round.
+package struct RoundHyperparameters: Sendable, Equatable {
+    /// Poisson sampling rate of users at each agent.
+    package var samplingRate: Double
+    /// L2 bound S of each user's model delta.
+    package var clipNorm: Double
+    /// Gaussian noise multiplier z (noise std = z·S); 0 without privacy.
+    package var noiseMultiplier: Double
+    /// Local learning rate and steps per user.
+    package var learningRate: Double
+    package var localSteps: UInt32
+    /// Most recent events per user used for training.
+    package var sequenceLength: UInt32
+
+    package init(samplingRate: Double, clipNorm: Double, noiseMultiplier: Double, learningRate: Double,
+                 localSteps: UInt32, sequenceLength: UInt32) {
+        self.samplingRate = samplingRate
+        self.clipNorm = clipNorm
+        self.noiseMultiplier = noiseMultiplier
+        self.learningRate = learningRate
+        self.localSteps = localSteps
+        self.sequenceLength = sequenceLength
+    }
+}
+
+/// Aggregator → agents: round `round` is open until `deadline`, on model `modelVersion`.
+package struct RoundOpen: WireMessage {
+    package static let kind = MessageKind.roundOpen
+    package var round: UInt64
+    package var modelVersion: UInt64
+    /// Unix time in milliseconds after which updates for this round are refused.
+    package var deadlineMilliseconds: Int64
+    package var minAgents: UInt32
+    package var hyperparameters: RoundHyperparameters
+
+    package init(round: UInt64, modelVersion: UInt64, deadlineMilliseconds: Int64, minAgents: UInt32,
+                 hyperparameters: RoundHyperparameters) {
+        self.round = round
+        self.modelVersion = modelVersion
+        self.deadlineMilliseconds = deadlineMilliseconds
+        self.minAgents = minAgents
+        self.hyperparameters = hyperparameters
+    }
+
+    package func encode(into writer: inout ByteWriter) {
+        writer.write(round)
+        writer.write(modelVersion)
+        writer.write(deadlineMilliseconds)
+        writer.write(minAgents)
+        writer.write(hyperparameters.samplingRate)
+        writer.write(hyperparameters.clipNorm)
+        writer.write(hyperparameters.noiseMultiplier)
+        writer.write(hyperparameters.learningRate)
+        writer.write(hyperparameters.localSteps)
+        writer.write(hyperparameters.sequenceLength)
+    }
+
+    package init(from reader: inout ByteReader) throws(WireError) {
+        round = try reader.read(field: "round")
+        modelVersion = try reader.read(field: "model version")
+        deadlineMilliseconds = try reader.read(field: "deadline")
+        minAgents = try reader.read(field: "min agents")
+        let samplingRate = try reader.readDouble(field: "sampling rate")
+        let clipNorm = try reader.readDouble(field: "clip norm")
+        let noise = try reader.readDouble(field: "noise multiplier")
+        let learningRate = try reader.readDouble(field: "learning rate")
+        guard (0...1).contains(samplingRate), clipNorm > 0, clipNorm.isFinite, noise >= 0, noise.isFinite,
+              learningRate > 0, learningRate.isFinite else {
+            throw .invalidValue(field: "hyperparameters", reason: "out of range")
+        }
+        hyperparameters = RoundHyperparameters(
+            samplingRate: samplingRate, clipNorm: clipNorm, noiseMultiplier: noise, learningRate: learningRate,
+            localSteps: try reader.read(field: "local steps"), sequenceLength: try reader.read(field: "sequence length"))
+    }
+}
+
+/// Aggregator → agents: one chunk of a model file (``ModelFile`` bytes), so a model of any size
+/// streams under the link's message size limit.
+package struct ModelChunk: WireMessage {
+    package static let kind = MessageKind.modelChunk
+    package static let maxChunkBytes = 1 << 20
+    package var modelVersion: UInt64
+    package var index: UInt32
+    package var count: UInt32
+    /// Size of the whole model file, bytes.
+    package var totalBytes: UInt64
+    package var bytes: [UInt8]
+
+    package init(modelVersion: UInt64, index: UInt32, count: UInt32, totalBytes: UInt64, bytes: [UInt8]) {
+        self.modelVersion = modelVersion
+        self.index = index
+        self.count = count
+        self.totalBytes = totalBytes
+        self.bytes = bytes
+    }
+
+    /// Splits a model file into chunks of at most `chunkBytes`.
+    package static func chunks(of file: [UInt8], modelVersion: UInt64, chunkBytes: Int = maxChunkBytes) -> [ModelChunk] {
+        let count = max(1, (file.count + chunkBytes - 1) / chunkBytes)
+        return (0..<count).map { index in
+            let range = (index * chunkBytes)..<min(file.count, (index + 1) * chunkBytes)
+            return ModelChunk(modelVersion: modelVersion, index: UInt32(index), count: UInt32(count),
+                              totalBytes: UInt64(file.count), bytes: Array(file[range]))
+        }
+    }
+
+    package func encode(into writer: inout ByteWriter) {
+        writer.write(modelVersion)
+        writer.write(index)
+        writer.write(count)
+        writer.write(totalBytes)
+        writer.write(lengthPrefixed: bytes)
+    }
+
+    package init(from reader: inout ByteReader) throws(WireError) {
+        modelVersion = try reader.read(field: "model version")
+        index = try reader.read(field: "chunk index")
+        count = try reader.read(field: "chunk count")
+        totalBytes = try reader.read(field: "total bytes")
+        guard count > 0, index < count, totalBytes <= 1 << 34 else {
+            throw .invalidValue(field: "chunk", reason: "index \(index) of \(count), \(totalBytes) bytes")
+        }
+        bytes = try reader.readLengthPrefixed(field: "chunk bytes", limit: Self.maxChunkBytes)
+    }
+}
+
+/// Agent → aggregator (sealed): the sum of its sampled users' clipped deltas, noised at the agent
+/// when privacy is on. The declared parameter count must match the values that follow.
+package struct UpdateSubmission: WireMessage {
+    package static let kind = MessageKind.update
+    package var round: UInt64
+    package var modelVersion: UInt64
+    /// Users in the sum. Zero when privacy is on: the exact count is itself data-dependent.
+    package var users: UInt32
+    package var values: [Float]
+
+    package init(round: UInt64, modelVersion: UInt64, users: UInt32, values: [Float]) {
+        self.round = round
+        self.modelVersion = modelVersion
+        self.users = users
+        self.values = values
+    }
+
+    package func encode(into writer: inout ByteWriter) {
+        writer.write(round)
+        writer.write(modelVersion)
+        writer.write(users)
+        writer.write(UInt64(values.count))
+        values.withUnsafeBytes { writer.write(raw: $0) }  // float32, little-endian hosts only (x86-64, arm64)
+    }
+
+    package init(from reader: inout ByteReader) throws(WireError) {
+        round = try reader.read(field: "round")
+        modelVersion = try reader.read(field: "model version")
+        users = try reader.read(field: "users")
+        let count = try reader.read(UInt64.self, field: "parameter count")
+        guard count <= 1 << 28 else { throw .invalidValue(field: "parameter count", reason: "\(count) is too large") }
+        guard reader.remaining == Int(count) * 4 else {
+            throw .invalidValue(field: "values", reason: "declares \(count) floats, carries \(reader.remaining) bytes")
+        }
+        let raw = try reader.read(count: Int(count) * 4, field: "values")
+        values = raw.withUnsafeBytes { Array($0.bindMemory(to: Float.self)) }
+    }
+}
+
+/// Aggregator → agent (sealed): whether its update for `round` was used, and if not, why.
+package struct Verdict: WireMessage {
+    package static let kind = MessageKind.verdict
+    package var round: UInt64
+    package var accepted: Bool
+    /// A stable label (``UpdateRejection/reason`` or ``EnvelopeError/reason``); empty when accepted.
+    package var reason: String
+
+    package init(round: UInt64, accepted: Bool, reason: String) {
+        self.round = round
+        self.accepted = accepted
+        self.reason = reason
+    }
+
+    package func encode(into writer: inout ByteWriter) {
+        writer.write(round)
+        writer.write(UInt8(accepted ? 1 : 0))
+        writer.write(string: reason)
+    }
+
+    package init(from reader: inout ByteReader) throws(WireError) {
+        round = try reader.read(field: "round")
+        let flag = try reader.read(UInt8.self, field: "accepted")
+        guard flag <= 1 else { throw .invalidValue(field: "accepted", reason: "\(flag)") }
+        accepted = flag == 1
+        reason = try reader.readString(field: "reason", limit: 64)
+    }
+}
+
+/// Aggregator → agents: calibrated drift-score thresholds (one per segment) for the round.
+package struct DriftThresholdsMessage: WireMessage {
+    package static let kind = MessageKind.thresholds
+    package var round: UInt64
+    package var thresholds: [Float]
+
+    package init(round: UInt64, thresholds: [Float]) {
+        self.round = round
+        self.thresholds = thresholds
+    }
+
+    package func encode(into writer: inout ByteWriter) {
+        writer.write(round)
+        writer.write(UInt16(thresholds.count))
+        for threshold in thresholds { writer.write(threshold) }
+    }
+
+    package init(from reader: inout ByteReader) throws(WireError) {
+        round = try reader.read(field: "round")
+        let count = Int(try reader.read(UInt16.self, field: "segments"))
+        var thresholds: [Float] = []
+        for _ in 0..<count {
+            let value = Float(bitPattern: try reader.read(UInt32.self, field: "threshold"))
+            guard value.isFinite, value >= 0 else { throw .invalidValue(field: "threshold", reason: "\(value)") }
+            thresholds.append(value)
+        }
+        self.thresholds = thresholds
+    }
+}
+
+/// Either side: liveness and the sender's view of the current round.
+package struct Heartbeat: WireMessage {
+    package static let kind = MessageKind.heartbeat
+    package var sentAtMilliseconds: Int64
+    package var round: UInt64
+
+    package init(sentAtMilliseconds: Int64, round: UInt64) {
+        self.sentAtMilliseconds = sentAtMilliseconds
+        self.round = round
+    }
+
+    package func encode(into writer: inout ByteWriter) {
+        writer.write(sentAtMilliseconds)
+        writer.write(round)
+    }
+
+    package init(from reader: inout ByteReader) throws(WireError) {
+        sentAtMilliseconds = try reader.read(field: "sent at")
+        round = try reader.read(field: "round")
+    }
+}

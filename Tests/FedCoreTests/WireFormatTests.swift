@@ -1,0 +1,112 @@
+import Foundation
+import Testing
+@testable import FedCore
+
+/// The protocol's bytes are pinned by golden fixtures in `Fixtures/wire`: any change to a layout
+/// fails here and must come with a protocol version bump and a docs/PROTOCOL.md update.
+/// `FEDDRIFT_WRITE_FIXTURES=1 swift test --filter WireFormatTests` regenerates them.
+@Suite("Wire format", .serialized)
+struct WireFormatTests {
+    private static let directory = URL(fileURLWithPath: #filePath).deletingLastPathComponent()
+        .appendingPathComponent("Fixtures/wire")
+    private static let writing = ProcessInfo.processInfo.environment["FEDDRIFT_WRITE_FIXTURES"] == "1"
+
+    private static let samples: [(name: String, message: any WireMessage)] = [
+        ("hello", Hello(agentID: "region-1", softwareVersion: "0.1.0", sentAtMilliseconds: 1_700_000_000_123)),
+        ("welcome", Welcome(aggregatorID: "aggregator", currentRound: 41, enrolledAgents: 3)),
+        ("round-open", RoundOpen(round: 42, modelVersion: 41, deadlineMilliseconds: 1_700_000_060_000, minAgents: 2,
+                                 hyperparameters: RoundHyperparameters(samplingRate: 0.01, clipNorm: 1.0,
+                                                                       noiseMultiplier: 1.1, learningRate: 0.05,
+                                                                       localSteps: 1, sequenceLength: 50))),
+        ("model-chunk", ModelChunk(modelVersion: 41, index: 1, count: 3, totalBytes: 10, bytes: [1, 2, 3])),
+        ("update", UpdateSubmission(round: 42, modelVersion: 41, users: 0, values: [1.5, -2, 0, .leastNormalMagnitude])),
+        ("verdict", Verdict(round: 42, accepted: false, reason: "wrong_round")),
+        ("thresholds", DriftThresholdsMessage(round: 42, thresholds: [2.5, 3.25])),
+        ("heartbeat", Heartbeat(sentAtMilliseconds: 1_700_000_000_999, round: 42)),
+    ]
+
+    private static func hex(_ bytes: [UInt8]) -> String { bytes.map { String(format: "%02x", $0) }.joined() }
+    private static func bytes(hex: String) -> [UInt8] {
+        let text = Array(hex.filter(\.isHexDigit))
+        return stride(from: 0, to: text.count - 1, by: 2).compactMap { UInt8(String(text[$0...$0 + 1]), radix: 16) }
+    }
+
+    private static func roundTrip<M: WireMessage>(_ message: M, fixture: [UInt8]) throws -> Bool {
+        try M(decoding: fixture) == message
+    }
+
+    @Test("Every message encodes to its golden bytes and decodes back")
+    func golden() throws {
+        for (name, message) in Self.samples {
+            let url = Self.directory.appendingPathComponent("\(name).hex")
+            let encoded = message.encoded()
+            if Self.writing {
+                try FileManager.default.createDirectory(at: Self.directory, withIntermediateDirectories: true)
+                try (Self.hex(encoded) + "\n").write(to: url, atomically: true, encoding: .utf8)
+            }
+            let fixture = Self.bytes(hex: try String(contentsOf: url, encoding: .utf8))
+            #expect(encoded == fixture, "\(name) no longer encodes to its golden bytes")
+            #expect(try Self.roundTrip(message, fixture: fixture), "\(name) does not decode back")
+        }
+    }
+
+    @Test("Truncated and padded bodies are refused")
+    func truncated() {
+        let bytes = Heartbeat(sentAtMilliseconds: 1, round: 2).encoded()
+        #expect(throws: WireError.self) { try Heartbeat(decoding: Array(bytes.dropLast())) }
+        #expect(throws: WireError.trailingBytes(count: 1)) { try Heartbeat(decoding: bytes + [0]) }
+    }
+
+    @Test("An update whose declared size disagrees with its values is refused")
+    func declaredSize() {
+        var bytes = UpdateSubmission(round: 1, modelVersion: 1, users: 1, values: [1, 2, 3]).encoded()
+        bytes[20] = 4  // parameter count field (after round, model version, users)
+        #expect(throws: WireError.invalidValue(field: "values", reason: "declares 4 floats, carries 12 bytes")) {
+            try UpdateSubmission(decoding: bytes)
+        }
+    }
+
+    @Test("Out-of-range hyper-parameters and chunk indices are refused")
+    func ranges() {
+        var open = RoundOpen(round: 1, modelVersion: 1, deadlineMilliseconds: 0, minAgents: 1,
+                             hyperparameters: RoundHyperparameters(samplingRate: 0.1, clipNorm: 1, noiseMultiplier: 1,
+                                                                   learningRate: 0.1, localSteps: 1, sequenceLength: 10))
+        open.hyperparameters.samplingRate = 1.5
+        #expect(throws: WireError.self) { try RoundOpen(decoding: open.encoded()) }
+        let chunk = ModelChunk(modelVersion: 1, index: 3, count: 3, totalBytes: 1, bytes: [1])
+        #expect(throws: WireError.self) { try ModelChunk(decoding: chunk.encoded()) }
+    }
+
+    @Test("A model file splits into chunks that reassemble exactly")
+    func chunking() {
+        let file = (0..<2_500).map { UInt8(truncatingIfNeeded: $0) }
+        let chunks = ModelChunk.chunks(of: file, modelVersion: 9, chunkBytes: 1_000)
+        #expect(chunks.map(\.index) == [0, 1, 2] && chunks.allSatisfy { $0.count == 3 && $0.totalBytes == 2_500 })
+        #expect(chunks.flatMap(\.bytes) == file)
+    }
+
+    @Test("A sealed envelope made by an earlier build still opens (golden envelope, test-only keys)")
+    func goldenEnvelope() throws {
+        let keys = Self.directory.appendingPathComponent("keys")
+        let aggregatorKeys = KeyDirectory(path: keys.appendingPathComponent("aggregator").path)
+        let agentKeys = KeyDirectory(path: keys.appendingPathComponent("agent").path)
+        let sealedURL = Self.directory.appendingPathComponent("envelope.hex")
+        let payload = Hello(agentID: "region-1", softwareVersion: "0.1.0", sentAtMilliseconds: 1).encoded()
+        if Self.writing {
+            try? FileManager.default.removeItem(at: keys)
+            try aggregatorKeys.write(NodeIdentity())
+            try agentKeys.write(NodeIdentity())
+            let sealer = EnvelopeSealer(identity: try agentKeys.readIdentity(), senderID: "region-1",
+                                        recipient: try aggregatorKeys.readPublicIdentity().box)
+            let sealed = try sealer.seal(payload, kind: MessageKind.hello.rawValue, round: 7)
+            try (Self.hex(sealed.bytes) + "\n").write(to: sealedURL, atomically: true, encoding: .utf8)
+        }
+        chmod(aggregatorKeys.secretFilePath, 0o600)  // git keeps no modes but the executable bit
+        let opener = EnvelopeOpener(recipient: try aggregatorKeys.readIdentity().box,
+                                    senders: ["region-1": try agentKeys.readPublicIdentity().signing])
+        let sealed = Self.bytes(hex: try String(contentsOf: sealedURL, encoding: .utf8))
+        let opened = try opener.open(sealed, expecting: .init(senderID: "region-1", kind: MessageKind.hello.rawValue, round: 7))
+        #expect(opened.payload == payload)
+        #expect(Array(sealed.prefix(5)) == Array("FDSE".utf8) + [1])
+    }
+}
