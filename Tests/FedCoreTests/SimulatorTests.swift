@@ -1,0 +1,69 @@
+import Foundation
+import Testing
+@testable import FedCore
+
+@Suite("Shopper simulator")
+struct SimulatorTests {
+    private static let output: ShopperSimulator.Output = {
+        var parameters = ShopperSimulator.Parameters()
+        parameters.users = 400
+        parameters.seed = 5
+        return ShopperSimulator(parameters: parameters).run()
+    }()
+
+    private static var byUser: [UInt64: [BehaviorEvent]] { Dictionary(grouping: output.events, by: \.user) }
+
+    @Test("The action mix matches Taobao's (±1.5 points): about 91% views and 2% purchases")
+    func actionMix() {
+        let events = Self.output.events
+        let share = { (action: BehaviorEvent.Action) in Double(events.filter { $0.action == action }.count) / Double(events.count) }
+        #expect(abs(share(.view) - 0.9086) < 0.015)
+        #expect(abs(share(.purchase) - 0.0178) < 0.015)
+    }
+
+    @Test("Per-user statistics are in the range of the real histories")
+    func perUserStatistics() {
+        var categories: [Int] = [], same = 0, pairs = 0
+        for events in Self.byUser.values {
+            categories.append(Set(events.map(\.category)).count)
+            for (a, b) in zip(events, events.dropFirst()) {
+                pairs += 1
+                same += a.category == b.category ? 1 : 0
+            }
+            #expect(zip(events, events.dropFirst()).allSatisfy { $0.timestamp <= $1.timestamp }, "time order")
+        }
+        let median = categories.sorted()[categories.count / 2]
+        #expect((12...30).contains(median), "median distinct categories per user \(median) (real: 18)")
+        let stay = Double(same) / Double(pairs)
+        #expect((0.35...0.55).contains(stay), "P(next event in the same category) \(stay) (real: 0.44)")
+        let perDay = Double(Self.output.events.count) / Double(Self.byUser.count) / 9
+        #expect((6...18).contains(perDay), "events per user per day \(perDay) (real: ≈ 11)")
+    }
+
+    @Test("Shifted users move to their emerging categories after the ground-truth time")
+    func shiftsAreReal() throws {
+        let shifts = Self.output.shifts
+        #expect((0.2...0.4).contains(Double(shifts.count) / 400), "share of shifted users")
+        var before = 0.0, after = 0.0
+        for shift in shifts {
+            let events = try #require(Self.byUser[shift.user])
+            let emerging = Set(shift.emergingCategories)
+            #expect(events[shift.eventIndex].timestamp >= shift.time)
+            if shift.eventIndex > 0 { #expect(events[shift.eventIndex - 1].timestamp < shift.time) }
+            let head = events[..<shift.eventIndex], tail = events[shift.eventIndex...]
+            before += Double(head.filter { emerging.contains($0.category) }.count) / Double(max(head.count, 1))
+            after += Double(tail.filter { emerging.contains($0.category) }.count) / Double(max(tail.count, 1))
+        }
+        before /= Double(shifts.count)
+        after /= Double(shifts.count)
+        #expect(before < 0.05, "emerging categories before the shift: \(before)")
+        #expect(after > 0.5, "emerging categories after the shift: \(after)")
+    }
+
+    @Test("The same seed gives the same shoppers")
+    func deterministic() {
+        var parameters = ShopperSimulator.Parameters()
+        parameters.users = 20
+        #expect(ShopperSimulator(parameters: parameters).run().events == ShopperSimulator(parameters: parameters).run().events)
+    }
+}
