@@ -1,0 +1,49 @@
+import ArgumentParser
+import FedCore
+import Foundation
+
+struct Import: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "import",
+        abstract: "Import behaviour events from a file into this agent's local store.",
+        discussion: """
+            Formats: taobao (UserBehavior CSV: user_id,item_id,category_id,pv|fav|cart|buy,unix seconds) \
+            and jsonl (one object per line with the same fields). Bad rows are skipped and reported with \
+            their line numbers; a file with no valid row is an error. Events stay on this node.
+            """
+    )
+
+    @Option(name: .long, help: "Input format: taobao or jsonl.")
+    var format: String = "taobao"
+
+    @Option(name: .long, help: "The agent's event store (SQLite); created if missing.")
+    var store: String = "events.sqlite"
+
+    @Argument(help: "The file to import.")
+    var file: String
+
+    func validate() throws {
+        guard EventFormat(rawValue: format) != nil else { throw ValidationError("--format must be taobao or jsonl") }
+    }
+
+    func run() throws {
+        guard let format = EventFormat(rawValue: format) else { return }
+        let store = try EventStore(path: store)
+        let start = Date()
+        var lastReport = Date.distantPast
+        let summary = try EventFileReader(path: file, format: format).read(progress: { read, total in
+            guard Date().timeIntervalSince(lastReport) > 0.5 || read == total, total > 0 else { return }
+            lastReport = Date()
+            FileHandle.standardError.write(Data("\rimporting \(file): \(read * 100 / total)%".utf8))
+        }) { batch in try store.append(batch) }
+        let seconds = max(Date().timeIntervalSince(start), 1e-3)
+        FileHandle.standardError.write(Data("\n".utf8))
+        print(String(format: "Imported %d events (%.0f events/s); %d rows refused.", summary.accepted,
+                     Double(summary.accepted) / seconds, summary.rejected))
+        for error in summary.errors { print("  refused \(error)") }
+        if summary.rejected > summary.errors.count {
+            print("  … and \(summary.rejected - summary.errors.count) more refused rows")
+        }
+        print("Store \(self.store): \(try store.eventCount()) events from \(try store.userCount()) shoppers.")
+    }
+}
