@@ -14,6 +14,7 @@ package final class ParallelTrainer<Scalar: ModelScalar>: @unchecked Sendable {
         var gradient: [Scalar] = []
         var losses: LSTMWorkspace<Scalar>.Losses?
         var norms: [Double] = []
+        var meanLosses: [Double] = []
         init(shape: LSTMShape) { workspace = LSTMWorkspace(shape: shape) }
     }
 
@@ -51,21 +52,32 @@ package final class ParallelTrainer<Scalar: ModelScalar>: @unchecked Sendable {
         return used.reduce(0) { $0 + ($1.losses?.total ?? 0) } / Double(total)
     }
 
-    /// Σ_b g_b·min(1, S/‖g_b‖) over all `sequences`; returns the per-example norms in order.
+    /// Per-example results of ``clippedGradientSum(parameters:sequences:steps:clipNorm:into:)``, in order.
+    package struct ExampleResults: Sendable {
+        /// ‖g_b‖ before clipping.
+        package var norms: [Double]
+        /// Each example's own mean loss over its valid steps (0 without a valid step).
+        package var meanLosses: [Double]
+    }
+
+    /// Σ_b g_b·min(1, S/‖g_b‖) over all `sequences`.
     @discardableResult
     package func clippedGradientSum(parameters: LSTMParameters<Scalar>, sequences: [EventSequence], steps: Int? = nil,
-                                    clipNorm: Double, into sum: inout [Scalar]) -> [Double] {
+                                    clipNorm: Double, into sum: inout [Scalar]) -> ExampleResults {
         let parts = slices(sequences)
         run(parts.count) { index in
             let slot = self.slots[index]
             slot.gradient = [Scalar](repeating: 0, count: self.shape.layout.count)
-            slot.norms = slot.workspace.clippedGradientSum(
-                parameters: parameters, batch: SequenceBatch(Array(parts[index]), steps: steps), clipNorm: clipNorm,
-                into: &slot.gradient).norms
+            let batch = SequenceBatch(Array(parts[index]), steps: steps)
+            let result = slot.workspace.clippedGradientSum(parameters: parameters, batch: batch, clipNorm: clipNorm,
+                                                           into: &slot.gradient)
+            slot.norms = result.norms
+            slot.meanLosses = zip(result.losses.perSequence, batch.validSteps).map { $1 == 0 ? 0 : $0 / Double($1) }
         }
         sum = slots[0].gradient
         for slot in slots[1..<parts.count] { for i in sum.indices { sum[i] += slot.gradient[i] } }
-        return slots.prefix(parts.count).flatMap(\.norms)
+        let used = slots.prefix(parts.count)
+        return ExampleResults(norms: used.flatMap(\.norms), meanLosses: used.flatMap(\.meanLosses))
     }
 
     private func run(_ count: Int, _ body: @Sendable (Int) -> Void) {
