@@ -26,16 +26,24 @@ package actor RoundCoordinator {
     /// Rejections by reason, for metrics.
     package private(set) var rejections: [String: Int] = [:]
 
+    /// - Parameters:
+    ///   - round: the last completed round (0 for a new federation, the checkpoint's round on resume).
+    ///   - optimizerState: the server optimizer's snapshot from a checkpoint; empty for a fresh start.
     package init(parameters: [Float], round: UInt64, enrolled: Set<String>, minAgents: Int, maxUpdateNorm: Double,
-                 averaging: FederatedAveraging) {
+                 averaging: FederatedAveraging, optimizerState: [Double] = []) {
         precondition(minAgents >= 1 && minAgents <= enrolled.count, "quorum must be between 1 and the enrolled agents")
         self.parameters = parameters
         self.round = round
         self.enrolled = enrolled
         self.minAgents = minAgents
         self.verifier = UpdateVerifier(parameterCount: parameters.count, maxNorm: maxUpdateNorm)
+        var averaging = averaging
+        averaging.serverOptimizer.restore(optimizerState)
         self.averaging = averaging
     }
+
+    /// The server optimizer's state, for checkpoints.
+    package var optimizerState: [Double] { averaging.serverOptimizer.stateSnapshot() }
 
     /// Opens the next round; returns its number.
     package func open(deadline: ContinuousClock.Instant) -> UInt64 {

@@ -3,6 +3,10 @@
 package protocol Optimizer: Sendable {
     /// θ ← update(θ, g). `gradient` has the parameters' layout.
     mutating func step<S: ModelScalar>(_ parameters: inout [S], gradient: [S])
+    /// The optimizer's internal state (momentum, moments, step count), for checkpoints.
+    func stateSnapshot() -> [Double]
+    /// Restores a snapshot taken by ``stateSnapshot()``; an empty one means a fresh optimizer.
+    mutating func restore(_ snapshot: [Double])
 }
 
 /// Stochastic gradient descent with optional (heavy-ball) momentum: v ← μv + g, θ ← θ − ηv.
@@ -16,6 +20,9 @@ package struct SGD: Optimizer {
         self.learningRate = learningRate
         self.momentum = momentum
     }
+
+    package func stateSnapshot() -> [Double] { velocity }
+    package mutating func restore(_ snapshot: [Double]) { velocity = snapshot }
 
     package mutating func step<S: ModelScalar>(_ parameters: inout [S], gradient: [S]) {
         precondition(parameters.count == gradient.count)
@@ -48,6 +55,22 @@ package struct Adam: Optimizer {
         self.beta1 = beta1
         self.beta2 = beta2
         self.epsilon = epsilon
+    }
+
+    /// [steps, m₁…m_n, v₁…v_n].
+    package func stateSnapshot() -> [Double] { first.isEmpty ? [] : [Double(steps)] + first + second }
+
+    package mutating func restore(_ snapshot: [Double]) {
+        guard snapshot.count >= 3, (snapshot.count - 1) % 2 == 0 else {
+            first = []
+            second = []
+            steps = 0
+            return
+        }
+        let n = (snapshot.count - 1) / 2
+        steps = Int(snapshot[0])
+        first = Array(snapshot[1...n])
+        second = Array(snapshot[(n + 1)...])
     }
 
     package mutating func step<S: ModelScalar>(_ parameters: inout [S], gradient: [S]) {

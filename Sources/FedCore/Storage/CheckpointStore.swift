@@ -1,0 +1,126 @@
+import Foundation
+internal import GRDB
+
+/// What the aggregator must not lose: everything needed to continue at the same round with the
+/// same model after a crash.
+package struct AggregatorCheckpoint: Sendable, Equatable {
+    package struct AgentRecord: Sendable, Equatable {
+        package var lastRound: UInt64
+        package var acceptedUpdates: Int
+        package var rejectedUpdates: Int
+        package init(lastRound: UInt64 = 0, acceptedUpdates: Int = 0, rejectedUpdates: Int = 0) {
+            self.lastRound = lastRound
+            self.acceptedUpdates = acceptedUpdates
+            self.rejectedUpdates = rejectedUpdates
+        }
+    }
+
+    /// The last completed round.
+    package var round: UInt64
+    package var modelVersion: UInt64
+    package var parameters: LSTMParameters<Float>
+    /// The server optimizer's ``Optimizer/stateSnapshot()``.
+    package var optimizerState: [Double]
+    package var agents: [String: AgentRecord]
+
+    package init(round: UInt64, modelVersion: UInt64, parameters: LSTMParameters<Float>, optimizerState: [Double],
+                 agents: [String: AgentRecord]) {
+        self.round = round
+        self.modelVersion = modelVersion
+        self.parameters = parameters
+        self.optimizerState = optimizerState
+        self.agents = agents
+    }
+}
+
+/// Checkpoints in SQLite: each save is one transaction (WAL, synchronous=FULL), so a crash leaves
+/// either the previous checkpoint or the new one, never a mix. The model is stored in the
+/// ``ModelFile`` format, so its CRC is checked again on load.
+package final class CheckpointStore: Sendable {
+    package let path: String
+    private let queue: DatabaseQueue
+
+    package init(path: String) throws(StorageError) {
+        self.path = path
+        var configuration = Configuration()
+        configuration.prepareDatabase { db in
+            try db.execute(sql: "PRAGMA journal_mode = WAL")
+            try db.execute(sql: "PRAGMA synchronous = FULL")
+        }
+        do {
+            queue = try DatabaseQueue(path: path, configuration: configuration)
+            var migrator = DatabaseMigrator()
+            migrator.registerMigration("v1: checkpoint") { db in
+                try db.create(table: "checkpoint") { table in
+                    table.primaryKey("id", .integer).check { $0 == 1 }
+                    table.column("round", .integer).notNull()
+                    table.column("model_version", .integer).notNull()
+                    table.column("model", .blob).notNull()
+                    table.column("optimizer_state", .blob).notNull()
+                }
+                try db.create(table: "agent") { table in
+                    table.primaryKey("id", .text)
+                    table.column("last_round", .integer).notNull()
+                    table.column("accepted", .integer).notNull()
+                    table.column("rejected", .integer).notNull()
+                }
+            }
+            try migrator.migrate(queue)
+        } catch {
+            throw StorageError(path: path, operation: "open", reason: "\(error)")
+        }
+    }
+
+    /// Replaces the checkpoint atomically.
+    package func save(_ checkpoint: AggregatorCheckpoint) throws(StorageError) {
+        let model = Data(ModelFile.encode(checkpoint.parameters, modelVersion: checkpoint.modelVersion))
+        let optimizer = checkpoint.optimizerState.withUnsafeBytes { Data($0) }
+        do {
+            try queue.write { db in
+                try db.execute(sql: """
+                    INSERT INTO checkpoint (id, round, model_version, model, optimizer_state) VALUES (1, ?, ?, ?, ?)
+                    ON CONFLICT(id) DO UPDATE SET round = excluded.round, model_version = excluded.model_version,
+                        model = excluded.model, optimizer_state = excluded.optimizer_state
+                    """, arguments: [Int64(bitPattern: checkpoint.round), Int64(bitPattern: checkpoint.modelVersion),
+                                     model, optimizer])
+                try db.execute(sql: "DELETE FROM agent")
+                for (id, record) in checkpoint.agents {
+                    try db.execute(sql: "INSERT INTO agent (id, last_round, accepted, rejected) VALUES (?, ?, ?, ?)",
+                                   arguments: [id, Int64(bitPattern: record.lastRound), record.acceptedUpdates,
+                                               record.rejectedUpdates])
+                }
+            }
+        } catch {
+            throw StorageError(path: path, operation: "save checkpoint of round \(checkpoint.round)", reason: "\(error)")
+        }
+    }
+
+    /// The last saved checkpoint, or `nil` when none was ever saved.
+    package func load() throws(StorageError) -> AggregatorCheckpoint? {
+        let loaded: (Row, [Row])?
+        do {
+            loaded = try queue.read { db in
+                guard let row = try Row.fetchOne(db, sql: "SELECT * FROM checkpoint WHERE id = 1") else { return nil }
+                return (row, try Row.fetchAll(db, sql: "SELECT * FROM agent"))
+            }
+        } catch {
+            throw StorageError(path: path, operation: "load checkpoint", reason: "\(error)")
+        }
+        guard let (row, agentRows) = loaded else { return nil }
+        let model: (parameters: LSTMParameters<Float>, modelVersion: UInt64)
+        do {
+            model = try ModelFile.decode(Array(row["model"] as Data), path: path + "#checkpoint.model")
+        } catch {
+            throw StorageError(path: path, operation: "load checkpoint", reason: "\(error)")
+        }
+        let optimizerBytes: Data = row["optimizer_state"]
+        let optimizerState = optimizerBytes.withUnsafeBytes { Array($0.bindMemory(to: Double.self)) }
+        var agents: [String: AggregatorCheckpoint.AgentRecord] = [:]
+        for agent in agentRows {
+            agents[agent["id"]] = .init(lastRound: UInt64(bitPattern: agent["last_round"] as Int64),
+                                        acceptedUpdates: agent["accepted"], rejectedUpdates: agent["rejected"])
+        }
+        return AggregatorCheckpoint(round: UInt64(bitPattern: row["round"] as Int64), modelVersion: model.modelVersion,
+                                    parameters: model.parameters, optimizerState: optimizerState, agents: agents)
+    }
+}
