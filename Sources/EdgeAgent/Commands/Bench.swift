@@ -5,7 +5,7 @@ import Foundation
 struct Bench: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Measure this node (release builds only give meaningful numbers).",
-        subcommands: [BenchTransport.self, BenchTrain.self, BenchScore.self]
+        subcommands: [BenchTransport.self, BenchTrain.self, BenchScore.self, BenchAgent.self]
     )
 }
 
@@ -108,6 +108,53 @@ struct BenchScore: ParsableCommand {
         } else {
             print(String(format: "%@: p50 %.2f µs, p99 %.2f µs, %.0f events/s", model, result.p50Microseconds,
                          result.p99Microseconds, result.eventsPerSecond))
+        }
+    }
+}
+
+struct BenchAgent: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "agent",
+        abstract: "Size a regional node: import N simulated shoppers, train one round over them, score 100k events.",
+        discussion: "Reports peak resident memory, import rate, training round time and scoring rate, in one process."
+    )
+
+    @Option(name: .long, help: "Shoppers on this node.")
+    var users = 10_000
+
+    @Option(name: .long, help: "Model preset: small or medium.")
+    var model = "small"
+
+    @Option(name: .long, help: "Threads for training.")
+    var threads = 1
+
+    @Flag(name: .long, help: "One JSON object.")
+    var json = false
+
+    func validate() throws {
+        guard LSTMShape.preset(named: model) != nil else { throw ValidationError("--model must be small or medium") }
+        guard users > 0, threads > 0 else { throw ValidationError("--users and --threads must be positive") }
+    }
+
+    func run() throws {
+        guard let shape = LSTMShape.preset(named: model) else { return }
+        let result = try AgentBenchmark.run(users: users, model: model, shape: shape, threads: threads) { step in
+            if !json {
+                FileHandle.standardError.write(Data(String(format: "  %@ (peak RSS so far %.1f MiB)\n", step,
+                                                            AgentBenchmark.peakRSSMiB()).utf8))
+            }
+        }
+        if json {
+            print(result.jsonLine)
+        } else {
+            print(String(format: """
+                %d shoppers (%d events), %@ model:
+                  peak resident memory   %.1f MiB
+                  import                 %.0f events/s
+                  one training round     %.2f s
+                  scoring                %.0f events/s
+                """, result.users, result.events, model, result.peakRSSMiB, result.importEventsPerSecond,
+                         result.trainRoundSeconds, result.scoreEventsPerSecond))
         }
     }
 }

@@ -14,6 +14,9 @@ package struct LocalTraining: Sendable {
 
     package var hyperparameters: RoundHyperparameters
     package var threads: Int
+    /// Users per batched pass: activations grow with batch × steps × categories (the logits of 32
+    /// users × 50 steps × 1024 categories are 6.5 MB), so a small batch keeps a node within 64 MiB.
+    static let miniBatch = 32
 
     package init(hyperparameters: RoundHyperparameters, threads: Int = 1) {
         self.hyperparameters = hyperparameters
@@ -56,11 +59,19 @@ package struct LocalTraining: Sendable {
     func runBatched(global: LSTMParameters<Float>, sequences: [EventSequence]) -> Result {
         let S = hyperparameters.clipNorm, eta = hyperparameters.learningRate
         let trainer = ParallelTrainer<Float>(shape: global.shape, threads: threads)
-        var sum: [Float] = []
-        let examples = trainer.clippedGradientSum(parameters: global, sequences: sequences, clipNorm: S / eta, into: &sum)
-        return Result(deltaSum: sum.map { -Float(eta) * $0 }, sampledUsers: sequences.count,
-                      clippedUsers: examples.norms.filter { $0 * eta > S }.count,
-                      meanLoss: examples.meanLosses.reduce(0, +) / Double(sequences.count))
+        var total = [Float](repeating: 0, count: global.values.count)
+        var part: [Float] = []
+        var clipped = 0, loss = 0.0
+        // Mini-batches bound memory: activations grow with batch × steps × categories.
+        for start in stride(from: 0, to: sequences.count, by: Self.miniBatch) {
+            let slice = Array(sequences[start..<min(start + Self.miniBatch, sequences.count)])
+            let examples = trainer.clippedGradientSum(parameters: global, sequences: slice, clipNorm: S / eta, into: &part)
+            for index in total.indices { total[index] += part[index] }
+            clipped += examples.norms.filter { $0 * eta > S }.count
+            loss += examples.meanLosses.reduce(0, +)
+        }
+        return Result(deltaSum: total.map { -Float(eta) * $0 }, sampledUsers: sequences.count, clippedUsers: clipped,
+                      meanLoss: loss / Double(sequences.count))
     }
 
     /// `localSteps` SGD steps per user on its own copy of the model, then the delta is clipped.

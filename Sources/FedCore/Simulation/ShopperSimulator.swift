@@ -73,6 +73,21 @@ package struct ShopperSimulator: Sendable {
     /// Platform category id of popularity rank r (0-based): spread out like real opaque ids.
     package static func categoryID(rank: Int) -> UInt64 { UInt64(1_000 + rank * 7_919 % 9_999_991) }
 
+    /// Streams the shoppers in groups of `usersPerBatch`, so any population fits in memory.
+    package func run(usersPerBatch: Int, handle: (Output) throws -> Void) rethrows {
+        var start = 0
+        while start < parameters.users {
+            var events: [BehaviorEvent] = []
+            var shifts: [Shift] = []
+            for user in start..<min(start + usersPerBatch, parameters.users) {
+                var random = SplitMix64(seed: parameters.seed &* 0x9E37_79B9 &+ UInt64(user) &* 0x85EB_CA6B &+ 1)
+                simulate(user: UInt64(user + 1), random: &random, events: &events, shifts: &shifts)
+            }
+            try handle(Output(events: events, shifts: shifts))
+            start += usersPerBatch
+        }
+    }
+
     package func run() -> Output {
         var events: [BehaviorEvent] = []
         var shifts: [Shift] = []

@@ -76,6 +76,16 @@ package final class EventStore: Sendable {
 
     /// Each user's most recent `limit` events, oldest first.
     package func recentSequences(limit: Int) throws(StorageError) -> [UInt64: [BehaviorEvent]] {
+        var sequences: [UInt64: [BehaviorEvent]] = [:]
+        try forEachRecentSequence(limit: limit) { user, events in sequences[user] = events }
+        return sequences
+    }
+
+    /// Streams each user's most recent `limit` events (oldest first), one user at a time, so a round
+    /// over every shopper never holds more than one shopper's raw events.
+    package func forEachRecentSequence(limit: Int, _ body: (UInt64, [BehaviorEvent]) throws -> Void)
+        throws(StorageError)
+    {
         try read("read recent sequences") { db in
             let rows = try Row.fetchCursor(db, sql: """
                 SELECT user, item, category, action, timestamp FROM (
@@ -83,15 +93,31 @@ package final class EventStore: Sendable {
                     FROM event)
                 WHERE recency <= ? ORDER BY user, timestamp, id
                 """, arguments: [limit])
-            var sequences: [UInt64: [BehaviorEvent]] = [:]
+            var current: UInt64?
+            var events: [BehaviorEvent] = []
             while let row = try rows.next() {
                 let user = UInt64(bitPattern: row[0] as Int64)
+                if user != current, let previous = current {
+                    try body(previous, events)
+                    events.removeAll(keepingCapacity: true)
+                }
+                current = user
                 let action = BehaviorEvent.Action(rawValue: UInt8(clamping: row[3] as Int)) ?? .view
-                sequences[user, default: []].append(BehaviorEvent(
+                events.append(BehaviorEvent(
                     user: user, item: UInt64(bitPattern: row[1] as Int64), category: UInt64(bitPattern: row[2] as Int64),
                     action: action, timestamp: row[4]))
             }
-            return sequences
+            if let current { try body(current, events) }
+        }
+    }
+
+    /// Distinct items per category over the stored events (catalog input for research data).
+    package func itemsPerCategory() throws(StorageError) -> [UInt64: Int] {
+        try read("count items per category") { db in
+            var counts: [UInt64: Int] = [:]
+            let rows = try Row.fetchCursor(db, sql: "SELECT category, COUNT(DISTINCT item) FROM event GROUP BY category")
+            while let row = try rows.next() { counts[UInt64(bitPattern: row[0] as Int64)] = row[1] }
+            return counts
         }
     }
 
