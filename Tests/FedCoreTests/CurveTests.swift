@@ -3,7 +3,7 @@ import Testing
 @testable import FedCore
 
 /// CURVE with the ZAP allow-list over loopback TCP.
-@Suite("CURVE allow-list")
+@Suite("CURVE allow-list", .timeLimit(.minutes(1)))
 struct CurveTests {
     @Test("An enrolled agent completes the handshake and its messages carry its enrolled id; an unenrolled key is refused")
     func enrolledAndUnenrolled() async throws {

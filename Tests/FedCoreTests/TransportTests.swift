@@ -3,7 +3,7 @@ import Testing
 @testable import FedCore
 
 /// Round trips over real libzmq sockets on inproc:// and loopback TCP.
-@Suite("Transport")
+@Suite("Transport", .timeLimit(.minutes(1)))
 struct TransportTests {
     private static func pattern(_ count: Int, seed: UInt8) -> [UInt8] {
         (0..<count).map { UInt8(truncatingIfNeeded: $0 &* 31 &+ Int(seed)) }

@@ -2,7 +2,7 @@ import Foundation
 import Testing
 
 /// Real `aggregator` and `edge-agent` processes on 127.0.0.1.
-@Suite("Enrolment between real processes", .serialized)
+@Suite("Enrolment between real processes", .serialized, .timeLimit(.minutes(2)))
 struct EnrolmentTests {
     @Test("Enrolled agents register over CURVE with sealed messages; an unenrolled agent is refused; SIGTERM stops the aggregator")
     func enrolledAndRefused() async throws {
