@@ -49,7 +49,7 @@ package enum AgentBenchmark {
         let store = try EventStore(path: directory.appendingPathComponent("events.sqlite").path)
         let importStart = ContinuousClock.now
         let summary = try EventFileReader(path: csv, format: .taobao).read { batch in try store.append(batch) }
-        let importSeconds = seconds(ContinuousClock.now - importStart)
+        let importSeconds = (ContinuousClock.now - importStart).inSeconds
         progress("imported \(summary.accepted) events")
         let catalog = CategoryCatalog(itemsPerCategory: try store.itemsPerCategory(), categories: shape.categories)
 
@@ -65,7 +65,7 @@ package enum AgentBenchmark {
             sequences.append(EventSequence(events: events, catalog: catalog))
         }
         let round = LocalTraining(hyperparameters: hyperparameters, threads: threads).run(global: global, users: sequences)
-        let trainSeconds = seconds(ContinuousClock.now - trainStart)
+        let trainSeconds = (ContinuousClock.now - trainStart).inSeconds
         progress("trained one round over \(round.sampledUsers) shoppers")
 
         // 4. Score 100,000 live events with all shoppers' states resident.
@@ -82,11 +82,10 @@ package enum AgentBenchmark {
                             action: 0, gap: 3)
             }
         }
-        let scoreSeconds = seconds(ContinuousClock.now - scoreStart)
+        let scoreSeconds = (ContinuousClock.now - scoreStart).inSeconds
         return Result(users: users, model: model, events: summary.accepted, peakRSSMiB: peakRSSMiB(),
                       importEventsPerSecond: Double(summary.accepted) / importSeconds, trainRoundSeconds: trainSeconds,
                       scoreEventsPerSecond: 100_000 / scoreSeconds)
     }
 
-    static func seconds(_ duration: Duration) -> Double { ModelBenchmark.seconds(duration) }
 }

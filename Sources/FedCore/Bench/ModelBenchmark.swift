@@ -60,11 +60,11 @@ package enum ModelBenchmark {
             body(0)  // warm-up: buffers reach their size
             var done = 0
             let start = ContinuousClock.now
-            while Self.seconds(ContinuousClock.now - start) < seconds {
+            while (ContinuousClock.now - start).inSeconds < seconds {
                 body(done)
                 done += 1
             }
-            return Double(done * batchSize) / Self.seconds(ContinuousClock.now - start)
+            return Double(done * batchSize) / (ContinuousClock.now - start).inSeconds
         }
         var optimizer = SGD(learningRate: 1e-3)
         let plain = measure { index in
@@ -95,16 +95,13 @@ package enum ModelBenchmark {
             for index in 0..<events {
                 let before = ContinuousClock.now
                 scorer.step(state, category: categories[index & 4095], action: index & 3, gap: index % 7)
-                latencies[index] = seconds(ContinuousClock.now - before)
+                latencies[index] = (ContinuousClock.now - before).inSeconds
             }
         }
-        let total = seconds(ContinuousClock.now - start)
+        let total = (ContinuousClock.now - start).inSeconds
         latencies.sort()
         return ScoreResult(model: model, p50Microseconds: latencies[events / 2] * 1e6,
                            p99Microseconds: latencies[events * 99 / 100] * 1e6, eventsPerSecond: Double(events) / total)
     }
 
-    static func seconds(_ duration: Duration) -> Double {
-        Double(duration.components.seconds) + Double(duration.components.attoseconds) / 1e18
-    }
 }

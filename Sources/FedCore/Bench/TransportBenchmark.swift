@@ -86,21 +86,18 @@ package struct TransportBenchmark: Sendable {
             let n = min(batch, count - done)
             var start = ContinuousClock.now
             let sealed = try (0..<n).map { _ in try sealer.seal(payload, kind: MessageKind.update.rawValue, round: 1) }
-            sealSeconds += Self.seconds(ContinuousClock.now - start)
+            sealSeconds += (ContinuousClock.now - start).inSeconds
             start = ContinuousClock.now
             for block in sealed {
                 _ = try block.withUnsafeBytes { try opener.open($0, expecting: .init(senderID: "bench", round: 1)) }
             }
-            openSeconds += Self.seconds(ContinuousClock.now - start)
+            openSeconds += (ContinuousClock.now - start).inSeconds
             done += n
         }
         let bytes = Double(size * count)
         return (bytes / sealSeconds / 1e9, bytes / openSeconds / 1e9)
     }
 
-    private static func seconds(_ duration: Duration) -> Double {
-        Double(duration.components.seconds) + Double(duration.components.attoseconds) / 1e18
-    }
 
     private func measure(_ variant: Variant, size: Int, count: Int) async throws -> Double {
         let senderContext = try ZMQContext()
@@ -157,6 +154,6 @@ package struct TransportBenchmark: Sendable {
             if received == count { break }
         }
         try await sent
-        return Self.seconds(ContinuousClock.now - start)
+        return (ContinuousClock.now - start).inSeconds
     }
 }

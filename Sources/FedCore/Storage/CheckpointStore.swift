@@ -42,13 +42,8 @@ package final class CheckpointStore: Sendable {
 
     package init(path: String) throws(StorageError) {
         self.path = path
-        var configuration = Configuration()
-        configuration.prepareDatabase { db in
-            try db.execute(sql: "PRAGMA journal_mode = WAL")
-            try db.execute(sql: "PRAGMA synchronous = FULL")
-        }
         do {
-            queue = try DatabaseQueue(path: path, configuration: configuration)
+            queue = try DatabaseQueue(path: path, configuration: .durable)
             var migrator = DatabaseMigrator()
             migrator.registerMigration("v1: checkpoint") { db in
                 try db.create(table: "checkpoint") { table in

@@ -20,12 +20,8 @@ package final class EventStore: Sendable {
 
     package init(path: String) throws(StorageError) {
         self.path = path
-        var configuration = Configuration()
-        configuration.prepareDatabase { db in
-            try db.execute(sql: "PRAGMA synchronous = FULL")
-        }
         do {
-            pool = try DatabasePool(path: path, configuration: configuration)
+            pool = try DatabasePool(path: path, configuration: .durable)
             try Self.migrator.migrate(pool)
         } catch {
             throw StorageError(path: path, operation: "open", reason: "\(error)")
@@ -127,5 +123,18 @@ package final class EventStore: Sendable {
         } catch {
             throw StorageError(path: path, operation: operation, reason: "\(error)")
         }
+    }
+}
+
+extension Configuration {
+    /// FedDrift's stores: WAL journal and `synchronous = FULL`, so a committed transaction survives a
+    /// process crash or power loss (a pool sets WAL itself; setting it again is harmless).
+    static var durable: Configuration {
+        var configuration = Configuration()
+        configuration.prepareDatabase { db in
+            try db.execute(sql: "PRAGMA journal_mode = WAL")
+            try db.execute(sql: "PRAGMA synchronous = FULL")
+        }
+        return configuration
     }
 }
