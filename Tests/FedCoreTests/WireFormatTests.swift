@@ -13,7 +13,15 @@ struct WireFormatTests {
 
     private static let samples: [(name: String, message: any WireMessage)] = [
         ("hello", Hello(agentID: "region-1", softwareVersion: "0.1.0", sentAtMilliseconds: 1_700_000_000_123)),
-        ("welcome", Welcome(aggregatorID: "aggregator", currentRound: 41, enrolledAgents: 3)),
+        ("welcome", Welcome(aggregatorID: "aggregator", currentRound: 42, enrolledAgents: 3, modelVersion: 41,
+                            openRound: RoundOpen(round: 42, modelVersion: 41, deadlineMilliseconds: 1_700_000_060_000,
+                                                 minAgents: 2, hyperparameters: RoundHyperparameters(
+                                                     samplingRate: 0.5, clipNorm: 1.0, noiseMultiplier: 0,
+                                                     learningRate: 0.5, localSteps: 1, sequenceLength: 50)),
+                            awaitingUpdate: true, thresholds: [3.5])),
+        ("model-request", ModelRequest(heldVersion: 40)),
+        ("evaluation", EvaluationReport(round: 42, modelVersion: 41, users: 1000, top1Hits: 120, top10Hits: 480,
+                                        lossSum: 4321.5)),
         ("round-open", RoundOpen(round: 42, modelVersion: 41, deadlineMilliseconds: 1_700_000_060_000, minAgents: 2,
                                  hyperparameters: RoundHyperparameters(samplingRate: 0.01, clipNorm: 1.0,
                                                                        noiseMultiplier: 1.1, learningRate: 0.05,

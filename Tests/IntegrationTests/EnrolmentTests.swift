@@ -22,7 +22,7 @@ struct EnrolmentTests {
         #expect(intruder.output.contains("its key is not enrolled"), "\(intruder.output)")
 
         #expect(await aggregator.waitForOutput("Refused connection: key not enrolled", seconds: 10))
-        let opened = aggregator.output.components(separatedBy: "Opened sealed hello, signature verified").count - 1
+        let opened = aggregator.output.components(separatedBy: "Agent registered: sealed hello opened, signature verified").count - 1
         #expect(opened == 2)
         aggregator.terminate()
         #expect(await aggregator.waitForExit(seconds: 10) == 0, "graceful shutdown: \(aggregator.output)")

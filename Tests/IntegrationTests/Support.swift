@@ -86,13 +86,15 @@ struct Federation {
             let keygen = try ChildProcess(binary, ["keygen", "--out", "keys/\(name)"], in: directory)
             #expect(await keygen.waitForExit(seconds: 30) == 0, "keygen failed: \(keygen.output)")
         }
-        var yaml = "listen: tcp://127.0.0.1:\(port)\nkey_directory: keys/aggregator\nagents:\n"
+        var yaml = "listen: tcp://127.0.0.1:\(port)\nannounce: tcp://127.0.0.1:\(port + 1)\n"
+            + "key_directory: keys/aggregator\nagents:\n"
         for agent in enrolled { yaml += "  - id: \(agent)\n    public_key_file: keys/\(agent)/identity.public\n" }
         try yaml.write(to: directory.appendingPathComponent("aggregator.yaml"), atomically: true, encoding: .utf8)
         for agent in agents {
             let config = """
                 id: \(agent)
                 aggregator: tcp://127.0.0.1:\(port)
+                announcements: tcp://127.0.0.1:\(port + 1)
                 aggregator_public_key_file: keys/aggregator/identity.public
                 key_directory: keys/\(agent)
 
@@ -103,5 +105,48 @@ struct Federation {
 
     func start(_ binary: String, _ arguments: [String]) throws -> ChildProcess {
         try ChildProcess(binary, arguments, in: directory)
+    }
+}
+
+extension Federation {
+    /// Simulates each agent's shoppers with the real `edge-agent simulate`, builds the shared catalog
+    /// with `aggregator catalog build`, imports each region with `edge-agent import --config`, and adds
+    /// `aggregatorSettings` (YAML lines) to the aggregator's configuration.
+    init(agents: [(id: String, users: Int)], enrolled: [String], aggregatorSettings: String) async throws {
+        try await self.init(agents: agents.map(\.id), enrolled: enrolled)
+        for (index, agent) in agents.enumerated() {
+            let simulate = try start("edge-agent", ["simulate", "--users", "\(agent.users)", "--days", "3",
+                                                    "--seed", "\(index + 1)", "--out", "\(agent.id).csv"])
+            #expect(await simulate.waitForExit(seconds: 60) == 0, "simulate: \(simulate.output)")
+        }
+        let catalog = try start("aggregator", ["catalog", "build", "--out", "catalog.txt"] + agents.map { "\($0.id).csv" })
+        #expect(await catalog.waitForExit(seconds: 60) == 0, "catalog: \(catalog.output)")
+        for agent in agents {
+            try appendLines("data_directory: data/\(agent.id)\ncatalog: catalog.txt\n", to: "\(agent.id).yaml")
+            let importer = try start("edge-agent", ["import", "--config", "\(agent.id).yaml", "\(agent.id).csv"])
+            #expect(await importer.waitForExit(seconds: 60) == 0, "import: \(importer.output)")
+        }
+        try appendLines("state_directory: state\n" + aggregatorSettings, to: "aggregator.yaml")
+    }
+
+    func appendLines(_ text: String, to file: String) throws {
+        let url = directory.appendingPathComponent(file)
+        let existing = try String(contentsOf: url, encoding: .utf8)
+        try (existing + (existing.hasSuffix("\n") ? "" : "\n") + text).write(to: url, atomically: true, encoding: .utf8)
+    }
+
+    func path(_ relative: String) -> String { directory.appendingPathComponent(relative).path }
+}
+
+extension ChildProcess {
+    /// Sends SIGKILL: no cleanup, no graceful shutdown — a crash.
+    func kill() {
+        if process.isRunning { Glibc.kill(process.processIdentifier, SIGKILL) }
+        process.waitUntilExit()
+    }
+
+    /// Lines of the output that start with `prefix` (the aggregator's per-round progress lines).
+    func lines(startingWith prefix: String) -> [String] {
+        output.split(separator: "\n").map(String.init).filter { $0.hasPrefix(prefix) }
     }
 }

@@ -1,13 +1,21 @@
 import ArgumentParser
 import FedCore
+import Foundation
 import Logging
 import ServiceLifecycle
 import UnixSignals
 
 struct Run: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
-        abstract: "Run the aggregator: CURVE server with the enrolled-agent allow-list.",
-        discussion: "Stops cleanly on SIGTERM or SIGINT."
+        abstract: "Run the aggregator: enroll agents, run federated rounds, checkpoint after each.",
+        discussion: """
+            Binds the agent-facing ROUTER (listen) and the announcement PUB (announce), both CURVE-encrypted \
+            and open only to the enrolled agents' keys. Each round: announce, collect sealed updates until \
+            every agent answered or the deadline passed, verify and average them (FedAvg with the server \
+            optimizer), checkpoint atomically, export the model to state_directory/models. After a crash, \
+            it resumes from the checkpoint at the same round with the same model. Prints one line per \
+            round on stdout; logs go to stderr. Stops cleanly on SIGTERM or SIGINT.
+            """
     )
 
     @Option(name: .long, help: "The aggregator's YAML configuration (see configs/aggregator.yaml).")
@@ -16,6 +24,9 @@ struct Run: AsyncParsableCommand {
     @Option(name: .long, help: "Override the agent-facing endpoint from the configuration.")
     var listen: String?
 
+    @Option(name: .long, help: "Stop after this many rounds (overrides rounds.max_rounds; 0 = until stopped).")
+    var rounds: Int?
+
     @Option(name: .long, help: "Log level: trace, debug, info, notice, warning, error, critical.")
     var logLevel: Logger.Level = .info
 
@@ -23,6 +34,7 @@ struct Run: AsyncParsableCommand {
         let logger = Logger.bootstrapForTool(label: "aggregator", level: logLevel)
         var configuration = try AggregatorConfiguration.load(path: config)
         if let listen { configuration.listen = listen }
+        if let rounds { configuration.rounds.maxRounds = rounds }
         try configuration.validate()
         try ZMQContext.requireCurve()
         let identity = try KeyDirectory(path: configuration.keyDirectory).readIdentity()
@@ -31,26 +43,49 @@ struct Run: AsyncParsableCommand {
             agents[agent.id] = try KeyDirectory.readPublicIdentity(file: agent.publicKeyFile)
         }
         let context = try ZMQContext()
-        // The ZAP handler must be bound before the CURVE server, or libzmq admits any client.
-        let zap = try ZAPAuthenticator(context: context,
-                                       allowList: Dictionary(uniqueKeysWithValues: agents.map { ($0.value.box, $0.key) }))
-        defer { zap.close() }
-        var options = ZMQSocketOptions()
-        options.curve = .server(keys: identity.box)
-        options.maxMessageBytes = Int64(configuration.maxMessageBytes)
-        options.routerMandatory = true
-        options.heartbeat = .init(intervalMilliseconds: 1_000, timeoutMilliseconds: 5_000, ttlMilliseconds: 10_000)
-        let router = try ZMQChannel(context: context, configuration: .init(
-            kind: .router, options: options, bind: [configuration.listen]))
-        defer { router.close() }
+        let server = try AggregatorServer(configuration: configuration, identity: identity, agents: agents,
+                                          context: context, logger: logger) { report in
+            FileHandle.standardOutput.write(Data((ProgressLine.format(report) + "\n").utf8))
+        }
+        defer { server.close() }
         logger.info("Listening for enrolled agents", metadata: [
-            "endpoint": "\(router.boundEndpoints.joined(separator: ","))", "agents.enrolled": "\(agents.count)",
+            "endpoint": "\(server.router.boundEndpoints.joined(separator: ","))",
+            "announce": "\(server.publisher.boundEndpoints.joined(separator: ","))", "agents.enrolled": "\(agents.count)",
         ])
-        let gate = AggregatorGate(aggregatorID: configuration.id, identity: identity, agents: agents)
-        let services: [any Service] = [
-            AgentIntakeService(router: router, gate: gate, logger: logger),
-            AdmissionLogService(zap: zap, logger: logger),
-        ]
-        try await ServiceGroup(services: services, gracefulShutdownSignals: [.sigterm, .sigint], logger: logger).run()
+        let group = ServiceGroup(configuration: .init(
+            services: [
+                .init(service: FederationService(server: server), successTerminationBehavior: .gracefullyShutdownGroup),
+                .init(service: AdmissionLogService(zap: server.zap, logger: logger)),
+            ],
+            gracefulShutdownSignals: [.sigterm, .sigint], logger: logger))
+        try await group.run()
+    }
+}
+
+/// Runs the rounds; returns when `max_rounds` rounds are done, which shuts the group down.
+struct FederationService: Service {
+    let server: AggregatorServer
+
+    func run() async throws {
+        do {
+            try await cancelWhenGracefulShutdown { try await server.run() }
+        } catch is CancellationError {
+            // Graceful shutdown: the last completed round is checkpointed; an open round is re-run on restart.
+        }
+    }
+}
+
+enum ProgressLine {
+    static func format(_ report: RoundReport) -> String {
+        let outcome = report.aggregated ? "aggregated → model v\(report.modelVersion)" : "FAILED quorum (model unchanged)"
+        let rejected = report.rejections.values.reduce(0, +)
+        var line = "round \(report.round) │ agents \(report.liveAgents)/\(report.enrolledAgents) live │ "
+            + "accepted \(report.agents.count) │ rejected \(rejected) │ \(outcome)"
+        if report.evaluatedUsers > 0 {
+            line += String(format: " │ held-out on model v%llu (%d users): top-1 %.1f%%  top-10 %.1f%%  loss %.3f",
+                           report.evaluatedModelVersion, report.evaluatedUsers, report.top1 * 100,
+                           report.top10 * 100, report.heldOutLoss)
+        }
+        return line + String(format: " │ %.1f s", report.seconds)
     }
 }

@@ -16,7 +16,10 @@ struct Import: ParsableCommand {
     @Option(name: .long, help: "Input format: taobao or jsonl.")
     var format: String = "taobao"
 
-    @Option(name: .long, help: "The agent's event store (SQLite); created if missing.")
+    @Option(name: .long, help: "The agent's configuration: import into its data_directory/events.sqlite.")
+    var config: String?
+
+    @Option(name: .long, help: "The event store (SQLite) to import into, when no --config is given; created if missing.")
     var store: String = "events.sqlite"
 
     @Argument(help: "The file to import.")
@@ -28,7 +31,13 @@ struct Import: ParsableCommand {
 
     func run() throws {
         guard let format = EventFormat(rawValue: format) else { return }
-        let store = try EventStore(path: store)
+        var storePath = self.store
+        if let config {
+            let configuration = try EdgeAgentConfiguration.load(path: config)
+            try FileManager.default.createDirectory(atPath: configuration.dataDirectory, withIntermediateDirectories: true)
+            storePath = configuration.storePath
+        }
+        let store = try EventStore(path: storePath)
         let start = Date()
         var lastReport = Date.distantPast
         let summary = try EventFileReader(path: file, format: format).read(progress: { read, total in
@@ -44,6 +53,6 @@ struct Import: ParsableCommand {
         if summary.rejected > summary.errors.count {
             print("  … and \(summary.rejected - summary.errors.count) more refused rows")
         }
-        print("Store \(self.store): \(try store.eventCount()) events from \(try store.userCount()) shoppers.")
+        print("Store \(storePath): \(try store.eventCount()) events from \(try store.userCount()) shoppers.")
     }
 }

@@ -1,13 +1,22 @@
 import ArgumentParser
 import FedCore
+import Foundation
 import Logging
 import ServiceLifecycle
 import UnixSignals
 
 struct Run: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
-        abstract: "Run the agent: connect to the aggregator over CURVE and register with a sealed hello.",
-        discussion: "Stops cleanly on SIGTERM or SIGINT."
+        abstract: "Run the agent: take part in federated rounds and ingest live events.",
+        discussion: """
+            Connects to the aggregator over CURVE, registers with a sealed hello and follows its round \
+            announcements. For each round it evaluates the global model on every evaluated user's most \
+            recent event (held out from training), Poisson-samples users, trains their clipped updates from \
+            the global model on their recent events in data_directory/events.sqlite, and sends the sum sealed \
+            to the aggregator. Raw events never leave this node. Reconnects by itself with back-off. With \
+            `ingest` configured, live events arriving on that PULL socket are stored as they come. Stops \
+            cleanly on SIGTERM or SIGINT.
+            """
     )
 
     @Option(name: .long, help: "The agent's YAML configuration (see configs/agent-1.yaml).")
@@ -16,7 +25,7 @@ struct Run: AsyncParsableCommand {
     @Option(name: .long, help: "Override the aggregator endpoint from the configuration.")
     var aggregator: String?
 
-    @Flag(name: .long, help: "Exit after registering (used by the demo and by scripts checking enrolment).")
+    @Flag(name: .long, help: "Register, print the welcome and exit (checks keys and enrolment).")
     var once = false
 
     @Option(name: .long, help: "Log level: trace, debug, info, notice, warning, error, critical.")
@@ -31,13 +40,60 @@ struct Run: AsyncParsableCommand {
         let identity = try KeyDirectory(path: configuration.keyDirectory).readIdentity()
         let aggregatorIdentity = try KeyDirectory.readPublicIdentity(file: configuration.aggregatorPublicKeyFile)
         let context = try ZMQContext()
-        let link = try AgentLink(context: context, configuration: configuration, identity: identity,
-                                 aggregator: aggregatorIdentity)
-        defer { link.close() }
-        let service = RegistrationService(link: link, once: once, logger: logger)
-        let group = ServiceGroup(configuration: .init(
-            services: [.init(service: service, successTerminationBehavior: .gracefullyShutdownGroup)],
-            gracefulShutdownSignals: [.sigterm, .sigint], logger: logger))
-        try await group.run()
+        if once {
+            let link = try AgentLink(context: context, configuration: configuration, identity: identity,
+                                     aggregator: aggregatorIdentity)
+            defer { link.close() }
+            let group = ServiceGroup(configuration: .init(
+                services: [.init(service: RegistrationService(link: link, logger: logger),
+                                 successTerminationBehavior: .gracefullyShutdownGroup)],
+                gracefulShutdownSignals: [.sigterm, .sigint], logger: logger))
+            try await group.run()
+            return
+        }
+        guard let catalogPath = configuration.catalog else {
+            throw ValidationError("""
+                \(config) has no 'catalog': training needs the federation's shared category catalog. Get it \
+                from the aggregator operator (aggregator catalog build) and set catalog: <path>.
+                """)
+        }
+        let catalog = try CategoryCatalog.read(from: catalogPath)
+        try FileManager.default.createDirectory(atPath: configuration.dataDirectory, withIntermediateDirectories: true)
+        let store = try EventStore(path: configuration.storePath)
+        let events = try store.eventCount(), users = try store.userCount()
+        logger.info("Local store opened", metadata: [
+            "store": "\(configuration.storePath)", "events": "\(events)", "users": "\(users)",
+            "catalog.categories": "\(catalog.categories)",
+        ])
+        if events == 0 {
+            logger.warning("The store is empty: import events (edge-agent import) or configure 'ingest'")
+        }
+        let worker = StoreRoundWorker(store: store, catalog: catalog, evaluationUsers: configuration.evaluationUsers,
+                                      threads: configuration.threads)
+        let session = try AgentSession(configuration: configuration, identity: identity, aggregator: aggregatorIdentity,
+                                       context: context, worker: worker, logger: logger)
+        defer { session.close() }
+        var services: [ServiceGroupConfiguration.ServiceConfiguration] = [.init(service: SessionService(session: session))]
+        if let endpoint = configuration.ingest, let format = EventFormat(rawValue: configuration.ingestFormat) {
+            let channel = try ZMQChannel(context: context, configuration: .init(kind: .pull, bind: [endpoint]))
+            logger.info("Live ingest listening", metadata: [
+                "endpoint": "\(channel.boundEndpoints.joined(separator: ","))", "format": "\(format.rawValue)",
+            ])
+            services.append(.init(service: IngestService(channel: channel, store: store, format: format, logger: logger)))
+        }
+        try await ServiceGroup(configuration: .init(services: services, gracefulShutdownSignals: [.sigterm, .sigint],
+                                                    logger: logger)).run()
+    }
+}
+
+struct SessionService: Service {
+    let session: AgentSession
+
+    func run() async throws {
+        do {
+            try await cancelWhenGracefulShutdown { try await session.run() }
+        } catch is CancellationError {
+            // Graceful shutdown.
+        }
     }
 }

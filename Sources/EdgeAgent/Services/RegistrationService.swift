@@ -2,10 +2,9 @@ import FedCore
 import Logging
 import ServiceLifecycle
 
-/// Registers with the aggregator, then keeps the link up until shutdown.
+/// `run --once`: registers with the aggregator and returns.
 struct RegistrationService: Service {
     let link: AgentLink
-    let once: Bool
     let logger: Logger
 
     func run() async throws {
@@ -15,7 +14,5 @@ struct RegistrationService: Service {
             "agent.id": "\(link.agentID)", "aggregator.id": "\(welcome.aggregatorID)",
             "round.id": "\(welcome.currentRound)", "agents.enrolled": "\(welcome.enrolledAgents)",
         ])
-        if once { return }
-        try await gracefulShutdown()
     }
 }

@@ -4,8 +4,20 @@
 /// - `id` (string, default `aggregator`): the name agents see in welcomes and logs.
 /// - `listen` (endpoint, default `tcp://127.0.0.1:7700`): the agent-facing ROUTER; CURVE-encrypted,
 ///   only enrolled agent keys are admitted.
+/// - `announce` (endpoint, default `tcp://127.0.0.1:7701`): the PUB socket for round announcements and
+///   drift thresholds; CURVE-encrypted, enrolled keys only, every announcement signed.
 /// - `key_directory` (path, required, **secret**): holds `identity.secret` (0600) and `identity.public`.
+/// - `state_directory` (path, default `state`): `checkpoint.sqlite` (model, round, optimizer and per-agent
+///   state, replaced atomically after every round) and `models/` (the last `keep_models` model files).
 /// - `max_message_bytes` (integer, default 64 MiB): larger inbound messages drop the sender's connection.
+/// - `model`: `preset` (`small` | `medium`, default small) and `seed` (default 1) of the initial model.
+/// - `rounds`: `min_agents` (quorum, default 1), `timeout_seconds` (deadline, default 60), `max_rounds`
+///   (0 = until stopped), and the training hyper-parameters announced with every round:
+///   `sampling_rate` (q, default 0.1), `clip_norm` (S, default 1), `noise_multiplier` (z, default 0),
+///   `learning_rate` (local η, default 1), `local_steps` (default 1), `sequence_length` (default 50).
+/// - `server_optimizer`: `kind` (`sgd` | `adam`, default sgd), `learning_rate` (default 1), `momentum`
+///   (SGD, default 0), `max_update_norm` (absolute L2 bound of one agent's update, default 1e6).
+/// - `keep_models` (integer, default 5).
 /// - `agents` (list, required): the allow-list, each with `id` and `public_key_file` (the agent's
 ///   `identity.public`). Only these agents can connect or have envelopes opened.
 ///
@@ -20,24 +32,104 @@ package struct AggregatorConfiguration: Sendable, Decodable {
         }
     }
 
+    package struct Model: Sendable, Decodable {
+        package var preset = "small"
+        package var seed: UInt64 = 1
+        package init() {}
+        package init(from decoder: any Decoder) throws {
+            let container = try decoder.container(keyedBy: CodingKeys.self)
+            preset = try container.decodeIfPresent(String.self, forKey: .preset) ?? preset
+            seed = try container.decodeIfPresent(UInt64.self, forKey: .seed) ?? seed
+        }
+        enum CodingKeys: String, CodingKey { case preset, seed }
+        package var shape: LSTMShape? { LSTMShape.preset(named: preset) }
+    }
+
+    package struct Rounds: Sendable, Decodable {
+        package var minAgents = 1
+        package var timeoutSeconds = 60.0
+        package var maxRounds = 0
+        package var hyperparameters = RoundHyperparameters(samplingRate: 0.1, clipNorm: 1, noiseMultiplier: 0,
+                                                           learningRate: 1, localSteps: 1, sequenceLength: 50)
+        package init() {}
+        package init(from decoder: any Decoder) throws {
+            let c = try decoder.container(keyedBy: CodingKeys.self)
+            minAgents = try c.decodeIfPresent(Int.self, forKey: .minAgents) ?? minAgents
+            timeoutSeconds = try c.decodeIfPresent(Double.self, forKey: .timeoutSeconds) ?? timeoutSeconds
+            maxRounds = try c.decodeIfPresent(Int.self, forKey: .maxRounds) ?? maxRounds
+            var h = hyperparameters
+            h.samplingRate = try c.decodeIfPresent(Double.self, forKey: .samplingRate) ?? h.samplingRate
+            h.clipNorm = try c.decodeIfPresent(Double.self, forKey: .clipNorm) ?? h.clipNorm
+            h.noiseMultiplier = try c.decodeIfPresent(Double.self, forKey: .noiseMultiplier) ?? h.noiseMultiplier
+            h.learningRate = try c.decodeIfPresent(Double.self, forKey: .learningRate) ?? h.learningRate
+            h.localSteps = try c.decodeIfPresent(UInt32.self, forKey: .localSteps) ?? h.localSteps
+            h.sequenceLength = try c.decodeIfPresent(UInt32.self, forKey: .sequenceLength) ?? h.sequenceLength
+            hyperparameters = h
+        }
+        enum CodingKeys: String, CodingKey {
+            case minAgents = "min_agents", timeoutSeconds = "timeout_seconds", maxRounds = "max_rounds"
+            case samplingRate = "sampling_rate", clipNorm = "clip_norm", noiseMultiplier = "noise_multiplier"
+            case learningRate = "learning_rate", localSteps = "local_steps", sequenceLength = "sequence_length"
+        }
+    }
+
+    package struct ServerOptimizer: Sendable, Decodable {
+        package var kind = "sgd"
+        package var learningRate = 1.0
+        package var momentum = 0.0
+        package var maxUpdateNorm = 1e6
+        package init() {}
+        package init(from decoder: any Decoder) throws {
+            let c = try decoder.container(keyedBy: CodingKeys.self)
+            kind = try c.decodeIfPresent(String.self, forKey: .kind) ?? kind
+            learningRate = try c.decodeIfPresent(Double.self, forKey: .learningRate) ?? learningRate
+            momentum = try c.decodeIfPresent(Double.self, forKey: .momentum) ?? momentum
+            maxUpdateNorm = try c.decodeIfPresent(Double.self, forKey: .maxUpdateNorm) ?? maxUpdateNorm
+        }
+        enum CodingKeys: String, CodingKey {
+            case kind, momentum
+            case learningRate = "learning_rate", maxUpdateNorm = "max_update_norm"
+        }
+
+        /// The configured optimizer (validated by ``AggregatorConfiguration/validate()``).
+        package func make() -> any Optimizer {
+            kind == "adam" ? Adam(learningRate: learningRate) : SGD(learningRate: learningRate, momentum: momentum)
+        }
+    }
+
     package var id: String = "aggregator"
     package var listen: String = "tcp://127.0.0.1:7700"
+    package var announce: String = "tcp://127.0.0.1:7701"
     package var keyDirectory: String
+    package var stateDirectory: String = "state"
     package var maxMessageBytes: Int = 64 << 20
+    package var model = Model()
+    package var rounds = Rounds()
+    package var serverOptimizer = ServerOptimizer()
+    package var keepModels = 5
     package var agents: [EnrolledAgent]
 
     enum CodingKeys: String, CodingKey {
-        case id, listen, agents
+        case id, listen, announce, agents, model, rounds
         case keyDirectory = "key_directory"
+        case stateDirectory = "state_directory"
         case maxMessageBytes = "max_message_bytes"
+        case serverOptimizer = "server_optimizer"
+        case keepModels = "keep_models"
     }
 
     package init(from decoder: any Decoder) throws {
         let container = try decoder.container(keyedBy: CodingKeys.self)
         id = try container.decodeIfPresent(String.self, forKey: .id) ?? id
         listen = try container.decodeIfPresent(String.self, forKey: .listen) ?? listen
+        announce = try container.decodeIfPresent(String.self, forKey: .announce) ?? announce
         keyDirectory = try container.decode(String.self, forKey: .keyDirectory)
+        stateDirectory = try container.decodeIfPresent(String.self, forKey: .stateDirectory) ?? stateDirectory
         maxMessageBytes = try container.decodeIfPresent(Int.self, forKey: .maxMessageBytes) ?? maxMessageBytes
+        model = try container.decodeIfPresent(Model.self, forKey: .model) ?? model
+        rounds = try container.decodeIfPresent(Rounds.self, forKey: .rounds) ?? rounds
+        serverOptimizer = try container.decodeIfPresent(ServerOptimizer.self, forKey: .serverOptimizer) ?? serverOptimizer
+        keepModels = try container.decodeIfPresent(Int.self, forKey: .keepModels) ?? keepModels
         agents = try container.decode([EnrolledAgent].self, forKey: .agents)
     }
 
@@ -45,6 +137,7 @@ package struct AggregatorConfiguration: Sendable, Decodable {
     package static func load(path: String) throws(ConfigError) -> AggregatorConfiguration {
         var configuration = try ConfigurationFile.load(AggregatorConfiguration.self, from: path)
         configuration.keyDirectory = ConfigurationFile.resolve(configuration.keyDirectory, relativeTo: path)
+        configuration.stateDirectory = ConfigurationFile.resolve(configuration.stateDirectory, relativeTo: path)
         for index in configuration.agents.indices {
             configuration.agents[index].publicKeyFile = ConfigurationFile.resolve(
                 configuration.agents[index].publicKeyFile, relativeTo: path)
@@ -55,6 +148,43 @@ package struct AggregatorConfiguration: Sendable, Decodable {
 
     package func validate() throws(ConfigError) {
         try ConfigurationFile.validateEndpoint(listen, key: "listen")
+        try ConfigurationFile.validateEndpoint(announce, key: "announce")
+        guard announce != listen else {
+            throw .invalidValue(key: "announce", value: announce, reason: "must differ from 'listen'")
+        }
+        guard model.shape != nil else {
+            throw .invalidValue(key: "model.preset", value: model.preset, reason: "must be small or medium")
+        }
+        guard agents.isEmpty || (1...agents.count).contains(rounds.minAgents) else {
+            throw .invalidValue(key: "rounds.min_agents", value: "\(rounds.minAgents)",
+                                reason: "must be between 1 and the \(agents.count) enrolled agents")
+        }
+        guard rounds.timeoutSeconds > 0, rounds.timeoutSeconds.isFinite else {
+            throw .invalidValue(key: "rounds.timeout_seconds", value: "\(rounds.timeoutSeconds)", reason: "must be > 0")
+        }
+        guard rounds.maxRounds >= 0 else {
+            throw .invalidValue(key: "rounds.max_rounds", value: "\(rounds.maxRounds)", reason: "must be ≥ 0 (0 = no limit)")
+        }
+        let h = rounds.hyperparameters
+        let checks: [(String, Double, Bool)] = [
+            ("rounds.sampling_rate", h.samplingRate, h.samplingRate > 0 && h.samplingRate <= 1),
+            ("rounds.clip_norm", h.clipNorm, h.clipNorm > 0 && h.clipNorm.isFinite),
+            ("rounds.noise_multiplier", h.noiseMultiplier, h.noiseMultiplier >= 0 && h.noiseMultiplier.isFinite),
+            ("rounds.learning_rate", h.learningRate, h.learningRate > 0 && h.learningRate.isFinite),
+            ("rounds.local_steps", Double(h.localSteps), (1...100).contains(h.localSteps)),
+            ("rounds.sequence_length", Double(h.sequenceLength), (2...10_000).contains(h.sequenceLength)),
+            ("server_optimizer.learning_rate", serverOptimizer.learningRate,
+             serverOptimizer.learningRate > 0 && serverOptimizer.learningRate.isFinite),
+            ("server_optimizer.momentum", serverOptimizer.momentum, (0..<1).contains(serverOptimizer.momentum)),
+            ("server_optimizer.max_update_norm", serverOptimizer.maxUpdateNorm, serverOptimizer.maxUpdateNorm > 0),
+            ("keep_models", Double(keepModels), keepModels >= 1),
+        ]
+        for (key, value, valid) in checks where !valid {
+            throw .invalidValue(key: key, value: "\(value)", reason: "out of range (see configs/aggregator.yaml)")
+        }
+        guard ["sgd", "adam"].contains(serverOptimizer.kind) else {
+            throw .invalidValue(key: "server_optimizer.kind", value: serverOptimizer.kind, reason: "must be sgd or adam")
+        }
         guard maxMessageBytes >= 64 << 10 else {
             throw .invalidValue(key: "max_message_bytes", value: "\(maxMessageBytes)", reason: "must be at least 65536")
         }

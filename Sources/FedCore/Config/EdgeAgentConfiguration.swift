@@ -1,3 +1,5 @@
+import Foundation
+
 /// An edge agent's configuration (`configs/agent-1.yaml`).
 ///
 /// Keys (YAML, snake_case):
@@ -7,6 +9,17 @@
 ///   refuses any server without this key, and updates are sealed to it.
 /// - `key_directory` (path, required, **secret**): this agent's `identity.secret` and `identity.public`.
 /// - `max_message_bytes` (integer, default 64 MiB).
+/// - `announcements` (endpoint, default `tcp://127.0.0.1:7701`): the aggregator's PUB socket (round
+///   announcements, drift thresholds), over CURVE.
+/// - `data_directory` (path, default `data`): `events.sqlite` (the local event store) and `model.fdlm`
+///   (the newest global model received).
+/// - `catalog` (path, required to train): the shared category catalog (`aggregator catalog build`).
+/// - `ingest` (endpoint, optional): a PULL socket for live events (one Taobao CSV or JSONL row per line,
+///   many lines per message allowed; format from `ingest_format`, default jsonl). Bind it to a local or
+///   otherwise protected address: it carries raw behaviour and is not encrypted.
+/// - `evaluation_users` (integer, default 1000): users whose most recent event is used to evaluate each
+///   global model (the same users every round).
+/// - `threads` (integer, default 1): training threads.
 ///
 /// Relative paths are resolved against the configuration file's directory.
 package struct EdgeAgentConfiguration: Sendable, Decodable {
@@ -15,13 +28,28 @@ package struct EdgeAgentConfiguration: Sendable, Decodable {
     package var aggregatorPublicKeyFile: String
     package var keyDirectory: String
     package var maxMessageBytes: Int = 64 << 20
+    package var announcements: String = "tcp://127.0.0.1:7701"
+    package var dataDirectory: String = "data"
+    package var catalog: String?
+    package var ingest: String?
+    package var ingestFormat: String = "jsonl"
+    package var evaluationUsers: Int = 1000
+    package var threads: Int = 1
 
     enum CodingKeys: String, CodingKey {
-        case id, aggregator
+        case id, aggregator, announcements, catalog, ingest, threads
         case aggregatorPublicKeyFile = "aggregator_public_key_file"
         case keyDirectory = "key_directory"
         case maxMessageBytes = "max_message_bytes"
+        case dataDirectory = "data_directory"
+        case ingestFormat = "ingest_format"
+        case evaluationUsers = "evaluation_users"
     }
+
+    /// The local event store.
+    package var storePath: String { (dataDirectory as NSString).appendingPathComponent("events.sqlite") }
+    /// The newest global model received.
+    package var modelPath: String { (dataDirectory as NSString).appendingPathComponent("model.fdlm") }
 
     package init(from decoder: any Decoder) throws {
         let container = try decoder.container(keyedBy: CodingKeys.self)
@@ -30,6 +58,13 @@ package struct EdgeAgentConfiguration: Sendable, Decodable {
         aggregatorPublicKeyFile = try container.decode(String.self, forKey: .aggregatorPublicKeyFile)
         keyDirectory = try container.decode(String.self, forKey: .keyDirectory)
         maxMessageBytes = try container.decodeIfPresent(Int.self, forKey: .maxMessageBytes) ?? maxMessageBytes
+        announcements = try container.decodeIfPresent(String.self, forKey: .announcements) ?? announcements
+        dataDirectory = try container.decodeIfPresent(String.self, forKey: .dataDirectory) ?? dataDirectory
+        catalog = try container.decodeIfPresent(String.self, forKey: .catalog)
+        ingest = try container.decodeIfPresent(String.self, forKey: .ingest)
+        ingestFormat = try container.decodeIfPresent(String.self, forKey: .ingestFormat) ?? ingestFormat
+        evaluationUsers = try container.decodeIfPresent(Int.self, forKey: .evaluationUsers) ?? evaluationUsers
+        threads = try container.decodeIfPresent(Int.self, forKey: .threads) ?? threads
     }
 
     package static func load(path: String) throws(ConfigError) -> EdgeAgentConfiguration {
@@ -37,6 +72,8 @@ package struct EdgeAgentConfiguration: Sendable, Decodable {
         configuration.keyDirectory = ConfigurationFile.resolve(configuration.keyDirectory, relativeTo: path)
         configuration.aggregatorPublicKeyFile = ConfigurationFile.resolve(configuration.aggregatorPublicKeyFile,
                                                                           relativeTo: path)
+        configuration.dataDirectory = ConfigurationFile.resolve(configuration.dataDirectory, relativeTo: path)
+        configuration.catalog = configuration.catalog.map { ConfigurationFile.resolve($0, relativeTo: path) }
         try configuration.validate()
         return configuration
     }
@@ -46,5 +83,16 @@ package struct EdgeAgentConfiguration: Sendable, Decodable {
             throw .invalidValue(key: "id", value: id, reason: "must be 1 to 64 bytes")
         }
         try ConfigurationFile.validateEndpoint(aggregator, key: "aggregator")
+        try ConfigurationFile.validateEndpoint(announcements, key: "announcements")
+        if let ingest { try ConfigurationFile.validateEndpoint(ingest, key: "ingest") }
+        guard EventFormat(rawValue: ingestFormat) != nil else {
+            throw .invalidValue(key: "ingest_format", value: ingestFormat, reason: "must be taobao or jsonl")
+        }
+        guard evaluationUsers >= 0 else {
+            throw .invalidValue(key: "evaluation_users", value: "\(evaluationUsers)", reason: "must be ≥ 0")
+        }
+        guard (1...256).contains(threads) else {
+            throw .invalidValue(key: "threads", value: "\(threads)", reason: "must be between 1 and 256")
+        }
     }
 }

@@ -36,14 +36,9 @@ package final class AgentLink: Sendable {
     /// Connects (in the background; libzmq retries with back-off) to `configuration.aggregator`.
     package init(context: ZMQContext, configuration: EdgeAgentConfiguration, identity: NodeIdentity,
                  aggregator: NodePublicIdentity, aggregatorID: String = "aggregator") throws(ZMQError) {
-        var options = ZMQSocketOptions()
-        options.curve = .client(keys: identity.box, serverKey: aggregator.box)
-        options.maxMessageBytes = Int64(configuration.maxMessageBytes)
-        options.reconnectIntervalMilliseconds = 100
-        options.reconnectIntervalMaxMilliseconds = 5_000
-        options.heartbeat = .init(intervalMilliseconds: 1_000, timeoutMilliseconds: 5_000, ttlMilliseconds: 10_000)
         channel = try ZMQChannel(context: context, configuration: .init(
-            kind: .dealer, options: options, connect: [configuration.aggregator]))
+            kind: .dealer, options: Self.options(configuration: configuration, identity: identity, aggregator: aggregator),
+            connect: [configuration.aggregator]))
         agentID = configuration.id
         endpoint = configuration.aggregator
         publicKeyFile = KeyDirectory(path: configuration.keyDirectory).publicFilePath
@@ -52,6 +47,39 @@ package final class AgentLink: Sendable {
     }
 
     deinit { channel.close() }
+
+    /// CURVE client towards the aggregator's key, reconnecting with exponential back-off from 100 ms
+    /// to 5 s, ZMTP heartbeats so a dead peer is noticed within 5 s.
+    package static func options(configuration: EdgeAgentConfiguration, identity: NodeIdentity,
+                                aggregator: NodePublicIdentity) -> ZMQSocketOptions {
+        var options = ZMQSocketOptions()
+        options.curve = .client(keys: identity.box, serverKey: aggregator.box)
+        options.maxMessageBytes = Int64(configuration.maxMessageBytes)
+        options.reconnectIntervalMilliseconds = 100
+        options.reconnectIntervalMaxMilliseconds = 5_000
+        options.heartbeat = .init(intervalMilliseconds: 1_000, timeoutMilliseconds: 5_000, ttlMilliseconds: 10_000)
+        return options
+    }
+
+    /// Messages from the aggregator, as received (open them with ``open(_:)``).
+    package var messages: ZMQChannel.Inbox { channel.messages }
+    /// The link's connection events (handshakes, disconnects, refusals).
+    package var events: ZMQChannel.Events { channel.events }
+
+    /// Seals `message` to the aggregator (bound to `round`) and sends it.
+    package func send<M: WireMessage>(_ message: M, round: UInt64 = 0) async throws {
+        let sealed = try sealer.seal(message.encoded(), kind: M.kind.rawValue, round: round)
+        try await channel.send([.bytes(WireHeader(kind: M.kind).bytes), .block(sealed)])
+    }
+
+    /// Opens a sealed message from the aggregator: `[header, envelope]`.
+    package func open(_ message: ZMQMessage) throws -> (kind: MessageKind, payload: [UInt8]) {
+        let frames = message.frames
+        guard frames.count == 2 else { throw AgentLinkError.invalidReply("expected 2 frames, got \(frames.count)") }
+        let header = try WireHeader(decoding: frames[0])
+        let opened = try opener.open(frames[1], expecting: .init(kind: header.kind.rawValue))
+        return (header.kind, opened.payload)
+    }
 
     /// Sends a sealed hello and waits for the aggregator's sealed welcome.
     ///

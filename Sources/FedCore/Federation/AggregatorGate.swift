@@ -1,11 +1,38 @@
-/// The aggregator's door: turns a raw ROUTER message into a verified, opened request and builds the
-/// sealed reply. Plain values in and out (no sockets), so every refusal path is testable.
+/// The aggregator's door: turns a raw ROUTER message into a verified, opened request, and seals replies.
+/// Plain values in and out (no sockets), so every refusal path is testable.
+///
+/// Every agent message is `[routing id, header, sealed envelope]`. The gate checks, in order: frame
+/// count, the CURVE-authenticated agent id (stamped by the ZAP handler), the header, the envelope
+/// (recipient, enrolled sender = authenticated agent, kind = header kind, round binding for updates,
+/// signature, every chunk's tag, replay), then decodes the body and checks that a body naming a round
+/// names the envelope's round.
 package struct AggregatorGate: Sendable {
-    package enum Outcome: Sendable {
-        /// A verified hello; send `reply` (ROUTER frames, routing id first).
-        case welcomed(agentID: String, hello: Hello, reply: [OutboundFrame])
-        /// Refused; `reason` is a short metric label, `detail` says why in words.
-        case rejected(reason: String, detail: String)
+    /// What an agent asked for, opened and decoded.
+    package enum Body: Sendable {
+        case hello(Hello)
+        case update(UpdateSubmission)
+        case modelRequest(ModelRequest)
+        case evaluation(EvaluationReport)
+        case heartbeat(Heartbeat)
+    }
+
+    package struct Request: Sendable {
+        package var agentID: String
+        /// The ROUTER routing id of the connection it came on (replies go there).
+        package var routingID: ByteBlock
+        package var body: Body
+        /// Sealed bytes received (for logs and metrics).
+        package var sealedBytes: Int
+    }
+
+    /// A refused message; `reason` is a short metric label, `detail` says why in words. `agentID` and
+    /// `routingID` are known when the transport authenticated the sender, so it can be told.
+    package struct Rejection: Error, Sendable {
+        package var reason: String
+        package var detail: String
+        package var agentID: String?
+        package var routingID: ByteBlock?
+        package var kind: MessageKind?
     }
 
     package let aggregatorID: String
@@ -20,44 +47,71 @@ package struct AggregatorGate: Sendable {
         self.opener = EnvelopeOpener(recipient: identity.box, senders: agents.mapValues(\.signing))
     }
 
-    /// Handles one message from the agent-facing ROUTER: `[routing id, header, sealed envelope]`.
-    package func handle(_ message: ZMQMessage, currentRound: UInt64) -> Outcome {
-        guard message.parts.count == 3 else {
-            return .rejected(reason: "malformed", detail: "expected 3 frames, got \(message.parts.count)")
+    package var enrolledAgents: [String] { agents.keys.sorted() }
+
+    /// Opens one message from the agent-facing ROUTER. `openRound` is the round updates must be sealed for.
+    package func open(_ message: ZMQMessage, openRound: UInt64?) -> Result<Request, Rejection> {
+        let routingID = message.parts.first
+        guard let agentID = message.userID, agents[agentID] != nil else {
+            return .failure(Rejection(reason: "unauthenticated", detail: "message without an enrolled CURVE identity",
+                                      agentID: nil, routingID: routingID, kind: nil))
         }
-        guard let agentID = message.userID, let agent = agents[agentID] else {
-            return .rejected(reason: "unauthenticated", detail: "message without an enrolled CURVE identity")
+        func reject(_ reason: String, _ detail: String, kind: MessageKind? = nil) -> Result<Request, Rejection> {
+            .failure(Rejection(reason: reason, detail: detail, agentID: agentID, routingID: routingID, kind: kind))
+        }
+        guard message.parts.count == 3, let routingID else {
+            return reject("malformed", "expected 3 frames, got \(message.parts.count)")
         }
         let header: WireHeader
         do {
             header = try WireHeader(decoding: message.parts[1].bytes)
         } catch {
-            return .rejected(reason: "malformed", detail: "\(error)")
+            return reject("malformed", "\(error)")
         }
-        switch header.kind {
-        case .hello:
-            do {
-                let opened = try message.parts[2].withUnsafeBytes { (sealed) throws(EnvelopeError) in
-                    try opener.open(sealed, expecting: .init(senderID: agentID, kind: MessageKind.hello.rawValue))
-                }
-                let hello = try Hello(decoding: opened.payload)
-                guard hello.agentID == agentID else {
-                    return .rejected(reason: "wrong_sender", detail: "hello names '\(hello.agentID)'")
-                }
-                let welcome = Welcome(aggregatorID: aggregatorID, currentRound: currentRound,
-                                      enrolledAgents: UInt32(agents.count))
-                let sealer = EnvelopeSealer(identity: identity, senderID: aggregatorID, recipient: agent.box)
-                let sealed = try sealer.seal(welcome.encoded(), kind: MessageKind.welcome.rawValue, round: currentRound)
-                return .welcomed(agentID: agentID, hello: hello, reply: [
-                    .block(message.parts[0]), .bytes(WireHeader(kind: .welcome).bytes), .block(sealed),
-                ])
-            } catch let error as EnvelopeError {
-                return .rejected(reason: error.reason, detail: error.description)
-            } catch {
-                return .rejected(reason: "malformed", detail: "\(error)")
+        let kind = header.kind
+        let round: UInt64? = kind == .update ? (openRound ?? 0) : nil
+        do {
+            let opened = try message.parts[2].withUnsafeBytes { (sealed) throws(EnvelopeError) in
+                try opener.open(sealed, expecting: .init(senderID: agentID, kind: kind.rawValue, round: round))
             }
-        default:
-            return .rejected(reason: "unexpected_kind", detail: "\(header.kind) is not accepted from agents yet")
+            let body: Body
+            switch kind {
+            case .hello:
+                let hello = try Hello(decoding: opened.payload)
+                guard hello.agentID == agentID else { return reject("wrong_sender", "hello names '\(hello.agentID)'", kind: kind) }
+                body = .hello(hello)
+            case .update:
+                let update = try UpdateSubmission(decoding: opened.payload)
+                guard update.round == opened.header.round else {
+                    return reject("wrong_round", "body names round \(update.round), envelope \(opened.header.round)",
+                                  kind: kind)
+                }
+                body = .update(update)
+            case .modelRequest: body = .modelRequest(try ModelRequest(decoding: opened.payload))
+            case .metrics: body = .evaluation(try EvaluationReport(decoding: opened.payload))
+            case .heartbeat: body = .heartbeat(try Heartbeat(decoding: opened.payload))
+            default:
+                return reject("unexpected_kind", "\(kind) is not accepted from agents", kind: kind)
+            }
+            return .success(Request(agentID: agentID, routingID: routingID, body: body,
+                                    sealedBytes: message.parts[2].count))
+        } catch let error as EnvelopeError {
+            if case .wrongRound = error, openRound == nil {
+                return reject("no_round_open", "update arrived while no round is open", kind: kind)
+            }
+            return reject(error.reason, error.description, kind: kind)
+        } catch {
+            // Opened and authentic, but the body does not decode (e.g. declared vs actual size).
+            return reject("malformed", "\(error)", kind: kind)
         }
+    }
+
+    /// Seals `message` to `agentID` and returns the ROUTER frames addressed to `routingID`.
+    package func reply<M: WireMessage>(_ message: M, to agentID: String, routingID: ByteBlock,
+                                       round: UInt64 = 0) throws(CryptoError) -> [OutboundFrame] {
+        guard let agent = agents[agentID] else { throw .unknownRecipient(agentID) }
+        let sealer = EnvelopeSealer(identity: identity, senderID: aggregatorID, recipient: agent.box)
+        let sealed = try sealer.seal(message.encoded(), kind: M.kind.rawValue, round: round)
+        return [.block(routingID), .bytes(WireHeader(kind: M.kind).bytes), .block(sealed)]
     }
 }

@@ -25,8 +25,12 @@ package struct LocalTraining: Sendable {
 
     /// Poisson sampling: each user independently with probability q.
     package func sample<G: RandomNumberGenerator>(_ users: [EventSequence], random: inout G) -> [EventSequence] {
-        let q = hyperparameters.samplingRate
-        return users.filter { $0.count >= 2 && Double.random(in: 0..<1, using: &random) < q }
+        users.filter { isSampled($0, random: &random) }
+    }
+
+    /// One user's Poisson draw: a user with at least one transition is in the round with probability q.
+    package func isSampled<G: RandomNumberGenerator>(_ user: EventSequence, random: inout G) -> Bool {
+        user.count >= 2 && Double.random(in: 0..<1, using: &random) < hyperparameters.samplingRate
     }
 
     /// Trains `users` (already sampled) from `global`.

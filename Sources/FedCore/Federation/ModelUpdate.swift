@@ -61,11 +61,21 @@ package struct UpdateVerifier: Sendable {
     package var parameterCount: Int
     /// The largest L2 norm accepted for one agent's delta sum.
     package var maxNorm: Double
+    /// The per-user clip bound S: an update declaring `users` > 0 must have norm ≤ users·S (each of its
+    /// users' deltas was clipped to S). `nil` checks only ``maxNorm``.
+    package var clipNorm: Double?
 
-    package init(parameterCount: Int, maxNorm: Double) {
+    package init(parameterCount: Int, maxNorm: Double, clipNorm: Double? = nil) {
         precondition(parameterCount > 0 && maxNorm > 0)
         self.parameterCount = parameterCount
         self.maxNorm = maxNorm
+        self.clipNorm = clipNorm
+    }
+
+    /// The bound for an update declaring `users` users (float32 rounding allowed for).
+    package func bound(users: Int) -> Double {
+        guard let clipNorm, users > 0 else { return maxNorm }
+        return min(maxNorm, clipNorm * Double(users) * (1 + 1e-4))
     }
 
     package func verify(_ update: ModelUpdate) throws(UpdateRejection) {
@@ -78,7 +88,7 @@ package struct UpdateVerifier: Sendable {
             guard value.isFinite else { throw .nonFinite(index: index) }
             squares += Double(value) * Double(value)
         }
-        let norm = squares.squareRoot()
-        guard norm <= maxNorm else { throw .normTooLarge(norm: norm, bound: maxNorm) }
+        let norm = squares.squareRoot(), bound = bound(users: update.users)
+        guard norm <= bound else { throw .normTooLarge(norm: norm, bound: bound) }
     }
 }

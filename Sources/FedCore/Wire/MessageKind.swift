@@ -6,13 +6,22 @@ package enum MessageKind: UInt16, Sendable, CaseIterable {
     case hello = 1
     /// Aggregator → agent: registration accepted, with the current round (sealed to the agent).
     case welcome = 2
+    /// Aggregator → agents (signed announcement, and inside welcomes): a round is open.
     case roundOpen = 3
+    /// Aggregator → agent (sealed): one chunk of the global model.
     case modelChunk = 4
+    /// Agent → aggregator (sealed): the round's update.
     case update = 5
+    /// Aggregator → agent (sealed): accepted, or refused with a reason.
     case verdict = 6
+    /// Aggregator → agents (signed announcement): drift thresholds.
     case thresholds = 7
+    /// Agent → aggregator (sealed): liveness.
     case heartbeat = 8
+    /// Agent → aggregator (sealed): held-out evaluation of the global model.
     case metrics = 9
+    /// Agent → aggregator (sealed): send the current model.
+    case modelRequest = 10
 }
 
 /// The first frame of every FedDrift message: `F` `D`, protocol version, kind (u16 LE).

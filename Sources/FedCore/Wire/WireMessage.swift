@@ -238,6 +238,11 @@ package struct DriftThresholdsMessage: WireMessage {
 
     package init(from reader: inout ByteReader) throws(WireError) {
         round = try reader.read(field: "round")
+        thresholds = try Self.readThresholds(from: &reader)
+    }
+
+    /// A u16 count, then that many non-negative finite float32 thresholds.
+    static func readThresholds(from reader: inout ByteReader) throws(WireError) -> [Float] {
         let count = Int(try reader.read(UInt16.self, field: "segments"))
         var thresholds: [Float] = []
         for _ in 0..<count {
@@ -245,7 +250,7 @@ package struct DriftThresholdsMessage: WireMessage {
             guard value.isFinite, value >= 0 else { throw .invalidValue(field: "threshold", reason: "\(value)") }
             thresholds.append(value)
         }
-        self.thresholds = thresholds
+        return thresholds
     }
 }
 

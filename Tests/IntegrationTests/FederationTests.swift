@@ -1,0 +1,144 @@
+import Foundation
+import Testing
+@testable import FedCore
+
+/// Federated rounds between real `aggregator` and `edge-agent` processes on 127.0.0.1, on shoppers
+/// made by the built-in simulator.
+@Suite("Federated rounds between real processes", .serialized, .timeLimit(.minutes(4)))
+struct FederationTests {
+    /// Plain FedAvg (server SGD with learning rate 1), every user sampled (q = 1), no noise: the new
+    /// model is exactly the user-weighted average of the agents' clipped deltas, which the test can
+    /// recompute from the agents' stores.
+    static let plainFedAvg = """
+        rounds: {min_agents: 3, timeout_seconds: 60, sampling_rate: 1.0, clip_norm: 0.5, learning_rate: 0.5, sequence_length: 20}
+        server_optimizer: {kind: sgd, learning_rate: 1.0}
+
+        """
+
+    @Test("Three agents complete three rounds; each new model equals the weighted average the test recomputes from the agents' data")
+    func threeRoundsMatchIndependentAverage() async throws {
+        let agents = [(id: "region-1", users: 40), (id: "region-2", users: 60), (id: "region-3", users: 30)]
+        let federation = try await Federation(agents: agents, enrolled: agents.map(\.id),
+                                              aggregatorSettings: Self.plainFedAvg)
+        let aggregator = try federation.start("aggregator", ["run", "--config", "aggregator.yaml", "--rounds", "3"])
+        let processes = try agents.map { try federation.start("edge-agent", ["run", "--config", "\($0.id).yaml"]) }
+        #expect(await aggregator.waitForExit(seconds: 180) == 0, "\(aggregator.output)")
+        let rounds = aggregator.lines(startingWith: "round ")
+        #expect(rounds.count == 3, "\(aggregator.output)")
+        #expect(rounds.allSatisfy { $0.contains("accepted 3") && $0.contains("aggregated") }, "\(rounds)")
+        processes.forEach { $0.terminate() }
+
+        let catalog = try CategoryCatalog.read(from: federation.path("catalog.txt"))
+        let hyperparameters = RoundHyperparameters(samplingRate: 1, clipNorm: 0.5, noiseMultiplier: 0, learningRate: 0.5,
+                                                   localSteps: 1, sequenceLength: 20)
+        for version in 0..<3 {
+            let before = try ModelFile.read(from: federation.path("state/models/model-v\(version).fdlm"))
+            let after = try ModelFile.read(from: federation.path("state/models/model-v\(version + 1).fdlm"))
+            #expect(before.modelVersion == UInt64(version) && after.modelVersion == UInt64(version + 1))
+            // Independently: each agent's Σ of clipped deltas over its users, then Σ / Σ users.
+            var sum = [Double](repeating: 0, count: before.parameters.values.count)
+            var users = 0
+            for agent in agents {
+                let store = try EventStore(path: federation.path("data/\(agent.id)/events.sqlite"))
+                let data = try StoreRoundWorker.read(store: store, catalog: catalog, sequenceLength: 20,
+                                                     evaluationUsers: 0) { $0.count >= 2 }
+                let result = LocalTraining(hyperparameters: hyperparameters, threads: 1)
+                    .run(global: before.parameters, users: data.training)
+                for index in sum.indices { sum[index] += Double(result.deltaSum[index]) }
+                users += result.sampledUsers
+            }
+            #expect(users > 100)
+            var worst = 0.0
+            for index in sum.indices {
+                let expected = Double(before.parameters.values[index]) + sum[index] / Double(users)
+                worst = max(worst, abs(expected - Double(after.parameters.values[index])))
+            }
+            #expect(worst < 1e-6, "model v\(version + 1) differs from the independent average by \(worst)")
+            #expect(before.parameters.values != after.parameters.values)
+        }
+    }
+
+    @Test("An agent killed with SIGKILL mid-round: the round completes at its deadline with the others")
+    func agentKilledMidRound() async throws {
+        // region-3 has many more shoppers, so its round takes long enough to be killed in the middle of it.
+        let agents = [(id: "region-1", users: 20), (id: "region-2", users: 20), (id: "region-3", users: 2_000)]
+        let federation = try await Federation(agents: agents, enrolled: agents.map(\.id), aggregatorSettings: """
+            rounds: {min_agents: 2, timeout_seconds: 6, sampling_rate: 1.0, sequence_length: 50}
+
+            """)
+        let aggregator = try federation.start("aggregator", ["run", "--config", "aggregator.yaml", "--rounds", "1"])
+        let processes = try agents.map { try federation.start("edge-agent", ["run", "--config", "\($0.id).yaml"]) }
+        defer { processes.forEach { $0.terminate() } }
+        #expect(await processes[2].waitForOutput("Round open: training", seconds: 60), "\(processes[2].output)")
+        processes[2].kill()
+        #expect(!processes[2].output.contains("Trained local update"), "region-3 finished before it was killed")
+        #expect(await aggregator.waitForExit(seconds: 60) == 0, "\(aggregator.output)")
+        let rounds = aggregator.lines(startingWith: "round ")
+        #expect(rounds.count == 1 && rounds[0].contains("accepted 2") && rounds[0].contains("aggregated"),
+                "\(aggregator.output)")
+        let status = try Self.status(federation)
+        let last = status["last_round"] as? [String: Any]
+        #expect(last?["agents"] as? [String] == ["region-1", "region-2"])
+        #expect((last?["seconds"] as? Double ?? 0) >= 6, "the round should have waited for its deadline")
+    }
+
+    @Test("The aggregator killed with SIGKILL and restarted resumes at the same round and model; agents reconnect by themselves")
+    func aggregatorRestartResumes() async throws {
+        let agents = [(id: "region-1", users: 30), (id: "region-2", users: 30), (id: "region-3", users: 30)]
+        let federation = try await Federation(agents: agents, enrolled: agents.map(\.id), aggregatorSettings: """
+            rounds: {min_agents: 3, timeout_seconds: 30, sampling_rate: 1.0, sequence_length: 20}
+            server_optimizer: {kind: adam, learning_rate: 0.01}
+
+            """)
+        let first = try federation.start("aggregator", ["run", "--config", "aggregator.yaml"])
+        let processes = try agents.map { try federation.start("edge-agent", ["run", "--config", "\($0.id).yaml"]) }
+        defer { processes.forEach { $0.terminate() } }
+        #expect(await first.waitForOutput("round 2 │", seconds: 120), "\(first.output)")
+        first.kill()
+        let checkpoint = try #require(try CheckpointStore(path: federation.path("state/checkpoint.sqlite")).load())
+        #expect(checkpoint.round >= 2)
+
+        let second = try federation.start("aggregator", ["run", "--config", "aggregator.yaml",
+                                                         "--rounds", "1"])
+        #expect(await second.waitForExit(seconds: 120) == 0, "\(second.output)")
+        #expect(second.output.contains("Resumed from checkpoint"), "\(second.output)")
+        let resumed = second.lines(startingWith: "round ")
+        // The next round after the checkpoint, started from the checkpoint's model, with every agent back.
+        #expect(resumed.count == 1 && resumed[0].hasPrefix("round \(checkpoint.round + 1) │"), "\(second.output)")
+        #expect(resumed.first?.contains("accepted 3") == true, "agents did not reconnect: \(second.output)")
+        #expect(resumed.first?.contains("→ model v\(checkpoint.modelVersion + 1)") == true, "\(resumed)")
+        let status = try Self.status(federation)
+        let last = status["last_round"] as? [String: Any]
+        #expect(last?["evaluated_model_version"] as? Int == Int(checkpoint.modelVersion))
+        let restored = try ModelFile.read(from: federation.path("state/models/model-v\(checkpoint.modelVersion).fdlm"))
+        #expect(restored.parameters == checkpoint.parameters)
+    }
+
+    @Test("A late joiner receives the current model and takes part in the next round")
+    func lateJoinerGetsCurrentModel() async throws {
+        let agents = [(id: "region-1", users: 30), (id: "region-2", users: 30), (id: "region-3", users: 30)]
+        let federation = try await Federation(agents: agents, enrolled: agents.map(\.id), aggregatorSettings: """
+            rounds: {min_agents: 2, timeout_seconds: 3, sampling_rate: 1.0, sequence_length: 20}
+
+            """)
+        let aggregator = try federation.start("aggregator", ["run", "--config", "aggregator.yaml"])
+        defer { aggregator.terminate() }
+        let early = try agents.prefix(2).map { try federation.start("edge-agent", ["run", "--config", "\($0.id).yaml"]) }
+        defer { early.forEach { $0.terminate() } }
+        #expect(await aggregator.waitForOutput("round 3 │", seconds: 120), "\(aggregator.output)")
+        let late = try federation.start("edge-agent", ["run", "--config", "region-3.yaml"])
+        defer { late.terminate() }
+        #expect(await late.waitForOutput("Update accepted by the aggregator", seconds: 60), "\(late.output)")
+        // The model it trained on is the aggregator's model of that version, byte for byte.
+        let local = try ModelFile.read(from: federation.path("data/region-3/model.fdlm"))
+        #expect(local.modelVersion >= 3)
+        let exported = try ModelFile.read(from: federation.path("state/models/model-v\(local.modelVersion).fdlm"))
+        #expect(local.parameters == exported.parameters)
+        #expect(aggregator.output.contains("agent.id=region-3"))
+    }
+
+    static func status(_ federation: Federation) throws -> [String: Any] {
+        let data = try Data(contentsOf: URL(fileURLWithPath: federation.path("state/status.json")))
+        return try JSONSerialization.jsonObject(with: data) as? [String: Any] ?? [:]
+    }
+}
