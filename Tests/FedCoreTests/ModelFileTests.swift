@@ -10,6 +10,26 @@ struct ModelFileTests {
     @Test("CRC-32 matches the standard check value")
     func crcCheckValue() { #expect(CRC32.checksum(Array("123456789".utf8)) == 0xCBF4_3926) }
 
+    @Test("Slicing-by-8 CRC-32 equals the bit-by-bit definition at every length and alignment")
+    func crcMatchesDefinition() {
+        func bitwise(_ bytes: ArraySlice<UInt8>) -> UInt32 {
+            var crc: UInt32 = 0xFFFF_FFFF
+            for byte in bytes {
+                crc ^= UInt32(byte)
+                for _ in 0..<8 { crc = crc & 1 == 1 ? (crc >> 1) ^ 0xEDB8_8320 : crc >> 1 }
+            }
+            return crc ^ 0xFFFF_FFFF
+        }
+        var random = SplitMix64(seed: 11)
+        let bytes = (0..<300).map { _ in UInt8(truncatingIfNeeded: random.next()) }
+        for start in 0..<9 {
+            for length in [0, 1, 7, 8, 9, 15, 16, 17, 63, 64, 65, 255, 290] {
+                let slice = bytes[start..<(start + length)]
+                #expect(Array(slice).withUnsafeBytes { CRC32.checksum($0) } == bitwise(slice), "start \(start) length \(length)")
+            }
+        }
+    }
+
     @Test("Encode then decode returns the same parameters, shape and version; files are written atomically")
     func roundTrip() throws {
         let decoded = try ModelFile.decode(ModelFile.encode(parameters, modelVersion: 42))

@@ -68,10 +68,22 @@ struct WireFormatTests {
     @Test("An update whose declared size disagrees with its values is refused")
     func declaredSize() {
         var bytes = UpdateSubmission(round: 1, modelVersion: 1, users: 1, values: [1, 2, 3]).encoded()
-        bytes[20] = 4  // parameter count field (after round, model version, users)
-        #expect(throws: WireError.invalidValue(field: "values", reason: "declares 4 floats, carries 12 bytes")) {
+        bytes[bytes.count - 8] = 4  // the trailer's parameter count field
+        #expect(throws: WireError.invalidValue(field: "values", reason: "declares 4 floats, carries 3")) {
             try UpdateSubmission(decoding: bytes)
         }
+        #expect(throws: WireError.self) { try UpdateSubmission(decoding: Array(bytes.dropFirst())) }
+    }
+
+    @Test("An update opened into float storage decodes in place to the same values")
+    func openedInPlace() throws {
+        let update = UpdateSubmission(round: 7, modelVersion: 6, users: 3, values: (0..<1001).map { Float($0) / 7 })
+        let sender = NodeIdentity(), recipient = NodeIdentity()
+        let sealed = try EnvelopeSealer(identity: sender, senderID: "a", recipient: recipient.box.publicKey, chunkSize: 1000)
+            .seal(update.encoded(), kind: MessageKind.update.rawValue, round: 7)
+        let opener = EnvelopeOpener(recipient: recipient.box, senders: ["a": sender.signing.publicKey])
+        let opened = try sealed.withUnsafeBytes { try opener.openFloats($0, expecting: .init(senderID: "a", round: 7)) }
+        #expect(try UpdateSubmission(opened: opened) == update)
     }
 
     @Test("Out-of-range hyper-parameters and chunk indices are refused")

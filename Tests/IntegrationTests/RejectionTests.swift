@@ -68,7 +68,9 @@ struct RejectionTests {
         var nan = zeros
         nan[7] = .nan
         var declaresMore = update(zeros)
-        declaresMore.withUnsafeMutableBytes { $0.storeBytes(of: UInt64(count + 1).littleEndian, toByteOffset: 20, as: UInt64.self) }
+        declaresMore.withUnsafeMutableBytes {
+            $0.storeBytes(of: UInt64(count + 1).littleEndian, toByteOffset: $0.count - 8, as: UInt64.self)
+        }
         var unsigned = try sealed(update(zeros)).bytes
         unsigned.replaceSubrange((unsigned.count - 64)..., with: [UInt8](repeating: 0, count: 64))
         let stranger = EnvelopeSealer(identity: identity, senderID: "mallory", recipient: BoxKeyPair().publicKey)

@@ -26,6 +26,10 @@ package struct AggregatorConfiguration: Sendable, Decodable {
     package struct EnrolledAgent: Sendable, Decodable {
         package var id: String
         package var publicKeyFile: String
+        package init(id: String, publicKeyFile: String) {
+            self.id = id
+            self.publicKeyFile = publicKeyFile
+        }
         enum CodingKeys: String, CodingKey {
             case id
             case publicKeyFile = "public_key_file"
@@ -116,6 +120,13 @@ package struct AggregatorConfiguration: Sendable, Decodable {
         case maxMessageBytes = "max_message_bytes"
         case serverOptimizer = "server_optimizer"
         case keepModels = "keep_models"
+    }
+
+    /// A configuration built in code (benchmarks, tests); the defaults are those of the YAML keys.
+    package init(keyDirectory: String, stateDirectory: String, agents: [EnrolledAgent]) {
+        self.keyDirectory = keyDirectory
+        self.stateDirectory = stateDirectory
+        self.agents = agents
     }
 
     package init(from decoder: any Decoder) throws {

@@ -51,6 +51,16 @@ package struct EdgeAgentConfiguration: Sendable, Decodable {
     /// The newest global model received.
     package var modelPath: String { (dataDirectory as NSString).appendingPathComponent("model.fdlm") }
 
+    /// A configuration built in code (benchmarks, tests); the defaults are those of the YAML keys.
+    package init(id: String, aggregator: String, announcements: String, keyDirectory: String = "",
+                 aggregatorPublicKeyFile: String = "") {
+        self.id = id
+        self.aggregator = aggregator
+        self.announcements = announcements
+        self.keyDirectory = keyDirectory
+        self.aggregatorPublicKeyFile = aggregatorPublicKeyFile
+    }
+
     package init(from decoder: any Decoder) throws {
         let container = try decoder.container(keyedBy: CodingKeys.self)
         id = try container.decode(String.self, forKey: .id)

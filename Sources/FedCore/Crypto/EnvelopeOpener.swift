@@ -21,6 +21,15 @@ package struct OpenedEnvelope: Sendable {
     package let payload: [UInt8]
 }
 
+/// An opened envelope whose payload was decrypted straight into float32-aligned storage: `storage`
+/// holds the `byteCount` payload bytes (its last float zero-padded). Large float payloads (model
+/// updates) are then used in place, with no further copy.
+package struct OpenedFloatEnvelope: Sendable {
+    package let header: EnvelopeHeader
+    package var storage: [Float]
+    package let byteCount: Int
+}
+
 /// Opens envelopes sealed to one recipient from a set of enrolled senders.
 ///
 /// Checks run cheapest first and each failure has its own ``EnvelopeError``: structure and size,
@@ -53,6 +62,22 @@ package final class EnvelopeOpener: Sendable {
 
     package func open(_ envelope: UnsafeRawBufferPointer, expecting expectation: EnvelopeExpectation)
         throws(EnvelopeError) -> OpenedEnvelope
+    {
+        let (header, payload, _) = try open(envelope, expecting: expectation, as: UInt8.self)
+        return OpenedEnvelope(header: header, payload: payload)
+    }
+
+    /// Like ``open(_:expecting:)``, decrypting into float32 storage (see ``OpenedFloatEnvelope``).
+    package func openFloats(_ envelope: UnsafeRawBufferPointer, expecting expectation: EnvelopeExpectation)
+        throws(EnvelopeError) -> OpenedFloatEnvelope
+    {
+        let (header, storage, byteCount) = try open(envelope, expecting: expectation, as: Float.self)
+        return OpenedFloatEnvelope(header: header, storage: storage, byteCount: byteCount)
+    }
+
+    private func open<Element: BitwiseCopyable>(_ envelope: UnsafeRawBufferPointer,
+                                                 expecting expectation: EnvelopeExpectation, as _: Element.Type)
+        throws(EnvelopeError) -> (EnvelopeHeader, [Element], Int)
     {
         let (header, headerLength) = try EnvelopeHeader.decode(envelope)
         guard header.payloadLength <= UInt64(maxPayloadBytes) else {
@@ -93,14 +118,19 @@ package final class EnvelopeOpener: Sendable {
         let chunkSize = Int(header.chunkSize)
         let tag = EnvelopeHeader.tagByteCount
         let sealed = SendableBuffer(UnsafeMutableRawBufferPointer(mutating: envelope))
-        let opened: Result<[UInt8], EnvelopeError>
+        let opened: Result<[Element], EnvelopeError>
         do {
             opened = try EnvelopeKey.withOpeningKey(recipient: recipient, ephemeral: ephemeral) {
-                (key) throws(EnvelopeError) -> [UInt8] in
+                (key) throws(EnvelopeError) -> [Element] in
                 let sharedKey = key.sendable
                 let failedChunk = Atomic<Int>(-1)
-                let payload = [UInt8](unsafeUninitializedCapacity: payloadLength) { buffer, count in
-                    let out = SendableBuffer(UnsafeMutableRawBufferPointer(buffer))
+                let stride = MemoryLayout<Element>.stride
+                let elements = (payloadLength + stride - 1) / stride
+                let payload = [Element](unsafeUninitializedCapacity: elements) { buffer, count in
+                    let raw = UnsafeMutableRawBufferPointer(buffer)
+                    // Zero the padding after the payload in the last element.
+                    raw[payloadLength..<(elements * stride)].initializeMemory(as: UInt8.self, repeating: 0)
+                    let out = SendableBuffer(raw)
                     EnvelopeKey.forEachChunk(chunks) { index in
                         let start = index * chunkSize
                         let length = min(chunkSize, payloadLength - start)
@@ -111,7 +141,7 @@ package final class EnvelopeOpener: Sendable {
                             into: UnsafeMutableRawBufferPointer(rebasing: out.buffer[start..<(start + length)]))
                         if !ok { failedChunk.store(index, ordering: .relaxed) }
                     }
-                    count = payloadLength
+                    count = elements
                 }
                 let failed = failedChunk.load(ordering: .relaxed)
                 guard failed < 0 else { throw .tamperedCiphertext(chunk: failed) }
@@ -122,7 +152,7 @@ package final class EnvelopeOpener: Sendable {
         }
         let payload = try opened.get()
         guard replay.insert(replayKey) else { throw .replayed }  // a concurrent twin won the race
-        return OpenedEnvelope(header: header, payload: payload)
+        return (header, payload, payloadLength)
     }
 }
 

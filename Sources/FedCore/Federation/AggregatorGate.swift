@@ -71,8 +71,22 @@ package struct AggregatorGate: Sendable {
         let kind = header.kind
         let round: UInt64? = kind == .update ? (openRound ?? 0) : nil
         do {
+            let expectation = EnvelopeExpectation(senderID: agentID, kind: kind.rawValue, round: round)
+            if kind == .update {
+                // Decrypted straight into the float storage the round averages from.
+                let opened = try message.parts[2].withUnsafeBytes { (sealed) throws(EnvelopeError) in
+                    try opener.openFloats(sealed, expecting: expectation)
+                }
+                let update = try UpdateSubmission(opened: opened)
+                guard update.round == opened.header.round else {
+                    return reject("wrong_round", "body names round \(update.round), envelope \(opened.header.round)",
+                                  kind: kind)
+                }
+                return .success(Request(agentID: agentID, routingID: routingID, body: .update(update),
+                                        sealedBytes: message.parts[2].count))
+            }
             let opened = try message.parts[2].withUnsafeBytes { (sealed) throws(EnvelopeError) in
-                try opener.open(sealed, expecting: .init(senderID: agentID, kind: kind.rawValue, round: round))
+                try opener.open(sealed, expecting: expectation)
             }
             let body: Body
             switch kind {
@@ -80,13 +94,6 @@ package struct AggregatorGate: Sendable {
                 let hello = try Hello(decoding: opened.payload)
                 guard hello.agentID == agentID else { return reject("wrong_sender", "hello names '\(hello.agentID)'", kind: kind) }
                 body = .hello(hello)
-            case .update:
-                let update = try UpdateSubmission(decoding: opened.payload)
-                guard update.round == opened.header.round else {
-                    return reject("wrong_round", "body names round \(update.round), envelope \(opened.header.round)",
-                                  kind: kind)
-                }
-                body = .update(update)
             case .modelRequest: body = .modelRequest(try ModelRequest(decoding: opened.payload))
             case .metrics: body = .evaluation(try EvaluationReport(decoding: opened.payload))
             case .heartbeat: body = .heartbeat(try Heartbeat(decoding: opened.payload))

@@ -1,3 +1,4 @@
+import Dispatch
 import Foundation
 package import Logging
 import Synchronization
@@ -65,6 +66,7 @@ package final class AggregatorServer: Sendable {
     /// The current model as a ``ModelFile`` (what agents download), and when each agent was last heard.
     private let modelFile: Mutex<[UInt8]>
     private let lastSeen = Mutex<[String: ContinuousClock.Instant]>([:])
+    private let exports = DispatchQueue(label: "feddrift.model-export")
     /// An agent counts as live when heard within this window (agents send a heartbeat every 2 s).
     static let liveWindow: Duration = .seconds(7)
 
@@ -151,9 +153,11 @@ package final class AggregatorServer: Sendable {
             try await self.driveRounds()
             group.cancelAll()
         }
+        flushExports()
     }
 
     package func close() {
+        flushExports()
         router.close()
         publisher.close()
         zap.close()
@@ -260,16 +264,27 @@ package final class AggregatorServer: Sendable {
         try save(await coordinator.checkpoint(shape: shape))
     }
 
+    /// The checkpoint is durable before this returns; the model export (a convenience copy for
+    /// operators, not needed to resume) is written in the background, in order, off the round's path.
     private func save(_ checkpoint: AggregatorCheckpoint) throws {
-        try checkpoints.save(checkpoint)
         let file = ModelFile.encode(checkpoint.parameters, modelVersion: checkpoint.modelVersion)
+        try checkpoints.save(checkpoint, encodedModel: file)
         modelFile.withLock { $0 = file }
-        let path = (modelsDirectory as NSString).appendingPathComponent("model-v\(checkpoint.modelVersion).fdlm")
-        if !FileManager.default.fileExists(atPath: path) {
-            try ModelFile.write(checkpoint.parameters, modelVersion: checkpoint.modelVersion, to: path)
-            pruneModels(newest: checkpoint.modelVersion)
+        let version = checkpoint.modelVersion
+        let path = (modelsDirectory as NSString).appendingPathComponent("model-v\(version).fdlm")
+        exports.async { [logger] in
+            guard !FileManager.default.fileExists(atPath: path) else { return }
+            do {
+                try ModelFile.write(encoded: file, to: path)
+                self.pruneModels(newest: version)
+            } catch {
+                logger.warning("Could not export the model", metadata: ["path": "\(path)", "error": "\(error)"])
+            }
         }
     }
+
+    /// Waits until every model export queued so far is on disk.
+    package func flushExports() { exports.sync {} }
 
     private func pruneModels(newest: UInt64) {
         guard newest >= UInt64(configuration.keepModels) else { return }

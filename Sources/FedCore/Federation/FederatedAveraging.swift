@@ -24,11 +24,7 @@ package struct FederatedAveraging: Sendable {
 
     /// The average delta of `updates` (all verified, same length).
     package func averageDelta(_ updates: [ModelUpdate], parameterCount: Int) -> [Float] {
-        var sum = [Double](repeating: 0, count: parameterCount)
-        for update in updates {
-            precondition(update.deltaSum.count == parameterCount, "unverified update")
-            for index in 0..<parameterCount { sum[index] += Double(update.deltaSum[index]) }
-        }
+        let sum = Self.sum(updates.map(\.deltaSum), count: parameterCount)
         let divisor: Double
         switch denominator {
         case .fixed(let value): divisor = value
@@ -36,6 +32,25 @@ package struct FederatedAveraging: Sendable {
         }
         guard divisor > 0 else { return [Float](repeating: 0, count: parameterCount) }
         return sum.map { Float($0 / divisor) }
+    }
+
+    /// Σ of `vectors` (all `count` long) in double precision, block by block so that the running
+    /// block of sums stays in L1 and each update is read from memory exactly once.
+    package static func sum(_ vectors: [[Float]], count: Int) -> [Double] {
+        var sum = [Double](repeating: 0, count: count)
+        let block = 2048
+        sum.withUnsafeMutableBufferPointer { total in
+            for start in stride(from: 0, to: count, by: block) {
+                let end = min(start + block, count)
+                for vector in vectors {
+                    precondition(vector.count == count, "unverified update")
+                    vector.withUnsafeBufferPointer { values in
+                        for index in start..<end { total[index] += Double(values[index]) }
+                    }
+                }
+            }
+        }
+        return sum
     }
 
     /// Applies the round to the global parameters through the server optimizer.

@@ -68,7 +68,12 @@ package final class CheckpointStore: Sendable {
 
     /// Replaces the checkpoint atomically.
     package func save(_ checkpoint: AggregatorCheckpoint) throws(StorageError) {
-        let model = Data(ModelFile.encode(checkpoint.parameters, modelVersion: checkpoint.modelVersion))
+        try save(checkpoint, encodedModel: ModelFile.encode(checkpoint.parameters, modelVersion: checkpoint.modelVersion))
+    }
+
+    /// Replaces the checkpoint atomically; `encodedModel` is `ModelFile.encode` of its parameters.
+    package func save(_ checkpoint: AggregatorCheckpoint, encodedModel: [UInt8]) throws(StorageError) {
+        let model = Data(encodedModel)
         let optimizer = checkpoint.optimizerState.withUnsafeBytes { Data($0) }
         do {
             try queue.write { db in

@@ -63,6 +63,21 @@ package struct ByteReader {
         return Array(bytes[offset..<(offset + count)])
     }
 
+    /// Reads `count` little-endian float32 values with one copy (little-endian hosts only).
+    package mutating func readFloats(count: Int, field: String) throws(WireError) -> [Float] {
+        let byteCount = count * 4
+        guard count >= 0, remaining >= byteCount else {
+            throw .truncated(field: field, needed: byteCount, available: remaining)
+        }
+        let start = offset
+        offset += byteCount
+        return [Float](unsafeUninitializedCapacity: count) { buffer, initialized in
+            UnsafeMutableRawBufferPointer(buffer).copyMemory(
+                from: UnsafeRawBufferPointer(rebasing: bytes[start..<(start + byteCount)]))
+            initialized = count
+        }
+    }
+
     /// Reads bytes after a `UInt32` length, refusing lengths above `limit`.
     package mutating func readLengthPrefixed(field: String, limit: Int) throws(WireError) -> [UInt8] {
         let count = Int(try read(UInt32.self, field: field))

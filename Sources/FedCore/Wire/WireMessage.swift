@@ -152,9 +152,13 @@ package struct ModelChunk: WireMessage {
 }
 
 /// Agent → aggregator (sealed): the sum of its sampled users' clipped deltas, noised at the agent
-/// when privacy is on. The declared parameter count must match the values that follow.
+/// when privacy is on. Layout: the float32 values first, then a 28-byte trailer (round, model version,
+/// users, declared count), so that the aggregator can decrypt an update straight into the float
+/// storage it averages from and only drop the trailer (``init(opened:)``). The declared count must
+/// match the values carried.
 package struct UpdateSubmission: WireMessage {
     package static let kind = MessageKind.update
+    static let trailerBytes = 28
     package var round: UInt64
     package var modelVersion: UInt64
     /// Users in the sum. Zero when privacy is on: the exact count is itself data-dependent.
@@ -169,24 +173,48 @@ package struct UpdateSubmission: WireMessage {
     }
 
     package func encode(into writer: inout ByteWriter) {
+        values.withUnsafeBytes { writer.write(raw: $0) }  // float32, little-endian hosts only (x86-64, arm64)
         writer.write(round)
         writer.write(modelVersion)
         writer.write(users)
         writer.write(UInt64(values.count))
-        values.withUnsafeBytes { writer.write(raw: $0) }  // float32, little-endian hosts only (x86-64, arm64)
     }
 
     package init(from reader: inout ByteReader) throws(WireError) {
-        round = try reader.read(field: "round")
-        modelVersion = try reader.read(field: "model version")
-        users = try reader.read(field: "users")
-        let count = try reader.read(UInt64.self, field: "parameter count")
-        guard count <= 1 << 28 else { throw .invalidValue(field: "parameter count", reason: "\(count) is too large") }
-        guard reader.remaining == Int(count) * 4 else {
-            throw .invalidValue(field: "values", reason: "declares \(count) floats, carries \(reader.remaining) bytes")
+        let valueBytes = reader.remaining - Self.trailerBytes
+        guard valueBytes >= 0, valueBytes % 4 == 0 else {
+            throw .invalidValue(field: "values", reason: "\(reader.remaining) bytes is not float32 values and a trailer")
         }
-        let raw = try reader.read(count: Int(count) * 4, field: "values")
-        values = raw.withUnsafeBytes { Array($0.bindMemory(to: Float.self)) }
+        values = try reader.readFloats(count: valueBytes / 4, field: "values")
+        (round, modelVersion, users) = try Self.readTrailer(&reader, carried: valueBytes / 4)
+    }
+
+    /// Decodes an update decrypted into float storage, using that storage for the values (no copy).
+    package init(opened: OpenedFloatEnvelope) throws(WireError) {
+        let valueBytes = opened.byteCount - Self.trailerBytes
+        guard valueBytes >= 0, valueBytes % 4 == 0 else {
+            throw .invalidValue(field: "values", reason: "\(opened.byteCount) bytes is not float32 values and a trailer")
+        }
+        let trailer = opened.storage.withUnsafeBytes { raw in
+            var reader = ByteReader(UnsafeRawBufferPointer(rebasing: raw[valueBytes..<opened.byteCount]))
+            return Result { () throws(WireError) in try Self.readTrailer(&reader, carried: valueBytes / 4) }
+        }
+        (round, modelVersion, users) = try trailer.get()
+        values = opened.storage
+        values.removeLast(values.count - valueBytes / 4)
+    }
+
+    private static func readTrailer(_ reader: inout ByteReader, carried: Int) throws(WireError)
+        -> (round: UInt64, modelVersion: UInt64, users: UInt32)
+    {
+        let round: UInt64 = try reader.read(field: "round")
+        let modelVersion: UInt64 = try reader.read(field: "model version")
+        let users: UInt32 = try reader.read(field: "users")
+        let count = try reader.read(UInt64.self, field: "parameter count")
+        guard count == UInt64(carried) else {
+            throw .invalidValue(field: "values", reason: "declares \(count) floats, carries \(carried)")
+        }
+        return (round, modelVersion, users)
     }
 }
 

@@ -1,0 +1,64 @@
+import ArgumentParser
+import FedCore
+import Foundation
+import Logging
+
+struct Bench: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Measure the aggregator (release builds only give meaningful numbers).",
+        subcommands: [BenchRound.self]
+    )
+}
+
+struct BenchRound: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "round",
+        abstract: "Round overhead without local training, plus opening and summing rates, in one run.",
+        discussion: """
+            Starts an aggregator and --agents in-process agents on loopback (CURVE, sealed envelopes, \
+            real checkpoint in a temporary directory) whose updates are ready-made, and times 20 rounds \
+            from announcement to durable checkpoint: announcement, model download, sealing, sending, \
+            opening, verifying, averaging, checkpoint and model export. Then, in the same process: opening \
+            sealed updates next to libsodium's raw AEAD rate (same chunking and cores), and summing float32 \
+            updates next to memcpy bandwidth.
+            """
+    )
+
+    @Option(name: .long, help: "In-process agents.")
+    var agents = 8
+
+    @Option(name: .long, help: "Model preset: small or medium.")
+    var model = "medium"
+
+    @Option(name: .long, help: "Measured rounds (after one warm-up round).")
+    var rounds = 20
+
+    @Flag(name: .long, help: "One JSON object.")
+    var json = false
+
+    func validate() throws {
+        guard LSTMShape.preset(named: model) != nil else { throw ValidationError("--model must be small or medium") }
+        guard (1...64).contains(agents) else { throw ValidationError("--agents must be between 1 and 64") }
+        guard (2...1000).contains(rounds) else { throw ValidationError("--rounds must be between 2 and 1000") }
+    }
+
+    func run() async throws {
+        let logger = Logger.bootstrapForTool(label: "aggregator", level: .error)
+        let result = try await RoundBenchmark(agents: agents, preset: model, rounds: rounds).run(logger: logger) { line in
+            if !json { FileHandle.standardError.write(Data("\(line)\n".utf8)) }
+        }
+        if json {
+            let encoder = JSONEncoder()
+            encoder.outputFormatting = [.sortedKeys]
+            print(String(decoding: try encoder.encode(result), as: UTF8.self))
+        } else {
+            print(String(format: """
+                round overhead (%d agents, %@ model, %d parameters, %d rounds): p50 %.1f ms, p99 %.1f ms (closing: p50 %.1f ms)
+                opening sealed updates: %.2f GB/s vs raw AEAD %.2f GB/s (%.0f%%)
+                summing float32 updates: %.2f GB/s vs memcpy %.2f GB/s (%.0f%%)
+                """, result.agents, result.model, result.parameters, result.rounds, result.roundP50Milliseconds,
+                result.roundP99Milliseconds, result.closeP50Milliseconds, result.openGbps, result.aeadGbps, 100 * result.openGbps / result.aeadGbps,
+                result.aggregateGbps, result.memcpyGbps, 100 * result.aggregateGbps / result.memcpyGbps))
+        }
+    }
+}
