@@ -85,5 +85,10 @@ let package = Package(
             dependencies: ["FedCore"],
             swiftSettings: strictSettings
         ),
+        .testTarget(
+            name: "PrivacyAuditTests",
+            dependencies: ["FedCore"],
+            swiftSettings: strictSettings
+        ),
     ]
 )
