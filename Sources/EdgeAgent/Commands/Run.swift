@@ -68,8 +68,21 @@ struct Run: AsyncParsableCommand {
         if events == 0 {
             logger.warning("The store is empty: import events (edge-agent import) or configure 'ingest'")
         }
+        let ledger = try PrivacyLedger(path: configuration.ledgerPath, budget: configuration.budget)
+        if configuration.privacy == nil {
+            logger.warning("No privacy budget configured: releases are recorded in the ledger but not limited", metadata: [
+                "ledger": "\(configuration.ledgerPath)",
+            ])
+        } else {
+            let spent = try ledger.spentEpsilon()
+            logger.info("Privacy budget", metadata: [
+                "epsilon.budget": "\(configuration.budget.epsilon)", "delta": "\(configuration.budget.delta)",
+                "epsilon.spent": "\(spent)", "ledger": "\(configuration.ledgerPath)",
+            ])
+        }
         let worker = StoreRoundWorker(store: store, catalog: catalog, evaluationUsers: configuration.evaluationUsers,
-                                      threads: configuration.threads)
+                                      threads: configuration.threads, ledger: ledger,
+                                      evaluationNoiseMultiplier: configuration.privacy?.evaluationNoiseMultiplier ?? 0)
         let session = try AgentSession(configuration: configuration, identity: identity, aggregator: aggregatorIdentity,
                                        context: context, worker: worker, logger: logger)
         defer { session.close() }

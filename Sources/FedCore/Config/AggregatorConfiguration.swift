@@ -14,7 +14,8 @@
 /// - `rounds`: `min_agents` (quorum, default 1), `timeout_seconds` (deadline, default 60), `max_rounds`
 ///   (0 = until stopped), and the training hyper-parameters announced with every round:
 ///   `sampling_rate` (q, default 0.1), `clip_norm` (S, default 1), `noise_multiplier` (z, default 0),
-///   `learning_rate` (local η, default 1), `local_steps` (default 1), `sequence_length` (default 50).
+///   `learning_rate` (local η, default 1), `local_steps` (default 1), `sequence_length` (default 50);
+///   `expected_users` (users of all agents; required with noise: the fixed denominator is q × it).
 /// - `server_optimizer`: `kind` (`sgd` | `adam`, default sgd), `learning_rate` (default 1), `momentum`
 ///   (SGD, default 0), `max_update_norm` (absolute L2 bound of one agent's update, default 1e6).
 /// - `keep_models` (integer, default 5).
@@ -53,6 +54,9 @@ package struct AggregatorConfiguration: Sendable, Decodable {
         package var minAgents = 1
         package var timeoutSeconds = 60.0
         package var maxRounds = 0
+        /// Users of all agents together (operator-declared): with noise, the average divides the noised
+        /// sum by q × expected_users, a constant, so no user's presence changes the denominator.
+        package var expectedUsers = 0
         package var hyperparameters = RoundHyperparameters(samplingRate: 0.1, clipNorm: 1, noiseMultiplier: 0,
                                                            learningRate: 1, localSteps: 1, sequenceLength: 50)
         package init() {}
@@ -61,6 +65,7 @@ package struct AggregatorConfiguration: Sendable, Decodable {
             minAgents = try c.decodeIfPresent(Int.self, forKey: .minAgents) ?? minAgents
             timeoutSeconds = try c.decodeIfPresent(Double.self, forKey: .timeoutSeconds) ?? timeoutSeconds
             maxRounds = try c.decodeIfPresent(Int.self, forKey: .maxRounds) ?? maxRounds
+            expectedUsers = try c.decodeIfPresent(Int.self, forKey: .expectedUsers) ?? expectedUsers
             var h = hyperparameters
             h.samplingRate = try c.decodeIfPresent(Double.self, forKey: .samplingRate) ?? h.samplingRate
             h.clipNorm = try c.decodeIfPresent(Double.self, forKey: .clipNorm) ?? h.clipNorm
@@ -72,6 +77,7 @@ package struct AggregatorConfiguration: Sendable, Decodable {
         }
         enum CodingKeys: String, CodingKey {
             case minAgents = "min_agents", timeoutSeconds = "timeout_seconds", maxRounds = "max_rounds"
+            case expectedUsers = "expected_users"
             case samplingRate = "sampling_rate", clipNorm = "clip_norm", noiseMultiplier = "noise_multiplier"
             case learningRate = "learning_rate", localSteps = "local_steps", sequenceLength = "sequence_length"
         }
@@ -190,6 +196,11 @@ package struct AggregatorConfiguration: Sendable, Decodable {
             ("server_optimizer.max_update_norm", serverOptimizer.maxUpdateNorm, serverOptimizer.maxUpdateNorm > 0),
             ("keep_models", Double(keepModels), keepModels >= 1),
         ]
+        guard h.noiseMultiplier == 0 || rounds.expectedUsers > 0 else {
+            throw .invalidValue(key: "rounds.expected_users", value: "\(rounds.expectedUsers)",
+                                reason: "with noise_multiplier > 0, declare the users of all agents together "
+                                    + "(the fixed FedAvg denominator is sampling_rate × expected_users)")
+        }
         for (key, value, valid) in checks where !valid {
             throw .invalidValue(key: key, value: "\(value)", reason: "out of range (see configs/aggregator.yaml)")
         }
@@ -211,5 +222,13 @@ package struct AggregatorConfiguration: Sendable, Decodable {
                 throw .invalidValue(key: "agents.id", value: agent.id, reason: "enrolled twice")
             }
         }
+    }
+}
+
+extension AggregatorConfiguration {
+    /// FedAvg's denominator: fixed (q × expected users) with noise, the contributing users without.
+    package var denominator: FederatedAveraging.Denominator {
+        let h = rounds.hyperparameters
+        return h.noiseMultiplier > 0 ? .fixed(h.samplingRate * Double(rounds.expectedUsers)) : .contributingUsers
     }
 }

@@ -20,6 +20,11 @@ import Foundation
 /// - `evaluation_users` (integer, default 1000): users whose most recent event is used to evaluate each
 ///   global model (the same users every round).
 /// - `threads` (integer, default 1): training threads.
+/// - `privacy` (optional): `epsilon` and `delta`, this agent's lifetime budget for all its releases
+///   together (model updates, evaluation reports, drift histograms), enforced by the ledger in
+///   `data_directory/privacy.sqlite`; and `evaluation_noise_multiplier` (default 0 = send no held-out
+///   evaluation while a budget is set). Without `privacy`, releases are still recorded in the ledger,
+///   but nothing limits them.
 ///
 /// Relative paths are resolved against the configuration file's directory.
 package struct EdgeAgentConfiguration: Sendable, Decodable {
@@ -35,9 +40,32 @@ package struct EdgeAgentConfiguration: Sendable, Decodable {
     package var ingestFormat: String = "jsonl"
     package var evaluationUsers: Int = 1000
     package var threads: Int = 1
+    package var privacy: Privacy?
+
+    package struct Privacy: Sendable, Decodable, Equatable {
+        package var epsilon: Double
+        package var delta: Double
+        package var evaluationNoiseMultiplier: Double = 0
+        package init(epsilon: Double, delta: Double, evaluationNoiseMultiplier: Double = 0) {
+            self.epsilon = epsilon
+            self.delta = delta
+            self.evaluationNoiseMultiplier = evaluationNoiseMultiplier
+        }
+        package init(from decoder: any Decoder) throws {
+            let c = try decoder.container(keyedBy: CodingKeys.self)
+            epsilon = try c.decode(Double.self, forKey: .epsilon)
+            delta = try c.decode(Double.self, forKey: .delta)
+            evaluationNoiseMultiplier = try c.decodeIfPresent(Double.self, forKey: .evaluationNoiseMultiplier) ?? 0
+        }
+        enum CodingKeys: String, CodingKey {
+            case epsilon, delta
+            case evaluationNoiseMultiplier = "evaluation_noise_multiplier"
+        }
+        package var budget: PrivacyBudget { PrivacyBudget(epsilon: epsilon, delta: delta) }
+    }
 
     enum CodingKeys: String, CodingKey {
-        case id, aggregator, announcements, catalog, ingest, threads
+        case id, aggregator, announcements, catalog, ingest, threads, privacy
         case aggregatorPublicKeyFile = "aggregator_public_key_file"
         case keyDirectory = "key_directory"
         case maxMessageBytes = "max_message_bytes"
@@ -48,6 +76,10 @@ package struct EdgeAgentConfiguration: Sendable, Decodable {
 
     /// The local event store.
     package var storePath: String { (dataDirectory as NSString).appendingPathComponent("events.sqlite") }
+    /// The privacy ledger.
+    package var ledgerPath: String { (dataDirectory as NSString).appendingPathComponent("privacy.sqlite") }
+    /// The budget the ledger enforces (unlimited when `privacy` is absent) .
+    package var budget: PrivacyBudget { privacy?.budget ?? PrivacyBudget(epsilon: .infinity, delta: 1e-6) }
     /// The newest global model received.
     package var modelPath: String { (dataDirectory as NSString).appendingPathComponent("model.fdlm") }
 
@@ -75,6 +107,7 @@ package struct EdgeAgentConfiguration: Sendable, Decodable {
         ingestFormat = try container.decodeIfPresent(String.self, forKey: .ingestFormat) ?? ingestFormat
         evaluationUsers = try container.decodeIfPresent(Int.self, forKey: .evaluationUsers) ?? evaluationUsers
         threads = try container.decodeIfPresent(Int.self, forKey: .threads) ?? threads
+        privacy = try container.decodeIfPresent(Privacy.self, forKey: .privacy)
     }
 
     package static func load(path: String) throws(ConfigError) -> EdgeAgentConfiguration {
@@ -100,6 +133,12 @@ package struct EdgeAgentConfiguration: Sendable, Decodable {
         }
         guard evaluationUsers >= 0 else {
             throw .invalidValue(key: "evaluation_users", value: "\(evaluationUsers)", reason: "must be ≥ 0")
+        }
+        if let privacy {
+            guard privacy.epsilon > 0, privacy.delta > 0, privacy.delta < 1, privacy.evaluationNoiseMultiplier >= 0 else {
+                throw .invalidValue(key: "privacy", value: "ε \(privacy.epsilon), δ \(privacy.delta)",
+                                    reason: "need ε > 0, 0 < δ < 1 and evaluation_noise_multiplier ≥ 0")
+            }
         }
         guard (1...256).contains(threads) else {
             throw .invalidValue(key: "threads", value: "\(threads)", reason: "must be between 1 and 256")

@@ -34,8 +34,10 @@ package struct NextCategoryEvaluation: Sendable, Equatable {
     }
 
     /// Evaluates `sequences` (each: the user's recent events, the held-out one last) in batches.
+    /// `lossClamp` caps each user's loss (nats) so that one user's share of the sum is bounded.
     package static func evaluate(parameters: LSTMParameters<Float>, sequences: [EventSequence],
-                                 outOfVocabulary: Int32, batchSize: Int = 64) -> NextCategoryEvaluation {
+                                 outOfVocabulary: Int32, lossClamp: Double = .infinity,
+                                 batchSize: Int = 64) -> NextCategoryEvaluation {
         let workspace = LSTMWorkspace<Float>(shape: parameters.shape)
         let C = parameters.shape.categories, oov = Int(outOfVocabulary)
         var result = NextCategoryEvaluation()
@@ -58,7 +60,7 @@ package struct NextCategoryEvaluation: Sendable, Equatable {
                     result.top10Hits += 1
                     result.ndcg10Sum += 1 / Foundation.log2(Double(rank) + 2)
                 }
-                result.lossSum += Double(Float.logSumExp(row, count: C) - score)
+                result.lossSum += min(lossClamp, Double(Float.logSumExp(row, count: C) - score))
             }
         }
         return result

@@ -24,6 +24,7 @@ package final class AgentSession: Sendable {
     private let verifier: AnnouncementVerifier
     private let worker: any RoundWorker
     private let modelPath: String?
+    private let statusPath: String?
     private let logger: Logger
     private let agentID: String
 
@@ -38,6 +39,7 @@ package final class AgentSession: Sendable {
         self.logger = logger
         agentID = configuration.id
         modelPath = persistModel ? configuration.modelPath : nil
+        statusPath = persistModel ? (configuration.dataDirectory as NSString).appendingPathComponent("status.json") : nil
     }
 
     package func close() {
@@ -94,6 +96,8 @@ package final class AgentSession: Sendable {
         var working: UInt64?
         var handledRound: UInt64 = 0
         var lastWork: (round: UInt64, modelVersion: UInt64, work: RoundWork)?
+        /// Set once the privacy budget refused a release: no more training, ever (the ledger only grows).
+        var trainingStopped: String?
     }
 
     private func handle(_ event: Event, state: inout State, continuation: AsyncStream<Event>.Continuation,
@@ -147,9 +151,18 @@ package final class AgentSession: Sendable {
                     "seconds": "\(work.seconds)",
                 ])
                 await submit(work, round: round)
+            case .failure(let error as PrivacyLedgerError):
+                if case .budgetExceeded = error {
+                    state.trainingStopped = error.description
+                    logger.error("Privacy budget exhausted: no more training or update releases; still ingesting and scoring",
+                                 metadata: ["round.id": "\(round.round)", "detail": "\(error)"])
+                } else {
+                    logger.error("Round work failed", metadata: ["round.id": "\(round.round)", "error": "\(error)"])
+                }
             case .failure(let error):
                 logger.error("Round work failed", metadata: ["round.id": "\(round.round)", "error": "\(error)"])
             }
+            writeStatus(state)
             if let next = state.pending, next.round > round.round {
                 state.pending = nil
                 await consider(next, resend: false, state: &state, continuation: continuation, group: &group)
@@ -226,6 +239,15 @@ package final class AgentSession: Sendable {
             if open.round > working { state.pending = open }
             return
         }
+        if let reason = state.trainingStopped {
+            if open.round > state.handledRound {
+                state.handledRound = open.round
+                logger.notice("Not taking part in this round: training stopped", metadata: [
+                    "round.id": "\(open.round)", "reason": "\(reason)",
+                ])
+            }
+            return
+        }
         if open.round <= state.handledRound {
             if resend, let last = state.lastWork, last.round == open.round, last.modelVersion == open.modelVersion {
                 logger.info("Re-sending this round's update to the restarted aggregator", metadata: [
@@ -295,4 +317,17 @@ package final class AgentSession: Sendable {
     }
 
     static var nowMilliseconds: Int64 { Int64(Date().timeIntervalSince1970 * 1000) }
+
+    /// `data_directory/status.json`: whether this agent still trains, and its last round.
+    private func writeStatus(_ state: State) {
+        guard let statusPath else { return }
+        let status: [String: Any] = [
+            "agent_id": agentID, "participating": state.trainingStopped == nil,
+            "stopped_reason": state.trainingStopped ?? "", "last_round": state.handledRound,
+            "model_version": state.model?.version ?? 0,
+        ]
+        if let data = try? JSONSerialization.data(withJSONObject: status, options: [.prettyPrinted, .sortedKeys]) {
+            try? data.write(to: URL(fileURLWithPath: statusPath), options: .atomic)
+        }
+    }
 }

@@ -115,7 +115,7 @@ package final class AggregatorServer: Sendable {
             enrolled: Set(agents.keys), minAgents: configuration.rounds.minAgents,
             maxUpdateNorm: configuration.serverOptimizer.maxUpdateNorm,
             clipNorm: h.noiseMultiplier == 0 ? h.clipNorm : nil,
-            averaging: FederatedAveraging(denominator: .contributingUsers,
+            averaging: FederatedAveraging(denominator: configuration.denominator,
                                           serverOptimizer: configuration.serverOptimizer.make()),
             optimizerState: checkpoint?.optimizerState ?? [], agentRecords: checkpoint?.agents ?? [:])
         modelFile = Mutex(ModelFile.encode(parameters, modelVersion: checkpoint?.modelVersion ?? 0))

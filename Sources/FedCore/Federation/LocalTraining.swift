@@ -101,8 +101,9 @@ package struct LocalTraining: Sendable {
                 norm += delta * delta
             }
             norm = norm.squareRoot()
-            let scale = min(1, S / max(norm, .leastNonzeroMagnitude))
+            let scale = Clipping.factor(norm: norm, bound: S)
             if scale < 1 { clipped += 1 }
+            guard scale > 0 else { continue }  // a non-finite update contributes nothing
             for index in 0..<count { sum[index] += scale * Double(local.values[index] - global.values[index]) }
         }
         return Result(deltaSum: sum.map { Float($0) }, sampledUsers: sequences.count, clippedUsers: clipped,

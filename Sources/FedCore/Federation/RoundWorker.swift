@@ -28,18 +28,27 @@ package protocol RoundWorker: Sendable {
 
 /// The real worker: reads each user's recent events from the store, holds out the most recent one,
 /// evaluates the global model on it for a fixed set of users, Poisson-samples users with the CSPRNG,
-/// trains and clips their updates and sums them (``LocalTraining``).
+/// trains and clips their updates and sums them (``LocalTraining``), adds Gaussian noise N(0, z²S²) per
+/// coordinate at the agent, and charges every release to the privacy ledger before returning it.
 package struct StoreRoundWorker: RoundWorker {
     package let store: EventStore
     package let catalog: CategoryCatalog
     package let evaluationUsers: Int
     package let threads: Int
+    package let ledger: PrivacyLedger
+    /// With a finite budget, held-out evaluations are released only with this noise (0: not at all).
+    package let evaluationNoiseMultiplier: Double
+    /// Per-user held-out loss is clamped to this many nats, so one user's share of the loss sum is bounded.
+    static let lossClamp = 30.0
 
-    package init(store: EventStore, catalog: CategoryCatalog, evaluationUsers: Int, threads: Int) {
+    package init(store: EventStore, catalog: CategoryCatalog, evaluationUsers: Int, threads: Int,
+                 ledger: PrivacyLedger, evaluationNoiseMultiplier: Double = 0) {
         self.store = store
         self.catalog = catalog
         self.evaluationUsers = evaluationUsers
         self.threads = threads
+        self.ledger = ledger
+        self.evaluationNoiseMultiplier = evaluationNoiseMultiplier
     }
 
     /// One pass over the store: each user's last `sequenceLength + 1` events. The training sequence
@@ -65,21 +74,59 @@ package struct StoreRoundWorker: RoundWorker {
 
     package func work(global: LSTMParameters<Float>, modelVersion: UInt64, round: RoundOpen) throws -> RoundWork {
         let started = ContinuousClock.now
-        let training = LocalTraining(hyperparameters: round.hyperparameters, threads: threads)
+        let h = round.hyperparameters
+        let update = PlannedRelease.subsampledGaussian(mechanism: "model_update", round: round.round,
+                                                       q: h.samplingRate, noiseMultiplier: h.noiseMultiplier)
+        // Refuse before spending any compute when the update could not be released anyway.
+        let projected = try ledger.epsilon(after: update)
+        guard projected <= ledger.budget.epsilon else {
+            throw PrivacyLedgerError.budgetExceeded(spent: try ledger.spentEpsilon(), wouldBe: projected,
+                                                    budget: ledger.budget, mechanism: update.mechanism)
+        }
+        let evaluate = ledger.budget.epsilon.isInfinite || evaluationNoiseMultiplier > 0
+        let training = LocalTraining(hyperparameters: h, threads: threads)
         var random = SodiumRandom()
-        let data = try Self.read(store: store, catalog: catalog, sequenceLength: Int(round.hyperparameters.sequenceLength),
-                                 evaluationUsers: evaluationUsers) { training.isSampled($0, random: &random) }
-        let evaluation = NextCategoryEvaluation.evaluate(parameters: global, sequences: data.evaluation,
-                                                         outOfVocabulary: catalog.outOfVocabulary)
+        let data = try Self.read(store: store, catalog: catalog, sequenceLength: Int(h.sequenceLength),
+                                 evaluationUsers: evaluate ? evaluationUsers : 0) { training.isSampled($0, random: &random) }
         let result = training.run(global: global, users: data.training)
-        let report = evaluation.users == 0 ? nil : EvaluationReport(
-            round: round.round, modelVersion: modelVersion, users: UInt32(evaluation.users),
-            top1Hits: UInt32(evaluation.top1Hits), top10Hits: UInt32(evaluation.top10Hits), lossSum: evaluation.lossSum)
+        var noise = GaussianNoise(generator: SodiumRandom())
+        let values = noise.noised(result.deltaSum, sigma: h.noiseMultiplier * h.clipNorm)
+        var report: EvaluationReport?
+        if evaluate, !data.evaluation.isEmpty {
+            let measured = NextCategoryEvaluation.evaluate(parameters: global, sequences: data.evaluation,
+                                                           outOfVocabulary: catalog.outOfVocabulary,
+                                                           lossClamp: Self.lossClamp)
+            report = try releaseEvaluation(measured, round: round.round, modelVersion: modelVersion, noise: &noise)
+        }
+        try ledger.charge(update)
         return RoundWork(
             submission: UpdateSubmission(round: round.round, modelVersion: modelVersion,
-                                         users: UInt32(result.sampledUsers), values: result.deltaSum),
+                                         users: h.noiseMultiplier > 0 ? 0 : UInt32(result.sampledUsers), values: values),
             evaluation: report, sampledUsers: result.sampledUsers, clippedUsers: result.clippedUsers,
             meanLoss: result.meanLoss, seconds: (ContinuousClock.now - started).inSeconds)
+    }
+
+    /// The evaluation as released: exact without a budget; otherwise the vector (users, top-1 hits,
+    /// top-10 hits, loss sum / clamp), whose L2 sensitivity to one user is 2, gets N(0, (2·z_e)²) per
+    /// coordinate and is charged as a Gaussian mechanism with noise multiplier z_e.
+    private func releaseEvaluation(_ measured: NextCategoryEvaluation, round: UInt64, modelVersion: UInt64,
+                                   noise: inout GaussianNoise<SodiumRandom>) throws -> EvaluationReport? {
+        guard ledger.budget.epsilon.isFinite else {
+            return EvaluationReport(round: round, modelVersion: modelVersion, users: UInt32(measured.users),
+                                    top1Hits: UInt32(measured.top1Hits), top10Hits: UInt32(measured.top10Hits),
+                                    lossSum: measured.lossSum)
+        }
+        let release = PlannedRelease.gaussian(mechanism: "evaluation", round: round,
+                                              noiseMultiplier: evaluationNoiseMultiplier)
+        guard try ledger.epsilon(after: release) <= ledger.budget.epsilon else { return nil }
+        let sigma = 2 * evaluationNoiseMultiplier
+        let users = max(0, noise.noised(count: Double(measured.users), sigma: sigma).rounded())
+        let top10 = min(users, max(0, noise.noised(count: Double(measured.top10Hits), sigma: sigma).rounded()))
+        let top1 = min(top10, max(0, noise.noised(count: Double(measured.top1Hits), sigma: sigma).rounded()))
+        let loss = max(0, noise.noised(count: measured.lossSum / Self.lossClamp, sigma: sigma)) * Self.lossClamp
+        try ledger.charge(release)
+        return EvaluationReport(round: round, modelVersion: modelVersion, users: UInt32(users), top1Hits: UInt32(top1),
+                                top10Hits: UInt32(top10), lossSum: loss)
     }
 }
 

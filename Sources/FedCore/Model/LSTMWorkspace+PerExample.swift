@@ -36,11 +36,11 @@ extension LSTMWorkspace {
         var seen = [Bool](repeating: false, count: shape.categories)
         for b in 0..<batch.batchSize where batch.validSteps[b] > 0 {
             let norm = exampleGradient(b, batch: batch, into: &scratch, touched: &touched, seen: &seen)
-            let scale = min(1, clipNorm / max(norm, .leastNonzeroMagnitude))
+            let scale = Clipping.factor(norm: norm, bound: clipNorm)
             norms[b] = norm
             scales[b] = scale
             perExample?(b, scratch)
-            addScaled(scratch, scale: Scalar(scale), touched: touched, into: &clippedSum)
+            if scale > 0 { addScaled(scratch, scale: Scalar(scale), touched: touched, into: &clippedSum) }
             clearEmbeddingRows(&scratch, touched: touched, seen: &seen)
         }
         return ClippedGradients(losses: losses, norms: norms, scales: scales)

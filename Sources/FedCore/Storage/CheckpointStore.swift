@@ -114,7 +114,7 @@ package final class CheckpointStore: Sendable {
             throw StorageError(path: path, operation: "load checkpoint", reason: "\(error)")
         }
         let optimizerBytes: Data = row["optimizer_state"]
-        let optimizerState = optimizerBytes.withUnsafeBytes { Array($0.bindMemory(to: Double.self)) }
+        let optimizerState = optimizerBytes.doubles
         var agents: [String: AggregatorCheckpoint.AgentRecord] = [:]
         for agent in agentRows {
             agents[agent["id"]] = .init(lastRound: UInt64(bitPattern: agent["last_round"] as Int64),
@@ -122,5 +122,14 @@ package final class CheckpointStore: Sendable {
         }
         return AggregatorCheckpoint(round: UInt64(bitPattern: row["round"] as Int64), modelVersion: model.modelVersion,
                                     parameters: model.parameters, optimizerState: optimizerState, agents: agents)
+    }
+}
+
+extension Data {
+    /// The bytes as little-endian float64 values (SQLite blobs carry no alignment guarantee).
+    var doubles: [Double] {
+        withUnsafeBytes { raw in
+            (0..<(raw.count / 8)).map { Double(bitPattern: UInt64(littleEndian: raw.loadUnaligned(fromByteOffset: $0 * 8, as: UInt64.self))) }
+        }
     }
 }

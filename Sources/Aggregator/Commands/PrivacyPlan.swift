@@ -1,0 +1,77 @@
+import ArgumentParser
+import FedCore
+import Foundation
+
+struct PrivacyPlan: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "privacy-plan",
+        abstract: "Plan a federation's privacy: ε for a noise multiplier, or the smallest noise multiplier for an ε.",
+        discussion: """
+            User-level DP-FedAvg: every round each agent Poisson-samples its users with probability q, clips \
+            each user's update to L2 norm S and adds N(0, z²S²) per coordinate. The accountant composes the \
+            rounds in Rényi DP (Poisson-subsampled Gaussian, Mironov-Talwar-Zhang 2019, exact signed series \
+            for fractional orders, dp-accounting's 156 default orders) and converts to (ε, δ) as Google's \
+            dp-accounting does. δ is per user: choose it well below 1 / (number of users).
+
+            Examples:
+              aggregator privacy-plan --sampling-rate 0.01 --rounds 1000 --delta 1e-6 --noise-multiplier 1.0
+              aggregator privacy-plan --sampling-rate 0.01 --rounds 1000 --delta 1e-6 --epsilon 2 --json
+            """
+    )
+
+    @Option(name: .long, help: "q: the probability that a user takes part in a round.")
+    var samplingRate: Double
+
+    @Option(name: .long, help: "Rounds composed.")
+    var rounds: Int
+
+    @Option(name: .long, help: "δ (per user).")
+    var delta: Double
+
+    @Option(name: .long, help: "z: noise standard deviation ÷ clip norm. Prints ε.")
+    var noiseMultiplier: Double?
+
+    @Option(name: .long, help: "Target ε. Prints the smallest z reaching it.")
+    var epsilon: Double?
+
+    @Flag(name: .long, help: "One JSON object: epsilon, noise_multiplier, delta, rounds, sampling_rate, order.")
+    var json = false
+
+    func validate() throws {
+        guard samplingRate > 0, samplingRate <= 1 else { throw ValidationError("--sampling-rate must be in (0, 1]") }
+        guard rounds >= 1 else { throw ValidationError("--rounds must be at least 1") }
+        guard delta > 0, delta < 1 else { throw ValidationError("--delta must be in (0, 1)") }
+        guard (noiseMultiplier == nil) != (epsilon == nil) else {
+            throw ValidationError("give exactly one of --noise-multiplier (to get ε) or --epsilon (to get z)")
+        }
+        if let noiseMultiplier, noiseMultiplier <= 0 { throw ValidationError("--noise-multiplier must be positive") }
+        if let epsilon, epsilon <= 0 { throw ValidationError("--epsilon must be positive") }
+    }
+
+    func run() throws {
+        let z: Double
+        if let noiseMultiplier {
+            z = noiseMultiplier
+        } else if let epsilon {
+            guard let calibrated = RDP.calibrate(q: samplingRate, rounds: rounds, delta: delta, targetEpsilon: epsilon,
+                                                 tolerance: 1e-6) else {
+                throw ValidationError("no noise multiplier up to 1000 reaches ε = \(epsilon) with these settings")
+            }
+            z = calibrated
+        } else {
+            return
+        }
+        let (value, order) = RDP.epsilon(q: samplingRate, noiseMultiplier: z, rounds: rounds, delta: delta)
+        if json {
+            let object: [String: Any] = ["epsilon": value, "noise_multiplier": z, "delta": delta, "rounds": rounds,
+                                         "sampling_rate": samplingRate, "order": order]
+            let data = try JSONSerialization.data(withJSONObject: object, options: [.sortedKeys])
+            print(String(decoding: data, as: UTF8.self))
+        } else {
+            print(String(format: "q = %g, %d rounds, δ = %g, noise multiplier z = %.6f  →  ε = %.4f (RDP order %g)",
+                         samplingRate, rounds, delta, z, value, order))
+            print(String(format: "Each round's noise per coordinate has standard deviation z·S = %.4f·S; the average's is "
+                         + "z·S / (q × users).", z))
+        }
+    }
+}
