@@ -80,14 +80,20 @@ let package = Package(
             exclude: ["Fixtures"],  // golden files, read by path
             swiftSettings: strictSettings
         ),
+        // Starts the real binaries on 127.0.0.1 for the process-level test suites.
+        .target(
+            name: "TestSupport",
+            path: "Tests/TestSupport",
+            swiftSettings: strictSettings
+        ),
         .testTarget(
             name: "IntegrationTests",
-            dependencies: ["FedCore"],
+            dependencies: ["FedCore", "TestSupport"],
             swiftSettings: strictSettings
         ),
         .testTarget(
             name: "PrivacyAuditTests",
-            dependencies: ["FedCore"],
+            dependencies: ["FedCore", "TestSupport"],
             swiftSettings: strictSettings
         ),
     ]

@@ -16,7 +16,7 @@ struct AggregatorCommand: AsyncParsableCommand {
               aggregator run --config configs/aggregator.yaml
             """,
         version: FedDrift.version,
-        subcommands: [Run.self, Keygen.self, Catalog.self, PrivacyPlan.self, Bench.self]
+        subcommands: [Run.self, Keygen.self, Catalog.self, PrivacyPlan.self, Simulate.self, Bench.self]
     )
 }
 

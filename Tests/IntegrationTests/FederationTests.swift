@@ -1,6 +1,7 @@
 import Foundation
 import Testing
 @testable import FedCore
+import TestSupport
 
 /// Federated rounds between real `aggregator` and `edge-agent` processes on 127.0.0.1, on shoppers
 /// made by the built-in simulator.

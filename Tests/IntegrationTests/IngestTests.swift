@@ -1,6 +1,7 @@
 import Foundation
 import Testing
 @testable import FedCore
+import TestSupport
 
 @Suite("Live ingest into a real agent", .serialized, .timeLimit(.minutes(2)))
 struct IngestTests {

@@ -1,6 +1,7 @@
 import Foundation
 import Testing
 @testable import FedCore
+import TestSupport
 
 /// A misbehaving but enrolled agent ("mallory", played in-process by the test with its real keys)
 /// sends every kind of bad update to a real aggregator while a real agent takes part in the round.

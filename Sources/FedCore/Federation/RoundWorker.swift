@@ -21,6 +21,20 @@ package struct RoundWork: Sendable {
     }
 }
 
+/// Why a round's work produced nothing to send.
+package enum RoundWorkError: Error, CustomStringConvertible {
+    case deadlinePassed(round: UInt64, seconds: Double)
+
+    package var description: String {
+        switch self {
+        case let .deadlinePassed(round, seconds):
+            String(format: "round %llu closed while this agent trained (%.1f s): the update was discarded before "
+                   + "release, nothing was charged. A faster node, fewer users per round (sampling_rate) or a longer "
+                   + "rounds.timeout_seconds would let it take part", round, seconds)
+        }
+    }
+}
+
 /// An agent's local work for a round. Runs on a dedicated thread (it is CPU-bound and synchronous).
 package protocol RoundWorker: Sendable {
     func work(global: LSTMParameters<Float>, modelVersion: UInt64, round: RoundOpen) throws -> RoundWork
@@ -97,6 +111,10 @@ package struct StoreRoundWorker: RoundWorker {
                                                            outOfVocabulary: catalog.outOfVocabulary,
                                                            lossClamp: Self.lossClamp)
             report = try releaseEvaluation(measured, round: round.round, modelVersion: modelVersion, noise: &noise)
+        }
+        // A round that closed while this agent trained would refuse the update: release nothing, charge nothing.
+        guard Date().timeIntervalSince1970 * 1000 < Double(round.deadlineMilliseconds) else {
+            throw RoundWorkError.deadlinePassed(round: round.round, seconds: (ContinuousClock.now - started).inSeconds)
         }
         try ledger.charge(update)
         return RoundWork(

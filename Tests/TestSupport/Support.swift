@@ -1,10 +1,21 @@
-import Foundation
-import Testing
+package import Foundation
+
+/// A helper step (keygen, simulate, catalog, import) that did not succeed.
+package struct SupportFailure: Error, CustomStringConvertible {
+    package let description: String
+}
+
+/// Runs `process` to completion within `seconds`, or throws with its output.
+func require(_ process: ChildProcess, seconds: Double, _ what: String) async throws {
+    guard await process.waitForExit(seconds: seconds) == 0 else {
+        throw SupportFailure(description: "\(what) failed: \(process.output)")
+    }
+}
 
 /// Runs the real `aggregator` and `edge-agent` binaries of this build on 127.0.0.1.
-enum Binaries {
+package enum Binaries {
     /// The build directory: the test runner sits next to the products it was built with.
-    static let directory: URL = {
+    package static let directory: URL = {
         if let override = ProcessInfo.processInfo.environment["FEDDRIFT_BIN_DIR"] {
             return URL(fileURLWithPath: override)
         }
@@ -16,17 +27,17 @@ enum Binaries {
         return URL(fileURLWithPath: ".build/debug")
     }()
 
-    static func url(_ name: String) -> URL { directory.appendingPathComponent(name) }
+    package static func url(_ name: String) -> URL { directory.appendingPathComponent(name) }
 }
 
 /// A child process whose stdout and stderr are collected; terminated when dropped.
-final class ChildProcess: @unchecked Sendable {
+package final class ChildProcess: @unchecked Sendable {
     // @unchecked: `output` is only mutated under `lock`; Process is used from the creating test only.
-    let process = Process()
+    package let process = Process()
     private let lock = NSLock()
     private var collected = Data()
 
-    init(_ binary: String, _ arguments: [String], in directory: URL) throws {
+    package init(_ binary: String, _ arguments: [String], in directory: URL) throws {
         process.executableURL = Binaries.url(binary)
         process.arguments = arguments
         process.currentDirectoryURL = directory
@@ -45,21 +56,21 @@ final class ChildProcess: @unchecked Sendable {
 
     deinit { terminate() }
 
-    var output: String {
+    package var output: String {
         lock.lock()
         defer { lock.unlock() }
         return String(decoding: collected, as: UTF8.self)
     }
 
     /// Waits up to `seconds` for the process to exit; returns its status or nil if still running.
-    func waitForExit(seconds: Double) async -> Int32? {
+    package func waitForExit(seconds: Double) async -> Int32? {
         let deadline = Date().addingTimeInterval(seconds)
         while process.isRunning && Date() < deadline { try? await Task.sleep(for: .milliseconds(50)) }
         return process.isRunning ? nil : process.terminationStatus
     }
 
     /// Waits up to `seconds` until the output contains `text`.
-    func waitForOutput(_ text: String, seconds: Double) async -> Bool {
+    package func waitForOutput(_ text: String, seconds: Double) async -> Bool {
         let deadline = Date().addingTimeInterval(seconds)
         while Date() < deadline {
             if output.contains(text) { return true }
@@ -68,23 +79,23 @@ final class ChildProcess: @unchecked Sendable {
         return output.contains(text)
     }
 
-    func terminate() {
+    package func terminate() {
         if process.isRunning { process.terminate() }
     }
 }
 
 /// A scratch directory with keys for an aggregator and agents, made by the real `keygen` commands.
-struct Federation {
-    let directory: URL
-    let port: Int
+package struct Federation {
+    package let directory: URL
+    package let port: Int
 
-    init(agents: [String], enrolled: [String]) async throws {
+    package init(agents: [String], enrolled: [String]) async throws {
         directory = FileManager.default.temporaryDirectory.appendingPathComponent("feddrift-it-\(UUID().uuidString)")
         try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
         port = Int.random(in: 20_000..<60_000)
         for (binary, name) in [("aggregator", "aggregator")] + agents.map({ ("edge-agent", $0) }) {
             let keygen = try ChildProcess(binary, ["keygen", "--out", "keys/\(name)"], in: directory)
-            #expect(await keygen.waitForExit(seconds: 30) == 0, "keygen failed: \(keygen.output)")
+            try await require(keygen, seconds: 30, "keygen")
         }
         var yaml = "listen: tcp://127.0.0.1:\(port)\nannounce: tcp://127.0.0.1:\(port + 1)\n"
             + "key_directory: keys/aggregator\nagents:\n"
@@ -103,7 +114,7 @@ struct Federation {
         }
     }
 
-    func start(_ binary: String, _ arguments: [String]) throws -> ChildProcess {
+    package func start(_ binary: String, _ arguments: [String]) throws -> ChildProcess {
         try ChildProcess(binary, arguments, in: directory)
     }
 }
@@ -112,41 +123,41 @@ extension Federation {
     /// Simulates each agent's shoppers with the real `edge-agent simulate`, builds the shared catalog
     /// with `aggregator catalog build`, imports each region with `edge-agent import --config`, and adds
     /// `aggregatorSettings` (YAML lines) to the aggregator's configuration.
-    init(agents: [(id: String, users: Int)], enrolled: [String], aggregatorSettings: String) async throws {
+    package init(agents: [(id: String, users: Int)], enrolled: [String], aggregatorSettings: String) async throws {
         try await self.init(agents: agents.map(\.id), enrolled: enrolled)
         for (index, agent) in agents.enumerated() {
             let simulate = try start("edge-agent", ["simulate", "--users", "\(agent.users)", "--days", "3",
                                                     "--seed", "\(index + 1)", "--out", "\(agent.id).csv"])
-            #expect(await simulate.waitForExit(seconds: 60) == 0, "simulate: \(simulate.output)")
+            try await require(simulate, seconds: 60, "simulate")
         }
         let catalog = try start("aggregator", ["catalog", "build", "--out", "catalog.txt"] + agents.map { "\($0.id).csv" })
-        #expect(await catalog.waitForExit(seconds: 60) == 0, "catalog: \(catalog.output)")
+        try await require(catalog, seconds: 60, "catalog build")
         for agent in agents {
             try appendLines("data_directory: data/\(agent.id)\ncatalog: catalog.txt\n", to: "\(agent.id).yaml")
             let importer = try start("edge-agent", ["import", "--config", "\(agent.id).yaml", "\(agent.id).csv"])
-            #expect(await importer.waitForExit(seconds: 60) == 0, "import: \(importer.output)")
+            try await require(importer, seconds: 60, "import")
         }
         try appendLines("state_directory: state\n" + aggregatorSettings, to: "aggregator.yaml")
     }
 
-    func appendLines(_ text: String, to file: String) throws {
+    package func appendLines(_ text: String, to file: String) throws {
         let url = directory.appendingPathComponent(file)
         let existing = try String(contentsOf: url, encoding: .utf8)
         try (existing + (existing.hasSuffix("\n") ? "" : "\n") + text).write(to: url, atomically: true, encoding: .utf8)
     }
 
-    func path(_ relative: String) -> String { directory.appendingPathComponent(relative).path }
+    package func path(_ relative: String) -> String { directory.appendingPathComponent(relative).path }
 }
 
 extension ChildProcess {
     /// Sends SIGKILL: no cleanup, no graceful shutdown — a crash.
-    func kill() {
+    package func kill() {
         if process.isRunning { Glibc.kill(process.processIdentifier, SIGKILL) }
         process.waitUntilExit()
     }
 
     /// Lines of the output that start with `prefix` (the aggregator's per-round progress lines).
-    func lines(startingWith prefix: String) -> [String] {
+    package func lines(startingWith prefix: String) -> [String] {
         output.split(separator: "\n").map(String.init).filter { $0.hasPrefix(prefix) }
     }
 }
