@@ -34,6 +34,9 @@ struct PrivacyPlan: ParsableCommand {
     @Option(name: .long, help: "Target ε. Prints the smallest z reaching it.")
     var epsilon: Double?
 
+    @Option(name: .long, help: "Adaptive clipping: noise multiplier of the per-round clip count (composed with the updates).")
+    var clipCountNoiseMultiplier: Double?
+
     @Flag(name: .long, help: "One JSON object: epsilon, noise_multiplier, delta, rounds, sampling_rate, order.")
     var json = false
 
@@ -48,20 +51,41 @@ struct PrivacyPlan: ParsableCommand {
         if let epsilon, epsilon <= 0 { throw ValidationError("--epsilon must be positive") }
     }
 
+    /// ε of `rounds` rounds: the updates, plus the clip counts when adaptive clipping is planned.
+    private func epsilon(_ z: Double) -> (epsilon: Double, order: Double) {
+        var rdp = RDP.subsampledGaussian(q: samplingRate, noiseMultiplier: z)
+        if let countNoise = clipCountNoiseMultiplier {
+            rdp = zip(rdp, RDP.subsampledGaussian(q: samplingRate, noiseMultiplier: countNoise)).map { $0 + $1 }
+        }
+        return RDP.epsilon(rdp: rdp.map { $0 * Double(rounds) }, delta: delta)
+    }
+
+    private func calibrate(target: Double) -> Double? {
+        guard clipCountNoiseMultiplier != nil else {
+            return RDP.calibrate(q: samplingRate, rounds: rounds, delta: delta, targetEpsilon: target, tolerance: 1e-6)
+        }
+        var low = 1e-3, high = 1000.0
+        guard epsilon(high).epsilon <= target else { return nil }
+        while high - low > 1e-6 {
+            let middle = (low + high) / 2
+            if epsilon(middle).epsilon <= target { high = middle } else { low = middle }
+        }
+        return high
+    }
+
     func run() throws {
         let z: Double
         if let noiseMultiplier {
             z = noiseMultiplier
         } else if let epsilon {
-            guard let calibrated = RDP.calibrate(q: samplingRate, rounds: rounds, delta: delta, targetEpsilon: epsilon,
-                                                 tolerance: 1e-6) else {
+            guard let calibrated = calibrate(target: epsilon) else {
                 throw ValidationError("no noise multiplier up to 1000 reaches ε = \(epsilon) with these settings")
             }
             z = calibrated
         } else {
             return
         }
-        let (value, order) = RDP.epsilon(q: samplingRate, noiseMultiplier: z, rounds: rounds, delta: delta)
+        let (value, order) = epsilon(z)
         if json {
             let object: [String: Any] = ["epsilon": value, "noise_multiplier": z, "delta": delta, "rounds": rounds,
                                          "sampling_rate": samplingRate, "order": order]

@@ -50,8 +50,14 @@ struct Simulate: ParsableCommand {
     @Option(name: .long, help: "S: L2 clip norm of each user's update.")
     var clipNorm = 1.0
 
-    @Option(name: .long, help: "Server (FedAdam) learning rate.")
+    @Option(name: .long, help: "Server optimizer: adam (FedAdam) or sgd (FedAvgM, with --server-momentum).")
+    var serverOptimizer = "adam"
+
+    @Option(name: .long, help: "Server learning rate.")
     var serverLearningRate = 0.01
+
+    @Option(name: .long, help: "Server momentum (sgd).")
+    var serverMomentum = 0.9
 
     @Option(name: .long, help: "Most recent events per user used for training.")
     var sequenceLength = 30
@@ -77,6 +83,7 @@ struct Simulate: ParsableCommand {
         guard epsilon.allSatisfy({ $0 == "inf" || (Double($0) ?? 0) > 0 }) else {
             throw ValidationError("--epsilon takes positive numbers or 'inf'")
         }
+        guard ["adam", "sgd"].contains(serverOptimizer) else { throw ValidationError("--server-optimizer: adam or sgd") }
         guard samplingRate > 0, samplingRate <= 1 else { throw ValidationError("--sampling-rate must be in (0, 1]") }
         guard rounds >= 1, regions >= 1, users >= 10 else { throw ValidationError("--rounds, --regions ≥ 1, --users ≥ 10") }
     }
@@ -98,6 +105,8 @@ struct Simulate: ParsableCommand {
         settings.samplingRate = samplingRate
         settings.clipNorm = clipNorm
         settings.serverLearningRate = serverLearningRate
+        settings.serverOptimizer = serverOptimizer
+        settings.serverMomentum = serverMomentum
         settings.sequenceLength = sequenceLength
         settings.delta = delta
         settings.threads = threads

@@ -15,7 +15,9 @@
 ///   (0 = until stopped), and the training hyper-parameters announced with every round:
 ///   `sampling_rate` (q, default 0.1), `clip_norm` (S, default 1), `noise_multiplier` (z, default 0),
 ///   `learning_rate` (local η, default 1), `local_steps` (default 1), `sequence_length` (default 50);
-///   `expected_users` (users of all agents; required with noise: the fixed denominator is q × it).
+///   `expected_users` (users of all agents; required with noise: the fixed denominator is q × it);
+///   `adaptive_clipping` (optional: `target_quantile` γ, default 0.5; `learning_rate` η_C, default 0.2;
+///   `count_noise_multiplier` σ_b, default 10) makes `clip_norm` the starting value of an adaptive S.
 /// - `server_optimizer`: `kind` (`sgd` | `adam`, default sgd), `learning_rate` (default 1), `momentum`
 ///   (SGD, default 0), `max_update_norm` (absolute L2 bound of one agent's update, default 1e6).
 /// - `keep_models` (integer, default 5).
@@ -57,6 +59,7 @@ package struct AggregatorConfiguration: Sendable, Decodable {
         /// Users of all agents together (operator-declared): with noise, the average divides the noised
         /// sum by q × expected_users, a constant, so no user's presence changes the denominator.
         package var expectedUsers = 0
+        package var adaptiveClipping: AdaptiveClipping?
         package var hyperparameters = RoundHyperparameters(samplingRate: 0.1, clipNorm: 1, noiseMultiplier: 0,
                                                            learningRate: 1, localSteps: 1, sequenceLength: 50)
         package init() {}
@@ -66,6 +69,11 @@ package struct AggregatorConfiguration: Sendable, Decodable {
             timeoutSeconds = try c.decodeIfPresent(Double.self, forKey: .timeoutSeconds) ?? timeoutSeconds
             maxRounds = try c.decodeIfPresent(Int.self, forKey: .maxRounds) ?? maxRounds
             expectedUsers = try c.decodeIfPresent(Int.self, forKey: .expectedUsers) ?? expectedUsers
+            if let adaptive = try c.decodeIfPresent(AdaptiveClippingSettings.self, forKey: .adaptiveClipping) {
+                adaptiveClipping = AdaptiveClipping(targetQuantile: adaptive.targetQuantile,
+                                                    learningRate: adaptive.learningRate,
+                                                    countNoiseMultiplier: adaptive.countNoiseMultiplier)
+            }
             var h = hyperparameters
             h.samplingRate = try c.decodeIfPresent(Double.self, forKey: .samplingRate) ?? h.samplingRate
             h.clipNorm = try c.decodeIfPresent(Double.self, forKey: .clipNorm) ?? h.clipNorm
@@ -73,13 +81,30 @@ package struct AggregatorConfiguration: Sendable, Decodable {
             h.learningRate = try c.decodeIfPresent(Double.self, forKey: .learningRate) ?? h.learningRate
             h.localSteps = try c.decodeIfPresent(UInt32.self, forKey: .localSteps) ?? h.localSteps
             h.sequenceLength = try c.decodeIfPresent(UInt32.self, forKey: .sequenceLength) ?? h.sequenceLength
+            h.clipCountNoiseMultiplier = adaptiveClipping?.countNoiseMultiplier ?? 0
             hyperparameters = h
         }
         enum CodingKeys: String, CodingKey {
             case minAgents = "min_agents", timeoutSeconds = "timeout_seconds", maxRounds = "max_rounds"
-            case expectedUsers = "expected_users"
+            case expectedUsers = "expected_users", adaptiveClipping = "adaptive_clipping"
             case samplingRate = "sampling_rate", clipNorm = "clip_norm", noiseMultiplier = "noise_multiplier"
             case learningRate = "learning_rate", localSteps = "local_steps", sequenceLength = "sequence_length"
+        }
+    }
+
+    struct AdaptiveClippingSettings: Decodable {
+        var targetQuantile = 0.5
+        var learningRate = 0.2
+        var countNoiseMultiplier = 10.0
+        init(from decoder: any Decoder) throws {
+            let c = try decoder.container(keyedBy: CodingKeys.self)
+            targetQuantile = try c.decodeIfPresent(Double.self, forKey: .targetQuantile) ?? targetQuantile
+            learningRate = try c.decodeIfPresent(Double.self, forKey: .learningRate) ?? learningRate
+            countNoiseMultiplier = try c.decodeIfPresent(Double.self, forKey: .countNoiseMultiplier) ?? countNoiseMultiplier
+        }
+        enum CodingKeys: String, CodingKey {
+            case targetQuantile = "target_quantile", learningRate = "learning_rate"
+            case countNoiseMultiplier = "count_noise_multiplier"
         }
     }
 
@@ -196,6 +221,12 @@ package struct AggregatorConfiguration: Sendable, Decodable {
             ("server_optimizer.max_update_norm", serverOptimizer.maxUpdateNorm, serverOptimizer.maxUpdateNorm > 0),
             ("keep_models", Double(keepModels), keepModels >= 1),
         ]
+        if let adaptive = rounds.adaptiveClipping {
+            guard (0...1).contains(adaptive.targetQuantile), adaptive.learningRate > 0, adaptive.countNoiseMultiplier > 0 else {
+                throw .invalidValue(key: "rounds.adaptive_clipping", value: "\(adaptive)",
+                                    reason: "need 0 ≤ target_quantile ≤ 1, learning_rate > 0, count_noise_multiplier > 0")
+            }
+        }
         guard h.noiseMultiplier == 0 || rounds.expectedUsers > 0 else {
             throw .invalidValue(key: "rounds.expected_users", value: "\(rounds.expectedUsers)",
                                 reason: "with noise_multiplier > 0, declare the users of all agents together "

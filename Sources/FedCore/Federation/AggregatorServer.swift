@@ -117,7 +117,8 @@ package final class AggregatorServer: Sendable {
             clipNorm: h.noiseMultiplier == 0 ? h.clipNorm : nil,
             averaging: FederatedAveraging(denominator: configuration.denominator,
                                           serverOptimizer: configuration.serverOptimizer.make()),
-            optimizerState: checkpoint?.optimizerState ?? [], agentRecords: checkpoint?.agents ?? [:])
+            optimizerState: checkpoint?.optimizerState ?? [], agentRecords: checkpoint?.agents ?? [:],
+            adaptiveClipping: configuration.rounds.adaptiveClipping, initialClipNorm: checkpoint?.clipNorm ?? h.clipNorm)
         modelFile = Mutex(ModelFile.encode(parameters, modelVersion: checkpoint?.modelVersion ?? 0))
         gate = AggregatorGate(aggregatorID: configuration.id, identity: identity, agents: agents)
         signer = AnnouncementSigner(identity: identity)
@@ -174,9 +175,11 @@ package final class AggregatorServer: Sendable {
             let rejectionsBefore = await coordinator.rejections
             let timeout = Duration.milliseconds(Int64(rounds.timeoutSeconds * 1000))
             let deadlineMilliseconds = Int64(Date().timeIntervalSince1970 * 1000) + Int64(rounds.timeoutSeconds * 1000)
+            var hyperparameters = rounds.hyperparameters
+            hyperparameters.clipNorm = await coordinator.clipNorm
             let announcement = await coordinator.open(deadline: started + timeout) { round, version in
                 RoundOpen(round: round, modelVersion: version, deadlineMilliseconds: deadlineMilliseconds,
-                          minAgents: UInt32(rounds.minAgents), hyperparameters: rounds.hyperparameters)
+                          minAgents: UInt32(rounds.minAgents), hyperparameters: hyperparameters)
             }
             logger.info("Round open", metadata: [
                 "round.id": "\(announcement.round)", "model.version": "\(announcement.modelVersion)",
@@ -367,7 +370,7 @@ package final class AggregatorServer: Sendable {
             await coordinator.record(report)
         case .update(let submission):
             let update = ModelUpdate(agentID: agentID, round: submission.round, deltaSum: submission.values,
-                                     users: Int(submission.users))
+                                     users: Int(submission.users), clipCount: submission.clipCount)
             do {
                 try await coordinator.accept(update)
                 logger.info("Update accepted", metadata: [

@@ -8,12 +8,15 @@ package struct ModelUpdate: Sendable, Equatable {
     package var deltaSum: [Float]
     /// Users whose deltas are in the sum (for plain FedAvg weighting; DP uses a fixed denominator).
     package var users: Int
+    /// Adaptive clipping: the agent's noisy count of sampled users within the clip norm.
+    package var clipCount: Double
 
-    package init(agentID: String, round: UInt64, deltaSum: [Float], users: Int) {
+    package init(agentID: String, round: UInt64, deltaSum: [Float], users: Int, clipCount: Double = 0) {
         self.agentID = agentID
         self.round = round
         self.deltaSum = deltaSum
         self.users = users
+        self.clipCount = clipCount
     }
 }
 

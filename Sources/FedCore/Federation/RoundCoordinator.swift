@@ -42,17 +42,21 @@ package actor RoundCoordinator {
     package private(set) var rejections: [String: Int] = [:]
     private let enrolled: Set<String>
     private let minAgents: Int
-    private let verifier: UpdateVerifier
+    private var verifier: UpdateVerifier
     private var averaging: FederatedAveraging
     private var updates: [String: ModelUpdate] = [:]
     private var evaluation: Evaluation?
+    /// The clip norm announced with the next round (moves only with adaptive clipping).
+    package private(set) var clipNorm: Double
+    private let adaptiveClipping: AdaptiveClipping?
 
     /// - Parameters:
     ///   - round: the last completed round (0 for a new federation, the checkpoint's round on resume).
     ///   - optimizerState: the server optimizer's snapshot from a checkpoint; empty for a fresh start.
     package init(parameters: [Float], round: UInt64, modelVersion: UInt64 = 0, enrolled: Set<String>, minAgents: Int,
                  maxUpdateNorm: Double, clipNorm: Double? = nil, averaging: FederatedAveraging,
-                 optimizerState: [Double] = [], agentRecords: [String: AgentRecord] = [:]) {
+                 optimizerState: [Double] = [], agentRecords: [String: AgentRecord] = [:],
+                 adaptiveClipping: AdaptiveClipping? = nil, initialClipNorm: Double = 1) {
         precondition(minAgents >= 1 && minAgents <= enrolled.count, "quorum must be between 1 and the enrolled agents")
         self.parameters = parameters
         self.round = round
@@ -64,6 +68,8 @@ package actor RoundCoordinator {
         averaging.serverOptimizer.restore(optimizerState)
         self.averaging = averaging
         self.agentRecords = agentRecords
+        self.adaptiveClipping = adaptiveClipping
+        self.clipNorm = initialClipNorm
     }
 
     /// The server optimizer's state, for checkpoints.
@@ -73,7 +79,7 @@ package actor RoundCoordinator {
     package func checkpoint(shape: LSTMShape) -> AggregatorCheckpoint {
         AggregatorCheckpoint(round: round, modelVersion: modelVersion,
                              parameters: LSTMParameters(shape: shape, values: parameters),
-                             optimizerState: optimizerState, agents: agentRecords)
+                             optimizerState: optimizerState, agents: agentRecords, clipNorm: clipNorm)
     }
 
     /// Opens the next round; returns its number.
@@ -168,6 +174,17 @@ package actor RoundCoordinator {
         }
         averaging.apply(received, to: &parameters)
         modelVersion += 1
+        if let adaptiveClipping {
+            let within = received.reduce(0) { $0 + $1.clipCount }
+            let population: Double = switch averaging.denominator {
+            case .fixed(let expected): expected
+            case .contributingUsers: Double(received.reduce(0) { $0 + $1.users })
+            }
+            if population > 0 {
+                clipNorm = adaptiveClipping.next(clipNorm: clipNorm, unclipped: within / population)
+                if verifier.clipNorm != nil { verifier.clipNorm = clipNorm }
+            }
+        }
         return (.aggregated(round: open, agents: received.map(\.agentID)), totals)
     }
 }

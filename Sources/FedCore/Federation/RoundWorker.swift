@@ -91,8 +91,13 @@ package struct StoreRoundWorker: RoundWorker {
         let h = round.hyperparameters
         let update = PlannedRelease.subsampledGaussian(mechanism: "model_update", round: round.round,
                                                        q: h.samplingRate, noiseMultiplier: h.noiseMultiplier)
+        let count = h.clipCountNoiseMultiplier > 0
+            ? PlannedRelease.subsampledGaussian(mechanism: "clip_count", round: round.round, q: h.samplingRate,
+                                                noiseMultiplier: h.clipCountNoiseMultiplier) : nil
         // Refuse before spending any compute when the update could not be released anyway.
-        let projected = try ledger.epsilon(after: update)
+        var combined = update
+        if let count { combined.rdp = zip(update.rdp, count.rdp).map { $0 + $1 } }
+        let projected = try ledger.epsilon(after: combined)
         guard projected <= ledger.budget.epsilon else {
             throw PrivacyLedgerError.budgetExceeded(spent: try ledger.spentEpsilon(), wouldBe: projected,
                                                     budget: ledger.budget, mechanism: update.mechanism)
@@ -116,10 +121,18 @@ package struct StoreRoundWorker: RoundWorker {
         guard Date().timeIntervalSince1970 * 1000 < Double(round.deadlineMilliseconds) else {
             throw RoundWorkError.deadlinePassed(round: round.round, seconds: (ContinuousClock.now - started).inSeconds)
         }
+        var clipCount = 0.0
+        if let count {
+            // Adaptive clipping: the noisy number of sampled users whose delta was within S.
+            clipCount = noise.noised(count: Double(result.sampledUsers - result.clippedUsers),
+                                     sigma: h.clipCountNoiseMultiplier)
+            try ledger.charge(count)
+        }
         try ledger.charge(update)
         return RoundWork(
             submission: UpdateSubmission(round: round.round, modelVersion: modelVersion,
-                                         users: h.noiseMultiplier > 0 ? 0 : UInt32(result.sampledUsers), values: values),
+                                         users: h.noiseMultiplier > 0 ? 0 : UInt32(result.sampledUsers),
+                                         clipCount: clipCount, values: values),
             evaluation: report, sampledUsers: result.sampledUsers, clippedUsers: result.clippedUsers,
             meanLoss: result.meanLoss, seconds: (ContinuousClock.now - started).inSeconds)
     }

@@ -15,6 +15,9 @@ package struct FederationSimulation: Sendable {
         package var learningRate = 1.0
         package var sequenceLength = 30
         package var serverLearningRate = 0.02
+        /// `adam` (FedAdam) or `sgd` (FedAvgM with ``serverMomentum``).
+        package var serverOptimizer = "adam"
+        package var serverMomentum = 0.9
         /// Target ε over all rounds; `nil` or ∞ trains without noise.
         package var epsilon: Double?
         package var delta = 1e-6
@@ -103,7 +106,9 @@ package struct FederationSimulation: Sendable {
         let local = LocalTraining(hyperparameters: hyperparameters, threads: settings.threads)
         var averaging = FederatedAveraging(
             denominator: z > 0 ? .fixed(q * Double(training.count)) : .contributingUsers,
-            serverOptimizer: Adam(learningRate: settings.serverLearningRate))
+            serverOptimizer: settings.serverOptimizer == "sgd"
+                ? SGD(learningRate: settings.serverLearningRate, momentum: settings.serverMomentum)
+                : Adam(learningRate: settings.serverLearningRate))
         var parameters = LSTMParameters<Float>(shape: shape, seed: settings.seed)
         var sampler = SodiumRandom()
         var noise = GaussianNoise(generator: SodiumRandom())

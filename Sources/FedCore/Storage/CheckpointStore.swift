@@ -22,14 +22,17 @@ package struct AggregatorCheckpoint: Sendable, Equatable {
     /// The server optimizer's ``Optimizer/stateSnapshot()``.
     package var optimizerState: [Double]
     package var agents: [String: AgentRecord]
+    /// The clip norm of the next round (adaptive clipping); nil in checkpoints made before it existed.
+    package var clipNorm: Double?
 
     package init(round: UInt64, modelVersion: UInt64, parameters: LSTMParameters<Float>, optimizerState: [Double],
-                 agents: [String: AgentRecord]) {
+                 agents: [String: AgentRecord], clipNorm: Double? = nil) {
         self.round = round
         self.modelVersion = modelVersion
         self.parameters = parameters
         self.optimizerState = optimizerState
         self.agents = agents
+        self.clipNorm = clipNorm
     }
 }
 
@@ -60,6 +63,9 @@ package final class CheckpointStore: Sendable {
                     table.column("rejected", .integer).notNull()
                 }
             }
+            migrator.registerMigration("v2: clip norm") { db in
+                try db.alter(table: "checkpoint") { table in table.add(column: "clip_norm", .double) }
+            }
             try migrator.migrate(queue)
         } catch {
             throw StorageError(path: path, operation: "open", reason: "\(error)")
@@ -78,11 +84,12 @@ package final class CheckpointStore: Sendable {
         do {
             try queue.write { db in
                 try db.execute(sql: """
-                    INSERT INTO checkpoint (id, round, model_version, model, optimizer_state) VALUES (1, ?, ?, ?, ?)
+                    INSERT INTO checkpoint (id, round, model_version, model, optimizer_state, clip_norm)
+                    VALUES (1, ?, ?, ?, ?, ?)
                     ON CONFLICT(id) DO UPDATE SET round = excluded.round, model_version = excluded.model_version,
-                        model = excluded.model, optimizer_state = excluded.optimizer_state
+                        model = excluded.model, optimizer_state = excluded.optimizer_state, clip_norm = excluded.clip_norm
                     """, arguments: [Int64(bitPattern: checkpoint.round), Int64(bitPattern: checkpoint.modelVersion),
-                                     model, optimizer])
+                                     model, optimizer, checkpoint.clipNorm])
                 try db.execute(sql: "DELETE FROM agent")
                 for (id, record) in checkpoint.agents {
                     try db.execute(sql: "INSERT INTO agent (id, last_round, accepted, rejected) VALUES (?, ?, ?, ?)",
@@ -121,7 +128,8 @@ package final class CheckpointStore: Sendable {
                                         acceptedUpdates: agent["accepted"], rejectedUpdates: agent["rejected"])
         }
         return AggregatorCheckpoint(round: UInt64(bitPattern: row["round"] as Int64), modelVersion: model.modelVersion,
-                                    parameters: model.parameters, optimizerState: optimizerState, agents: agents)
+                                    parameters: model.parameters, optimizerState: optimizerState, agents: agents,
+                                    clipNorm: row["clip_norm"])
     }
 }
 

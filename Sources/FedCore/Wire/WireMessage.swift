@@ -38,15 +38,19 @@ package struct RoundHyperparameters: Sendable, Equatable {
     package var localSteps: UInt32
     /// Most recent events per user used for training.
     package var sequenceLength: UInt32
+    /// Adaptive clipping (Andrew et al. 2021): noise multiplier of the released count of sampled users
+    /// whose delta was within S (sensitivity 1); 0 = fixed clipping, no count released.
+    package var clipCountNoiseMultiplier: Double
 
     package init(samplingRate: Double, clipNorm: Double, noiseMultiplier: Double, learningRate: Double,
-                 localSteps: UInt32, sequenceLength: UInt32) {
+                 localSteps: UInt32, sequenceLength: UInt32, clipCountNoiseMultiplier: Double = 0) {
         self.samplingRate = samplingRate
         self.clipNorm = clipNorm
         self.noiseMultiplier = noiseMultiplier
         self.learningRate = learningRate
         self.localSteps = localSteps
         self.sequenceLength = sequenceLength
+        self.clipCountNoiseMultiplier = clipCountNoiseMultiplier
     }
 }
 
@@ -80,6 +84,7 @@ package struct RoundOpen: WireMessage {
         writer.write(hyperparameters.learningRate)
         writer.write(hyperparameters.localSteps)
         writer.write(hyperparameters.sequenceLength)
+        writer.write(hyperparameters.clipCountNoiseMultiplier)
     }
 
     package init(from reader: inout ByteReader) throws(WireError) {
@@ -95,9 +100,15 @@ package struct RoundOpen: WireMessage {
               learningRate > 0, learningRate.isFinite else {
             throw .invalidValue(field: "hyperparameters", reason: "out of range")
         }
+        let localSteps: UInt32 = try reader.read(field: "local steps")
+        let sequenceLength: UInt32 = try reader.read(field: "sequence length")
+        let countNoise = try reader.readDouble(field: "clip count noise multiplier")
+        guard countNoise >= 0, countNoise.isFinite else {
+            throw .invalidValue(field: "clip count noise multiplier", reason: "\(countNoise)")
+        }
         hyperparameters = RoundHyperparameters(
             samplingRate: samplingRate, clipNorm: clipNorm, noiseMultiplier: noise, learningRate: learningRate,
-            localSteps: try reader.read(field: "local steps"), sequenceLength: try reader.read(field: "sequence length"))
+            localSteps: localSteps, sequenceLength: sequenceLength, clipCountNoiseMultiplier: countNoise)
     }
 }
 
@@ -153,22 +164,25 @@ package struct ModelChunk: WireMessage {
 
 /// Agent → aggregator (sealed): the sum of its sampled users' clipped deltas, noised at the agent
 /// when privacy is on. Layout: the float32 values first, then a 28-byte trailer (round, model version,
-/// users, declared count), so that the aggregator can decrypt an update straight into the float
+/// users, noisy clip count, declared count), so that the aggregator can decrypt an update straight into the float
 /// storage it averages from and only drop the trailer (``init(opened:)``). The declared count must
 /// match the values carried.
 package struct UpdateSubmission: WireMessage {
     package static let kind = MessageKind.update
-    static let trailerBytes = 28
+    static let trailerBytes = 36
     package var round: UInt64
     package var modelVersion: UInt64
     /// Users in the sum. Zero when privacy is on: the exact count is itself data-dependent.
     package var users: UInt32
+    /// Adaptive clipping: the noised count of sampled users whose delta was within S (0 when off).
+    package var clipCount: Double
     package var values: [Float]
 
-    package init(round: UInt64, modelVersion: UInt64, users: UInt32, values: [Float]) {
+    package init(round: UInt64, modelVersion: UInt64, users: UInt32, clipCount: Double = 0, values: [Float]) {
         self.round = round
         self.modelVersion = modelVersion
         self.users = users
+        self.clipCount = clipCount
         self.values = values
     }
 
@@ -177,6 +191,7 @@ package struct UpdateSubmission: WireMessage {
         writer.write(round)
         writer.write(modelVersion)
         writer.write(users)
+        writer.write(clipCount)
         writer.write(UInt64(values.count))
     }
 
@@ -186,7 +201,7 @@ package struct UpdateSubmission: WireMessage {
             throw .invalidValue(field: "values", reason: "\(reader.remaining) bytes is not float32 values and a trailer")
         }
         values = try reader.readFloats(count: valueBytes / 4, field: "values")
-        (round, modelVersion, users) = try Self.readTrailer(&reader, carried: valueBytes / 4)
+        (round, modelVersion, users, clipCount) = try Self.readTrailer(&reader, carried: valueBytes / 4)
     }
 
     /// Decodes an update decrypted into float storage, using that storage for the values (no copy).
@@ -199,22 +214,24 @@ package struct UpdateSubmission: WireMessage {
             var reader = ByteReader(UnsafeRawBufferPointer(rebasing: raw[valueBytes..<opened.byteCount]))
             return Result { () throws(WireError) in try Self.readTrailer(&reader, carried: valueBytes / 4) }
         }
-        (round, modelVersion, users) = try trailer.get()
+        (round, modelVersion, users, clipCount) = try trailer.get()
         values = opened.storage
         values.removeLast(values.count - valueBytes / 4)
     }
 
     private static func readTrailer(_ reader: inout ByteReader, carried: Int) throws(WireError)
-        -> (round: UInt64, modelVersion: UInt64, users: UInt32)
+        -> (round: UInt64, modelVersion: UInt64, users: UInt32, clipCount: Double)
     {
         let round: UInt64 = try reader.read(field: "round")
         let modelVersion: UInt64 = try reader.read(field: "model version")
         let users: UInt32 = try reader.read(field: "users")
+        let clipCount = try reader.readDouble(field: "clip count")
+        guard clipCount.isFinite else { throw .invalidValue(field: "clip count", reason: "\(clipCount)") }
         let count = try reader.read(UInt64.self, field: "parameter count")
         guard count == UInt64(carried) else {
             throw .invalidValue(field: "values", reason: "declares \(count) floats, carries \(carried)")
         }
-        return (round, modelVersion, users)
+        return (round, modelVersion, users, clipCount)
     }
 }
 
