@@ -1,0 +1,101 @@
+import Foundation
+import Testing
+@testable import FedCore
+
+@Suite("Drift engine: alerts, recommendations, persist-then-publish", .timeLimit(.minutes(1)))
+struct DriftEngineTests {
+    static func engine(threshold: Double = 8) -> DriftEngine {
+        let shape = LSTMShape(categories: 16, embedding: 8, hidden: 8)
+        let catalog = CategoryCatalog(itemsPerCategory: Dictionary(uniqueKeysWithValues: (0..<15).map { (UInt64(100 + $0), 100 - $0) }),
+                                      categories: 16)
+        var settings = DriftEngine.Settings(region: "region-1")
+        settings.coldStartThreshold = threshold
+        return DriftEngine(parameters: LSTMParameters(shape: shape, seed: 3), modelVersion: 7, catalog: catalog,
+                           settings: settings)
+    }
+
+    @Test("Recommendations rank p(category) × recency-weighted popularity and skip items the user just bought")
+    func recommendationRanking() {
+        let engine = Self.engine(threshold: 1e9)
+        // Regional popularity in category 101: item 1 bought often long ago, item 2 viewed recently, item 3 once.
+        var time: Int64 = 1_600_000_000
+        for _ in 0..<10 { _ = engine.process(BehaviorEvent(user: 50, item: 1, category: 101, action: .view, timestamp: time)) }
+        time += 10 * 86_400
+        for _ in 0..<4 { _ = engine.process(BehaviorEvent(user: 51, item: 2, category: 101, action: .view, timestamp: time)) }
+        _ = engine.process(BehaviorEvent(user: 52, item: 3, category: 101, action: .view, timestamp: time))
+        _ = engine.process(BehaviorEvent(user: 9, item: 3, category: 101, action: .purchase, timestamp: time))
+        let ranked = engine.recommend(user: 9, categories: [engine.catalog.modelIndex(of: 101)], count: 3)
+        // Item 1's ten old views are worth 10 × 2^-5 ≈ 0.31 now; item 2's four recent views 4; item 3 is excluded.
+        #expect(ranked.map(\.item) == [2, 1], "\(ranked)")
+        #expect(ranked.allSatisfy { $0.category == 101 })
+        #expect(ranked[0].score > ranked[1].score)
+    }
+
+    @Test("An abrupt shift in a live stream raises one alert with emerging categories and recommendations from them")
+    func alertOnShift() {
+        // An untrained model is equally surprised by everything, so only the profile divergence (at most
+        // 4 · ln 2 ≈ 2.8) moves the score here: the threshold sits between a stable mix and a full switch.
+        let engine = Self.engine(threshold: 2.2)
+        var random = SplitMix64(seed: 2)
+        var alerts: [DriftAlert] = []
+        var time: Int64 = 1_600_000_000
+        // Other shoppers make items popular in the categories the user will move to.
+        for item in 0..<20 {
+            _ = engine.process(BehaviorEvent(user: 77, item: UInt64(1_000 + item), category: 110, action: .view, timestamp: time))
+        }
+        for index in 0..<300 {
+            time += 60
+            let category: UInt64 = index < 150 ? [100, 101, 102][Int(random.next() % 3)] : [110, 111][Int(random.next() % 2)]
+            if let alert = engine.process(BehaviorEvent(user: 5, item: UInt64(index), category: category, action: .view,
+                                                        timestamp: time)) {
+                alerts.append(alert)
+            }
+        }
+        let userAlerts = alerts.filter { $0.user == 5 }
+        #expect(userAlerts.count >= 1)
+        let alert = userAlerts.first
+        #expect(alert.map { Set($0.emerging.map(\.category)).isSubset(of: [110, 111]) } == true, "\(String(describing: alert))")
+        #expect(alert?.fading.isEmpty == false)
+        #expect(alert?.modelVersion == 7 && alert?.region == "region-1")
+        #expect(alert?.recommendations.isEmpty == false)
+        #expect(alert?.recommendations.allSatisfy { [110, 111].contains($0.category) } == true)
+        #expect(userAlerts.count <= 2, "one shift, \(userAlerts.count) alerts")
+    }
+
+    @Test("Alerts are stored before they are published; after a crash the unconfirmed ones go out again with the same id")
+    func persistThenPublish() async throws {
+        let directory = FileManager.default.temporaryDirectory.appendingPathComponent("feddrift-alerts-\(UUID())")
+        try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(at: directory) }
+        let storePath = directory.appendingPathComponent("alerts.sqlite").path
+        let jsonl = directory.appendingPathComponent("alerts.jsonl").path
+        let alert = DriftAlert(id: "region-1-5-1-1", user: 5, region: "region-1", time: 1, score: 9, threshold: 8,
+                               kind: "interest_shift", emerging: [.init(category: 110, weight: 0.6)],
+                               fading: [.init(category: 100, weight: 0.5)], modelVersion: 3,
+                               recommendations: [.init(item: 1_001, category: 110, score: 0.2)])
+        // "Crash" between the commit and the publication: the alert is stored, not marked published.
+        let crashed = try AlertStore(path: storePath)
+        try crashed.record(alert)
+        #expect(try crashed.unpublished().map(\.id) == [alert.id])
+
+        let context = try ZMQContext()
+        let publisherChannel = try ZMQChannel(context: context, configuration: .init(kind: .pub, bind: ["tcp://127.0.0.1:*"]))
+        defer { publisherChannel.close() }
+        let subscriber = try ZMQChannel(context: context, configuration: .init(
+            kind: .sub, connect: publisherChannel.boundEndpoints, subscriptions: [Array("alert.region-1".utf8)]))
+        defer { subscriber.close() }
+        try await Task.sleep(for: .milliseconds(300))  // let the subscription reach the publisher
+        let restarted = AlertPublisher(store: try AlertStore(path: storePath), channel: publisherChannel, file: jsonl)
+        #expect(try await restarted.republishPending() == 1)
+        let message = try #require(try await subscriber.receive(timeout: .seconds(5)))
+        #expect(String(decoding: message.frames[0], as: UTF8.self) == "alert.region-1.interest_shift")
+        let received = try JSONDecoder().decode(DriftAlert.self, from: Data(message.frames[1]))
+        #expect(received == alert)
+        #expect(try AlertStore(path: storePath).unpublished().isEmpty)
+        let lines = try String(contentsOfFile: jsonl, encoding: .utf8).split(separator: "\n")
+        #expect(lines.count == 1 && lines[0].contains("\"id\":\"region-1-5-1-1\""))
+        // Recording the same alert again does not duplicate it.
+        try AlertStore(path: storePath).record(alert)
+        #expect(try AlertStore(path: storePath).list().count == 1)
+    }
+}
