@@ -83,8 +83,21 @@ struct Run: AsyncParsableCommand {
         let worker = StoreRoundWorker(store: store, catalog: catalog, evaluationUsers: configuration.evaluationUsers,
                                       threads: configuration.threads, ledger: ledger,
                                       evaluationNoiseMultiplier: configuration.privacy?.evaluationNoiseMultiplier ?? 0)
+        var driftSettings = DriftEngine.Settings(region: configuration.id)
+        driftSettings.coldStartThreshold = configuration.alerts.coldStartThreshold
+        driftSettings.recommendations = configuration.alerts.recommendations
+        let scoring = DriftScoring(catalog: catalog, settings: driftSettings)
+        let alertChannel = try configuration.alerts.publish.map { endpoint in
+            try ZMQChannel(context: context, configuration: .init(kind: .pub, bind: [endpoint]))
+        }
+        let publisher = AlertPublisher(store: try AlertStore(path: configuration.alertStorePath), channel: alertChannel,
+                                       file: configuration.alertFilePath)
+        let pending = try await publisher.republishPending()
+        if pending > 0 { logger.notice("Re-published alerts left unconfirmed by the last run", metadata: ["alerts": "\(pending)"]) }
         let session = try AgentSession(configuration: configuration, identity: identity, aggregator: aggregatorIdentity,
-                                       context: context, worker: worker, logger: logger)
+                                       context: context, worker: worker, logger: logger) { parameters, version in
+            scoring.install(parameters, modelVersion: version)
+        }
         defer { session.close() }
         var services: [ServiceGroupConfiguration.ServiceConfiguration] = [.init(service: SessionService(session: session))]
         if let endpoint = configuration.ingest, let format = EventFormat(rawValue: configuration.ingestFormat) {
@@ -92,7 +105,8 @@ struct Run: AsyncParsableCommand {
             logger.info("Live ingest listening", metadata: [
                 "endpoint": "\(channel.boundEndpoints.joined(separator: ","))", "format": "\(format.rawValue)",
             ])
-            services.append(.init(service: IngestService(channel: channel, store: store, format: format, logger: logger)))
+            services.append(.init(service: IngestService(channel: channel, store: store, format: format, scoring: scoring,
+                                                         publisher: publisher, logger: logger)))
         }
         try await ServiceGroup(configuration: .init(services: services, gracefulShutdownSignals: [.sigterm, .sigint],
                                                     logger: logger)).run()

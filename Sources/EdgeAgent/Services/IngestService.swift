@@ -4,11 +4,14 @@ import ServiceLifecycle
 
 /// Live events on a PULL socket: each message holds one or more rows (newline-separated) in the
 /// configured format. A message's valid rows are stored in one durable transaction before the next
-/// message is read; bad rows are counted and logged with their position, never silently dropped.
+/// message is read; bad rows are counted and logged with their position, never silently dropped. Stored
+/// events are then scored for interest drift; alerts are persisted, then published.
 struct IngestService: Service {
     let channel: ZMQChannel
     let store: EventStore
     let format: EventFormat
+    let scoring: DriftScoring
+    let publisher: AlertPublisher
     let logger: Logger
 
     func run() async throws {
@@ -30,6 +33,19 @@ struct IngestService: Service {
             }
             try store.append(events)
             stored += events.count
+            for alert in scoring.process(events) {
+                do {
+                    try await publisher.publish(alert)
+                    logger.notice("Interest shift", metadata: [
+                        "alert.id": "\(alert.id)", "user": "\(alert.user)", "score": "\(alert.score)",
+                        "emerging": "\(alert.emerging.map(\.category))", "fading": "\(alert.fading.map(\.category))",
+                        "recommendations": "\(alert.recommendations.map(\.item))",
+                    ])
+                } catch {
+                    logger.error("Could not publish alert (it stays stored and goes out at the next start)",
+                                 metadata: ["alert.id": "\(alert.id)", "error": "\(error)"])
+                }
+            }
             if messages % 1000 == 0 {
                 logger.info("Live ingest", metadata: ["events.stored": "\(stored)", "events.refused": "\(refused)"])
             }

@@ -20,6 +20,11 @@ import Foundation
 /// - `evaluation_users` (integer, default 1000): users whose most recent event is used to evaluate each
 ///   global model (the same users every round).
 /// - `threads` (integer, default 1): training threads.
+/// - `alerts` (optional): `publish` (endpoint of a PUB socket for alerts, topics `alert.<region>.<kind>`,
+///   JSON bodies; default none), `file` (JSONL, default `data_directory/alerts.jsonl`),
+///   `cold_start_threshold` (drift score, default 8, used until the aggregator broadcasts one),
+///   `recommendations` (items per alert, default 10). Alerts are stored in `data_directory/alerts.sqlite`
+///   before they are published.
 /// - `privacy` (optional): `epsilon` and `delta`, this agent's lifetime budget for all its releases
 ///   together (model updates, evaluation reports, drift histograms), enforced by the ledger in
 ///   `data_directory/privacy.sqlite`; and `evaluation_noise_multiplier` (default 0 = send no held-out
@@ -41,6 +46,26 @@ package struct EdgeAgentConfiguration: Sendable, Decodable {
     package var evaluationUsers: Int = 1000
     package var threads: Int = 1
     package var privacy: Privacy?
+    package var alerts = Alerts()
+
+    package struct Alerts: Sendable, Decodable, Equatable {
+        package var publish: String?
+        package var file: String?
+        package var coldStartThreshold = 8.0
+        package var recommendations = 10
+        package init() {}
+        package init(from decoder: any Decoder) throws {
+            let c = try decoder.container(keyedBy: CodingKeys.self)
+            publish = try c.decodeIfPresent(String.self, forKey: .publish)
+            file = try c.decodeIfPresent(String.self, forKey: .file)
+            coldStartThreshold = try c.decodeIfPresent(Double.self, forKey: .coldStartThreshold) ?? coldStartThreshold
+            recommendations = try c.decodeIfPresent(Int.self, forKey: .recommendations) ?? recommendations
+        }
+        enum CodingKeys: String, CodingKey {
+            case publish, file, recommendations
+            case coldStartThreshold = "cold_start_threshold"
+        }
+    }
 
     package struct Privacy: Sendable, Decodable, Equatable {
         package var epsilon: Double
@@ -65,7 +90,7 @@ package struct EdgeAgentConfiguration: Sendable, Decodable {
     }
 
     enum CodingKeys: String, CodingKey {
-        case id, aggregator, announcements, catalog, ingest, threads, privacy
+        case id, aggregator, announcements, catalog, ingest, threads, privacy, alerts
         case aggregatorPublicKeyFile = "aggregator_public_key_file"
         case keyDirectory = "key_directory"
         case maxMessageBytes = "max_message_bytes"
@@ -76,6 +101,9 @@ package struct EdgeAgentConfiguration: Sendable, Decodable {
 
     /// The local event store.
     package var storePath: String { (dataDirectory as NSString).appendingPathComponent("events.sqlite") }
+    /// The alert store, and the JSONL file alerts are appended to.
+    package var alertStorePath: String { (dataDirectory as NSString).appendingPathComponent("alerts.sqlite") }
+    package var alertFilePath: String { alerts.file ?? (dataDirectory as NSString).appendingPathComponent("alerts.jsonl") }
     /// The privacy ledger.
     package var ledgerPath: String { (dataDirectory as NSString).appendingPathComponent("privacy.sqlite") }
     /// The budget the ledger enforces (unlimited when `privacy` is absent) .
@@ -108,6 +136,7 @@ package struct EdgeAgentConfiguration: Sendable, Decodable {
         evaluationUsers = try container.decodeIfPresent(Int.self, forKey: .evaluationUsers) ?? evaluationUsers
         threads = try container.decodeIfPresent(Int.self, forKey: .threads) ?? threads
         privacy = try container.decodeIfPresent(Privacy.self, forKey: .privacy)
+        alerts = try container.decodeIfPresent(Alerts.self, forKey: .alerts) ?? alerts
     }
 
     package static func load(path: String) throws(ConfigError) -> EdgeAgentConfiguration {
@@ -117,6 +146,7 @@ package struct EdgeAgentConfiguration: Sendable, Decodable {
                                                                           relativeTo: path)
         configuration.dataDirectory = ConfigurationFile.resolve(configuration.dataDirectory, relativeTo: path)
         configuration.catalog = configuration.catalog.map { ConfigurationFile.resolve($0, relativeTo: path) }
+        configuration.alerts.file = configuration.alerts.file.map { ConfigurationFile.resolve($0, relativeTo: path) }
         try configuration.validate()
         return configuration
     }
@@ -128,6 +158,11 @@ package struct EdgeAgentConfiguration: Sendable, Decodable {
         try ConfigurationFile.validateEndpoint(aggregator, key: "aggregator")
         try ConfigurationFile.validateEndpoint(announcements, key: "announcements")
         if let ingest { try ConfigurationFile.validateEndpoint(ingest, key: "ingest") }
+        if let publish = alerts.publish { try ConfigurationFile.validateEndpoint(publish, key: "alerts.publish") }
+        guard alerts.coldStartThreshold > 0, alerts.recommendations >= 0 else {
+            throw .invalidValue(key: "alerts", value: "\(alerts.coldStartThreshold)",
+                                reason: "cold_start_threshold must be > 0 and recommendations ≥ 0")
+        }
         guard EventFormat(rawValue: ingestFormat) != nil else {
             throw .invalidValue(key: "ingest_format", value: ingestFormat, reason: "must be taobao or jsonl")
         }

@@ -27,9 +27,12 @@ package final class AgentSession: Sendable {
     private let statusPath: String?
     private let logger: Logger
     private let agentID: String
+    private let onModel: (@Sendable (LSTMParameters<Float>, UInt64) -> Void)?
 
     package init(configuration: EdgeAgentConfiguration, identity: NodeIdentity, aggregator: NodePublicIdentity,
-                 context: ZMQContext, worker: any RoundWorker, logger: Logger, persistModel: Bool = true) throws {
+                 context: ZMQContext, worker: any RoundWorker, logger: Logger, persistModel: Bool = true,
+                 onModel: (@Sendable (LSTMParameters<Float>, UInt64) -> Void)? = nil) throws {
+        self.onModel = onModel
         link = try AgentLink(context: context, configuration: configuration, identity: identity, aggregator: aggregator)
         subscriber = try ZMQChannel(context: context, configuration: .init(
             kind: .sub, options: AgentLink.options(configuration: configuration, identity: identity, aggregator: aggregator),
@@ -76,6 +79,7 @@ package final class AgentSession: Sendable {
                 }
             }
             var state = State(model: loadModel())
+            if let model = state.model { onModel?(model.parameters, model.version) }
             defer { continuation.finish() }
             for await event in events {
                 try Task.checkCancellation()
@@ -201,6 +205,7 @@ package final class AgentSession: Sendable {
             state.modelRequestedAt = nil
             let model = try ModelFile.decode(file, path: "model v\(chunk.modelVersion) from the aggregator")
             state.model = (model.parameters, model.modelVersion)
+            onModel?(model.parameters, model.modelVersion)
             logger.info("Received global model", metadata: [
                 "model.version": "\(model.modelVersion)", "bytes": "\(file.count)",
             ])

@@ -1,0 +1,44 @@
+import Synchronization
+
+/// The agent's scoring of live events, shared by the ingest task (events) and the federation session
+/// (new global models, thresholds). Scoring starts once a global model is known.
+package final class DriftScoring: Sendable {
+    private let engine = Mutex<DriftEngine?>(nil)
+    private let catalog: CategoryCatalog
+    private let settings: DriftEngine.Settings
+
+    package init(catalog: CategoryCatalog, settings: DriftEngine.Settings) {
+        self.catalog = catalog
+        self.settings = settings
+    }
+
+    /// Installs a new global model (keeps users' states when the shape is unchanged).
+    package func install(_ parameters: LSTMParameters<Float>, modelVersion: UInt64) {
+        guard parameters.shape.categories == catalog.categories else { return }
+        engine.withLock { engine in
+            if let current = engine, current.catalogCategories == parameters.shape.categories {
+                current.update(parameters: parameters, modelVersion: modelVersion)
+            } else {
+                engine = DriftEngine(parameters: parameters, modelVersion: modelVersion, catalog: catalog,
+                                     settings: settings)
+            }
+        }
+    }
+
+    /// Applies the aggregator's newest threshold.
+    package func setThreshold(_ threshold: Double) { engine.withLock { $0?.threshold = threshold } }
+
+    /// Scores `events` in order; returns the alerts they raised. Nothing happens before a model is known.
+    package func process(_ events: [BehaviorEvent]) -> [DriftAlert] {
+        engine.withLock { engine in
+            guard let engine else { return [] }
+            return events.compactMap { engine.process($0) }
+        }
+    }
+
+    package var isScoring: Bool { engine.withLock { $0 != nil } }
+}
+
+extension DriftEngine {
+    var catalogCategories: Int { catalog.categories }
+}
