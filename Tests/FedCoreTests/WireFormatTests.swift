@@ -20,6 +20,7 @@ struct WireFormatTests {
                                                      learningRate: 0.5, localSteps: 1, sequenceLength: 50)),
                             awaitingUpdate: true, thresholds: [3.5])),
         ("model-request", ModelRequest(heldVersion: 40)),
+        ("drift-histogram", DriftHistogramReport(round: 42, counts: (0..<49).map { Double($0 % 7) - 0.5 })),
         ("evaluation", EvaluationReport(round: 42, modelVersion: 41, users: 1000, top1Hits: 120, top10Hits: 480,
                                         lossSum: 4321.5)),
         ("round-open", RoundOpen(round: 42, modelVersion: 41, deadlineMilliseconds: 1_700_000_060_000, minAgents: 2,

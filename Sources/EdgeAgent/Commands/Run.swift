@@ -80,13 +80,14 @@ struct Run: AsyncParsableCommand {
                 "epsilon.spent": "\(spent)", "ledger": "\(configuration.ledgerPath)",
             ])
         }
-        let worker = StoreRoundWorker(store: store, catalog: catalog, evaluationUsers: configuration.evaluationUsers,
-                                      threads: configuration.threads, ledger: ledger,
-                                      evaluationNoiseMultiplier: configuration.privacy?.evaluationNoiseMultiplier ?? 0)
         var driftSettings = DriftEngine.Settings(region: configuration.id)
         driftSettings.coldStartThreshold = configuration.alerts.coldStartThreshold
         driftSettings.recommendations = configuration.alerts.recommendations
         let scoring = DriftScoring(catalog: catalog, settings: driftSettings)
+        let worker = StoreRoundWorker(store: store, catalog: catalog, evaluationUsers: configuration.evaluationUsers,
+                                      threads: configuration.threads, ledger: ledger,
+                                      evaluationNoiseMultiplier: configuration.privacy?.evaluationNoiseMultiplier ?? 0,
+                                      driftScores: { scoring.currentScores() })
         let alertChannel = try configuration.alerts.publish.map { endpoint in
             try ZMQChannel(context: context, configuration: .init(kind: .pub, bind: [endpoint]))
         }
@@ -95,9 +96,11 @@ struct Run: AsyncParsableCommand {
         let pending = try await publisher.republishPending()
         if pending > 0 { logger.notice("Re-published alerts left unconfirmed by the last run", metadata: ["alerts": "\(pending)"]) }
         let session = try AgentSession(configuration: configuration, identity: identity, aggregator: aggregatorIdentity,
-                                       context: context, worker: worker, logger: logger) { parameters, version in
-            scoring.install(parameters, modelVersion: version)
-        }
+                                       context: context, worker: worker, logger: logger,
+                                       onModel: { parameters, version in scoring.install(parameters, modelVersion: version) },
+                                       onThresholds: { thresholds in
+                                           if let first = thresholds.first { scoring.setThreshold(Double(first)) }
+                                       })
         defer { session.close() }
         var services: [ServiceGroupConfiguration.ServiceConfiguration] = [.init(service: SessionService(session: session))]
         if let endpoint = configuration.ingest, let format = EventFormat(rawValue: configuration.ingestFormat) {

@@ -142,10 +142,33 @@ package struct AggregatorConfiguration: Sendable, Decodable {
     package var rounds = Rounds()
     package var serverOptimizer = ServerOptimizer()
     package var keepModels = 5
+    package var drift = Drift()
     package var agents: [EnrolledAgent]
 
+    /// Federated drift thresholds (`drift:`): `target_alert_rate` (share of users whose score may exceed
+    /// the threshold, default 0.005), `histogram_noise_multiplier` (noise of each agent's DP histogram of
+    /// Poisson-sampled users' scores; 0 = no histograms, agents keep their cold-start threshold),
+    /// `smoothing` (weight of a new round's threshold in the geometric moving average, default 0.3).
+    package struct Drift: Sendable, Decodable {
+        package var targetAlertRate = 0.005
+        package var histogramNoiseMultiplier = 0.0
+        package var smoothing = 0.3
+        package init() {}
+        package init(from decoder: any Decoder) throws {
+            let c = try decoder.container(keyedBy: CodingKeys.self)
+            targetAlertRate = try c.decodeIfPresent(Double.self, forKey: .targetAlertRate) ?? targetAlertRate
+            histogramNoiseMultiplier = try c.decodeIfPresent(Double.self, forKey: .histogramNoiseMultiplier)
+                ?? histogramNoiseMultiplier
+            smoothing = try c.decodeIfPresent(Double.self, forKey: .smoothing) ?? smoothing
+        }
+        enum CodingKeys: String, CodingKey {
+            case smoothing
+            case targetAlertRate = "target_alert_rate", histogramNoiseMultiplier = "histogram_noise_multiplier"
+        }
+    }
+
     enum CodingKeys: String, CodingKey {
-        case id, listen, announce, agents, model, rounds
+        case id, listen, announce, agents, model, rounds, drift
         case keyDirectory = "key_directory"
         case stateDirectory = "state_directory"
         case maxMessageBytes = "max_message_bytes"
@@ -172,6 +195,8 @@ package struct AggregatorConfiguration: Sendable, Decodable {
         rounds = try container.decodeIfPresent(Rounds.self, forKey: .rounds) ?? rounds
         serverOptimizer = try container.decodeIfPresent(ServerOptimizer.self, forKey: .serverOptimizer) ?? serverOptimizer
         keepModels = try container.decodeIfPresent(Int.self, forKey: .keepModels) ?? keepModels
+        drift = try container.decodeIfPresent(Drift.self, forKey: .drift) ?? drift
+        rounds.hyperparameters.histogramNoiseMultiplier = drift.histogramNoiseMultiplier
         agents = try container.decode([EnrolledAgent].self, forKey: .agents)
     }
 
@@ -234,6 +259,11 @@ package struct AggregatorConfiguration: Sendable, Decodable {
         }
         for (key, value, valid) in checks where !valid {
             throw .invalidValue(key: key, value: "\(value)", reason: "out of range (see configs/aggregator.yaml)")
+        }
+        guard drift.targetAlertRate > 0, drift.targetAlertRate < 1, drift.histogramNoiseMultiplier >= 0,
+              drift.smoothing > 0, drift.smoothing <= 1 else {
+            throw .invalidValue(key: "drift", value: "\(drift.targetAlertRate)",
+                                reason: "need 0 < target_alert_rate < 1, histogram_noise_multiplier ≥ 0, 0 < smoothing ≤ 1")
         }
         guard ["sgd", "adam"].contains(serverOptimizer.kind) else {
             throw .invalidValue(key: "server_optimizer.kind", value: serverOptimizer.kind, reason: "must be sgd or adam")

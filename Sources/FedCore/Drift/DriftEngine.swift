@@ -82,6 +82,9 @@ package final class DriftEngine {
 
     package var userCount: Int { users.count }
 
+    /// Every scored user's current drift score.
+    package func currentScores() -> [Double] { users.values.map(\.drift.score) }
+
     /// Swaps in a new global model; users' states carry over (same shape).
     package func update(parameters: LSTMParameters<Float>, modelVersion: UInt64) {
         guard parameters.shape == scorer.shape else { return }

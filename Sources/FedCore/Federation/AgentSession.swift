@@ -28,11 +28,14 @@ package final class AgentSession: Sendable {
     private let logger: Logger
     private let agentID: String
     private let onModel: (@Sendable (LSTMParameters<Float>, UInt64) -> Void)?
+    private let onThresholds: (@Sendable ([Float]) -> Void)?
 
     package init(configuration: EdgeAgentConfiguration, identity: NodeIdentity, aggregator: NodePublicIdentity,
                  context: ZMQContext, worker: any RoundWorker, logger: Logger, persistModel: Bool = true,
-                 onModel: (@Sendable (LSTMParameters<Float>, UInt64) -> Void)? = nil) throws {
+                 onModel: (@Sendable (LSTMParameters<Float>, UInt64) -> Void)? = nil,
+                 onThresholds: (@Sendable ([Float]) -> Void)? = nil) throws {
         self.onModel = onModel
+        self.onThresholds = onThresholds
         link = try AgentLink(context: context, configuration: configuration, identity: identity, aggregator: aggregator)
         subscriber = try ZMQChannel(context: context, configuration: .init(
             kind: .sub, options: AgentLink.options(configuration: configuration, identity: identity, aggregator: aggregator),
@@ -133,6 +136,15 @@ package final class AgentSession: Sendable {
             do {
                 let (kind, body) = try verifier.open(message)
                 if kind == .roundOpen { await consider(try RoundOpen(decoding: body), resend: false, state: &state, continuation: continuation, group: &group) }
+                if kind == .thresholds {
+                    let message = try DriftThresholdsMessage(decoding: body)
+                    if !message.thresholds.isEmpty {
+                        onThresholds?(message.thresholds)
+                        logger.info("Drift threshold from the aggregator", metadata: [
+                            "round.id": "\(message.round)", "threshold": "\(message.thresholds)",
+                        ])
+                    }
+                }
             } catch {
                 logger.warning("Ignored an announcement", metadata: ["error": "\(error)"])
             }
@@ -181,6 +193,7 @@ package final class AgentSession: Sendable {
         case .welcome:
             let welcome = try Welcome(decoding: payload)
             state.registered = true
+            if !welcome.thresholds.isEmpty { onThresholds?(welcome.thresholds) }
             logger.info("Registered: sealed hello accepted, sealed welcome opened", metadata: [
                 "agent.id": "\(agentID)", "aggregator.id": "\(welcome.aggregatorID)",
                 "round.id": "\(welcome.currentRound)", "model.version": "\(welcome.modelVersion)",
@@ -299,6 +312,7 @@ package final class AgentSession: Sendable {
 
     private func submit(_ work: RoundWork, round: RoundOpen) async {
         if let evaluation = work.evaluation { await send(evaluation) }
+        if let histogram = work.histogram { await send(histogram) }
         await send(work.submission, round: round.round)
     }
 

@@ -14,6 +14,7 @@ package struct AggregatorGate: Sendable {
         case modelRequest(ModelRequest)
         case evaluation(EvaluationReport)
         case heartbeat(Heartbeat)
+        case histogram(DriftHistogramReport)
     }
 
     package struct Request: Sendable {
@@ -97,6 +98,7 @@ package struct AggregatorGate: Sendable {
             case .modelRequest: body = .modelRequest(try ModelRequest(decoding: opened.payload))
             case .metrics: body = .evaluation(try EvaluationReport(decoding: opened.payload))
             case .heartbeat: body = .heartbeat(try Heartbeat(decoding: opened.payload))
+            case .driftHistogram: body = .histogram(try DriftHistogramReport(decoding: opened.payload))
             default:
                 return reject("unexpected_kind", "\(kind) is not accepted from agents", kind: kind)
             }

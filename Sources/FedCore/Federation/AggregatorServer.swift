@@ -67,6 +67,8 @@ package final class AggregatorServer: Sendable {
     private let modelFile: Mutex<[UInt8]>
     private let lastSeen = Mutex<[String: ContinuousClock.Instant]>([:])
     private let exports = DispatchQueue(label: "feddrift.model-export")
+    /// The broadcast drift threshold (smoothed across rounds); empty until the first histograms.
+    private let thresholds = Mutex<ThresholdSmoother>(ThresholdSmoother())
     /// An agent counts as live when heard within this window (agents send a heartbeat every 2 s).
     static let liveWindow: Duration = .seconds(7)
 
@@ -213,10 +215,31 @@ package final class AggregatorServer: Sendable {
                     "round.id": "\(round)", "updates.received": "\(received)", "quorum": "\(required)",
                 ])
             }
+            await calibrateThreshold(round: announcement.round)
             await writeStatus(report)
             onRound(report)
             completed += 1
         }
+    }
+
+    /// Turns the round's merged DP histograms into the next threshold and broadcasts it.
+    private func calibrateThreshold(round: UInt64) async {
+        // Too few scored users (e.g. before live scoring started) leave only noise: keep the last threshold.
+        guard let merged = await coordinator.closedHistogram, merged.reduce(0, { $0 + max(0, $1) }) >= 100,
+              let raw = DriftHistogram.threshold(merged: merged, targetRate: configuration.drift.targetAlertRate) else { return }
+        let smoothed = thresholds.withLock { smoother in
+            smoother.weight = configuration.drift.smoothing
+            return smoother.update(raw)
+        }
+        logger.info("Drift threshold calibrated from the agents' DP histograms", metadata: [
+            "round.id": "\(round)", "threshold.round": "\(raw)", "threshold.smoothed": "\(smoothed)",
+            "users.estimated": "\(Int(merged.reduce(0) { $0 + max(0, $1) }))",
+        ])
+        await announce(DriftThresholdsMessage(round: round, thresholds: [Float(smoothed)]))
+    }
+
+    private var currentThresholds: [Float] {
+        thresholds.withLock { smoother in smoother.current.map { [Float($0)] } ?? [] }
     }
 
     /// `status.json` in the state directory: the last round and totals, for operators and scripts.
@@ -316,6 +339,8 @@ package final class AggregatorServer: Sendable {
         while !Task.isCancelled {
             try? await Task.sleep(for: .seconds(1))
             if let open = await coordinator.announcement { await announce(open) }
+            let current = currentThresholds
+            if !current.isEmpty { await announce(DriftThresholdsMessage(round: await coordinator.round, thresholds: current)) }
         }
     }
 
@@ -353,7 +378,8 @@ package final class AggregatorServer: Sendable {
             ])
             let welcome = Welcome(aggregatorID: configuration.id, currentRound: snapshot.round,
                                   enrolledAgents: UInt32(gate.enrolledAgents.count), modelVersion: snapshot.modelVersion,
-                                  openRound: snapshot.open, awaitingUpdate: snapshot.awaiting)
+                                  openRound: snapshot.open, awaitingUpdate: snapshot.awaiting,
+                                  thresholds: currentThresholds)
             await reply(welcome, to: agentID, routingID: request.routingID)
         case .heartbeat:
             break
@@ -367,6 +393,8 @@ package final class AggregatorServer: Sendable {
             ])
             for chunk in chunks { await reply(chunk, to: agentID, routingID: request.routingID) }
         case .evaluation(let report):
+            await coordinator.record(report)
+        case .histogram(let report):
             await coordinator.record(report)
         case .update(let submission):
             let update = ModelUpdate(agentID: agentID, round: submission.round, deltaSum: submission.values,

@@ -46,6 +46,9 @@ package actor RoundCoordinator {
     private var averaging: FederatedAveraging
     private var updates: [String: ModelUpdate] = [:]
     private var evaluation: Evaluation?
+    /// The open round's merged drift-score histograms, and how many agents sent one.
+    private var histogram: [Double] = []
+    private var histogramAgents = 0
     /// The clip norm announced with the next round (moves only with adaptive clipping).
     package private(set) var clipNorm: Double
     private let adaptiveClipping: AdaptiveClipping?
@@ -88,6 +91,8 @@ package actor RoundCoordinator {
         round += 1
         updates = [:]
         evaluation = Evaluation(modelVersion: modelVersion)
+        histogram = [Double](repeating: 0, count: DriftHistogram.edges.count)
+        histogramAgents = 0
         phase = .collecting(round: round, deadline: deadline)
         return round
     }
@@ -143,6 +148,20 @@ package actor RoundCoordinator {
         return true
     }
 
+    /// Adds an agent's noisy drift-score histogram for the open round; others are ignored.
+    @discardableResult
+    package func record(_ report: DriftHistogramReport) -> Bool {
+        guard case .collecting(let open, _) = phase, report.round == open, report.counts.count == histogram.count else {
+            return false
+        }
+        for index in histogram.indices { histogram[index] += report.counts[index] }
+        histogramAgents += 1
+        return true
+    }
+
+    /// The merged histograms of the round that was last closed, if any agent sent one.
+    package private(set) var closedHistogram: [Double]?
+
     /// Whether the round can close now: every enrolled agent answered, or the deadline passed.
     package func isReadyToClose(now: ContinuousClock.Instant) -> Bool {
         guard case .collecting(_, let deadline) = phase else { return false }
@@ -168,6 +187,7 @@ package actor RoundCoordinator {
         announcement = nil
         let totals = evaluation ?? Evaluation(modelVersion: modelVersion)
         evaluation = nil
+        closedHistogram = histogramAgents > 0 ? histogram : nil
         let received = updates.values.sorted { $0.agentID < $1.agentID }
         guard received.count >= minAgents else {
             return (.failedQuorum(round: open, received: received.count, required: minAgents), totals)

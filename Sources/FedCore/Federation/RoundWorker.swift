@@ -5,15 +5,18 @@ package struct RoundWork: Sendable {
     package var submission: UpdateSubmission
     /// Held-out evaluation of the round's global model; nil when nothing could be evaluated.
     package var evaluation: EvaluationReport?
+    /// The noised drift-score histogram, when the round asked for one.
+    package var histogram: DriftHistogramReport?
     package var sampledUsers: Int
     package var clippedUsers: Int
     package var meanLoss: Double
     package var seconds: Double
 
-    package init(submission: UpdateSubmission, evaluation: EvaluationReport?, sampledUsers: Int, clippedUsers: Int,
-                 meanLoss: Double, seconds: Double) {
+    package init(submission: UpdateSubmission, evaluation: EvaluationReport?, histogram: DriftHistogramReport? = nil,
+                 sampledUsers: Int, clippedUsers: Int, meanLoss: Double, seconds: Double) {
         self.submission = submission
         self.evaluation = evaluation
+        self.histogram = histogram
         self.sampledUsers = sampledUsers
         self.clippedUsers = clippedUsers
         self.meanLoss = meanLoss
@@ -52,11 +55,15 @@ package struct StoreRoundWorker: RoundWorker {
     package let ledger: PrivacyLedger
     /// With a finite budget, held-out evaluations are released only with this noise (0: not at all).
     package let evaluationNoiseMultiplier: Double
+    /// The users' current drift scores (from the live scoring), for the round's histogram.
+    package let driftScores: (@Sendable () -> [Double])?
     /// Per-user held-out loss is clamped to this many nats, so one user's share of the loss sum is bounded.
     static let lossClamp = 30.0
 
     package init(store: EventStore, catalog: CategoryCatalog, evaluationUsers: Int, threads: Int,
-                 ledger: PrivacyLedger, evaluationNoiseMultiplier: Double = 0) {
+                 ledger: PrivacyLedger, evaluationNoiseMultiplier: Double = 0,
+                 driftScores: (@Sendable () -> [Double])? = nil) {
+        self.driftScores = driftScores
         self.store = store
         self.catalog = catalog
         self.evaluationUsers = evaluationUsers
@@ -94,9 +101,12 @@ package struct StoreRoundWorker: RoundWorker {
         let count = h.clipCountNoiseMultiplier > 0
             ? PlannedRelease.subsampledGaussian(mechanism: "clip_count", round: round.round, q: h.samplingRate,
                                                 noiseMultiplier: h.clipCountNoiseMultiplier) : nil
+        let histogram = h.histogramNoiseMultiplier > 0 && driftScores != nil
+            ? PlannedRelease.subsampledGaussian(mechanism: "drift_histogram", round: round.round, q: h.samplingRate,
+                                                noiseMultiplier: h.histogramNoiseMultiplier) : nil
         // Refuse before spending any compute when the update could not be released anyway.
         var combined = update
-        if let count { combined.rdp = zip(update.rdp, count.rdp).map { $0 + $1 } }
+        for extra in [count, histogram].compactMap({ $0 }) { combined.rdp = zip(combined.rdp, extra.rdp).map { $0 + $1 } }
         let projected = try ledger.epsilon(after: combined)
         guard projected <= ledger.budget.epsilon else {
             throw PrivacyLedgerError.budgetExceeded(spent: try ledger.spentEpsilon(), wouldBe: projected,
@@ -128,12 +138,22 @@ package struct StoreRoundWorker: RoundWorker {
                                      sigma: h.clipCountNoiseMultiplier)
             try ledger.charge(count)
         }
+        var histogramReport: DriftHistogramReport?
+        if let histogram, let driftScores {
+            // Each user is Poisson-sampled (rate q) and counted once: sensitivity 1, subsampled Gaussian.
+            let sampled = driftScores().filter { _ in Double.random(in: 0..<1, using: &random) < h.samplingRate }
+            let counts = DriftHistogram.release(DriftHistogram.counts(sampled), sigma: h.histogramNoiseMultiplier,
+                                                noise: &noise)
+            try ledger.charge(histogram)
+            histogramReport = DriftHistogramReport(round: round.round, counts: counts)
+        }
         try ledger.charge(update)
         return RoundWork(
             submission: UpdateSubmission(round: round.round, modelVersion: modelVersion,
                                          users: h.noiseMultiplier > 0 ? 0 : UInt32(result.sampledUsers),
                                          clipCount: clipCount, values: values),
-            evaluation: report, sampledUsers: result.sampledUsers, clippedUsers: result.clippedUsers,
+            evaluation: report, histogram: histogramReport, sampledUsers: result.sampledUsers,
+            clippedUsers: result.clippedUsers,
             meanLoss: result.meanLoss, seconds: (ContinuousClock.now - started).inSeconds)
     }
 

@@ -22,6 +22,8 @@ package enum MessageKind: UInt16, Sendable, CaseIterable {
     case metrics = 9
     /// Agent → aggregator (sealed): send the current model.
     case modelRequest = 10
+    /// Agent → aggregator (sealed): DP histogram of its users' drift scores.
+    case driftHistogram = 11
 }
 
 /// The first frame of every FedDrift message: `F` `D`, protocol version, kind (u16 LE).

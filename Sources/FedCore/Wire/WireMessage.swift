@@ -41,9 +41,14 @@ package struct RoundHyperparameters: Sendable, Equatable {
     /// Adaptive clipping (Andrew et al. 2021): noise multiplier of the released count of sampled users
     /// whose delta was within S (sensitivity 1); 0 = fixed clipping, no count released.
     package var clipCountNoiseMultiplier: Double
+    /// Drift thresholds: noise multiplier of each agent's histogram of its users' drift scores (each
+    /// Poisson-sampled user counted once, sensitivity 1); 0 = no histogram this round.
+    package var histogramNoiseMultiplier: Double
 
     package init(samplingRate: Double, clipNorm: Double, noiseMultiplier: Double, learningRate: Double,
-                 localSteps: UInt32, sequenceLength: UInt32, clipCountNoiseMultiplier: Double = 0) {
+                 localSteps: UInt32, sequenceLength: UInt32, clipCountNoiseMultiplier: Double = 0,
+                 histogramNoiseMultiplier: Double = 0) {
+        self.histogramNoiseMultiplier = histogramNoiseMultiplier
         self.samplingRate = samplingRate
         self.clipNorm = clipNorm
         self.noiseMultiplier = noiseMultiplier
@@ -85,6 +90,7 @@ package struct RoundOpen: WireMessage {
         writer.write(hyperparameters.localSteps)
         writer.write(hyperparameters.sequenceLength)
         writer.write(hyperparameters.clipCountNoiseMultiplier)
+        writer.write(hyperparameters.histogramNoiseMultiplier)
     }
 
     package init(from reader: inout ByteReader) throws(WireError) {
@@ -106,9 +112,14 @@ package struct RoundOpen: WireMessage {
         guard countNoise >= 0, countNoise.isFinite else {
             throw .invalidValue(field: "clip count noise multiplier", reason: "\(countNoise)")
         }
+        let histogramNoise = try reader.readDouble(field: "histogram noise multiplier")
+        guard histogramNoise >= 0, histogramNoise.isFinite else {
+            throw .invalidValue(field: "histogram noise multiplier", reason: "\(histogramNoise)")
+        }
         hyperparameters = RoundHyperparameters(
             samplingRate: samplingRate, clipNorm: clipNorm, noiseMultiplier: noise, learningRate: learningRate,
-            localSteps: localSteps, sequenceLength: sequenceLength, clipCountNoiseMultiplier: countNoise)
+            localSteps: localSteps, sequenceLength: sequenceLength, clipCountNoiseMultiplier: countNoise,
+            histogramNoiseMultiplier: histogramNoise)
     }
 }
 
@@ -318,5 +329,39 @@ package struct Heartbeat: WireMessage {
     package init(from reader: inout ByteReader) throws(WireError) {
         sentAtMilliseconds = try reader.read(field: "sent at")
         round = try reader.read(field: "round")
+    }
+}
+
+/// Agent → aggregator (sealed): the noised histogram of its sampled users' drift scores over
+/// ``DriftHistogram/edges``, for the federated threshold.
+package struct DriftHistogramReport: WireMessage {
+    package static let kind = MessageKind.driftHistogram
+    package var round: UInt64
+    package var counts: [Double]
+
+    package init(round: UInt64, counts: [Double]) {
+        self.round = round
+        self.counts = counts
+    }
+
+    package func encode(into writer: inout ByteWriter) {
+        writer.write(round)
+        writer.write(UInt16(counts.count))
+        for count in counts { writer.write(count) }
+    }
+
+    package init(from reader: inout ByteReader) throws(WireError) {
+        round = try reader.read(field: "round")
+        let count = Int(try reader.read(UInt16.self, field: "bins"))
+        guard count == DriftHistogram.edges.count else {
+            throw .invalidValue(field: "bins", reason: "\(count), expected \(DriftHistogram.edges.count)")
+        }
+        var counts: [Double] = []
+        for _ in 0..<count {
+            let value = try reader.readDouble(field: "count")
+            guard value.isFinite else { throw .invalidValue(field: "count", reason: "\(value)") }
+            counts.append(value)
+        }
+        self.counts = counts
     }
 }

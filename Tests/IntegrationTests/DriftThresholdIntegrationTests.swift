@@ -1,0 +1,48 @@
+import Foundation
+import Testing
+@testable import FedCore
+import TestSupport
+
+/// Federated drift thresholds end to end: agents score live events, release DP histograms of their
+/// users' drift scores with their updates (charged to the ledger), the aggregator merges them, picks
+/// and smooths the threshold and broadcasts it, and the agents apply it.
+@Suite("Federated drift thresholds between real processes", .serialized, .timeLimit(.minutes(3)))
+struct DriftThresholdIntegrationTests {
+    @Test("Agents' DP histograms become a broadcast threshold that the agents apply; each histogram is charged")
+    func thresholdsReachAgents() async throws {
+        let federation = try await Federation(agents: [(id: "region-1", users: 40)], enrolled: ["region-1"],
+                                              aggregatorSettings: """
+            rounds: {min_agents: 1, timeout_seconds: 30, sampling_rate: 1.0, sequence_length: 20}
+            drift: {target_alert_rate: 0.05, histogram_noise_multiplier: 1.0, smoothing: 0.5}
+
+            """)
+        let port = federation.port + 5
+        try federation.appendLines("ingest: tcp://127.0.0.1:\(port)\ningest_format: jsonl\n", to: "region-1.yaml")
+        let aggregator = try federation.start("aggregator", ["run", "--config", "aggregator.yaml"])
+        defer { aggregator.terminate() }
+        let agent = try federation.start("edge-agent", ["run", "--config", "region-1.yaml"])
+        defer { agent.terminate() }
+        #expect(await agent.waitForOutput("Received global model", seconds: 60), "\(agent.output)")
+
+        // 400 shoppers' live events, so that the agent has drift scores to histogram.
+        let context = try ZMQContext()
+        let push = try ZMQChannel(context: context, configuration: .init(kind: .push, connect: ["tcp://127.0.0.1:\(port)"]))
+        defer { push.close() }
+        var random = SplitMix64(seed: 1)
+        var rows: [String] = []
+        for user in 0..<400 {
+            for step in 0..<12 {
+                let category = 1_000 + (random.next() % 40) * 7_919 % 9_999_991
+                rows.append(#"{"user_id": \#(500_000 + user), "item_id": \#(random.next() % 100_000), "category_id": \#(category), "behavior_type": "pv", "timestamp": \#(1_512_000_000 + step * 300)}"#)
+            }
+        }
+        for start in stride(from: 0, to: rows.count, by: 200) {
+            try await push.send([Array(rows[start..<min(start + 200, rows.count)].joined(separator: "\n").utf8)])
+        }
+        #expect(await aggregator.waitForOutput("Drift threshold calibrated", seconds: 120), "\(aggregator.output)")
+        #expect(await agent.waitForOutput("Drift threshold from the aggregator", seconds: 30), "\(agent.output)")
+        let ledger = try PrivacyLedger(path: federation.path("data/region-1/privacy.sqlite"),
+                                       budget: PrivacyBudget(epsilon: .infinity, delta: 1e-6))
+        #expect(try ledger.entries().contains { $0.mechanism == "drift_histogram" && $0.noiseMultiplier == 1.0 })
+    }
+}
