@@ -10,9 +10,7 @@ package final class AlertStore: Sendable {
 
     package init(path: String) throws(StorageError) {
         self.path = path
-        do {
-            queue = try DatabaseQueue(path: path, configuration: .durable)
-            var migrator = DatabaseMigrator()
+        queue = try DatabaseQueue.durable(path: path, what: "alert store") { migrator in
             migrator.registerMigration("v1: alerts") { db in
                 try db.create(table: "alert") { table in
                     table.autoIncrementedPrimaryKey("sequence")
@@ -23,9 +21,6 @@ package final class AlertStore: Sendable {
                     table.column("published", .boolean).notNull().defaults(to: false)
                 }
             }
-            try migrator.migrate(queue)
-        } catch {
-            throw StorageError(path: path, operation: "open alert store", reason: "\(error)")
         }
     }
 

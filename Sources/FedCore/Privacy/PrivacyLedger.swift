@@ -79,9 +79,7 @@ package final class PrivacyLedger: Sendable {
     package init(path: String, budget: PrivacyBudget) throws(StorageError) {
         self.path = path
         self.budget = budget
-        do {
-            queue = try DatabaseQueue(path: path, configuration: .durable)
-            var migrator = DatabaseMigrator()
+        queue = try DatabaseQueue.durable(path: path, what: "privacy ledger") { migrator in
             migrator.registerMigration("v1: releases") { db in
                 try db.create(table: "release") { table in
                     table.autoIncrementedPrimaryKey("id")
@@ -94,9 +92,6 @@ package final class PrivacyLedger: Sendable {
                     table.column("created_at_ms", .integer).notNull()
                 }
             }
-            try migrator.migrate(queue)
-        } catch {
-            throw StorageError(path: path, operation: "open privacy ledger", reason: "\(error)")
         }
     }
 

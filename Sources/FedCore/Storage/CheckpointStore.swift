@@ -45,9 +45,7 @@ package final class CheckpointStore: Sendable {
 
     package init(path: String) throws(StorageError) {
         self.path = path
-        do {
-            queue = try DatabaseQueue(path: path, configuration: .durable)
-            var migrator = DatabaseMigrator()
+        queue = try DatabaseQueue.durable(path: path, what: "checkpoint store") { migrator in
             migrator.registerMigration("v1: checkpoint") { db in
                 try db.create(table: "checkpoint") { table in
                     table.primaryKey("id", .integer).check { $0 == 1 }
@@ -66,9 +64,6 @@ package final class CheckpointStore: Sendable {
             migrator.registerMigration("v2: clip norm") { db in
                 try db.alter(table: "checkpoint") { table in table.add(column: "clip_norm", .double) }
             }
-            try migrator.migrate(queue)
-        } catch {
-            throw StorageError(path: path, operation: "open", reason: "\(error)")
         }
     }
 

@@ -126,6 +126,24 @@ package final class EventStore: Sendable {
     }
 }
 
+extension DatabaseQueue {
+    /// Opens (creating if needed) a durable single-writer SQLite database at `path` and brings its schema
+    /// up to date with `migrations`; failures carry the path and `what` was being opened.
+    static func durable(path: String, what: String, migrations: (inout DatabaseMigrator) -> Void)
+        throws(StorageError) -> DatabaseQueue
+    {
+        do {
+            let queue = try DatabaseQueue(path: path, configuration: .durable)
+            var migrator = DatabaseMigrator()
+            migrations(&migrator)
+            try migrator.migrate(queue)
+            return queue
+        } catch {
+            throw StorageError(path: path, operation: "open \(what)", reason: "\(error)")
+        }
+    }
+}
+
 extension Configuration {
     /// FedDrift's stores: WAL journal and `synchronous = FULL`, so a committed transaction survives a
     /// process crash or power loss (a pool sets WAL itself; setting it again is harmless).
