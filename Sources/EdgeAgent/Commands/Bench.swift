@@ -5,7 +5,7 @@ import Foundation
 struct Bench: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Measure this node (release builds only give meaningful numbers).",
-        subcommands: [BenchTransport.self, BenchTrain.self, BenchScore.self, BenchAgent.self]
+        subcommands: [BenchTransport.self, BenchTrain.self, BenchScore.self, BenchDrift.self, BenchAgent.self]
     )
 }
 
@@ -155,6 +155,43 @@ struct BenchAgent: ParsableCommand {
                   scoring                %.0f events/s
                 """, result.users, result.events, model, result.peakRSSMiB, result.importEventsPerSecond,
                          result.trainRoundSeconds, result.scoreEventsPerSecond))
+        }
+    }
+}
+
+struct BenchDrift: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "drift",
+        abstract: "Live scoring's full per-event path with many users resident: p50/p99, events/s, bytes per user.",
+        discussion: "User state lookup, LSTM step, drift detector, threshold check and item popularity, one event at a time."
+    )
+
+    @Option(name: .long, help: "Model preset: small or medium.")
+    var model = "small"
+
+    @Option(name: .long, help: "Users whose state is resident.")
+    var users = 100_000
+
+    @Option(name: .long, help: "Events to score after warming every user.")
+    var events = 200_000
+
+    @Flag(name: .long, help: "One JSON object.")
+    var json = false
+
+    func validate() throws {
+        guard LSTMShape.preset(named: model) != nil else { throw ValidationError("--model must be small or medium") }
+        guard users >= 1, events >= 100 else { throw ValidationError("--users ≥ 1 and --events ≥ 100") }
+    }
+
+    func run() throws {
+        guard let shape = LSTMShape.preset(named: model) else { return }
+        let result = DriftBenchmark.run(model: model, shape: shape, users: users, events: events)
+        if json {
+            print(result.jsonLine)
+        } else {
+            print(String(format: "%@, %d users resident: p50 %.2f µs, p99 %.2f µs, %.0f events/s, %.0f bytes per user state, "
+                         + "%d alerts", model, result.users, result.p50Microseconds, result.p99Microseconds,
+                         result.eventsPerSecond, result.bytesPerUser, result.alerts))
         }
     }
 }

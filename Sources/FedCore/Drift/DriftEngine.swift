@@ -96,7 +96,8 @@ package final class DriftEngine {
     package func process(_ event: BehaviorEvent) -> DriftAlert? {
         eventsScored += 1
         let category = catalog.modelIndex(of: event.category)
-        var slot = users[event.user] ?? UserSlot(lstm: [Float](repeating: 0, count: scorer.stateSize))
+        // Taken out of the dictionary (not copied) so that its arrays are mutated in place.
+        var slot = users.removeValue(forKey: event.user) ?? UserSlot(lstm: [Float](repeating: 0, count: scorer.stateSize))
         if slot.lastTime == nil { slot.lstm.withUnsafeMutableBufferPointer { scorer.reset($0.baseAddress!) } }
         let gap = Int(EventSequence.gapBucket(seconds: slot.lastTime.map { Double(max(0, event.timestamp - $0)) }))
         let surprise = slot.lstm.withUnsafeMutableBufferPointer {
@@ -166,14 +167,13 @@ package final class DriftEngine {
         epoch = reference
         // Weight grows with event time, so older interactions count less relative to newer ones.
         let weight = DriftDetector.weight(of: action.rawValue) * exp(exponent)
-        var items = popularity[category] ?? [:]
-        items[item, default: 0] += weight
-        if items.count > settings.itemsPerCategory * 2 {
+        // In place: copying a category's dictionary out and back would copy it on every event.
+        popularity[category, default: [:]][item, default: 0] += weight
+        if let items = popularity[category], items.count > settings.itemsPerCategory * 2 {
             // Keep the most popular half: bounded memory per category.
             let kept = items.sorted { $0.value > $1.value }.prefix(settings.itemsPerCategory)
-            items = Dictionary(uniqueKeysWithValues: kept.map { ($0.key, $0.value) })
+            popularity[category] = Dictionary(uniqueKeysWithValues: kept.map { ($0.key, $0.value) })
         }
-        popularity[category] = items
     }
 
     private func platformCategory(_ index: Int32) -> UInt64 {
