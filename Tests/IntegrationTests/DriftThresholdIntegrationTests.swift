@@ -8,7 +8,7 @@ import TestSupport
 /// and smooths the threshold and broadcasts it, and the agents apply it.
 @Suite("Federated drift thresholds between real processes", .serialized, .timeLimit(.minutes(3)))
 struct DriftThresholdIntegrationTests {
-    @Test("Agents' DP histograms become a broadcast threshold that the agents apply; each histogram is charged")
+    @Test("Agents' DP histograms become a broadcast threshold that the agents apply; each histogram is charged; live state answers recommendation queries")
     func thresholdsReachAgents() async throws {
         let federation = try await Federation(agents: [(id: "region-1", users: 40)], enrolled: ["region-1"],
                                               aggregatorSettings: """
@@ -17,7 +17,12 @@ struct DriftThresholdIntegrationTests {
 
             """)
         let port = federation.port + 5
-        try federation.appendLines("ingest: tcp://127.0.0.1:\(port)\ningest_format: jsonl\n", to: "region-1.yaml")
+        try federation.appendLines("""
+            ingest: tcp://127.0.0.1:\(port)
+            ingest_format: jsonl
+            alerts: {recommend: "tcp://127.0.0.1:\(port + 1)"}
+
+            """, to: "region-1.yaml")
         let aggregator = try federation.start("aggregator", ["run", "--config", "aggregator.yaml"])
         defer { aggregator.terminate() }
         let agent = try federation.start("edge-agent", ["run", "--config", "region-1.yaml"])
@@ -41,6 +46,16 @@ struct DriftThresholdIntegrationTests {
         }
         #expect(await aggregator.waitForOutput("Drift threshold calibrated", seconds: 120), "\(aggregator.output)")
         #expect(await agent.waitForOutput("Drift threshold from the aggregator", seconds: 30), "\(agent.output)")
+        // The same live state answers recommendation queries (REQ), through the CLI.
+        let query = try federation.start("edge-agent", ["recommend", "--config", "region-1.yaml", "--user", "500007",
+                                                         "--n", "5"])
+        #expect(await query.waitForExit(seconds: 30) == 0, "\(query.output)")
+        let answer = try JSONSerialization.jsonObject(with: Data(query.output.utf8)) as? [String: Any]
+        let items = answer?["recommendations"] as? [[String: Any]] ?? []
+        #expect(items.count == 5, "\(query.output)")
+        let unknown = try federation.start("edge-agent", ["recommend", "--config", "region-1.yaml", "--user", "1"])
+        #expect(await unknown.waitForExit(seconds: 30) == 0)
+        #expect(unknown.output.contains("no scored events"), "\(unknown.output)")
         let ledger = try PrivacyLedger(path: federation.path("data/region-1/privacy.sqlite"),
                                        budget: PrivacyBudget(epsilon: .infinity, delta: 1e-6))
         #expect(try ledger.entries().contains { $0.mechanism == "drift_histogram" && $0.noiseMultiplier == 1.0 })

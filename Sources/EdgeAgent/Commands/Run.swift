@@ -111,6 +111,11 @@ struct Run: AsyncParsableCommand {
             services.append(.init(service: IngestService(channel: channel, store: store, format: format, scoring: scoring,
                                                          publisher: publisher, logger: logger)))
         }
+        if let endpoint = configuration.alerts.recommend {
+            let channel = try ZMQChannel(context: context, configuration: .init(kind: .router, bind: [endpoint]))
+            logger.info("Recommendations served", metadata: ["endpoint": "\(channel.boundEndpoints.joined(separator: ","))"])
+            services.append(.init(service: RecommendService(channel: channel, scoring: scoring, logger: logger)))
+        }
         try await ServiceGroup(configuration: .init(services: services, gracefulShutdownSignals: [.sigterm, .sigint],
                                                     logger: logger)).run()
     }

@@ -21,7 +21,8 @@ import Foundation
 ///   global model (the same users every round).
 /// - `threads` (integer, default 1): training threads.
 /// - `alerts` (optional): `publish` (endpoint of a PUB socket for alerts, topics `alert.<region>.<kind>`,
-///   JSON bodies; default none), `file` (JSONL, default `data_directory/alerts.jsonl`),
+///   JSON bodies; default none), `recommend` (endpoint of a REP socket answering `{"user": U, "n": N}`
+///   with the user's top-N items as JSON; default none), `file` (JSONL, default `data_directory/alerts.jsonl`),
 ///   `cold_start_threshold` (drift score, default 8, used until the aggregator broadcasts one),
 ///   `recommendations` (items per alert, default 10). Alerts are stored in `data_directory/alerts.sqlite`
 ///   before they are published.
@@ -50,6 +51,8 @@ package struct EdgeAgentConfiguration: Sendable, Decodable {
 
     package struct Alerts: Sendable, Decodable, Equatable {
         package var publish: String?
+        /// REP endpoint answering recommendation queries (`{"user": U, "n": 10}` → JSON list).
+        package var recommend: String?
         package var file: String?
         package var coldStartThreshold = 8.0
         package var recommendations = 10
@@ -57,12 +60,13 @@ package struct EdgeAgentConfiguration: Sendable, Decodable {
         package init(from decoder: any Decoder) throws {
             let c = try decoder.container(keyedBy: CodingKeys.self)
             publish = try c.decodeIfPresent(String.self, forKey: .publish)
+            recommend = try c.decodeIfPresent(String.self, forKey: .recommend)
             file = try c.decodeIfPresent(String.self, forKey: .file)
             coldStartThreshold = try c.decodeIfPresent(Double.self, forKey: .coldStartThreshold) ?? coldStartThreshold
             recommendations = try c.decodeIfPresent(Int.self, forKey: .recommendations) ?? recommendations
         }
         enum CodingKeys: String, CodingKey {
-            case publish, file, recommendations
+            case publish, file, recommendations, recommend
             case coldStartThreshold = "cold_start_threshold"
         }
     }
@@ -159,6 +163,7 @@ package struct EdgeAgentConfiguration: Sendable, Decodable {
         try ConfigurationFile.validateEndpoint(announcements, key: "announcements")
         if let ingest { try ConfigurationFile.validateEndpoint(ingest, key: "ingest") }
         if let publish = alerts.publish { try ConfigurationFile.validateEndpoint(publish, key: "alerts.publish") }
+        if let recommend = alerts.recommend { try ConfigurationFile.validateEndpoint(recommend, key: "alerts.recommend") }
         guard alerts.coldStartThreshold > 0, alerts.recommendations >= 0 else {
             throw .invalidValue(key: "alerts", value: "\(alerts.coldStartThreshold)",
                                 reason: "cold_start_threshold must be > 0 and recommendations ≥ 0")

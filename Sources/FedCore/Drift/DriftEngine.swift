@@ -82,6 +82,9 @@ package final class DriftEngine {
 
     package var userCount: Int { users.count }
 
+    /// Whether `user` has been scored.
+    package func knows(_ user: UInt64) -> Bool { users[user] != nil }
+
     /// Every scored user's current drift score.
     package func currentScores() -> [Double] { users.values.map(\.drift.score) }
 

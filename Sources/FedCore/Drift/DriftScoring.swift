@@ -36,6 +36,15 @@ package final class DriftScoring: Sendable {
         }
     }
 
+    /// Top-`count` items for `user` over all categories (the ordinary, non-alert recommendation);
+    /// nil when the user has not been scored yet or no model is known.
+    package func recommend(user: UInt64, count: Int) -> [DriftAlert.Recommendation]? {
+        engine.withLock { engine in
+            guard let engine, engine.knows(user) else { return nil }
+            return engine.recommend(user: user, count: count)
+        }
+    }
+
     /// Every scored user's current drift score (for the round's DP histogram).
     package func currentScores() -> [Double] { engine.withLock { $0?.currentScores() ?? [] } }
 

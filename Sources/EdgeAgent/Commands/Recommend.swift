@@ -1,0 +1,37 @@
+import ArgumentParser
+import FedCore
+import Foundation
+
+struct Recommend: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Top-N items for a shopper now: the model's next-category probability × regional item popularity.",
+        discussion: """
+            Asks the running agent on its alerts.recommend socket (REQ), which answers from the shopper's live \
+            state. The same query is served to any REQ client: send {"user": U, "n": N} as JSON.
+            """
+    )
+
+    @Option(name: .long, help: "The agent's YAML configuration (its alerts.recommend endpoint is used).")
+    var config: String
+
+    @Option(name: .long, help: "The shopper's user id.")
+    var user: UInt64
+
+    @Option(name: .long, help: "How many items.")
+    var n = 10
+
+    func run() async throws {
+        let configuration = try EdgeAgentConfiguration.load(path: config)
+        guard let endpoint = configuration.alerts.recommend else {
+            throw ValidationError("\(config) has no alerts.recommend endpoint: set one (e.g. tcp://127.0.0.1:7730) and restart the agent")
+        }
+        let context = try ZMQContext()
+        let channel = try ZMQChannel(context: context, configuration: .init(kind: .req, connect: [endpoint]))
+        defer { channel.close() }
+        try await channel.send([Array(#"{"user": \#(user), "n": \#(n)}"#.utf8)])
+        guard let reply = try await channel.receive(timeout: .seconds(5)) else {
+            throw ValidationError("no answer from \(endpoint) within 5 s: is the agent running?")
+        }
+        print(String(decoding: reply.frames.last ?? [], as: UTF8.self))
+    }
+}
