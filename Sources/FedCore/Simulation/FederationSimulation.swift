@@ -144,6 +144,14 @@ package struct FederationSimulation: Sendable {
     /// sequence for `centralEpochs` epochs, evaluated on the same held-out events.
     package func trainCentral(training: [EventSequence], evaluation: [EventSequence],
                               progress: (String) -> Void = { _ in }) -> NextCategoryEvaluation {
+        let parameters = trainCentralModel(training: training, evaluation: evaluation, progress: progress)
+        return NextCategoryEvaluation.evaluate(parameters: parameters, sequences: evaluation,
+                                               outOfVocabulary: outOfVocabulary)
+    }
+
+    /// The centrally trained parameters (see ``trainCentral(training:evaluation:progress:)``).
+    package func trainCentralModel(training: [EventSequence], evaluation: [EventSequence] = [],
+                                   progress: (String) -> Void = { _ in }) -> LSTMParameters<Float> {
         var parameters = LSTMParameters<Float>(shape: shape, seed: settings.seed)
         var optimizer = Adam(learningRate: settings.centralLearningRate)
         let trainer = ParallelTrainer<Float>(shape: shape, threads: settings.threads)
@@ -157,12 +165,12 @@ package struct FederationSimulation: Sendable {
                 trainer.gradient(parameters: parameters, sequences: batch, into: &gradient)
                 optimizer.step(&parameters.values, gradient: gradient)
             }
+            guard !evaluation.isEmpty else { continue }
             let measured = NextCategoryEvaluation.evaluate(parameters: parameters, sequences: evaluation,
                                                            outOfVocabulary: outOfVocabulary)
             progress(String(format: "  central epoch %d: HR@10 %.4f  NDCG@10 %.4f", epoch, measured.hr10, measured.ndcg10))
         }
-        return NextCategoryEvaluation.evaluate(parameters: parameters, sequences: evaluation,
-                                               outOfVocabulary: outOfVocabulary)
+        return parameters
     }
 }
 
