@@ -83,7 +83,18 @@ struct Run: AsyncParsableCommand {
         var driftSettings = DriftEngine.Settings(region: configuration.id)
         driftSettings.coldStartThreshold = configuration.alerts.coldStartThreshold
         driftSettings.recommendations = configuration.alerts.recommendations
-        let scoring = DriftScoring(catalog: catalog, settings: driftSettings)
+        let scoring = DriftScoring(catalog: catalog, settings: driftSettings) { engine in
+            // Each user's recent history, so that the first live events are scored in context.
+            let started = ContinuousClock.now
+            do {
+                try store.forEachRecentSequence(limit: 50) { _, events in events.forEach(engine.warm) }
+                logger.info("Live scoring ready: users' recent history replayed", metadata: [
+                    "users": "\(engine.userCount)", "seconds": "\((ContinuousClock.now - started).inSeconds)",
+                ])
+            } catch {
+                logger.warning("Could not replay history for scoring", metadata: ["error": "\(error)"])
+            }
+        }
         let worker = StoreRoundWorker(store: store, catalog: catalog, evaluationUsers: configuration.evaluationUsers,
                                       threads: configuration.threads, ledger: ledger,
                                       evaluationNoiseMultiplier: configuration.privacy?.evaluationNoiseMultiplier ?? 0,

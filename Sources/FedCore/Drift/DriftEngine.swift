@@ -95,6 +95,16 @@ package final class DriftEngine {
         self.modelVersion = modelVersion
     }
 
+    /// Brings a user's state up to date with a past event (history replay at start): the LSTM state,
+    /// the detector's baselines and profiles, and popularity move; no alert can fire.
+    package func warm(_ event: BehaviorEvent) {
+        let threshold = self.threshold
+        self.threshold = .infinity
+        _ = process(event)
+        self.threshold = threshold
+        eventsScored -= 1
+    }
+
     /// Scores one event and returns an alert when it reveals an interest shift.
     package func process(_ event: BehaviorEvent) -> DriftAlert? {
         eventsScored += 1

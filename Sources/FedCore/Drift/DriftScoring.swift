@@ -6,10 +6,15 @@ package final class DriftScoring: Sendable {
     private let engine = Mutex<DriftEngine?>(nil)
     private let catalog: CategoryCatalog
     private let settings: DriftEngine.Settings
+    /// Replays history into a new engine (each user's recent stored events), so that live events are
+    /// scored in the context of what the user did before.
+    private let history: (@Sendable (DriftEngine) -> Void)?
 
-    package init(catalog: CategoryCatalog, settings: DriftEngine.Settings) {
+    package init(catalog: CategoryCatalog, settings: DriftEngine.Settings,
+                 history: (@Sendable (DriftEngine) -> Void)? = nil) {
         self.catalog = catalog
         self.settings = settings
+        self.history = history
     }
 
     /// Installs a new global model (keeps users' states when the shape is unchanged).
@@ -19,8 +24,10 @@ package final class DriftScoring: Sendable {
             if let current = engine, current.catalogCategories == parameters.shape.categories {
                 current.update(parameters: parameters, modelVersion: modelVersion)
             } else {
-                engine = DriftEngine(parameters: parameters, modelVersion: modelVersion, catalog: catalog,
-                                     settings: settings)
+                let created = DriftEngine(parameters: parameters, modelVersion: modelVersion, catalog: catalog,
+                                          settings: settings)
+                history?(created)
+                engine = created
             }
         }
     }
