@@ -53,7 +53,7 @@ struct DriftThresholdIntegrationTests {
         let answer = try JSONSerialization.jsonObject(with: Data(query.output.utf8)) as? [String: Any]
         let items = answer?["recommendations"] as? [[String: Any]] ?? []
         #expect(items.count == 5, "\(query.output)")
-        let unknown = try federation.start("edge-agent", ["recommend", "--config", "region-1.yaml", "--user", "1"])
+        let unknown = try federation.start("edge-agent", ["recommend", "--config", "region-1.yaml", "--user", "987654321"])
         #expect(await unknown.waitForExit(seconds: 30) == 0)
         #expect(unknown.output.contains("no scored events"), "\(unknown.output)")
         let ledger = try PrivacyLedger(path: federation.path("data/region-1/privacy.sqlite"),

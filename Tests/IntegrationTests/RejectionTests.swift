@@ -12,7 +12,7 @@ struct RejectionTests {
         let agents = [(id: "region-1", users: 30), (id: "mallory", users: 5)]
         let federation = try await Federation(agents: agents, enrolled: agents.map(\.id), aggregatorSettings: """
             max_message_bytes: 2097152
-            rounds: {min_agents: 1, timeout_seconds: 10, sampling_rate: 1.0, clip_norm: 1.0, sequence_length: 20}
+            rounds: {min_agents: 1, timeout_seconds: 40, sampling_rate: 1.0, clip_norm: 1.0, sequence_length: 20}
 
             """)
         let aggregator = try federation.start("aggregator", ["run", "--config", "aggregator.yaml", "--rounds", "1"])

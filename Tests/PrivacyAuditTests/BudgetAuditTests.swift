@@ -7,7 +7,7 @@ import TestSupport
 @Suite("Audit 6: budget exhaustion and a ledger that survives SIGKILL", .serialized, .timeLimit(.minutes(4)))
 struct BudgetAuditTests {
     static let rounds = """
-        rounds: {min_agents: 1, timeout_seconds: 4, sampling_rate: 0.5, clip_norm: 1.0, noise_multiplier: 1.0, sequence_length: 20, expected_users: 60}
+        rounds: {min_agents: 1, timeout_seconds: 30, sampling_rate: 0.5, clip_norm: 1.0, noise_multiplier: 1.0, sequence_length: 20, expected_users: 60}
 
         """
 
