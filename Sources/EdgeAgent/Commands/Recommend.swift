@@ -26,9 +26,10 @@ struct Recommend: AsyncParsableCommand {
             throw ValidationError("\(config) has no alerts.recommend endpoint: set one (e.g. tcp://127.0.0.1:7730) and restart the agent")
         }
         let context = try ZMQContext()
-        let channel = try ZMQChannel(context: context, configuration: .init(kind: .req, connect: [endpoint]))
+        // A DEALER speaking the REQ envelope (empty delimiter, then the body): what any REQ client sends.
+        let channel = try ZMQChannel(context: context, configuration: .init(kind: .dealer, connect: [endpoint]))
         defer { channel.close() }
-        try await channel.send([Array(#"{"user": \#(user), "n": \#(n)}"#.utf8)])
+        try await channel.send([[], Array(#"{"user": \#(user), "n": \#(n)}"#.utf8)])
         guard let reply = try await channel.receive(timeout: .seconds(5)) else {
             throw ValidationError("no answer from \(endpoint) within 5 s: is the agent running?")
         }
