@@ -27,7 +27,10 @@ struct FederationTests {
         let rounds = aggregator.lines(startingWith: "round ")
         #expect(rounds.count == 3, "\(aggregator.output)")
         #expect(rounds.allSatisfy { $0.contains("accepted 3") && $0.contains("aggregated") }, "\(rounds)")
-        processes.forEach { $0.terminate() }
+        for process in processes {
+            process.terminate()
+            _ = await process.waitForExit(seconds: 20)
+        }
 
         let catalog = try CategoryCatalog.read(from: federation.path("catalog.txt"))
         let hyperparameters = RoundHyperparameters(samplingRate: 1, clipNorm: 0.5, noiseMultiplier: 0, learningRate: 0.5,

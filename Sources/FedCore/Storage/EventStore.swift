@@ -149,6 +149,9 @@ extension Configuration {
     /// process crash or power loss (a pool sets WAL itself; setting it again is harmless).
     static var durable: Configuration {
         var configuration = Configuration()
+        // Another process (the running agent, or an operator's command beside it) may hold a lock
+        // for a moment: wait for it instead of failing.
+        configuration.busyMode = .timeout(10)
         configuration.prepareDatabase { db in
             try db.execute(sql: "PRAGMA journal_mode = WAL")
             try db.execute(sql: "PRAGMA synchronous = FULL")
