@@ -83,7 +83,10 @@ struct BenchTrain: ParsableCommand {
 struct BenchScore: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "score",
-        abstract: "Streaming scoring latency: one event at a time (batch 1), p50/p99 and events/s."
+        abstract: "Streaming scoring latency, one event at a time: the LSTM step, then the full live path.",
+        discussion: """
+            Two lines (or two JSON objects): the LSTM step alone, and the full per-event path of live scoring             (user state lookup, LSTM step, drift update, threshold check, item popularity) with --users users'             state resident (the same as `bench drift`).
+            """
     )
 
     @Option(name: .long, help: "Model preset: small or medium.")
@@ -92,12 +95,16 @@ struct BenchScore: ParsableCommand {
     @Option(name: .long, help: "Events to score.")
     var events = 200_000
 
+    @Option(name: .long, help: "Users resident for the full path (0 skips it).")
+    var users = 100_000
+
     @Flag(name: .long, help: "One JSON object.")
     var json = false
 
     func validate() throws {
         guard LSTMShape.preset(named: model) != nil else { throw ValidationError("--model must be small or medium") }
         guard events >= 100 else { throw ValidationError("--events must be at least 100") }
+        guard users >= 0 else { throw ValidationError("--users must be ≥ 0") }
     }
 
     func run() throws {
@@ -106,8 +113,17 @@ struct BenchScore: ParsableCommand {
         if json {
             print(result.jsonLine)
         } else {
-            print(String(format: "%@: p50 %.2f µs, p99 %.2f µs, %.0f events/s", model, result.p50Microseconds,
+            print(String(format: "%@ LSTM step: p50 %.2f µs, p99 %.2f µs, %.0f events/s", model, result.p50Microseconds,
                          result.p99Microseconds, result.eventsPerSecond))
+        }
+        guard users > 0 else { return }
+        let full = DriftBenchmark.run(model: model, shape: shape, users: users, events: events)
+        if json {
+            print(full.jsonLine)
+        } else {
+            print(String(format: "%@ full path, %d users resident: p50 %.2f µs, p99 %.2f µs, %.0f events/s, "
+                         + "%.0f bytes per user state", model, full.users, full.p50Microseconds, full.p99Microseconds,
+                         full.eventsPerSecond, full.bytesPerUser))
         }
     }
 }
