@@ -86,10 +86,6 @@ package final class DriftScoring: Sendable {
     /// Every scored user's current drift score (for the round's DP histogram).
     package func currentScores() -> [Double] { engine.withLock { $0?.currentScores() ?? [] } }
 
-    /// The threshold in force.
-    package var threshold: Double? { engine.withLock { $0?.threshold } }
-
-    package var isScoring: Bool { engine.withLock { $0 != nil } }
 }
 
 extension DriftEngine {

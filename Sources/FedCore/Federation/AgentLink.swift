@@ -88,12 +88,6 @@ package final class AgentLink: Sendable {
     package func register(timeout: Duration = .seconds(10)) async throws(AgentLinkError) -> Welcome {
         let hello = Hello(agentID: agentID, softwareVersion: FedDrift.version,
                           sentAtMilliseconds: Int64(Date().timeIntervalSince1970 * 1000))
-        let sealed: ByteBlock
-        do {
-            sealed = try sealer.seal(hello.encoded(), kind: MessageKind.hello.rawValue, round: 0)
-        } catch {
-            throw .invalidReply("cannot seal hello: \(error)")
-        }
         // Watch for a refused handshake while sending: after a refusal the DEALER has no peer, so
         // the send itself would wait for a connection that never comes.
         let outcome: Result<Welcome, AgentLinkError>? = await withTaskGroup(of: Result<Welcome, AgentLinkError>?.self) {
@@ -104,15 +98,13 @@ package final class AgentLink: Sendable {
                 }
                 return nil
             }
-            group.addTask { [channel, opener] in
+            group.addTask { [self] in
                 do {
-                    try await channel.send([.bytes(WireHeader(kind: .hello).bytes), .block(sealed)])
+                    try await send(hello)
                     guard let message = try await channel.receive(timeout: timeout) else { return nil }
-                    guard message.frames.count == 2, try WireHeader(decoding: message.frames[0]).kind == .welcome else {
-                        return .failure(.invalidReply("unexpected message"))
-                    }
-                    let opened = try opener.open(message.frames[1], expecting: .init(kind: MessageKind.welcome.rawValue))
-                    return .success(try Welcome(decoding: opened.payload))
+                    let (kind, payload) = try open(message)
+                    guard kind == .welcome else { return .failure(.invalidReply("unexpected \(kind)")) }
+                    return .success(try Welcome(decoding: payload))
                 } catch let error as ZMQError {
                     return Task.isCancelled ? nil : .failure(.transport(error))
                 } catch {
