@@ -10,13 +10,13 @@ let strictSettings: [SwiftSetting] = [
     .enableUpcomingFeature("MemberImportVisibility"),
 ]
 
-/// FedCore's numerics are written for AVX2 + FMA (x86-64-v3: every x86 server CPU since 2013 and
+/// The model layer's numerics are written for AVX2 + FMA (x86-64-v3: every x86 server CPU since 2013 and
 /// this project's machines); measured, the LSTM scoring step is several times faster than with
 /// baseline SSE2 code generation. Set FEDDRIFT_TARGET_CPU=x86-64 to build for older CPUs.
-var numericsSettings = strictSettings
+var modelSettings = strictSettings
 #if arch(x86_64)
 let targetCPU = Context.environment["FEDDRIFT_TARGET_CPU"] ?? "haswell"
-numericsSettings.append(.unsafeFlags(["-target-cpu", targetCPU]))
+modelSettings.append(.unsafeFlags(["-target-cpu", targetCPU]))
 #endif
 
 let package = Package(
@@ -39,23 +39,61 @@ let package = Package(
         .systemLibrary(name: "CSodium", pkgConfig: "libsodium", providers: [.apt(["libsodium-dev"])]),
         // Matrix products of the LSTM (sgemm/dgemm); only FedCore/Numerics imports it.
         .systemLibrary(name: "COpenBLAS", pkgConfig: "openblas", providers: [.apt(["libopenblas-dev"])]),
+        // FedCore's layers, bottom up (docs/ARCHITECTURE.md). Each is a target, so the compiler rejects
+        // an import that runs back up; scripts/check-layers also rejects C modules outside their layer.
+        //
+        // I/O layer: Transport (the only libzmq user), Crypto (the only libsodium user) and the wire
+        // codec. The only C and unsafe code besides the model layer's kernels.
         .target(
-            name: "FedCore",
+            name: "FedIO",
+            dependencies: ["CZMQ", "CSodium"],
+            path: "Sources/FedCore/IO",
+            swiftSettings: strictSettings
+        ),
+        // Model layer: Numerics + the LSTM. The only OpenBLAS user and the only target built with
+        // -target-cpu (AVX2/FMA), so crypto and transport keep the compiler's portable code.
+        .target(
+            name: "FedModel",
+            dependencies: ["COpenBLAS"],
+            path: "Sources/FedCore/Model",
+            swiftSettings: modelSettings
+        ),
+        // Logic layer: events, privacy mechanisms and the accountant, drift detection, recommendation,
+        // aggregation, local training, and the protocol state machines. Plain Sendable values in and
+        // out: no sockets, no SQLite, no ciphertext, so its tests drive it with arrays.
+        .target(
+            name: "FedLogic",
+            dependencies: ["FedModel"],
+            path: "Sources/FedCore/Logic",
+            swiftSettings: strictSettings
+        ),
+        // Node layer: durable stores (GRDB), configuration (Yams), and the actors and services that move
+        // values between the I/O layer and the logic layer; the wire ↔ domain mapping is its gate.
+        .target(
+            name: "FedNode",
             dependencies: [
-                "CZMQ",
-                "CSodium",
-                "COpenBLAS",
+                "FedIO",
+                "FedLogic",
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
                 .product(name: "Yams", package: "Yams"),
                 .product(name: "GRDB", package: "GRDB.swift"),
             ],
-            swiftSettings: numericsSettings
+            path: "Sources/FedCore/Node",
+            swiftSettings: strictSettings
+        ),
+        // Tools: benchmarks, the shopper and federation simulators and the drift evaluation, used by the
+        // bench / simulate / evaluate commands. Not production code paths.
+        .target(
+            name: "FedTools",
+            dependencies: ["FedNode", .product(name: "Logging", package: "swift-log")],
+            path: "Sources/FedCore/Tools",
+            swiftSettings: strictSettings
         ),
         .executableTarget(
             name: "EdgeAgent",
             dependencies: [
-                "FedCore",
+                "FedIO", "FedModel", "FedLogic", "FedNode", "FedTools",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
@@ -66,7 +104,7 @@ let package = Package(
         .executableTarget(
             name: "Aggregator",
             dependencies: [
-                "FedCore",
+                "FedIO", "FedModel", "FedLogic", "FedNode", "FedTools",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
@@ -76,24 +114,29 @@ let package = Package(
         ),
         .testTarget(
             name: "FedCoreTests",
-            dependencies: ["FedCore", .product(name: "Logging", package: "swift-log")],
+            dependencies: [
+                "FedIO", "FedModel", "FedLogic", "FedNode", "FedTools", "TestSupport",
+                .product(name: "Logging", package: "swift-log"),
+            ],
             exclude: ["Fixtures"],  // golden files, read by path
             swiftSettings: strictSettings
         ),
-        // Starts the real binaries on 127.0.0.1 for the process-level test suites.
+        // Starts the real binaries on 127.0.0.1 for the process-level test suites; the canary audit
+        // harness (test-only code, kept out of the production library).
         .target(
             name: "TestSupport",
+            dependencies: ["FedIO", "FedModel", "FedLogic", "FedNode", "FedTools"],
             path: "Tests/TestSupport",
             swiftSettings: strictSettings
         ),
         .testTarget(
             name: "IntegrationTests",
-            dependencies: ["FedCore", "TestSupport"],
+            dependencies: ["FedIO", "FedModel", "FedLogic", "FedNode", "FedTools", "TestSupport"],
             swiftSettings: strictSettings
         ),
         .testTarget(
             name: "PrivacyAuditTests",
-            dependencies: ["FedCore", "TestSupport"],
+            dependencies: ["FedIO", "FedModel", "FedLogic", "FedNode", "FedTools", "TestSupport"],
             swiftSettings: strictSettings
         ),
     ]

@@ -1,6 +1,10 @@
+@testable import FedIO
+@testable import FedLogic
+@testable import FedModel
+@testable import FedNode
+@testable import FedTools
 import Foundation
 import Testing
-@testable import FedCore
 
 @Suite("Sealed envelope")
 struct EnvelopeTests {

@@ -1,5 +1,9 @@
+@testable import FedIO
+@testable import FedLogic
+@testable import FedModel
+@testable import FedNode
+@testable import FedTools
 import Testing
-@testable import FedCore
 
 /// Central finite differences of the loss against the analytic gradients, with the optional action
 /// and time-gap inputs switched on, on random shapes and ragged batches (Double precision).

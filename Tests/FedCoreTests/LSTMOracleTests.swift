@@ -1,6 +1,10 @@
+@testable import FedIO
+@testable import FedLogic
+@testable import FedModel
+@testable import FedNode
+@testable import FedTools
 import Foundation
 import Testing
-@testable import FedCore
 
 /// The model against PyTorch's float64 reference (`../shared/reference/lstm_reference.json`):
 /// forward values, loss, gradients, per-example gradients and norms, and the DP-SGD clipped sum.

@@ -1,6 +1,10 @@
+@testable import FedIO
+@testable import FedLogic
+@testable import FedModel
+@testable import FedNode
+@testable import FedTools
 import Foundation
 import Testing
-@testable import FedCore
 
 @Suite("Adaptive clipping and the agent's charged releases")
 struct PrivacyMechanismTests {
@@ -53,7 +57,7 @@ struct PrivacyMechanismTests {
         var items: [UInt64: Set<UInt64>] = [:]
         CategoryCatalog.itemsPerCategory(events, into: &items)
         let catalog = CategoryCatalog(itemsPerCategory: items.mapValues(\.count), categories: 32)
-        let open = RoundOpen(round: 1, modelVersion: 0, deadlineMilliseconds: Int64(Date().timeIntervalSince1970 * 1000) + 60_000,
+        let open = RoundPlan(round: 1, modelVersion: 0, deadlineMilliseconds: Int64(Date().timeIntervalSince1970 * 1000) + 60_000,
                              minAgents: 1, hyperparameters: RoundHyperparameters(
                                  samplingRate: 0.5, clipNorm: 1, noiseMultiplier: 1.2, learningRate: 1, localSteps: 1,
                                  sequenceLength: 10, clipCountNoiseMultiplier: 10))

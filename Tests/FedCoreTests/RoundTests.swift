@@ -1,5 +1,9 @@
+@testable import FedIO
+@testable import FedLogic
+@testable import FedModel
+@testable import FedNode
+@testable import FedTools
 import Testing
-@testable import FedCore
 
 @Suite("Rounds and federated averaging")
 struct RoundTests {

@@ -1,6 +1,10 @@
+@testable import FedIO
+@testable import FedLogic
+@testable import FedModel
+@testable import FedNode
+@testable import FedTools
 import Foundation
 import Testing
-@testable import FedCore
 
 /// The protocol's bytes are pinned by golden fixtures in `Fixtures/wire`: any change to a layout
 /// fails here and must come with a protocol version bump and a docs/PROTOCOL.md update.
@@ -17,7 +21,7 @@ struct WireFormatTests {
                             openRound: RoundOpen(round: 42, modelVersion: 41, deadlineMilliseconds: 1_700_000_060_000,
                                                  minAgents: 2, hyperparameters: RoundHyperparameters(
                                                      samplingRate: 0.5, clipNorm: 1.0, noiseMultiplier: 0,
-                                                     learningRate: 0.5, localSteps: 1, sequenceLength: 50)),
+                                                     learningRate: 0.5, localSteps: 1, sequenceLength: 50).wire),
                             awaitingUpdate: true, thresholds: [3.5])),
         ("model-request", ModelRequest(heldVersion: 40)),
         ("drift-histogram", DriftHistogramReport(round: 42, counts: (0..<49).map { Double($0 % 7) - 0.5 })),
@@ -26,7 +30,7 @@ struct WireFormatTests {
         ("round-open", RoundOpen(round: 42, modelVersion: 41, deadlineMilliseconds: 1_700_000_060_000, minAgents: 2,
                                  hyperparameters: RoundHyperparameters(samplingRate: 0.01, clipNorm: 1.0,
                                                                        noiseMultiplier: 1.1, learningRate: 0.05,
-                                                                       localSteps: 1, sequenceLength: 50))),
+                                                                       localSteps: 1, sequenceLength: 50).wire)),
         ("model-chunk", ModelChunk(modelVersion: 41, index: 1, count: 3, totalBytes: 10, bytes: [1, 2, 3])),
         ("update", UpdateSubmission(round: 42, modelVersion: 41, users: 0, values: [1.5, -2, 0, .leastNormalMagnitude])),
         ("verdict", Verdict(round: 42, accepted: false, reason: "wrong_round")),
@@ -91,7 +95,7 @@ struct WireFormatTests {
     func ranges() {
         var open = RoundOpen(round: 1, modelVersion: 1, deadlineMilliseconds: 0, minAgents: 1,
                              hyperparameters: RoundHyperparameters(samplingRate: 0.1, clipNorm: 1, noiseMultiplier: 1,
-                                                                   learningRate: 0.1, localSteps: 1, sequenceLength: 10))
+                                                                   learningRate: 0.1, localSteps: 1, sequenceLength: 10).wire)
         open.hyperparameters.samplingRate = 1.5
         #expect(throws: WireError.self) { try RoundOpen(decoding: open.encoded()) }
         let chunk = ModelChunk(modelVersion: 1, index: 3, count: 3, totalBytes: 1, bytes: [1])

@@ -1,7 +1,11 @@
+@testable import FedIO
+@testable import FedLogic
+@testable import FedModel
+@testable import FedNode
+@testable import FedTools
 import Foundation
-import Testing
-@testable import FedCore
 import TestSupport
+import Testing
 
 /// Federated drift thresholds end to end: agents score live events, release DP histograms of their
 /// users' drift scores with their updates (charged to the ledger), the aggregator merges them, picks

@@ -1,6 +1,6 @@
 import Foundation
-import Testing
 import TestSupport
+import Testing
 
 /// Real `aggregator` and `edge-agent` processes on 127.0.0.1.
 @Suite("Enrolment between real processes", .serialized, .timeLimit(.minutes(2)))

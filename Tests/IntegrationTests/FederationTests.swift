@@ -1,7 +1,11 @@
+@testable import FedIO
+@testable import FedLogic
+@testable import FedModel
+@testable import FedNode
+@testable import FedTools
 import Foundation
-import Testing
-@testable import FedCore
 import TestSupport
+import Testing
 
 /// Federated rounds between real `aggregator` and `edge-agent` processes on 127.0.0.1, on shoppers
 /// made by the built-in simulator.

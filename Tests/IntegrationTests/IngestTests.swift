@@ -1,7 +1,11 @@
+@testable import FedIO
+@testable import FedLogic
+@testable import FedModel
+@testable import FedNode
+@testable import FedTools
 import Foundation
-import Testing
-@testable import FedCore
 import TestSupport
+import Testing
 
 @Suite("Live ingest into a real agent", .serialized, .timeLimit(.minutes(2)))
 struct IngestTests {

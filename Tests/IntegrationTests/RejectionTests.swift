@@ -1,7 +1,11 @@
+@testable import FedIO
+@testable import FedLogic
+@testable import FedModel
+@testable import FedNode
+@testable import FedTools
 import Foundation
-import Testing
-@testable import FedCore
 import TestSupport
+import Testing
 
 /// A misbehaving but enrolled agent ("mallory", played in-process by the test with its real keys)
 /// sends every kind of bad update to a real aggregator while a real agent takes part in the round.

@@ -1,6 +1,10 @@
+@testable import FedIO
+@testable import FedLogic
+@testable import FedModel
+@testable import FedNode
+@testable import FedTools
 import Foundation
 import Testing
-@testable import FedCore
 
 /// Audit 1: FedDrift's accountant reproduces Google's dp-accounting 0.6.0
 /// (`../shared/reference/dp_accounting_vectors.json`, tolerances from its DP_README.md).

@@ -1,7 +1,11 @@
+@testable import FedIO
+@testable import FedLogic
+@testable import FedModel
+@testable import FedNode
+@testable import FedTools
 import Foundation
-import Testing
-@testable import FedCore
 import TestSupport
+import Testing
 
 /// Audit 6: the budget is a hard limit, and the ledger is never behind what left the agent.
 @Suite("Audit 6: budget exhaustion and a ledger that survives SIGKILL", .serialized, .timeLimit(.minutes(4)))

@@ -1,6 +1,11 @@
+@testable import FedIO
+@testable import FedLogic
+@testable import FedModel
+@testable import FedNode
+@testable import FedTools
 import Foundation
+import TestSupport
 import Testing
-@testable import FedCore
 
 /// Audit 7: an empirical lower bound on ε from canaries inserted into real federated rounds (one-run
 /// auditing, Steinke, Nasr, Jagielski 2023; canary clients, Andrew et al. 2024). See ``CanaryAudit``.

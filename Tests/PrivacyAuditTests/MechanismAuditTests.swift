@@ -1,6 +1,10 @@
+@testable import FedIO
+@testable import FedLogic
+@testable import FedModel
+@testable import FedNode
+@testable import FedTools
 import Foundation
 import Testing
-@testable import FedCore
 
 /// Audits 2–4: the mechanism's three ingredients — clipping bounds every user's influence, noise has
 /// exactly the claimed distribution, users are Poisson-sampled at the claimed rate from the CSPRNG.

@@ -1,8 +1,12 @@
+@testable import FedIO
+@testable import FedLogic
+@testable import FedModel
+@testable import FedNode
+@testable import FedTools
 import Foundation
 import Synchronization
-import Testing
-@testable import FedCore
 import TestSupport
+import Testing
 
 /// Audit 5: raw data never leaves the agent. A real `aggregator` and a real `edge-agent` run a round on
 /// 127.0.0.1 through a recording relay the test puts between them (it holds the aggregator's CURVE keys

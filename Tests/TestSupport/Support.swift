@@ -1,3 +1,8 @@
+import FedIO
+import FedLogic
+import FedModel
+import FedNode
+import FedTools
 package import Foundation
 
 /// A helper step (keygen, simulate, catalog, import) that did not succeed.

@@ -1,5 +1,9 @@
 import ArgumentParser
-import FedCore
+import FedIO
+import FedLogic
+import FedModel
+import FedNode
+import FedTools
 
 struct Keygen: ParsableCommand {
     static let configuration = CommandConfiguration(

@@ -1,5 +1,9 @@
 import ArgumentParser
-import FedCore
+import FedIO
+import FedLogic
+import FedModel
+import FedNode
+import FedTools
 import Foundation
 
 struct Replay: AsyncParsableCommand {

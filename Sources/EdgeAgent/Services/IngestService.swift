@@ -1,4 +1,8 @@
-import FedCore
+import FedIO
+import FedLogic
+import FedModel
+import FedNode
+import FedTools
 import Logging
 import ServiceLifecycle
 

@@ -1,0 +1,44 @@
+package import FedModel
+
+/// FedAvg with a server optimizer (Reddi et al. 2021, "Adaptive Federated Optimization").
+///
+/// The round's pseudo-gradient is −(Σ_agents deltaSum) / denominator. With differential privacy the
+/// denominator is fixed in advance (q × all users of all agents), so that no single user's presence
+/// changes it — the sum is the only data-dependent quantity, and it is already clipped and noised.
+/// Without privacy it is the number of users that actually contributed (the weighted average).
+/// The server optimizer then applies the pseudo-gradient: SGD with learning rate 1 and no momentum is
+/// plain FedAvg; momentum or Adam give FedAvgM / FedAdam.
+package struct FederatedAveraging: Sendable {
+    package enum Denominator: Sendable, Equatable {
+        /// Expected participating users (DP): q × total users.
+        case fixed(Double)
+        /// Users that contributed this round (non-private weighted average).
+        case contributingUsers
+    }
+
+    package var denominator: Denominator
+    package var serverOptimizer: any Optimizer
+
+    package init(denominator: Denominator, serverOptimizer: any Optimizer = SGD(learningRate: 1)) {
+        self.denominator = denominator
+        self.serverOptimizer = serverOptimizer
+    }
+
+    /// The average delta of `updates` (all verified, same length).
+    package func averageDelta(_ updates: [ModelUpdate], parameterCount: Int) -> [Float] {
+        let sum = FastMath.sum(updates.map(\.deltaSum), count: parameterCount)
+        let divisor: Double
+        switch denominator {
+        case .fixed(let value): divisor = value
+        case .contributingUsers: divisor = Double(updates.reduce(0) { $0 + $1.users })
+        }
+        guard divisor > 0 else { return [Float](repeating: 0, count: parameterCount) }
+        return sum.map { Float($0 / divisor) }
+    }
+
+    /// Applies the round to the global parameters through the server optimizer.
+    package mutating func apply(_ updates: [ModelUpdate], to parameters: inout [Float]) {
+        let delta = averageDelta(updates, parameterCount: parameters.count)
+        serverOptimizer.step(&parameters, gradient: delta.map { -$0 })
+    }
+}

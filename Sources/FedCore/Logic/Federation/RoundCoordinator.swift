@@ -1,0 +1,212 @@
+package import FedModel
+
+/// The aggregator's round state machine, over plain values: open a round with a deadline, accept
+/// verified updates from enrolled agents (one each), and close the round at the deadline or when
+/// every expected agent has answered. A round that ends with fewer than `minAgents` updates fails
+/// and the model is unchanged; the next round starts from the same model.
+package actor RoundCoordinator {
+    package enum Phase: Sendable, Equatable {
+        case idle
+        case collecting(round: UInt64, deadline: ContinuousClock.Instant)
+    }
+
+    package enum Outcome: Sendable, Equatable {
+        /// Quorum reached: the model was updated with these agents' contributions.
+        case aggregated(round: UInt64, agents: [String])
+        /// Too few updates by the deadline: the model is unchanged.
+        case failedQuorum(round: UInt64, received: Int, required: Int)
+    }
+
+    /// Held-out evaluation reports of one round, summed over agents.
+    package struct Evaluation: Sendable, Equatable {
+        package var modelVersion: UInt64
+        package var agents = 0
+        package var users = 0
+        package var top1Hits = 0
+        package var top10Hits = 0
+        package var lossSum = 0.0
+
+        package var top1: Double { users == 0 ? 0 : Double(top1Hits) / Double(users) }
+        package var top10: Double { users == 0 ? 0 : Double(top10Hits) / Double(users) }
+        package var meanLoss: Double { users == 0 ? 0 : lossSum / Double(users) }
+    }
+
+    package typealias AgentRecord = AggregatorCheckpoint.AgentRecord
+
+    package private(set) var phase: Phase = .idle
+    package private(set) var round: UInt64
+    package private(set) var modelVersion: UInt64
+    package private(set) var parameters: [Float]
+    /// The open round's announcement (``open(deadline:announcement:)``), for snapshots.
+    package private(set) var announcement: RoundPlan?
+    package private(set) var agentRecords: [String: AgentRecord]
+    /// Rejections by reason, for metrics.
+    package private(set) var rejections: [String: Int] = [:]
+    private let enrolled: Set<String>
+    private let minAgents: Int
+    private var verifier: UpdateVerifier
+    private var averaging: FederatedAveraging
+    private var updates: [String: ModelUpdate] = [:]
+    private var evaluation: Evaluation?
+    /// The open round's merged drift-score histograms, and how many agents sent one.
+    private var histogram: [Double] = []
+    private var histogramAgents = 0
+    /// The clip norm announced with the next round (moves only with adaptive clipping).
+    package private(set) var clipNorm: Double
+    private let adaptiveClipping: AdaptiveClipping?
+
+    /// - Parameters:
+    ///   - round: the last completed round (0 for a new federation, the checkpoint's round on resume).
+    ///   - optimizerState: the server optimizer's snapshot from a checkpoint; empty for a fresh start.
+    package init(parameters: [Float], round: UInt64, modelVersion: UInt64 = 0, enrolled: Set<String>, minAgents: Int,
+                 maxUpdateNorm: Double, clipNorm: Double? = nil, averaging: FederatedAveraging,
+                 optimizerState: [Double] = [], agentRecords: [String: AgentRecord] = [:],
+                 adaptiveClipping: AdaptiveClipping? = nil, initialClipNorm: Double = 1) {
+        precondition(minAgents >= 1 && minAgents <= enrolled.count, "quorum must be between 1 and the enrolled agents")
+        self.parameters = parameters
+        self.round = round
+        self.modelVersion = modelVersion
+        self.enrolled = enrolled
+        self.minAgents = minAgents
+        self.verifier = UpdateVerifier(parameterCount: parameters.count, maxNorm: maxUpdateNorm, clipNorm: clipNorm)
+        var averaging = averaging
+        averaging.serverOptimizer.restore(optimizerState)
+        self.averaging = averaging
+        self.agentRecords = agentRecords
+        self.adaptiveClipping = adaptiveClipping
+        self.clipNorm = initialClipNorm
+    }
+
+    /// The server optimizer's state, for checkpoints.
+    package var optimizerState: [Double] { averaging.serverOptimizer.stateSnapshot() }
+
+    /// Everything a restarted aggregator needs to continue exactly here.
+    package func checkpoint(shape: LSTMShape) -> AggregatorCheckpoint {
+        AggregatorCheckpoint(round: round, modelVersion: modelVersion,
+                             parameters: LSTMParameters(shape: shape, values: parameters),
+                             optimizerState: optimizerState, agents: agentRecords, clipNorm: clipNorm)
+    }
+
+    /// Opens the next round; returns its number.
+    package func open(deadline: ContinuousClock.Instant) -> UInt64 {
+        precondition(phase == .idle, "a round is already open")
+        round += 1
+        updates = [:]
+        evaluation = Evaluation(modelVersion: modelVersion)
+        histogram = [Double](repeating: 0, count: DriftHistogram.edges.count)
+        histogramAgents = 0
+        phase = .collecting(round: round, deadline: deadline)
+        return round
+    }
+
+    /// Opens the next round and keeps the announcement `make(round, modelVersion)` for snapshots.
+    package func open(deadline: ContinuousClock.Instant, announcement make: (UInt64, UInt64) -> RoundPlan) -> RoundPlan {
+        let opened = open(deadline: deadline)
+        let message = make(opened, modelVersion)
+        announcement = message
+        return message
+    }
+
+    /// What a (re)connecting agent needs to know: the open round, and whether it still waits for it.
+    package func snapshot(for agentID: String) -> (round: UInt64, modelVersion: UInt64, open: RoundPlan?, awaiting: Bool) {
+        guard case .collecting = phase, let announcement else { return (round, modelVersion, nil, false) }
+        return (round, modelVersion, announcement, updates[agentID] == nil)
+    }
+
+    /// Accepts or refuses one update. Refusals are counted by reason and never affect the round.
+    package func accept(_ update: ModelUpdate) throws(UpdateRejection) {
+        do throws(UpdateRejection) {
+            guard case .collecting(let open, _) = phase else { throw .noRoundOpen }
+            guard update.round == open else { throw .wrongRound(expected: open, found: update.round) }
+            guard enrolled.contains(update.agentID) else { throw .unknownAgent(update.agentID) }
+            guard updates[update.agentID] == nil else { throw .duplicate(agentID: update.agentID) }
+            try verifier.verify(update)
+            updates[update.agentID] = update
+            agentRecords[update.agentID, default: AgentRecord()].acceptedUpdates += 1
+            agentRecords[update.agentID, default: AgentRecord()].lastRound = open
+        } catch {
+            recordRejection(reason: error.reason, agentID: enrolled.contains(update.agentID) ? update.agentID : nil)
+            throw error
+        }
+    }
+
+    /// Counts a refusal decided before the update reached the round (envelope, decoding).
+    package func recordRejection(reason: String, agentID: String?) {
+        rejections[reason, default: 0] += 1
+        if let agentID { agentRecords[agentID, default: AgentRecord()].rejectedUpdates += 1 }
+    }
+
+    /// Adds an agent's held-out evaluation of the open round's model; others are ignored.
+    @discardableResult
+    package func record(_ report: EvaluationRelease) -> Bool {
+        guard case .collecting(let open, _) = phase, report.round == open, report.modelVersion == modelVersion,
+              var totals = evaluation else { return false }
+        totals.agents += 1
+        totals.users += Int(report.users)
+        totals.top1Hits += Int(report.top1Hits)
+        totals.top10Hits += Int(report.top10Hits)
+        totals.lossSum += report.lossSum
+        evaluation = totals
+        return true
+    }
+
+    /// Adds an agent's noisy drift-score histogram for the open round; others are ignored.
+    @discardableResult
+    package func record(_ report: HistogramRelease) -> Bool {
+        guard case .collecting(let open, _) = phase, report.round == open, report.counts.count == histogram.count else {
+            return false
+        }
+        for index in histogram.indices { histogram[index] += report.counts[index] }
+        histogramAgents += 1
+        return true
+    }
+
+    /// The merged histograms of the round that was last closed, if any agent sent one.
+    package private(set) var closedHistogram: [Double]?
+
+    /// Whether the round can close now: every enrolled agent answered, or the deadline passed.
+    package func isReadyToClose(now: ContinuousClock.Instant) -> Bool {
+        guard case .collecting(_, let deadline) = phase else { return false }
+        return updates.count == enrolled.count || now >= deadline
+    }
+
+    /// The open round's deadline, if one is open.
+    package var deadline: ContinuousClock.Instant? {
+        guard case .collecting(_, let deadline) = phase else { return nil }
+        return deadline
+    }
+
+    /// Closes the open round: aggregates if the quorum was reached. Returns the outcome and the
+    /// round's summed evaluation of the model it started from.
+    @discardableResult
+    package func close() -> Outcome {
+        closeWithEvaluation().outcome
+    }
+
+    package func closeWithEvaluation() -> (outcome: Outcome, evaluation: Evaluation) {
+        guard case .collecting(let open, _) = phase else { preconditionFailure("no round is open") }
+        phase = .idle
+        announcement = nil
+        let totals = evaluation ?? Evaluation(modelVersion: modelVersion)
+        evaluation = nil
+        closedHistogram = histogramAgents > 0 ? histogram : nil
+        let received = updates.values.sorted { $0.agentID < $1.agentID }
+        guard received.count >= minAgents else {
+            return (.failedQuorum(round: open, received: received.count, required: minAgents), totals)
+        }
+        averaging.apply(received, to: &parameters)
+        modelVersion += 1
+        if let adaptiveClipping {
+            let within = received.reduce(0) { $0 + $1.clipCount }
+            let population: Double = switch averaging.denominator {
+            case .fixed(let expected): expected
+            case .contributingUsers: Double(received.reduce(0) { $0 + $1.users })
+            }
+            if population > 0 {
+                clipNorm = adaptiveClipping.next(clipNorm: clipNorm, unclipped: within / population)
+                if verifier.clipNorm != nil { verifier.clipNorm = clipNorm }
+            }
+        }
+        return (.aggregated(round: open, agents: received.map(\.agentID)), totals)
+    }
+}

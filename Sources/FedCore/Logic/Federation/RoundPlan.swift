@@ -1,0 +1,131 @@
+import FedModel
+
+/// Training hyper-parameters the aggregator announces with each round.
+package struct RoundHyperparameters: Sendable, Equatable {
+    /// Poisson sampling rate of users at each agent.
+    package var samplingRate: Double
+    /// L2 bound S of each user's model delta.
+    package var clipNorm: Double
+    /// Gaussian noise multiplier z (noise std = z·S); 0 without privacy.
+    package var noiseMultiplier: Double
+    /// Local learning rate and steps per user.
+    package var learningRate: Double
+    package var localSteps: UInt32
+    /// Most recent events per user used for training.
+    package var sequenceLength: UInt32
+    /// Adaptive clipping (Andrew et al. 2021): noise multiplier of the released count of sampled users
+    /// whose delta was within S (sensitivity 1); 0 = fixed clipping, no count released.
+    package var clipCountNoiseMultiplier: Double
+    /// Drift thresholds: noise multiplier of each agent's histogram of its users' drift scores (each
+    /// Poisson-sampled user counted once, sensitivity 1); 0 = no histogram this round.
+    package var histogramNoiseMultiplier: Double
+
+    package init(samplingRate: Double, clipNorm: Double, noiseMultiplier: Double, learningRate: Double,
+                 localSteps: UInt32, sequenceLength: UInt32, clipCountNoiseMultiplier: Double = 0,
+                 histogramNoiseMultiplier: Double = 0) {
+        self.histogramNoiseMultiplier = histogramNoiseMultiplier
+        self.samplingRate = samplingRate
+        self.clipNorm = clipNorm
+        self.noiseMultiplier = noiseMultiplier
+        self.learningRate = learningRate
+        self.localSteps = localSteps
+        self.sequenceLength = sequenceLength
+        self.clipCountNoiseMultiplier = clipCountNoiseMultiplier
+    }
+}
+
+/// A round as the agent and the round driver reason about it: round `round` trains on model
+/// `modelVersion` until `deadlineMilliseconds` (Unix time). The wire's `RoundOpen` is mapped to and
+/// from this at the node layer's gate, so no logic depends on a wire layout.
+package struct RoundPlan: Sendable, Equatable {
+    package var round: UInt64
+    package var modelVersion: UInt64
+    /// Unix time in milliseconds after which updates for this round are refused.
+    package var deadlineMilliseconds: Int64
+    package var minAgents: Int
+    package var hyperparameters: RoundHyperparameters
+
+    package init(round: UInt64, modelVersion: UInt64, deadlineMilliseconds: Int64, minAgents: Int,
+                 hyperparameters: RoundHyperparameters) {
+        self.round = round
+        self.modelVersion = modelVersion
+        self.deadlineMilliseconds = deadlineMilliseconds
+        self.minAgents = minAgents
+        self.hyperparameters = hyperparameters
+    }
+}
+
+/// What an agent releases for a round: the (noised) sum of its sampled users' clipped deltas.
+package struct LocalUpdate: Sendable, Equatable {
+    package var round: UInt64
+    package var modelVersion: UInt64
+    /// Users in the sum; zero when privacy is on (the exact count is itself data-dependent).
+    package var users: Int
+    /// Adaptive clipping: the noised count of sampled users whose delta was within S (0 when off).
+    package var clipCount: Double
+    package var values: [Float]
+
+    package init(round: UInt64, modelVersion: UInt64, users: Int, clipCount: Double = 0, values: [Float]) {
+        self.round = round
+        self.modelVersion = modelVersion
+        self.users = users
+        self.clipCount = clipCount
+        self.values = values
+    }
+}
+
+/// An agent's (possibly noised) held-out evaluation of the global model `modelVersion`: counts over
+/// its evaluated users, never per-user values.
+package struct EvaluationRelease: Sendable, Equatable {
+    package var round: UInt64
+    package var modelVersion: UInt64
+    package var users: Int
+    package var top1Hits: Int
+    package var top10Hits: Int
+    /// Σ over users of the held-out event's cross-entropy, nats.
+    package var lossSum: Double
+
+    package init(round: UInt64, modelVersion: UInt64, users: Int, top1Hits: Int, top10Hits: Int, lossSum: Double) {
+        self.round = round
+        self.modelVersion = modelVersion
+        self.users = users
+        self.top1Hits = top1Hits
+        self.top10Hits = top10Hits
+        self.lossSum = lossSum
+    }
+}
+
+/// An agent's noised histogram of its sampled users' drift scores over ``DriftHistogram/edges``.
+package struct HistogramRelease: Sendable, Equatable {
+    package var round: UInt64
+    package var counts: [Double]
+
+    package init(round: UInt64, counts: [Double]) {
+        self.round = round
+        self.counts = counts
+    }
+}
+
+/// What an agent computed for one round.
+package struct RoundWork: Sendable, Equatable {
+    package var submission: LocalUpdate
+    /// Held-out evaluation of the round's global model; nil when nothing could be evaluated.
+    package var evaluation: EvaluationRelease?
+    /// The noised drift-score histogram, when the round asked for one.
+    package var histogram: HistogramRelease?
+    package var sampledUsers: Int
+    package var clippedUsers: Int
+    package var meanLoss: Double
+    package var seconds: Double
+
+    package init(submission: LocalUpdate, evaluation: EvaluationRelease?, histogram: HistogramRelease? = nil,
+                 sampledUsers: Int, clippedUsers: Int, meanLoss: Double, seconds: Double) {
+        self.submission = submission
+        self.evaluation = evaluation
+        self.histogram = histogram
+        self.sampledUsers = sampledUsers
+        self.clippedUsers = clippedUsers
+        self.meanLoss = meanLoss
+        self.seconds = seconds
+    }
+}

@@ -1,0 +1,299 @@
+package import FedIO
+package import FedLogic
+package import FedModel
+
+/// The aggregator's configuration (`configs/aggregator.yaml`).
+///
+/// Keys (YAML, snake_case):
+/// - `id` (string, default `aggregator`): the name agents see in welcomes and logs.
+/// - `listen` (endpoint, default `tcp://127.0.0.1:7700`): the agent-facing ROUTER; CURVE-encrypted,
+///   only enrolled agent keys are admitted.
+/// - `announce` (endpoint, default `tcp://127.0.0.1:7701`): the PUB socket for round announcements and
+///   drift thresholds; CURVE-encrypted, enrolled keys only, every announcement signed.
+/// - `key_directory` (path, required, **secret**): holds `identity.secret` (0600) and `identity.public`.
+/// - `state_directory` (path, default `state`): `checkpoint.sqlite` (model, round, optimizer and per-agent
+///   state, replaced atomically after every round) and `models/` (the last `keep_models` model files).
+/// - `max_message_bytes` (integer, default 64 MiB): larger inbound messages drop the sender's connection.
+/// - `model`: `preset` (`small` | `medium`, default small) and `seed` (default 1) of the initial model.
+/// - `rounds`: `min_agents` (quorum, default 1), `timeout_seconds` (deadline, default 60), `max_rounds`
+///   (0 = until stopped), and the training hyper-parameters announced with every round:
+///   `sampling_rate` (q, default 0.1), `clip_norm` (S, default 1), `noise_multiplier` (z, default 0),
+///   `learning_rate` (local η, default 1), `local_steps` (default 1), `sequence_length` (default 50);
+///   `expected_users` (users of all agents; required with noise: the fixed denominator is q × it);
+///   `adaptive_clipping` (optional: `target_quantile` γ, default 0.5; `learning_rate` η_C, default 0.2;
+///   `count_noise_multiplier` σ_b, default 10) makes `clip_norm` the starting value of an adaptive S.
+/// - `server_optimizer`: `kind` (`sgd` | `adam`, default sgd), `learning_rate` (default 1), `momentum`
+///   (SGD, default 0), `max_update_norm` (absolute L2 bound of one agent's update, default 1e6).
+/// - `keep_models` (integer, default 5).
+/// - `agents` (list, required): the allow-list, each with `id` and `public_key_file` (the agent's
+///   `identity.public`). Only these agents can connect or have envelopes opened.
+///
+/// Relative paths are resolved against the configuration file's directory.
+package struct AggregatorConfiguration: Sendable, Decodable {
+    package struct EnrolledAgent: Sendable, Decodable {
+        package var id: String
+        package var publicKeyFile: String
+        package init(id: String, publicKeyFile: String) {
+            self.id = id
+            self.publicKeyFile = publicKeyFile
+        }
+        enum CodingKeys: String, CodingKey {
+            case id
+            case publicKeyFile = "public_key_file"
+        }
+    }
+
+    package struct Model: Sendable, Decodable {
+        package var preset = "small"
+        package var seed: UInt64 = 1
+        package init() {}
+        package init(from decoder: any Decoder) throws {
+            let container = try decoder.container(keyedBy: CodingKeys.self)
+            preset = try container.decodeIfPresent(String.self, forKey: .preset) ?? preset
+            seed = try container.decodeIfPresent(UInt64.self, forKey: .seed) ?? seed
+        }
+        enum CodingKeys: String, CodingKey { case preset, seed }
+        package var shape: LSTMShape? { LSTMShape.preset(named: preset) }
+    }
+
+    package struct Rounds: Sendable, Decodable {
+        package var minAgents = 1
+        package var timeoutSeconds = 60.0
+        package var maxRounds = 0
+        /// Users of all agents together (operator-declared): with noise, the average divides the noised
+        /// sum by q × expected_users, a constant, so no user's presence changes the denominator.
+        package var expectedUsers = 0
+        package var adaptiveClipping: AdaptiveClipping?
+        package var hyperparameters = RoundHyperparameters(samplingRate: 0.1, clipNorm: 1, noiseMultiplier: 0,
+                                                           learningRate: 1, localSteps: 1, sequenceLength: 50)
+        package init() {}
+        package init(from decoder: any Decoder) throws {
+            let c = try decoder.container(keyedBy: CodingKeys.self)
+            minAgents = try c.decodeIfPresent(Int.self, forKey: .minAgents) ?? minAgents
+            timeoutSeconds = try c.decodeIfPresent(Double.self, forKey: .timeoutSeconds) ?? timeoutSeconds
+            maxRounds = try c.decodeIfPresent(Int.self, forKey: .maxRounds) ?? maxRounds
+            expectedUsers = try c.decodeIfPresent(Int.self, forKey: .expectedUsers) ?? expectedUsers
+            if let adaptive = try c.decodeIfPresent(AdaptiveClippingSettings.self, forKey: .adaptiveClipping) {
+                adaptiveClipping = AdaptiveClipping(targetQuantile: adaptive.targetQuantile,
+                                                    learningRate: adaptive.learningRate,
+                                                    countNoiseMultiplier: adaptive.countNoiseMultiplier)
+            }
+            var h = hyperparameters
+            h.samplingRate = try c.decodeIfPresent(Double.self, forKey: .samplingRate) ?? h.samplingRate
+            h.clipNorm = try c.decodeIfPresent(Double.self, forKey: .clipNorm) ?? h.clipNorm
+            h.noiseMultiplier = try c.decodeIfPresent(Double.self, forKey: .noiseMultiplier) ?? h.noiseMultiplier
+            h.learningRate = try c.decodeIfPresent(Double.self, forKey: .learningRate) ?? h.learningRate
+            h.localSteps = try c.decodeIfPresent(UInt32.self, forKey: .localSteps) ?? h.localSteps
+            h.sequenceLength = try c.decodeIfPresent(UInt32.self, forKey: .sequenceLength) ?? h.sequenceLength
+            h.clipCountNoiseMultiplier = adaptiveClipping?.countNoiseMultiplier ?? 0
+            hyperparameters = h
+        }
+        enum CodingKeys: String, CodingKey {
+            case minAgents = "min_agents", timeoutSeconds = "timeout_seconds", maxRounds = "max_rounds"
+            case expectedUsers = "expected_users", adaptiveClipping = "adaptive_clipping"
+            case samplingRate = "sampling_rate", clipNorm = "clip_norm", noiseMultiplier = "noise_multiplier"
+            case learningRate = "learning_rate", localSteps = "local_steps", sequenceLength = "sequence_length"
+        }
+    }
+
+    struct AdaptiveClippingSettings: Decodable {
+        var targetQuantile = 0.5
+        var learningRate = 0.2
+        var countNoiseMultiplier = 10.0
+        init(from decoder: any Decoder) throws {
+            let c = try decoder.container(keyedBy: CodingKeys.self)
+            targetQuantile = try c.decodeIfPresent(Double.self, forKey: .targetQuantile) ?? targetQuantile
+            learningRate = try c.decodeIfPresent(Double.self, forKey: .learningRate) ?? learningRate
+            countNoiseMultiplier = try c.decodeIfPresent(Double.self, forKey: .countNoiseMultiplier) ?? countNoiseMultiplier
+        }
+        enum CodingKeys: String, CodingKey {
+            case targetQuantile = "target_quantile", learningRate = "learning_rate"
+            case countNoiseMultiplier = "count_noise_multiplier"
+        }
+    }
+
+    package struct ServerOptimizer: Sendable, Decodable {
+        package var kind = "sgd"
+        package var learningRate = 1.0
+        package var momentum = 0.0
+        package var maxUpdateNorm = 1e6
+        package init() {}
+        package init(from decoder: any Decoder) throws {
+            let c = try decoder.container(keyedBy: CodingKeys.self)
+            kind = try c.decodeIfPresent(String.self, forKey: .kind) ?? kind
+            learningRate = try c.decodeIfPresent(Double.self, forKey: .learningRate) ?? learningRate
+            momentum = try c.decodeIfPresent(Double.self, forKey: .momentum) ?? momentum
+            maxUpdateNorm = try c.decodeIfPresent(Double.self, forKey: .maxUpdateNorm) ?? maxUpdateNorm
+        }
+        enum CodingKeys: String, CodingKey {
+            case kind, momentum
+            case learningRate = "learning_rate", maxUpdateNorm = "max_update_norm"
+        }
+
+        /// The configured optimizer (validated by ``AggregatorConfiguration/validate()``).
+        package func make() -> any Optimizer {
+            kind == "adam" ? Adam(learningRate: learningRate) : SGD(learningRate: learningRate, momentum: momentum)
+        }
+    }
+
+    package var id: String = "aggregator"
+    package var listen: String = "tcp://127.0.0.1:7700"
+    package var announce: String = "tcp://127.0.0.1:7701"
+    package var keyDirectory: String
+    package var stateDirectory: String = "state"
+    package var maxMessageBytes: Int = 64 << 20
+    package var model = Model()
+    package var rounds = Rounds()
+    package var serverOptimizer = ServerOptimizer()
+    package var keepModels = 5
+    package var drift = Drift()
+    package var agents: [EnrolledAgent]
+
+    /// Federated drift thresholds (`drift:`): `target_alert_rate` (share of users whose score may exceed
+    /// the threshold, default 0.005), `histogram_noise_multiplier` (noise of each agent's DP histogram of
+    /// Poisson-sampled users' scores; 0 = no histograms, agents keep their cold-start threshold),
+    /// `smoothing` (weight of a new round's threshold in the geometric moving average, default 0.3).
+    package struct Drift: Sendable, Decodable {
+        package var targetAlertRate = 0.005
+        package var histogramNoiseMultiplier = 0.0
+        package var smoothing = 0.3
+        package init() {}
+        package init(from decoder: any Decoder) throws {
+            let c = try decoder.container(keyedBy: CodingKeys.self)
+            targetAlertRate = try c.decodeIfPresent(Double.self, forKey: .targetAlertRate) ?? targetAlertRate
+            histogramNoiseMultiplier = try c.decodeIfPresent(Double.self, forKey: .histogramNoiseMultiplier)
+                ?? histogramNoiseMultiplier
+            smoothing = try c.decodeIfPresent(Double.self, forKey: .smoothing) ?? smoothing
+        }
+        enum CodingKeys: String, CodingKey {
+            case smoothing
+            case targetAlertRate = "target_alert_rate", histogramNoiseMultiplier = "histogram_noise_multiplier"
+        }
+    }
+
+    enum CodingKeys: String, CodingKey {
+        case id, listen, announce, agents, model, rounds, drift
+        case keyDirectory = "key_directory"
+        case stateDirectory = "state_directory"
+        case maxMessageBytes = "max_message_bytes"
+        case serverOptimizer = "server_optimizer"
+        case keepModels = "keep_models"
+    }
+
+    /// A configuration built in code (benchmarks, tests); the defaults are those of the YAML keys.
+    package init(keyDirectory: String, stateDirectory: String, agents: [EnrolledAgent]) {
+        self.keyDirectory = keyDirectory
+        self.stateDirectory = stateDirectory
+        self.agents = agents
+    }
+
+    package init(from decoder: any Decoder) throws {
+        let container = try decoder.container(keyedBy: CodingKeys.self)
+        id = try container.decodeIfPresent(String.self, forKey: .id) ?? id
+        listen = try container.decodeIfPresent(String.self, forKey: .listen) ?? listen
+        announce = try container.decodeIfPresent(String.self, forKey: .announce) ?? announce
+        keyDirectory = try container.decode(String.self, forKey: .keyDirectory)
+        stateDirectory = try container.decodeIfPresent(String.self, forKey: .stateDirectory) ?? stateDirectory
+        maxMessageBytes = try container.decodeIfPresent(Int.self, forKey: .maxMessageBytes) ?? maxMessageBytes
+        model = try container.decodeIfPresent(Model.self, forKey: .model) ?? model
+        rounds = try container.decodeIfPresent(Rounds.self, forKey: .rounds) ?? rounds
+        serverOptimizer = try container.decodeIfPresent(ServerOptimizer.self, forKey: .serverOptimizer) ?? serverOptimizer
+        keepModels = try container.decodeIfPresent(Int.self, forKey: .keepModels) ?? keepModels
+        drift = try container.decodeIfPresent(Drift.self, forKey: .drift) ?? drift
+        rounds.hyperparameters.histogramNoiseMultiplier = drift.histogramNoiseMultiplier
+        agents = try container.decode([EnrolledAgent].self, forKey: .agents)
+    }
+
+    /// Loads and validates `path`, resolving relative paths against it.
+    package static func load(path: String) throws(ConfigError) -> AggregatorConfiguration {
+        var configuration = try ConfigurationFile.load(AggregatorConfiguration.self, from: path)
+        configuration.keyDirectory = ConfigurationFile.resolve(configuration.keyDirectory, relativeTo: path)
+        configuration.stateDirectory = ConfigurationFile.resolve(configuration.stateDirectory, relativeTo: path)
+        for index in configuration.agents.indices {
+            configuration.agents[index].publicKeyFile = ConfigurationFile.resolve(
+                configuration.agents[index].publicKeyFile, relativeTo: path)
+        }
+        try configuration.validate()
+        return configuration
+    }
+
+    package func validate() throws(ConfigError) {
+        try ConfigurationFile.validateEndpoint(listen, key: "listen")
+        try ConfigurationFile.validateEndpoint(announce, key: "announce")
+        guard announce != listen else {
+            throw .invalidValue(key: "announce", value: announce, reason: "must differ from 'listen'")
+        }
+        guard model.shape != nil else {
+            throw .invalidValue(key: "model.preset", value: model.preset, reason: "must be small or medium")
+        }
+        guard agents.isEmpty || (1...agents.count).contains(rounds.minAgents) else {
+            throw .invalidValue(key: "rounds.min_agents", value: "\(rounds.minAgents)",
+                                reason: "must be between 1 and the \(agents.count) enrolled agents")
+        }
+        guard rounds.timeoutSeconds > 0, rounds.timeoutSeconds.isFinite else {
+            throw .invalidValue(key: "rounds.timeout_seconds", value: "\(rounds.timeoutSeconds)", reason: "must be > 0")
+        }
+        guard rounds.maxRounds >= 0 else {
+            throw .invalidValue(key: "rounds.max_rounds", value: "\(rounds.maxRounds)", reason: "must be ≥ 0 (0 = no limit)")
+        }
+        let h = rounds.hyperparameters
+        let checks: [(String, Double, Bool)] = [
+            ("rounds.sampling_rate", h.samplingRate, h.samplingRate > 0 && h.samplingRate <= 1),
+            ("rounds.clip_norm", h.clipNorm, h.clipNorm > 0 && h.clipNorm.isFinite),
+            ("rounds.noise_multiplier", h.noiseMultiplier, h.noiseMultiplier >= 0 && h.noiseMultiplier.isFinite),
+            ("rounds.learning_rate", h.learningRate, h.learningRate > 0 && h.learningRate.isFinite),
+            ("rounds.local_steps", Double(h.localSteps), (1...100).contains(h.localSteps)),
+            ("rounds.sequence_length", Double(h.sequenceLength), (2...10_000).contains(h.sequenceLength)),
+            ("server_optimizer.learning_rate", serverOptimizer.learningRate,
+             serverOptimizer.learningRate > 0 && serverOptimizer.learningRate.isFinite),
+            ("server_optimizer.momentum", serverOptimizer.momentum, (0..<1).contains(serverOptimizer.momentum)),
+            ("server_optimizer.max_update_norm", serverOptimizer.maxUpdateNorm, serverOptimizer.maxUpdateNorm > 0),
+            ("keep_models", Double(keepModels), keepModels >= 1),
+        ]
+        if let adaptive = rounds.adaptiveClipping {
+            guard (0...1).contains(adaptive.targetQuantile), adaptive.learningRate > 0, adaptive.countNoiseMultiplier > 0 else {
+                throw .invalidValue(key: "rounds.adaptive_clipping", value: "\(adaptive)",
+                                    reason: "need 0 ≤ target_quantile ≤ 1, learning_rate > 0, count_noise_multiplier > 0")
+            }
+        }
+        guard h.noiseMultiplier == 0 || rounds.expectedUsers > 0 else {
+            throw .invalidValue(key: "rounds.expected_users", value: "\(rounds.expectedUsers)",
+                                reason: "with noise_multiplier > 0, declare the users of all agents together "
+                                    + "(the fixed FedAvg denominator is sampling_rate × expected_users)")
+        }
+        for (key, value, valid) in checks where !valid {
+            throw .invalidValue(key: key, value: "\(value)", reason: "out of range (see configs/aggregator.yaml)")
+        }
+        guard drift.targetAlertRate > 0, drift.targetAlertRate < 1, drift.histogramNoiseMultiplier >= 0,
+              drift.smoothing > 0, drift.smoothing <= 1 else {
+            throw .invalidValue(key: "drift", value: "\(drift.targetAlertRate)",
+                                reason: "need 0 < target_alert_rate < 1, histogram_noise_multiplier ≥ 0, 0 < smoothing ≤ 1")
+        }
+        guard ["sgd", "adam"].contains(serverOptimizer.kind) else {
+            throw .invalidValue(key: "server_optimizer.kind", value: serverOptimizer.kind, reason: "must be sgd or adam")
+        }
+        guard maxMessageBytes >= 64 << 10 else {
+            throw .invalidValue(key: "max_message_bytes", value: "\(maxMessageBytes)", reason: "must be at least 65536")
+        }
+        guard !agents.isEmpty else {
+            throw .invalidValue(key: "agents", value: "[]", reason: "enroll at least one agent (id + public_key_file)")
+        }
+        var seen = Set<String>()
+        for agent in agents {
+            guard !agent.id.isEmpty, agent.id.utf8.count <= 64 else {
+                throw .invalidValue(key: "agents.id", value: agent.id, reason: "must be 1 to 64 bytes")
+            }
+            guard seen.insert(agent.id).inserted else {
+                throw .invalidValue(key: "agents.id", value: agent.id, reason: "enrolled twice")
+            }
+        }
+    }
+}
+
+extension AggregatorConfiguration {
+    /// FedAvg's denominator: fixed (q × expected users) with noise, the contributing users without.
+    package var denominator: FederatedAveraging.Denominator {
+        let h = rounds.hyperparameters
+        return h.noiseMultiplier > 0 ? .fixed(h.samplingRate * Double(rounds.expectedUsers)) : .contributingUsers
+    }
+}

@@ -1,0 +1,190 @@
+package import FedIO
+package import FedLogic
+package import FedModel
+import Foundation
+
+/// An edge agent's configuration (`configs/agent-1.yaml`).
+///
+/// Keys (YAML, snake_case):
+/// - `id` (string, required): this agent's enrolled id; must match the aggregator's allow-list.
+/// - `aggregator` (endpoint, default `tcp://127.0.0.1:7700`): the aggregator's agent-facing socket.
+/// - `aggregator_public_key_file` (path, required): the aggregator's `identity.public`; CURVE
+///   refuses any server without this key, and updates are sealed to it.
+/// - `key_directory` (path, required, **secret**): this agent's `identity.secret` and `identity.public`.
+/// - `max_message_bytes` (integer, default 64 MiB).
+/// - `announcements` (endpoint, default `tcp://127.0.0.1:7701`): the aggregator's PUB socket (round
+///   announcements, drift thresholds), over CURVE.
+/// - `data_directory` (path, default `data`): `events.sqlite` (the local event store) and `model.fdlm`
+///   (the newest global model received).
+/// - `catalog` (path, required to train): the shared category catalog (`aggregator catalog build`).
+/// - `ingest` (endpoint, optional): a PULL socket for live events (one Taobao CSV or JSONL row per line,
+///   many lines per message allowed; format from `ingest_format`, default jsonl). Bind it to a local or
+///   otherwise protected address: it carries raw behaviour and is not encrypted.
+/// - `evaluation_users` (integer, default 1000): users whose most recent event is used to evaluate each
+///   global model (the same users every round).
+/// - `threads` (integer, default 1): training threads.
+/// - `alerts` (optional): `publish` (endpoint of a PUB socket for alerts, topics `alert.<region>.<kind>`,
+///   JSON bodies; default none), `recommend` (endpoint of a REP socket answering `{"user": U, "n": N}`
+///   with the user's top-N items as JSON; default none), `file` (JSONL, default `data_directory/alerts.jsonl`),
+///   `cold_start_threshold` (drift score, default 8, used until the aggregator broadcasts one),
+///   `recommendations` (items per alert, default 10). Alerts are stored in `data_directory/alerts.sqlite`
+///   before they are published.
+/// - `privacy` (optional): `epsilon` and `delta`, this agent's lifetime budget for all its releases
+///   together (model updates, evaluation reports, drift histograms), enforced by the ledger in
+///   `data_directory/privacy.sqlite`; and `evaluation_noise_multiplier` (default 0 = send no held-out
+///   evaluation while a budget is set). Without `privacy`, releases are still recorded in the ledger,
+///   but nothing limits them.
+///
+/// Relative paths are resolved against the configuration file's directory.
+package struct EdgeAgentConfiguration: Sendable, Decodable {
+    package var id: String
+    package var aggregator: String = "tcp://127.0.0.1:7700"
+    package var aggregatorPublicKeyFile: String
+    package var keyDirectory: String
+    package var maxMessageBytes: Int = 64 << 20
+    package var announcements: String = "tcp://127.0.0.1:7701"
+    package var dataDirectory: String = "data"
+    package var catalog: String?
+    package var ingest: String?
+    package var ingestFormat: String = "jsonl"
+    package var evaluationUsers: Int = 1000
+    package var threads: Int = 1
+    package var privacy: Privacy?
+    package var alerts = Alerts()
+
+    package struct Alerts: Sendable, Decodable, Equatable {
+        package var publish: String?
+        /// REP endpoint answering recommendation queries (`{"user": U, "n": 10}` → JSON list).
+        package var recommend: String?
+        package var file: String?
+        package var coldStartThreshold = 8.0
+        package var recommendations = 10
+        package init() {}
+        package init(from decoder: any Decoder) throws {
+            let c = try decoder.container(keyedBy: CodingKeys.self)
+            publish = try c.decodeIfPresent(String.self, forKey: .publish)
+            recommend = try c.decodeIfPresent(String.self, forKey: .recommend)
+            file = try c.decodeIfPresent(String.self, forKey: .file)
+            coldStartThreshold = try c.decodeIfPresent(Double.self, forKey: .coldStartThreshold) ?? coldStartThreshold
+            recommendations = try c.decodeIfPresent(Int.self, forKey: .recommendations) ?? recommendations
+        }
+        enum CodingKeys: String, CodingKey {
+            case publish, file, recommendations, recommend
+            case coldStartThreshold = "cold_start_threshold"
+        }
+    }
+
+    package struct Privacy: Sendable, Decodable, Equatable {
+        package var epsilon: Double
+        package var delta: Double
+        package var evaluationNoiseMultiplier: Double = 0
+        package init(epsilon: Double, delta: Double, evaluationNoiseMultiplier: Double = 0) {
+            self.epsilon = epsilon
+            self.delta = delta
+            self.evaluationNoiseMultiplier = evaluationNoiseMultiplier
+        }
+        package init(from decoder: any Decoder) throws {
+            let c = try decoder.container(keyedBy: CodingKeys.self)
+            epsilon = try c.decode(Double.self, forKey: .epsilon)
+            delta = try c.decode(Double.self, forKey: .delta)
+            evaluationNoiseMultiplier = try c.decodeIfPresent(Double.self, forKey: .evaluationNoiseMultiplier) ?? 0
+        }
+        enum CodingKeys: String, CodingKey {
+            case epsilon, delta
+            case evaluationNoiseMultiplier = "evaluation_noise_multiplier"
+        }
+        package var budget: PrivacyBudget { PrivacyBudget(epsilon: epsilon, delta: delta) }
+    }
+
+    enum CodingKeys: String, CodingKey {
+        case id, aggregator, announcements, catalog, ingest, threads, privacy, alerts
+        case aggregatorPublicKeyFile = "aggregator_public_key_file"
+        case keyDirectory = "key_directory"
+        case maxMessageBytes = "max_message_bytes"
+        case dataDirectory = "data_directory"
+        case ingestFormat = "ingest_format"
+        case evaluationUsers = "evaluation_users"
+    }
+
+    /// The local event store.
+    package var storePath: String { (dataDirectory as NSString).appendingPathComponent("events.sqlite") }
+    /// The alert store, and the JSONL file alerts are appended to.
+    package var alertStorePath: String { (dataDirectory as NSString).appendingPathComponent("alerts.sqlite") }
+    package var alertFilePath: String { alerts.file ?? (dataDirectory as NSString).appendingPathComponent("alerts.jsonl") }
+    /// The privacy ledger.
+    package var ledgerPath: String { (dataDirectory as NSString).appendingPathComponent("privacy.sqlite") }
+    /// The budget the ledger enforces (unlimited when `privacy` is absent) .
+    package var budget: PrivacyBudget { privacy?.budget ?? PrivacyBudget(epsilon: .infinity, delta: 1e-6) }
+    /// The newest global model received.
+    package var modelPath: String { (dataDirectory as NSString).appendingPathComponent("model.fdlm") }
+
+    /// A configuration built in code (benchmarks, tests); the defaults are those of the YAML keys.
+    package init(id: String, aggregator: String, announcements: String, keyDirectory: String = "",
+                 aggregatorPublicKeyFile: String = "") {
+        self.id = id
+        self.aggregator = aggregator
+        self.announcements = announcements
+        self.keyDirectory = keyDirectory
+        self.aggregatorPublicKeyFile = aggregatorPublicKeyFile
+    }
+
+    package init(from decoder: any Decoder) throws {
+        let container = try decoder.container(keyedBy: CodingKeys.self)
+        id = try container.decode(String.self, forKey: .id)
+        aggregator = try container.decodeIfPresent(String.self, forKey: .aggregator) ?? aggregator
+        aggregatorPublicKeyFile = try container.decode(String.self, forKey: .aggregatorPublicKeyFile)
+        keyDirectory = try container.decode(String.self, forKey: .keyDirectory)
+        maxMessageBytes = try container.decodeIfPresent(Int.self, forKey: .maxMessageBytes) ?? maxMessageBytes
+        announcements = try container.decodeIfPresent(String.self, forKey: .announcements) ?? announcements
+        dataDirectory = try container.decodeIfPresent(String.self, forKey: .dataDirectory) ?? dataDirectory
+        catalog = try container.decodeIfPresent(String.self, forKey: .catalog)
+        ingest = try container.decodeIfPresent(String.self, forKey: .ingest)
+        ingestFormat = try container.decodeIfPresent(String.self, forKey: .ingestFormat) ?? ingestFormat
+        evaluationUsers = try container.decodeIfPresent(Int.self, forKey: .evaluationUsers) ?? evaluationUsers
+        threads = try container.decodeIfPresent(Int.self, forKey: .threads) ?? threads
+        privacy = try container.decodeIfPresent(Privacy.self, forKey: .privacy)
+        alerts = try container.decodeIfPresent(Alerts.self, forKey: .alerts) ?? alerts
+    }
+
+    package static func load(path: String) throws(ConfigError) -> EdgeAgentConfiguration {
+        var configuration = try ConfigurationFile.load(EdgeAgentConfiguration.self, from: path)
+        configuration.keyDirectory = ConfigurationFile.resolve(configuration.keyDirectory, relativeTo: path)
+        configuration.aggregatorPublicKeyFile = ConfigurationFile.resolve(configuration.aggregatorPublicKeyFile,
+                                                                          relativeTo: path)
+        configuration.dataDirectory = ConfigurationFile.resolve(configuration.dataDirectory, relativeTo: path)
+        configuration.catalog = configuration.catalog.map { ConfigurationFile.resolve($0, relativeTo: path) }
+        configuration.alerts.file = configuration.alerts.file.map { ConfigurationFile.resolve($0, relativeTo: path) }
+        try configuration.validate()
+        return configuration
+    }
+
+    package func validate() throws(ConfigError) {
+        guard !id.isEmpty, id.utf8.count <= 64 else {
+            throw .invalidValue(key: "id", value: id, reason: "must be 1 to 64 bytes")
+        }
+        try ConfigurationFile.validateEndpoint(aggregator, key: "aggregator")
+        try ConfigurationFile.validateEndpoint(announcements, key: "announcements")
+        if let ingest { try ConfigurationFile.validateEndpoint(ingest, key: "ingest") }
+        if let publish = alerts.publish { try ConfigurationFile.validateEndpoint(publish, key: "alerts.publish") }
+        if let recommend = alerts.recommend { try ConfigurationFile.validateEndpoint(recommend, key: "alerts.recommend") }
+        guard alerts.coldStartThreshold > 0, alerts.recommendations >= 0 else {
+            throw .invalidValue(key: "alerts", value: "\(alerts.coldStartThreshold)",
+                                reason: "cold_start_threshold must be > 0 and recommendations ≥ 0")
+        }
+        guard EventFormat(rawValue: ingestFormat) != nil else {
+            throw .invalidValue(key: "ingest_format", value: ingestFormat, reason: "must be taobao or jsonl")
+        }
+        guard evaluationUsers >= 0 else {
+            throw .invalidValue(key: "evaluation_users", value: "\(evaluationUsers)", reason: "must be ≥ 0")
+        }
+        if let privacy {
+            guard privacy.epsilon > 0, privacy.delta > 0, privacy.delta < 1, privacy.evaluationNoiseMultiplier >= 0 else {
+                throw .invalidValue(key: "privacy", value: "ε \(privacy.epsilon), δ \(privacy.delta)",
+                                    reason: "need ε > 0, 0 < δ < 1 and evaluation_noise_multiplier ≥ 0")
+            }
+        }
+        guard (1...256).contains(threads) else {
+            throw .invalidValue(key: "threads", value: "\(threads)", reason: "must be between 1 and 256")
+        }
+    }
+}

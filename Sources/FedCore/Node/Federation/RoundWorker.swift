@@ -1,0 +1,176 @@
+package import FedIO
+package import FedLogic
+package import FedModel
+import Foundation
+
+/// Why a round's work produced nothing to send.
+package enum RoundWorkError: Error, CustomStringConvertible {
+    case deadlinePassed(round: UInt64, seconds: Double)
+
+    package var description: String {
+        switch self {
+        case let .deadlinePassed(round, seconds):
+            String(format: "round %llu closed while this agent trained (%.1f s): the update was discarded before "
+                   + "release, nothing was charged. A faster node, fewer users per round (sampling_rate) or a longer "
+                   + "rounds.timeout_seconds would let it take part", round, seconds)
+        }
+    }
+}
+
+/// An agent's local work for a round. Runs on a dedicated thread (it is CPU-bound and synchronous).
+package protocol RoundWorker: Sendable {
+    func work(global: LSTMParameters<Float>, modelVersion: UInt64, round: RoundPlan) throws -> RoundWork
+}
+
+/// The real worker: reads each user's recent events from the store, holds out the most recent one,
+/// evaluates the global model on it for a fixed set of users, Poisson-samples users with the CSPRNG,
+/// trains and clips their updates and sums them (``LocalTraining``), adds Gaussian noise N(0, z²S²) per
+/// coordinate at the agent, and charges every release to the privacy ledger before returning it.
+package struct StoreRoundWorker: RoundWorker {
+    package let store: EventStore
+    package let catalog: CategoryCatalog
+    package let evaluationUsers: Int
+    package let threads: Int
+    package let ledger: PrivacyLedger
+    /// With a finite budget, held-out evaluations are released only with this noise (0: not at all).
+    package let evaluationNoiseMultiplier: Double
+    /// The users' current drift scores (from the live scoring), for the round's histogram.
+    package let driftScores: (@Sendable () -> [Double])?
+    /// Per-user held-out loss is clamped to this many nats, so one user's share of the loss sum is bounded.
+    static let lossClamp = 30.0
+
+    package init(store: EventStore, catalog: CategoryCatalog, evaluationUsers: Int, threads: Int,
+                 ledger: PrivacyLedger, evaluationNoiseMultiplier: Double = 0,
+                 driftScores: (@Sendable () -> [Double])? = nil) {
+        self.driftScores = driftScores
+        self.store = store
+        self.catalog = catalog
+        self.evaluationUsers = evaluationUsers
+        self.threads = threads
+        self.ledger = ledger
+        self.evaluationNoiseMultiplier = evaluationNoiseMultiplier
+    }
+
+    /// One pass over the store: each user's last `sequenceLength + 1` events. The training sequence
+    /// is all but the most recent event (kept for `isTrained`); the first `evaluationUsers` evaluable
+    /// users (in user-id order, so the same users every round) are returned whole for evaluation.
+    package static func read(store: EventStore, catalog: CategoryCatalog, sequenceLength: Int, evaluationUsers: Int,
+                             isTrained: (EventSequence) -> Bool) throws(StorageError)
+        -> (training: [EventSequence], evaluation: [EventSequence])
+    {
+        var training: [EventSequence] = [], evaluation: [EventSequence] = []
+        try store.forEachRecentSequence(limit: sequenceLength + 1) { _, events in
+            let sequence = EventSequence(events: events, catalog: catalog)
+            if evaluation.count < evaluationUsers,
+               NextCategoryEvaluation.isEvaluable(sequence, outOfVocabulary: catalog.outOfVocabulary) {
+                evaluation.append(sequence)
+            }
+            let prefix = EventSequence(categories: Array(sequence.categories.dropLast()),
+                                       actions: Array(sequence.actions.dropLast()), gaps: Array(sequence.gaps.dropLast()))
+            if isTrained(prefix) { training.append(prefix) }
+        }
+        return (training, evaluation)
+    }
+
+    package func work(global: LSTMParameters<Float>, modelVersion: UInt64, round: RoundPlan) throws -> RoundWork {
+        let started = ContinuousClock.now
+        let h = round.hyperparameters
+        let update = PlannedRelease.subsampledGaussian(mechanism: "model_update", round: round.round,
+                                                       q: h.samplingRate, noiseMultiplier: h.noiseMultiplier)
+        let count = h.clipCountNoiseMultiplier > 0
+            ? PlannedRelease.subsampledGaussian(mechanism: "clip_count", round: round.round, q: h.samplingRate,
+                                                noiseMultiplier: h.clipCountNoiseMultiplier) : nil
+        let histogram = h.histogramNoiseMultiplier > 0 && driftScores != nil
+            ? PlannedRelease.subsampledGaussian(mechanism: "drift_histogram", round: round.round, q: h.samplingRate,
+                                                noiseMultiplier: h.histogramNoiseMultiplier) : nil
+        // Refuse before spending any compute when the update could not be released anyway.
+        var combined = update
+        for extra in [count, histogram].compactMap({ $0 }) { combined.rdp = zip(combined.rdp, extra.rdp).map { $0 + $1 } }
+        let projected = try ledger.epsilon(after: combined)
+        guard projected <= ledger.budget.epsilon else {
+            throw PrivacyLedgerError.budgetExceeded(spent: try ledger.spentEpsilon(), wouldBe: projected,
+                                                    budget: ledger.budget, mechanism: update.mechanism)
+        }
+        let evaluate = ledger.budget.epsilon.isInfinite || evaluationNoiseMultiplier > 0
+        let training = LocalTraining(hyperparameters: h, threads: threads)
+        var random = SodiumRandom()
+        let data = try Self.read(store: store, catalog: catalog, sequenceLength: Int(h.sequenceLength),
+                                 evaluationUsers: evaluate ? evaluationUsers : 0) { training.isSampled($0, random: &random) }
+        let result = training.run(global: global, users: data.training)
+        var noise = GaussianNoise(generator: SodiumRandom())
+        let values = noise.noised(result.deltaSum, sigma: h.noiseMultiplier * h.clipNorm)
+        var report: EvaluationRelease?
+        if evaluate, !data.evaluation.isEmpty {
+            let measured = NextCategoryEvaluation.evaluate(parameters: global, sequences: data.evaluation,
+                                                           outOfVocabulary: catalog.outOfVocabulary,
+                                                           lossClamp: Self.lossClamp)
+            report = try releaseEvaluation(measured, round: round.round, modelVersion: modelVersion, noise: &noise)
+        }
+        // A round that closed while this agent trained would refuse the update: release nothing, charge nothing.
+        guard Date().timeIntervalSince1970 * 1000 < Double(round.deadlineMilliseconds) else {
+            throw RoundWorkError.deadlinePassed(round: round.round, seconds: (ContinuousClock.now - started).inSeconds)
+        }
+        var clipCount = 0.0
+        if let count {
+            // Adaptive clipping: the noisy number of sampled users whose delta was within S.
+            clipCount = noise.noised(count: Double(result.sampledUsers - result.clippedUsers),
+                                     sigma: h.clipCountNoiseMultiplier)
+            try ledger.charge(count)
+        }
+        var histogramReport: HistogramRelease?
+        if let histogram, let driftScores {
+            // Each user is Poisson-sampled (rate q) and counted once: sensitivity 1, subsampled Gaussian.
+            let sampled = driftScores().filter { _ in Double.random(in: 0..<1, using: &random) < h.samplingRate }
+            let counts = DriftHistogram.release(DriftHistogram.counts(sampled), sigma: h.histogramNoiseMultiplier,
+                                                noise: &noise)
+            try ledger.charge(histogram)
+            histogramReport = HistogramRelease(round: round.round, counts: counts)
+        }
+        try ledger.charge(update)
+        return RoundWork(
+            submission: LocalUpdate(round: round.round, modelVersion: modelVersion,
+                                    users: h.noiseMultiplier > 0 ? 0 : result.sampledUsers,
+                                         clipCount: clipCount, values: values),
+            evaluation: report, histogram: histogramReport, sampledUsers: result.sampledUsers,
+            clippedUsers: result.clippedUsers,
+            meanLoss: result.meanLoss, seconds: (ContinuousClock.now - started).inSeconds)
+    }
+
+    /// The evaluation as released: exact without a budget; otherwise the vector (users, top-1 hits,
+    /// top-10 hits, loss sum / clamp), whose L2 sensitivity to one user is 2, gets N(0, (2·z_e)²) per
+    /// coordinate and is charged as a Gaussian mechanism with noise multiplier z_e.
+    private func releaseEvaluation(_ measured: NextCategoryEvaluation, round: UInt64, modelVersion: UInt64,
+                                   noise: inout GaussianNoise<SodiumRandom>) throws -> EvaluationRelease? {
+        guard ledger.budget.epsilon.isFinite else {
+            return EvaluationRelease(round: round, modelVersion: modelVersion, users: measured.users,
+                                     top1Hits: measured.top1Hits, top10Hits: measured.top10Hits, lossSum: measured.lossSum)
+        }
+        let release = PlannedRelease.gaussian(mechanism: "evaluation", round: round,
+                                              noiseMultiplier: evaluationNoiseMultiplier)
+        guard try ledger.epsilon(after: release) <= ledger.budget.epsilon else { return nil }
+        let sigma = 2 * evaluationNoiseMultiplier
+        let users = max(0, noise.noised(count: Double(measured.users), sigma: sigma).rounded())
+        let top10 = min(users, max(0, noise.noised(count: Double(measured.top10Hits), sigma: sigma).rounded()))
+        let top1 = min(top10, max(0, noise.noised(count: Double(measured.top1Hits), sigma: sigma).rounded()))
+        let loss = max(0, noise.noised(count: measured.lossSum / Self.lossClamp, sigma: sigma)) * Self.lossClamp
+        try ledger.charge(release)
+        return EvaluationRelease(round: round, modelVersion: modelVersion, users: Int(users), top1Hits: Int(top1),
+                                 top10Hits: Int(top10), lossSum: loss)
+    }
+}
+
+/// Runs `body` on a new thread and resumes with its result, so CPU-bound work never occupies one of
+/// the few cooperative threads that the sockets' tasks need.
+package func onDedicatedThread<T: Sendable>(_ body: @escaping @Sendable () throws -> T) async throws -> T {
+    try await withCheckedThrowingContinuation { continuation in
+        let thread = Thread {
+            do {
+                continuation.resume(returning: try body())
+            } catch {
+                continuation.resume(throwing: error)
+            }
+        }
+        thread.stackSize = 8 << 20
+        thread.start()
+    }
+}

@@ -1,0 +1,273 @@
+package import FedIO
+package import FedLogic
+package import FedModel
+package import FedNode
+import Foundation
+
+/// `edge-agent evaluate-drift`: every method sees the same streams. A stream is one user's events
+/// (model categories, actions); a switched stream has a known switch index. Each method turns a stream
+/// into a per-event statistic; alarms are first crossings of a threshold, followed by a 30-event
+/// cool-down and re-arming below the threshold. Each method's threshold is set on the unswitched streams
+/// to the largest alarm count within the alert budget, then detection is measured on the switched ones.
+package enum DriftEvaluation {
+    package struct Stream: Sendable {
+        package var categories: [Int32]
+        package var actions: [UInt8]
+        /// Index of the first event after the switch; nil for an unswitched stream.
+        package var switchIndex: Int?
+        package init(categories: [Int32], actions: [UInt8], switchIndex: Int?) {
+            self.categories = categories
+            self.actions = actions
+            self.switchIndex = switchIndex
+        }
+    }
+
+    package struct Row: Sendable, Codable {
+        package var workload: String
+        package var budgetPer10k: Double
+        package var method: String
+        package var switches: Int
+        package var detectionRate: Double
+        package var falseAlarmsPer10k: Double
+        package var delayP50: Double?
+        package var delayP90: Double?
+        package var proactiveHR10: Double?
+        package var ordinaryHR10: Double?
+
+        enum CodingKeys: String, CodingKey {
+            case workload, method, switches
+            case budgetPer10k = "budget_per_10k", detectionRate = "detection_rate"
+            case falseAlarmsPer10k = "false_alarms_per_10k", delayP50 = "delay_p50", delayP90 = "delay_p90"
+            case proactiveHR10 = "proactive_hr10", ordinaryHR10 = "ordinary_hr10"
+        }
+    }
+
+    static let window = 30, coolDown = 30, horizon = 20
+
+    /// Per-event statistics of every method for one stream, plus the model's per-event top-10 categories
+    /// (ordinary) and FedDrift's emerging-first top-10 (proactive).
+    struct Scored {
+        var statistics: [String: [Double]]
+        var ordinaryTop10: [[Int32]]
+        var proactiveTop10: [[Int32]]
+    }
+
+    package static let methods = ["feddrift", "iqr", "window", "page_hinkley", "adwin"]
+
+    static func score(_ stream: Stream, scorer: StreamingScorer, settings: DriftDetector.Settings) -> Scored {
+        let count = stream.categories.count
+        var statistics = Dictionary(uniqueKeysWithValues: methods.map { ($0, [Double](repeating: 0, count: count)) })
+        var ordinary: [[Int32]] = [], proactive: [[Int32]] = []
+        ordinary.reserveCapacity(count)
+        proactive.reserveCapacity(count)
+        var state = [Float](repeating: 0, count: scorer.stateSize)
+        scorer.reset(&state)
+        let detector = DriftDetector(settings: settings)
+        var drift = DriftDetector.UserState()
+        var seen = Set<Int32>()
+        var novelty: [Double] = []          // 1 when the event's category is new to the user
+        var interest: [Double] = []         // share of the user's history in the event's category
+        var counts: [Int32: Double] = [:]
+        var pageHinkley = PageHinkley()
+        var adwin = Adwin()
+        let C = scorer.shape.categories
+        for index in 0..<count {
+            let category = stream.categories[index]
+            let surprise = scorer.step(&state, category: Int(category), action: Int(stream.actions[index]))
+            _ = detector.update(&drift, category: category, action: stream.actions[index], surprise: Double(surprise),
+                                threshold: .infinity)
+            statistics["feddrift"]?[index] = drift.score
+            // Baselines on the user's own category stream.
+            let isNew = seen.contains(category) ? 0.0 : 1.0
+            seen.insert(category)
+            novelty.append(isNew)
+            let total = Double(index)
+            interest.append(total == 0 ? 1 : (counts[category] ?? 0) / total)
+            counts[category, default: 0] += 1
+            statistics["iqr"]?[index] = iqrStatistic(interest)
+            let recent = novelty.suffix(10)
+            statistics["window"]?[index] = recent.reduce(0, +) / Double(recent.count)
+            statistics["page_hinkley"]?[index] = pageHinkley.update(isNew)
+            statistics["adwin"]?[index] = adwin.update(isNew)
+            // Rankings for the next events: the model's distribution after this event.
+            let ranked = scorer.topCategories(count: 10, excluding: C - 1)
+            ordinary.append(ranked)
+            let emerging = drift.direction(count: 10)
+                .emerging.map(\.category).filter { $0 != Int32(C - 1) }
+            var boosted = emerging.prefix(5).map { $0 }
+            for candidate in ranked where boosted.count < 10 && !boosted.contains(candidate) { boosted.append(candidate) }
+            proactive.append(boosted)
+        }
+        return Scored(statistics: statistics, ordinaryTop10: ordinary, proactiveTop10: proactive)
+    }
+
+    /// How far the newest value of the interest series falls below the user's Tukey fence:
+    /// (Q1 − value) / IQR over the past values (a low share of the history = an unusual category).
+    static func iqrStatistic(_ series: [Double]) -> Double {
+        guard series.count > 8 else { return 0 }
+        let past = series.dropLast().suffix(100).sorted()
+        let q1 = past[past.count / 4], q3 = past[past.count * 3 / 4]
+        let iqr = max(q3 - q1, 0.02)
+        return max(0, (q1 - series[series.count - 1]) / iqr)
+    }
+
+    /// Page–Hinkley for an increase in the mean of x (δ = 0.05); the statistic is m_t − min m.
+    struct PageHinkley {
+        var count = 0.0, mean = 0.0, cumulative = 0.0, minimum = 0.0
+        mutating func update(_ x: Double) -> Double {
+            count += 1
+            mean += (x - mean) / count
+            cumulative += x - mean - 0.05
+            minimum = min(minimum, cumulative)
+            return cumulative - minimum
+        }
+    }
+
+    /// ADWIN (Bifet & Gavaldà 2007) over a window of at most 200 values: the statistic is the largest
+    /// |mean(recent) − mean(older)| over the cuts, divided by the Hoeffding-style bound ε_cut at δ = 0.01
+    /// (a value ≥ 1 is ADWIN's change); the window drops the older part on a change.
+    struct Adwin {
+        var values: [Double] = []
+        mutating func update(_ x: Double) -> Double {
+            values.append(x)
+            if values.count > 200 { values.removeFirst(values.count - 200) }
+            let n = values.count
+            guard n >= 10 else { return 0 }
+            var prefix = [Double](repeating: 0, count: n + 1)
+            for index in 0..<n { prefix[index + 1] = prefix[index] + values[index] }
+            var best = 0.0, cut = 0
+            for split in stride(from: 5, through: n - 5, by: 1) {
+                let n0 = Double(split), n1 = Double(n - split)
+                let difference = (prefix[n] - prefix[split]) / n1 - prefix[split] / n0
+                let m = 1 / (1 / n0 + 1 / n1)
+                let bound = (log(4 * Double(n) / 0.01) / (2 * m)).squareRoot()
+                if difference / bound > best {
+                    best = difference / bound
+                    cut = split
+                }
+            }
+            if best >= 1 { values.removeFirst(cut) }
+            return best
+        }
+    }
+
+    /// Alarm indices for a statistic at `threshold`: first crossing, cool-down, re-arm below it.
+    static func alarms(_ statistic: [Double], threshold: Double) -> [Int] {
+        var result: [Int] = []
+        var coolUntil = -1, armed = true
+        for (index, value) in statistic.enumerated() {
+            if !armed, index > coolUntil, value < threshold { armed = true }
+            if armed, value >= threshold, index >= 10 {
+                result.append(index)
+                armed = false
+                coolUntil = index + coolDown
+            }
+        }
+        return result
+    }
+
+    /// Evaluates every method at each budget (alarms per 10,000 events on the unswitched streams).
+    package static func evaluate(workload: String, streams: [Stream], scorer: StreamingScorer,
+                                 budgets: [Double], settings: DriftDetector.Settings = .init()) -> [Row] {
+        let scored = streams.map { score($0, scorer: scorer, settings: settings) }
+        let unswitched = streams.indices.filter { streams[$0].switchIndex == nil }
+        let switched = streams.indices.filter { streams[$0].switchIndex != nil }
+        let cleanEvents = unswitched.reduce(0) { $0 + streams[$1].categories.count }
+        var rows: [Row] = []
+        for budget in budgets {
+            let allowed = Int((budget * Double(cleanEvents) / 10_000).rounded(.down))
+            for method in methods {
+                func falseAlarms(_ threshold: Double) -> Int {
+                    unswitched.reduce(0) { $0 + alarms(scored[$1].statistics[method] ?? [], threshold: threshold).count }
+                }
+                // The lowest threshold whose false alarms fit the budget (bisection over the statistic's range).
+                var low = 0.0, high = 1.0
+                while falseAlarms(high) > allowed && high < 1e9 { high *= 2 }
+                for _ in 0..<40 {
+                    let middle = (low + high) / 2
+                    if falseAlarms(middle) > allowed { low = middle } else { high = middle }
+                }
+                let threshold = high
+                var delays: [Double] = []
+                var proactiveHits = 0.0, ordinaryHits = 0.0, horizonEvents = 0.0
+                for index in switched {
+                    guard let at = streams[index].switchIndex else { continue }
+                    let statistic = scored[index].statistics[method] ?? []
+                    guard let alarm = alarms(statistic, threshold: threshold).first(where: { $0 >= at && $0 < at + window })
+                    else { continue }
+                    delays.append(Double(alarm - at + 1))
+                    let next = streams[index].categories[(alarm + 1)..<min(alarm + 1 + horizon, streams[index].categories.count)]
+                    let proactive = Set(scored[index].proactiveTop10[alarm]), ordinary = Set(scored[index].ordinaryTop10[alarm])
+                    proactiveHits += Double(next.filter { proactive.contains($0) }.count)
+                    ordinaryHits += Double(next.filter { ordinary.contains($0) }.count)
+                    horizonEvents += Double(next.count)
+                }
+                delays.sort()
+                rows.append(Row(
+                    workload: workload, budgetPer10k: budget, method: method, switches: switched.count,
+                    detectionRate: switched.isEmpty ? 0 : Double(delays.count) / Double(switched.count),
+                    falseAlarmsPer10k: cleanEvents == 0 ? 0 : Double(falseAlarms(threshold)) * 10_000 / Double(cleanEvents),
+                    delayP50: delays.isEmpty ? nil : delays[delays.count / 2],
+                    delayP90: delays.isEmpty ? nil : delays[min(delays.count - 1, delays.count * 9 / 10)],
+                    proactiveHR10: horizonEvents > 0 ? proactiveHits / horizonEvents : nil,
+                    ordinaryHR10: horizonEvents > 0 ? ordinaryHits / horizonEvents : nil))
+            }
+        }
+        return rows
+    }
+
+    /// Real-sequence switches: each evaluated user's stream continues, at a random point, with another
+    /// evaluated user's stream (ground truth = the switch point); the other half stay unswitched.
+    package static func spliced(_ users: [EventSequence], seed: UInt64, minimumPrefix: Int = 15) -> [Stream] {
+        var random = SplitMix64(seed: seed)
+        let eligible = users.filter { $0.count >= minimumPrefix + 10 }
+        var streams: [Stream] = []
+        for (index, user) in eligible.enumerated() {
+            let actions = user.actions.isEmpty ? [UInt8](repeating: 0, count: user.count) : user.actions
+            if index % 2 == 1 || eligible.count < 2 {
+                streams.append(Stream(categories: user.categories, actions: actions, switchIndex: nil))
+                continue
+            }
+            let other = eligible[(index + 1 + Int(random.next() % UInt64(eligible.count - 1))) % eligible.count]
+            let otherActions = other.actions.isEmpty ? [UInt8](repeating: 0, count: other.count) : other.actions
+            let at = minimumPrefix + Int(random.next() % UInt64(max(1, user.count - minimumPrefix - 5)))
+            let continuation = min(other.count, 40)
+            streams.append(Stream(categories: Array(user.categories.prefix(at)) + other.categories.suffix(continuation),
+                                  actions: Array(actions.prefix(at)) + otherActions.suffix(continuation),
+                                  switchIndex: at))
+        }
+        return streams
+    }
+}
+
+extension DriftEvaluation {
+    /// Simulated shoppers' streams with the simulator's injected shifts as ground truth, and the
+    /// training sequences of a disjoint set of simulated shoppers (for the detector's model).
+    package static func simulatorWorkload(users: Int, seed: UInt64, shape: LSTMShape)
+        -> (streams: [Stream], training: [EventSequence], outOfVocabulary: Int32)
+    {
+        var parameters = ShopperSimulator.Parameters()
+        parameters.users = users
+        parameters.seed = seed
+        let output = ShopperSimulator(parameters: parameters).run()
+        var items: [UInt64: Set<UInt64>] = [:]
+        CategoryCatalog.itemsPerCategory(output.events, into: &items)
+        let catalog = CategoryCatalog(itemsPerCategory: items.mapValues(\.count), categories: shape.categories)
+        let shiftIndex = Dictionary(output.shifts.map { ($0.user, $0.eventIndex) }, uniquingKeysWith: { first, _ in first })
+        var byUser: [UInt64: [BehaviorEvent]] = [:]
+        for event in output.events { byUser[event.user, default: []].append(event) }
+        var streams: [Stream] = [], training: [EventSequence] = []
+        for user in byUser.keys.sorted() {
+            guard let events = byUser[user] else { continue }
+            let sequence = EventSequence(events: events, catalog: catalog)
+            if user % 2 == 0 {
+                training.append(EventSequence(categories: Array(sequence.categories.suffix(50)),
+                                              actions: Array(sequence.actions.suffix(50)), gaps: Array(sequence.gaps.suffix(50))))
+            } else {
+                streams.append(Stream(categories: sequence.categories, actions: sequence.actions,
+                                      switchIndex: shiftIndex[user]))
+            }
+        }
+        return (streams, training, catalog.outOfVocabulary)
+    }
+}

@@ -1,0 +1,180 @@
+package import FedIO
+package import FedLogic
+package import FedModel
+package import FedNode
+import Foundation
+
+/// The federation in one process, with the same FedCore code the agents and the aggregator run —
+/// Poisson sampling, per-user clipped updates (``LocalTraining``), Gaussian noise at each agent
+/// (``GaussianNoise``), the fixed-denominator FedAvg with the server optimizer (``FederatedAveraging``)
+/// and the accountant — but no sockets. It answers the operator's question before deployment: what
+/// accuracy does a privacy budget cost? It also trains a centralized, non-private model with the same
+/// model code on the same split, for comparison.
+package struct FederationSimulation: Sendable {
+    package struct Settings: Sendable {
+        package var regions = 3
+        package var rounds = 100
+        package var samplingRate = 0.05
+        package var clipNorm = 1.0
+        package var learningRate = 1.0
+        package var sequenceLength = 30
+        package var serverLearningRate = 0.02
+        /// `adam` (FedAdam) or `sgd` (FedAvgM with ``serverMomentum``).
+        package var serverOptimizer = "adam"
+        package var serverMomentum = 0.9
+        /// Target ε over all rounds; `nil` or ∞ trains without noise.
+        package var epsilon: Double?
+        package var delta = 1e-6
+        package var threads = 2
+        /// Held-out users evaluated (a fixed, evenly spread subset).
+        package var evaluationUsers = 5_000
+        package var centralEpochs = 2
+        package var centralLearningRate = 0.003
+        package var seed: UInt64 = 1
+        package init() {}
+    }
+
+    package struct Result: Sendable, Codable {
+        package var epsilon: Double
+        package var delta: Double
+        package var noiseMultiplier: Double
+        package var hr10: Double
+        package var ndcg10: Double
+        package var centralHR10: Double
+        package var centralNDCG10: Double
+        package var users: Int
+        package var rounds: Int
+        package var samplingRate: Double
+        package var evaluatedUsers: Int
+        package var seconds: Double
+
+        enum CodingKeys: String, CodingKey {
+            case epsilon, delta, hr10, ndcg10, users, rounds, seconds
+            case noiseMultiplier = "noise_multiplier", centralHR10 = "central_hr10", centralNDCG10 = "central_ndcg10"
+            case samplingRate = "sampling_rate", evaluatedUsers = "evaluated_users"
+        }
+    }
+
+    package var settings: Settings
+    package var shape: LSTMShape
+    package var outOfVocabulary: Int32
+
+    package init(settings: Settings, shape: LSTMShape, outOfVocabulary: Int32) {
+        self.settings = settings
+        self.shape = shape
+        self.outOfVocabulary = outOfVocabulary
+    }
+
+    /// The split every method sees: each user's most recent event is held out; training uses the
+    /// `sequenceLength` events before it. Evaluation uses a fixed, evenly spread subset of users.
+    package func split(_ users: [EventSequence]) -> (training: [EventSequence], evaluation: [EventSequence]) {
+        let L = settings.sequenceLength
+        var training: [EventSequence] = []
+        training.reserveCapacity(users.count)
+        for user in users where user.count >= 3 {
+            let prefix = EventSequence(categories: Array(user.categories.dropLast().suffix(L)),
+                                       actions: Array(user.actions.dropLast().suffix(L)),
+                                       gaps: Array(user.gaps.dropLast().suffix(L)))
+            training.append(prefix)
+        }
+        let evaluable = users.filter {
+            $0.count >= 3 && NextCategoryEvaluation.isEvaluable($0, outOfVocabulary: outOfVocabulary)
+        }
+        let step = max(1, evaluable.count / max(1, settings.evaluationUsers))
+        let evaluation = stride(from: 0, to: evaluable.count, by: step).prefix(settings.evaluationUsers).map { index in
+            let user = evaluable[index]
+            return EventSequence(categories: Array(user.categories.suffix(L + 1)), actions: Array(user.actions.suffix(L + 1)),
+                                 gaps: Array(user.gaps.suffix(L + 1)))
+        }
+        return (training, evaluation)
+    }
+
+    /// Runs the federation and the centralized baseline on `users` (each a whole time-ordered sequence).
+    package func run(users: [EventSequence], central: NextCategoryEvaluation? = nil,
+                     progress: (String) -> Void = { _ in }) -> (result: Result, central: NextCategoryEvaluation) {
+        let started = ContinuousClock.now
+        let (training, evaluation) = split(users)
+        let regions = (0..<settings.regions).map { region in
+            stride(from: region, to: training.count, by: settings.regions).map { training[$0] }
+        }
+        let q = settings.samplingRate
+        let epsilon = settings.epsilon ?? .infinity
+        let z: Double = epsilon.isFinite
+            ? RDP.calibrate(q: q, rounds: settings.rounds, delta: settings.delta, targetEpsilon: epsilon) ?? 1000 : 0
+        progress(String(format: "%d users (%d evaluated), %d regions, q = %g, %d rounds, ε = %@ → z = %.4f",
+                        training.count, evaluation.count, settings.regions, q, settings.rounds,
+                        epsilon.isFinite ? String(format: "%g", epsilon) : "∞", z))
+        let hyperparameters = RoundHyperparameters(
+            samplingRate: q, clipNorm: settings.clipNorm, noiseMultiplier: z, learningRate: settings.learningRate,
+            localSteps: 1, sequenceLength: UInt32(settings.sequenceLength))
+        let local = LocalTraining(hyperparameters: hyperparameters, threads: settings.threads)
+        var averaging = FederatedAveraging(
+            denominator: z > 0 ? .fixed(q * Double(training.count)) : .contributingUsers,
+            serverOptimizer: settings.serverOptimizer == "sgd"
+                ? SGD(learningRate: settings.serverLearningRate, momentum: settings.serverMomentum)
+                : Adam(learningRate: settings.serverLearningRate))
+        var parameters = LSTMParameters<Float>(shape: shape, seed: settings.seed)
+        var sampler = SodiumRandom()
+        var noise = GaussianNoise(generator: SodiumRandom())
+        for round in 1...settings.rounds {
+            var updates: [ModelUpdate] = []
+            for (index, region) in regions.enumerated() {
+                let sampled = local.sample(region, random: &sampler)
+                let result = local.run(global: parameters, users: sampled)
+                let values = noise.noised(result.deltaSum, sigma: z * settings.clipNorm)
+                updates.append(ModelUpdate(agentID: "region-\(index)", round: UInt64(round), deltaSum: values,
+                                           users: result.sampledUsers))
+            }
+            averaging.apply(updates, to: &parameters.values)
+            if round % max(1, settings.rounds / 10) == 0 || round == settings.rounds {
+                let measured = NextCategoryEvaluation.evaluate(parameters: parameters, sequences: evaluation,
+                                                               outOfVocabulary: outOfVocabulary)
+                progress(String(format: "  round %d: HR@10 %.4f  NDCG@10 %.4f", round, measured.hr10, measured.ndcg10))
+            }
+        }
+        let federated = NextCategoryEvaluation.evaluate(parameters: parameters, sequences: evaluation,
+                                                        outOfVocabulary: outOfVocabulary)
+        let baseline = central ?? trainCentral(training: training, evaluation: evaluation, progress: progress)
+        let spent = z > 0 ? RDP.epsilon(q: q, noiseMultiplier: z, rounds: settings.rounds, delta: settings.delta).epsilon
+            : .infinity
+        return (Result(epsilon: spent, delta: settings.delta, noiseMultiplier: z, hr10: federated.hr10,
+                       ndcg10: federated.ndcg10, centralHR10: baseline.hr10, centralNDCG10: baseline.ndcg10,
+                       users: training.count, rounds: settings.rounds, samplingRate: q,
+                       evaluatedUsers: federated.users, seconds: (ContinuousClock.now - started).inSeconds),
+                baseline)
+    }
+
+    /// The centralized, non-private model: the same LSTM code, mini-batch Adam over every training
+    /// sequence for `centralEpochs` epochs, evaluated on the same held-out events.
+    package func trainCentral(training: [EventSequence], evaluation: [EventSequence],
+                              progress: (String) -> Void = { _ in }) -> NextCategoryEvaluation {
+        let parameters = trainCentralModel(training: training, evaluation: evaluation, progress: progress)
+        return NextCategoryEvaluation.evaluate(parameters: parameters, sequences: evaluation,
+                                               outOfVocabulary: outOfVocabulary)
+    }
+
+    /// The centrally trained parameters (see ``trainCentral(training:evaluation:progress:)``).
+    package func trainCentralModel(training: [EventSequence], evaluation: [EventSequence] = [],
+                                   progress: (String) -> Void = { _ in }) -> LSTMParameters<Float> {
+        var parameters = LSTMParameters<Float>(shape: shape, seed: settings.seed)
+        var optimizer = Adam(learningRate: settings.centralLearningRate)
+        let trainer = ParallelTrainer<Float>(shape: shape, threads: settings.threads)
+        var order = Array(training.indices)
+        var random = SplitMix64(seed: settings.seed)
+        var gradient: [Float] = []
+        for epoch in 1...settings.centralEpochs {
+            order.shuffle(using: &random)
+            for start in stride(from: 0, to: order.count, by: 64) {
+                let batch = order[start..<min(start + 64, order.count)].map { training[$0] }
+                trainer.gradient(parameters: parameters, sequences: batch, into: &gradient)
+                optimizer.step(&parameters.values, gradient: gradient)
+            }
+            guard !evaluation.isEmpty else { continue }
+            let measured = NextCategoryEvaluation.evaluate(parameters: parameters, sequences: evaluation,
+                                                           outOfVocabulary: outOfVocabulary)
+            progress(String(format: "  central epoch %d: HR@10 %.4f  NDCG@10 %.4f", epoch, measured.hr10, measured.ndcg10))
+        }
+        return parameters
+    }
+}
+
