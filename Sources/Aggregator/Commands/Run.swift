@@ -56,26 +56,21 @@ struct Run: AsyncParsableCommand {
             "endpoint": "\(server.router.boundEndpoints.joined(separator: ","))",
             "announce": "\(server.publisher.boundEndpoints.joined(separator: ","))", "agents.enrolled": "\(agents.count)",
         ])
+        // The round driver ends the group after rounds.max_rounds rounds; on SIGTERM every service stops
+        // (the last completed round is checkpointed; an open round is re-run on restart). The status
+        // service, last to stop, writes what the driver queued before it ended.
+        var services = server.services()
+        services.status.inServiceGroup = true
         let group = ServiceGroup(configuration: .init(
             services: [
-                .init(service: FederationService(server: server), successTerminationBehavior: .gracefullyShutdownGroup),
+                .init(service: services.status),
                 .init(service: AdmissionLogService(zap: server.zap, logger: logger)),
+                .init(service: services.announcer),
+                .init(service: services.intake),
+                .init(service: services.driver, successTerminationBehavior: .gracefullyShutdownGroup),
             ],
             gracefulShutdownSignals: [.sigterm, .sigint], logger: logger))
         try await group.run()
-    }
-}
-
-/// Runs the rounds; returns when `max_rounds` rounds are done, which shuts the group down.
-struct FederationService: Service {
-    let server: AggregatorServer
-
-    func run() async throws {
-        do {
-            try await cancelWhenGracefulShutdown { try await server.run() }
-        } catch is CancellationError {
-            // Graceful shutdown: the last completed round is checkpointed; an open round is re-run on restart.
-        }
     }
 }
 

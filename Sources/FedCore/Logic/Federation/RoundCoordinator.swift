@@ -51,6 +51,10 @@ package actor RoundCoordinator {
     /// The open round's merged drift-score histograms, and how many agents sent one.
     private var histogram: [Double] = []
     private var histogramAgents = 0
+    /// When each enrolled agent was last heard, for the live count.
+    private var lastHeard: [String: ContinuousClock.Instant] = [:]
+    /// The drift thresholds in force (sent in welcomes and re-announced); empty before the first calibration.
+    package private(set) var thresholds: [Float] = []
     /// The clip norm announced with the next round (moves only with adaptive clipping).
     package private(set) var clipNorm: Double
     private let adaptiveClipping: AdaptiveClipping?
@@ -76,6 +80,26 @@ package actor RoundCoordinator {
         self.adaptiveClipping = adaptiveClipping
         self.clipNorm = initialClipNorm
     }
+
+    /// An agent counts as live when heard within this window (agents send a heartbeat every 2 s).
+    package static let liveWindow: Duration = .seconds(7)
+
+    /// Records that `agentID` was heard at `now`; returns whether it was not live before (the live
+    /// count grew).
+    package func heard(_ agentID: String, at now: ContinuousClock.Instant) -> Bool {
+        let previous = lastHeard.updateValue(now, forKey: agentID)
+        return previous.map { now - $0 >= Self.liveWindow } ?? true
+    }
+
+    /// Agents heard within ``liveWindow`` before `now`.
+    package func liveAgents(at now: ContinuousClock.Instant) -> Int {
+        lastHeard.values.filter { now - $0 < Self.liveWindow }.count
+    }
+
+    /// Updates accepted in the open round so far.
+    package var receivedUpdates: Int { updates.count }
+
+    package func setThresholds(_ thresholds: [Float]) { self.thresholds = thresholds }
 
     /// The server optimizer's state, for checkpoints.
     package var optimizerState: [Double] { averaging.serverOptimizer.stateSnapshot() }

@@ -56,18 +56,20 @@ package final class AgentSession: Sendable {
         subscriber.close()
     }
 
-    private enum Event: Sendable {
+    /// What reaches the session's loop: messages from both sockets, link events, the timer, and the
+    /// end of a round's work. Each is mapped to an ``AgentProtocol`` event (wire types end here).
+    private enum Input: Sendable {
         case direct(ZMQMessage)
         case announcement(ZMQMessage)
         case link(ZMQSocketEvent)
         case tick
-        case finished(round: RoundPlan, Result<RoundWork, any Error>)
+        case finished(round: RoundPlan, AgentProtocol.TrainingOutcome)
     }
 
     /// Runs until cancelled. Throws ``AgentLinkError/notEnrolled(agentID:publicKeyFile:)`` when the
     /// aggregator refuses this agent's key (a configuration error that retrying cannot fix).
     package func run() async throws {
-        let (events, continuation) = AsyncStream.makeStream(of: Event.self)
+        let (inputs, continuation) = AsyncStream.makeStream(of: Input.self)
         try await withThrowingTaskGroup(of: Void.self) { group in
             group.addTask { [link] in
                 for try await message in link.messages { continuation.yield(.direct(message)) }
@@ -84,233 +86,190 @@ package final class AgentSession: Sendable {
                     try await Task.sleep(for: .seconds(2))
                 }
             }
-            var state = State(model: loadModel())
-            if let model = state.model { onModel?(model.parameters, model.version) }
+            var machine = AgentProtocol()
+            var model = loadModel()
+            if let model {
+                onModel?(model.parameters, model.version)
+                _ = machine.handle(.modelLoaded(version: model.version), now: Self.nowMilliseconds)
+            }
             defer { continuation.finish() }
-            for await event in events {
+            for await input in inputs {
                 try Task.checkCancellation()
-                try await handle(event, state: &state, continuation: continuation, group: &group)
+                guard let event = self.event(for: input) else { continue }
+                var queue = machine.handle(event, now: Self.nowMilliseconds)
+                while !queue.isEmpty {
+                    let action = queue.removeFirst()
+                    if let next = try await perform(action, model: &model, continuation: continuation, group: &group) {
+                        queue += machine.handle(next, now: Self.nowMilliseconds)
+                    }
+                }
             }
             group.cancelAll()
         }
     }
 
-    private struct State {
-        var model: (parameters: LSTMParameters<Float>, version: UInt64)?
-        var registered = false
-        var chunks: [UInt32: [UInt8]] = [:]
-        var chunkVersion: UInt64?
-        var modelRequestedAt: ContinuousClock.Instant?
-        /// A round waiting for the model, or announced while another round's work was running.
-        var pending: RoundPlan?
-        var working: UInt64?
-        var handledRound: UInt64 = 0
-        var lastWork: (round: UInt64, modelVersion: UInt64, work: RoundWork)?
-        /// Set once the privacy budget refused a release: no more training, ever (the ledger only grows).
-        var trainingStopped: String?
-    }
-
-    private func handle(_ event: Event, state: inout State, continuation: AsyncStream<Event>.Continuation,
-                        group: inout ThrowingTaskGroup<Void, any Error>) async throws {
-        switch event {
-        case .link(let linkEvent):
-            switch linkEvent.kind {
+    /// Opens, decodes and maps one input; nil (logged) for what the protocol should not see.
+    private func event(for input: Input) -> AgentProtocol.Event? {
+        switch input {
+        case .link(let event):
+            switch event.kind {
             case .handshakeSucceeded:
                 logger.info("Connected to aggregator (CURVE handshake done); registering",
                             metadata: ["agent.id": "\(agentID)", "endpoint": "\(link.endpoint)"])
-                state.registered = false
-                await send(Hello(agentID: agentID, softwareVersion: FedDrift.version,
-                                 sentAtMilliseconds: Self.nowMilliseconds))
-            case .handshakeFailedAuthentication:
-                throw AgentLinkError.notEnrolled(agentID: agentID, publicKeyFile: "identity.public")
-            case .disconnected:
-                logger.warning("Lost the aggregator; reconnecting with back-off", metadata: ["agent.id": "\(agentID)"])
-            default:
-                break
+                return .connected
+            case .handshakeFailedAuthentication: return .authenticationFailed
+            case .disconnected: return .disconnected
+            default: return nil
             }
         case .tick:
-            if state.registered {
-                await send(Heartbeat(sentAtMilliseconds: Self.nowMilliseconds, round: state.handledRound))
-            } else {
-                await send(Hello(agentID: agentID, softwareVersion: FedDrift.version,
-                                 sentAtMilliseconds: Self.nowMilliseconds))
-            }
+            return .tick
+        case .finished(let round, let outcome):
+            return .trainingFinished(round: round, outcome)
         case .announcement(let message):
             do {
                 let (kind, body) = try verifier.open(message)
-                if kind == .roundOpen { await consider(RoundPlan(try RoundOpen(decoding: body)), resend: false, state: &state, continuation: continuation, group: &group) }
-                if kind == .thresholds {
+                switch kind {
+                case .roundOpen: return .roundOpened(RoundPlan(try RoundOpen(decoding: body)))
+                case .thresholds:
                     let message = try DriftThresholdsMessage(decoding: body)
-                    if !message.thresholds.isEmpty {
-                        onThresholds?(message.thresholds)
-                        logger.info("Drift threshold from the aggregator", metadata: [
-                            "round.id": "\(message.round)", "threshold": "\(message.thresholds)",
-                        ])
-                    }
+                    return .thresholds(message.thresholds)
+                default: return nil
                 }
             } catch {
                 logger.warning("Ignored an announcement", metadata: ["error": "\(error)"])
+                return nil
             }
         case .direct(let message):
             do {
                 let (kind, payload) = try link.open(message)
-                try await handleDirect(kind, payload, state: &state, continuation: continuation, group: &group)
+                switch kind {
+                case .welcome:
+                    let welcome = try Welcome(decoding: payload)
+                    logger.info("Registered: sealed hello accepted, sealed welcome opened", metadata: [
+                        "agent.id": "\(agentID)", "aggregator.id": "\(welcome.aggregatorID)",
+                        "round.id": "\(welcome.currentRound)", "model.version": "\(welcome.modelVersion)",
+                        "agents.enrolled": "\(welcome.enrolledAgents)",
+                    ])
+                    return .welcomed(AgentProtocol.Snapshot(
+                        modelVersion: welcome.modelVersion, openRound: welcome.openRound.map(RoundPlan.init),
+                        awaitingUpdate: welcome.awaitingUpdate, thresholds: welcome.thresholds))
+                case .modelChunk:
+                    let chunk = try ModelChunk(decoding: payload)
+                    return .modelChunk(.init(modelVersion: chunk.modelVersion, index: Int(chunk.index),
+                                             count: Int(chunk.count), bytes: chunk.bytes))
+                case .verdict:
+                    let verdict = try Verdict(decoding: payload)
+                    return .verdict(round: verdict.round, accepted: verdict.accepted, reason: verdict.reason)
+                default:
+                    logger.warning("Unexpected message from the aggregator", metadata: ["kind": "\(kind)"])
+                    return nil
+                }
             } catch {
                 logger.warning("Ignored a message from the aggregator", metadata: ["error": "\(error)"])
-            }
-        case .finished(let round, let result):
-            state.working = nil
-            state.handledRound = max(state.handledRound, round.round)
-            switch result {
-            case .success(let work):
-                state.lastWork = (round.round, round.modelVersion, work)
-                logger.info("Trained local update", metadata: [
-                    "round.id": "\(round.round)", "users.sampled": "\(work.sampledUsers)",
-                    "users.clipped": "\(work.clippedUsers)", "loss.mean": "\(work.meanLoss)",
-                    "seconds": "\(work.seconds)",
-                ])
-                await submit(work, round: round)
-            case .failure(let error as PrivacyLedgerError):
-                if case .budgetExceeded = error {
-                    state.trainingStopped = error.description
-                    logger.error("Privacy budget exhausted: no more training or update releases; still ingesting and scoring",
-                                 metadata: ["round.id": "\(round.round)", "detail": "\(error)"])
-                } else {
-                    logger.error("Round work failed", metadata: ["round.id": "\(round.round)", "error": "\(error)"])
-                }
-            case .failure(let error):
-                logger.error("Round work failed", metadata: ["round.id": "\(round.round)", "error": "\(error)"])
-            }
-            writeStatus(state)
-            if let next = state.pending, next.round > round.round {
-                state.pending = nil
-                await consider(next, resend: false, state: &state, continuation: continuation, group: &group)
+                return nil
             }
         }
     }
 
-    private func handleDirect(_ kind: MessageKind, _ payload: [UInt8], state: inout State,
-                              continuation: AsyncStream<Event>.Continuation,
-                              group: inout ThrowingTaskGroup<Void, any Error>) async throws {
-        switch kind {
-        case .welcome:
-            let welcome = try Welcome(decoding: payload)
-            state.registered = true
-            if !welcome.thresholds.isEmpty { onThresholds?(welcome.thresholds) }
-            logger.info("Registered: sealed hello accepted, sealed welcome opened", metadata: [
-                "agent.id": "\(agentID)", "aggregator.id": "\(welcome.aggregatorID)",
-                "round.id": "\(welcome.currentRound)", "model.version": "\(welcome.modelVersion)",
-                "agents.enrolled": "\(welcome.enrolledAgents)",
-            ])
-            if let open = welcome.openRound, welcome.awaitingUpdate {
-                await consider(RoundPlan(open), resend: true, state: &state, continuation: continuation, group: &group)
-            } else if state.model?.version != welcome.modelVersion {
-                await requestModel(state: &state)
-            }
-        case .modelChunk:
-            let chunk = try ModelChunk(decoding: payload)
-            if state.chunkVersion != chunk.modelVersion {
-                state.chunks = [:]
-                state.chunkVersion = chunk.modelVersion
-            }
-            state.chunks[chunk.index] = chunk.bytes
-            guard state.chunks.count == Int(chunk.count) else { return }
-            let file = (0..<chunk.count).flatMap { state.chunks[$0] ?? [] }
-            state.chunks = [:]
-            state.chunkVersion = nil
-            state.modelRequestedAt = nil
-            let model = try ModelFile.decode(file, path: "model v\(chunk.modelVersion) from the aggregator")
-            state.model = (model.parameters, model.modelVersion)
-            onModel?(model.parameters, model.modelVersion)
-            logger.info("Received global model", metadata: [
-                "model.version": "\(model.modelVersion)", "bytes": "\(file.count)",
-            ])
-            if let modelPath {
-                do {
-                    try ModelFile.write(model.parameters, modelVersion: model.modelVersion, to: modelPath)
-                } catch {
-                    logger.warning("Could not save the model locally", metadata: ["error": "\(error)"])
-                }
-            }
-            if let pending = state.pending, state.working == nil {
-                state.pending = nil
-                await consider(pending, resend: false, state: &state, continuation: continuation, group: &group)
-            }
-        case .verdict:
-            let verdict = try Verdict(decoding: payload)
-            if verdict.accepted {
-                logger.info("Update accepted by the aggregator", metadata: ["round.id": "\(verdict.round)"])
-            } else {
-                logger.warning("Aggregator refused a message", metadata: [
-                    "round.id": "\(verdict.round)", "reason": "\(verdict.reason)",
-                ])
-            }
-        default:
-            logger.warning("Unexpected message from the aggregator", metadata: ["kind": "\(kind)"])
-        }
-    }
-
-    /// Decides what to do about an open round: ignore it (old, handled, past its deadline), resend the
-    /// update already computed for it (the aggregator restarted and lost it; re-sending the same
-    /// update releases nothing new), fetch the model first, or start the work.
-    private func consider(_ open: RoundPlan, resend: Bool, state: inout State,
-                          continuation: AsyncStream<Event>.Continuation,
-                          group: inout ThrowingTaskGroup<Void, any Error>) async {
-        if let working = state.working {
-            if open.round > working { state.pending = open }
-            return
-        }
-        if let reason = state.trainingStopped {
-            if open.round > state.handledRound {
-                state.handledRound = open.round
-                logger.notice("Not taking part in this round: training stopped", metadata: [
-                    "round.id": "\(open.round)", "reason": "\(reason)",
-                ])
-            }
-            return
-        }
-        if open.round <= state.handledRound {
-            if resend, let last = state.lastWork, last.round == open.round, last.modelVersion == open.modelVersion {
-                logger.info("Re-sending this round's update to the restarted aggregator", metadata: [
-                    "round.id": "\(open.round)",
-                ])
-                await submit(last.work, round: open)
-            }
-            return
-        }
-        guard Self.nowMilliseconds < open.deadlineMilliseconds else {
-            logger.warning("Round already past its deadline; skipping", metadata: ["round.id": "\(open.round)"])
-            state.handledRound = open.round
-            return
-        }
-        guard let model = state.model, model.version == open.modelVersion else {
-            state.pending = open
-            await requestModel(state: &state)
-            return
-        }
-        state.working = open.round
-        logger.info("Round open: training", metadata: [
-            "round.id": "\(open.round)", "model.version": "\(open.modelVersion)",
-            "sampling_rate": "\(open.hyperparameters.samplingRate)",
-        ])
-        let worker = self.worker
-        group.addTask {
-            let result: Result<RoundWork, any Error>
+    /// Performs one action; returns the event it produced at once, if any (a model installed or refused).
+    private func perform(_ action: AgentProtocol.Action, model: inout (parameters: LSTMParameters<Float>, version: UInt64)?,
+                         continuation: AsyncStream<Input>.Continuation,
+                         group: inout ThrowingTaskGroup<Void, any Error>) async throws -> AgentProtocol.Event? {
+        switch action {
+        case .sendHello:
+            await send(Hello(agentID: agentID, softwareVersion: FedDrift.version, sentAtMilliseconds: Self.nowMilliseconds))
+        case .sendHeartbeat(let round):
+            await send(Heartbeat(sentAtMilliseconds: Self.nowMilliseconds, round: round))
+        case .requestModel(let held):
+            await send(ModelRequest(heldVersion: held))
+        case .installModel(let version, let file):
             do {
-                result = .success(try await onDedicatedThread {
-                    try worker.work(global: model.parameters, modelVersion: model.version, round: open)
-                })
+                let decoded = try ModelFile.decode(file, path: "model v\(version) from the aggregator")
+                model = (decoded.parameters, decoded.modelVersion)
+                onModel?(decoded.parameters, decoded.modelVersion)
+                logger.info("Received global model", metadata: ["model.version": "\(version)", "bytes": "\(file.count)"])
+                if let modelPath {
+                    do {
+                        try ModelFile.write(encoded: file, to: modelPath)
+                    } catch {
+                        logger.warning("Could not save the model locally", metadata: ["error": "\(error)"])
+                    }
+                }
+                return .modelInstalled(version: decoded.modelVersion)
             } catch {
-                result = .failure(error)
+                logger.warning("Ignored a model from the aggregator", metadata: ["error": "\(error)"])
+                return .modelRejected(version: version)
             }
-            continuation.yield(.finished(round: open, result))
+        case .startTraining(let plan):
+            guard let model, model.version == plan.modelVersion else {
+                preconditionFailure("AgentProtocol started training without the round's model")
+            }
+            logger.info("Round open: training", metadata: [
+                "round.id": "\(plan.round)", "model.version": "\(plan.modelVersion)",
+                "sampling_rate": "\(plan.hyperparameters.samplingRate)",
+            ])
+            let worker = self.worker
+            group.addTask {
+                let outcome: AgentProtocol.TrainingOutcome
+                do {
+                    outcome = .completed(try await onDedicatedThread {
+                        try worker.work(global: model.parameters, modelVersion: model.version, round: plan)
+                    })
+                } catch let error as PrivacyLedgerError {
+                    if case .budgetExceeded = error { outcome = .budgetRefused(reason: error.description) }
+                    else { outcome = .failed(reason: error.description) }
+                } catch let error as RoundWorkError {
+                    outcome = .deadlinePassed(reason: error.description)
+                } catch {
+                    outcome = .failed(reason: "\(error)")
+                }
+                continuation.yield(.finished(round: plan, outcome))
+            }
+        case .send(let work, let round):
+            logger.info("Trained local update", metadata: [
+                "round.id": "\(round.round)", "users.sampled": "\(work.sampledUsers)",
+                "users.clipped": "\(work.clippedUsers)", "loss.mean": "\(work.meanLoss)", "seconds": "\(work.seconds)",
+            ])
+            await submit(work, round: round)
+        case .resend(let work, let round):
+            await submit(work, round: round)
+        case .applyThresholds(let thresholds):
+            onThresholds?(thresholds)
+            logger.info("Drift threshold from the aggregator", metadata: ["threshold": "\(thresholds)"])
+        case .writeStatus(let status):
+            writeStatus(status)
+        case .note(let note):
+            log(note)
+        case .stopNotEnrolled:
+            throw AgentLinkError.notEnrolled(agentID: agentID, publicKeyFile: "identity.public")
         }
+        return nil
     }
 
-    private func requestModel(state: inout State) async {
-        if let asked = state.modelRequestedAt, ContinuousClock.now - asked < .seconds(5) { return }
-        state.modelRequestedAt = .now
-        await send(ModelRequest(heldVersion: state.model?.version ?? 0))
+    private func log(_ note: AgentProtocol.Note) {
+        switch note {
+        case .lostAggregator:
+            logger.warning("Lost the aggregator; reconnecting with back-off", metadata: ["agent.id": "\(agentID)"])
+        case .registered:
+            break  // logged with the welcome's details when it was opened
+        case .skippedPastDeadline(let round):
+            logger.warning("Round already past its deadline; skipping", metadata: ["round.id": "\(round)"])
+        case .skippedTrainingStopped(let round, let reason):
+            logger.notice("Not taking part in this round: training stopped", metadata: [
+                "round.id": "\(round)", "reason": "\(reason)",
+            ])
+        case .trainingStopped(let round, let reason):
+            logger.error("Privacy budget exhausted: no more training or update releases; still ingesting and scoring",
+                         metadata: ["round.id": "\(round)", "detail": "\(reason)"])
+        case .workFailed(let round, let reason):
+            logger.error("Round work failed", metadata: ["round.id": "\(round)", "error": "\(reason)"])
+        case .updateAccepted(let round):
+            logger.info("Update accepted by the aggregator", metadata: ["round.id": "\(round)"])
+        case .refused(let round, let reason):
+            logger.warning("Aggregator refused a message", metadata: ["round.id": "\(round)", "reason": "\(reason)"])
+        case .resending(let round):
+            logger.info("Re-sending this round's update to the restarted aggregator", metadata: ["round.id": "\(round)"])
+        }
     }
 
     private func submit(_ work: RoundWork, round: RoundPlan) async {
@@ -341,15 +300,17 @@ package final class AgentSession: Sendable {
     static var nowMilliseconds: Int64 { Int64(Date().timeIntervalSince1970 * 1000) }
 
     /// `data_directory/status.json`: whether this agent still trains, and its last round.
-    private func writeStatus(_ state: State) {
+    private func writeStatus(_ status: AgentProtocol.Status) {
         guard let statusPath else { return }
-        let status: [String: Any] = [
-            "agent_id": agentID, "participating": state.trainingStopped == nil,
-            "stopped_reason": state.trainingStopped ?? "", "last_round": state.handledRound,
-            "model_version": state.model?.version ?? 0,
+        let document: [String: Any] = [
+            "agent_id": agentID, "participating": status.participating, "stopped_reason": status.stoppedReason,
+            "last_round": status.lastRound, "model_version": status.modelVersion,
         ]
-        if let data = try? JSONSerialization.data(withJSONObject: status, options: [.prettyPrinted, .sortedKeys]) {
-            try? data.write(to: URL(fileURLWithPath: statusPath), options: .atomic)
+        do {
+            let data = try JSONSerialization.data(withJSONObject: document, options: [.prettyPrinted, .sortedKeys])
+            try data.write(to: URL(fileURLWithPath: statusPath), options: .atomic)
+        } catch {
+            logger.warning("Could not write status", metadata: ["path": "\(statusPath)", "error": "\(error)"])
         }
     }
 }

@@ -1,0 +1,321 @@
+import FedIO
+package import FedLogic
+import Foundation
+import Logging
+import ServiceLifecycle
+import Synchronization
+
+/// Agent messages from the ROUTER: through the gate (authenticated, opened, decoded, mapped) into the
+/// ``RoundCoordinator``; answers welcomes, model requests and updates. Wakes the round driver when the
+/// live agent count may have grown and when an update was accepted.
+package struct UpdateIntakeService: Service {
+    let server: AggregatorServer
+    let wake: AsyncStream<RoundDriver.Event>.Continuation
+
+    package func run() async throws {
+        let coordinator = server.coordinator, logger = server.logger
+        for try await message in server.router.messages.cancelOnGracefulShutdown() {
+            let openRound: UInt64? = if case .collecting(let round, _) = await coordinator.phase { round } else { nil }
+            switch server.gate.open(message, openRound: openRound) {
+            case .success(let request):
+                if await coordinator.heard(request.agentID, at: .now) { wake.yield(.agentsChanged) }
+                await handle(request)
+            case .failure(let rejection):
+                await coordinator.recordRejection(reason: rejection.reason, agentID: rejection.agentID)
+                logger.warning("Rejected message", metadata: [
+                    "reason": "\(rejection.reason)", "detail": "\(rejection.detail)",
+                    "agent.id": "\(rejection.agentID ?? "-")",
+                ])
+                if let agentID = rejection.agentID, let routingID = rejection.routingID {
+                    await server.reply(Verdict(round: openRound ?? 0, accepted: false, reason: rejection.reason),
+                                       to: agentID, routingID: routingID)
+                }
+            }
+        }
+    }
+
+    private func handle(_ request: AggregatorGate.Request) async {
+        let coordinator = server.coordinator, logger = server.logger
+        let agentID = request.agentID
+        switch request.body {
+        case .hello(let hello):
+            let snapshot = await coordinator.snapshot(for: agentID)
+            logger.info("Agent registered: sealed hello opened, signature verified", metadata: [
+                "agent.id": "\(agentID)", "agent.version": "\(hello.softwareVersion)",
+                "round.id": "\(snapshot.round)", "round.awaiting": "\(snapshot.awaiting)",
+            ])
+            let welcome = Welcome(aggregatorID: server.configuration.id, currentRound: snapshot.round,
+                                  enrolledAgents: UInt32(server.gate.enrolledAgents.count),
+                                  modelVersion: snapshot.modelVersion, openRound: snapshot.open?.wire,
+                                  awaitingUpdate: snapshot.awaiting, thresholds: await coordinator.thresholds)
+            await server.reply(welcome, to: agentID, routingID: request.routingID)
+        case .heartbeat:
+            break
+        case .modelRequest(let wanted):
+            let file = server.modelFile.withLock { $0 }
+            let version = await coordinator.modelVersion
+            let chunks = ModelChunk.chunks(of: file, modelVersion: version)
+            logger.debug("Sending model", metadata: [
+                "agent.id": "\(agentID)", "model.version": "\(version)", "agent.held_version": "\(wanted.heldVersion)",
+                "chunks": "\(chunks.count)", "bytes": "\(file.count)",
+            ])
+            for chunk in chunks { await server.reply(chunk, to: agentID, routingID: request.routingID) }
+        case .evaluation(let report):
+            await coordinator.record(EvaluationRelease(report))
+        case .histogram(let report):
+            await coordinator.record(HistogramRelease(report))
+        case .update(let submission):
+            do {
+                try await coordinator.accept(ModelUpdate(submission, from: agentID))
+                logger.info("Update accepted", metadata: [
+                    "agent.id": "\(agentID)", "round.id": "\(submission.round)", "update.users": "\(submission.users)",
+                    "message.bytes": "\(request.sealedBytes)",
+                ])
+                wake.yield(.updateAccepted(round: submission.round, received: await coordinator.receivedUpdates))
+                await server.reply(Verdict(round: submission.round, accepted: true, reason: ""), to: agentID,
+                                   routingID: request.routingID)
+            } catch {
+                logger.warning("Update rejected", metadata: [
+                    "agent.id": "\(agentID)", "reason": "\(error.reason)", "detail": "\(error.description)",
+                ])
+                await server.reply(Verdict(round: submission.round, accepted: false, reason: error.reason), to: agentID,
+                                   routingID: request.routingID)
+            }
+        }
+    }
+}
+
+/// Runs the ``RoundDriver`` state machine: each wake-up (an agent became live, an update was
+/// accepted, the deadline timer fired) goes in with the live count; the actions it returns are
+/// performed here — open and announce, close, checkpoint, calibrate, report. Returns after
+/// `rounds.max_rounds` rounds, which ends the other services.
+package struct RoundDriverService: Service {
+    let server: AggregatorServer
+    let wakeups: AsyncStream<RoundDriver.Event>
+    let wake: AsyncStream<RoundDriver.Event>.Continuation
+
+    /// What the report of the round in progress needs besides the coordinator's totals.
+    private struct Timing {
+        var started = ContinuousClock.now
+        var closing = ContinuousClock.now
+        var closeSeconds = 0.0
+        var rejectionsBefore: [String: Int] = [:]
+        var outcome: RoundCoordinator.Outcome?
+        var evaluation: RoundCoordinator.Evaluation?
+    }
+
+    package func run() async throws {
+        defer { server.exports.finish() }
+        var driver = RoundDriver(settings: server.driverSettings, round: server.startRound)
+        var timing = Timing()
+        try await withThrowingTaskGroup(of: Void.self) { group in
+            wake.yield(.agentsChanged)
+            events: for await event in wakeups.cancelOnGracefulShutdown() {
+                var queue = driver.handle(event, liveAgents: await server.coordinator.liveAgents(at: .now),
+                                          now: AggregatorServer.nowMilliseconds)
+                while !queue.isEmpty {
+                    let action = queue.removeFirst()
+                    if case .finish = action { break events }
+                    if let next = try await perform(action, timing: &timing, group: &group) {
+                        queue += driver.handle(next, liveAgents: await server.coordinator.liveAgents(at: .now),
+                                               now: AggregatorServer.nowMilliseconds)
+                    }
+                }
+            }
+            group.cancelAll()
+        }
+    }
+
+    /// Performs one action; returns the event it produced at once (a closed round).
+    private func perform(_ action: RoundDriver.Action, timing: inout Timing,
+                         group: inout ThrowingTaskGroup<Void, any Error>) async throws -> RoundDriver.Event? {
+        let coordinator = server.coordinator, logger = server.logger, rounds = server.configuration.rounds
+        switch action {
+        case let .waitForAgents(live, quorum):
+            logger.info("Waiting for agents", metadata: ["agents.live": "\(live)", "quorum": "\(quorum)"])
+        case let .open(round, deadlineMilliseconds):
+            timing = Timing(rejectionsBefore: await coordinator.rejections)
+            var hyperparameters = rounds.hyperparameters
+            hyperparameters.clipNorm = await coordinator.clipNorm
+            let timeout = Duration.milliseconds(deadlineMilliseconds - AggregatorServer.nowMilliseconds)
+            let plan = await coordinator.open(deadline: timing.started + timeout) { opened, version in
+                RoundPlan(round: opened, modelVersion: version, deadlineMilliseconds: deadlineMilliseconds,
+                          minAgents: rounds.minAgents, hyperparameters: hyperparameters)
+            }
+            precondition(plan.round == round, "the round driver and the coordinator disagree on the round")
+            let live = await coordinator.liveAgents(at: .now)
+            logger.info("Round open", metadata: [
+                "round.id": "\(round)", "model.version": "\(plan.modelVersion)",
+                "round.deadline_s": "\(rounds.timeoutSeconds)", "agents.live": "\(live)",
+            ])
+            await server.announce(plan.wire)
+            group.addTask { [wake] in
+                try await Task.sleep(for: timeout)
+                wake.yield(.deadlineReached(round: round))
+            }
+        case let .close(round):
+            timing.closing = .now
+            let (outcome, evaluation) = await coordinator.closeWithEvaluation()
+            timing.outcome = outcome
+            timing.evaluation = evaluation
+            let aggregated = if case .aggregated = outcome { true } else { false }
+            return .closed(round: round, aggregated: aggregated, histogram: await coordinator.closedHistogram)
+        case .checkpoint:
+            let checkpoint = await coordinator.checkpoint(shape: server.shape)
+            let file = ModelFile.encode(checkpoint.parameters, modelVersion: checkpoint.modelVersion)
+            let store = server.checkpoints
+            // SQLite with synchronous=FULL waits for the disk: off the cooperative pool.
+            try await onDedicatedThread { try store.save(checkpoint, encodedModel: file) }
+            server.modelFile.withLock { $0 = file }
+            server.exports.yield(.model(file, version: checkpoint.modelVersion))
+            timing.closeSeconds = (ContinuousClock.now - timing.closing).inSeconds
+        case let .announceThreshold(smoothed, raw, users):
+            let round = await coordinator.round
+            logger.info("Drift threshold calibrated from the agents' DP histograms", metadata: [
+                "round.id": "\(round)", "threshold.round": "\(raw)", "threshold.smoothed": "\(smoothed)",
+                "users.estimated": "\(users)",
+            ])
+            await coordinator.setThresholds([Float(smoothed)])
+            await server.announce(DriftThresholdsMessage(round: round, thresholds: [Float(smoothed)]))
+        case let .report(round):
+            try await report(round, timing: timing)
+        case .finish:
+            break
+        }
+        return nil
+    }
+
+    private func report(_ round: UInt64, timing: Timing) async throws {
+        let coordinator = server.coordinator, logger = server.logger
+        guard let outcome = timing.outcome, let evaluation = timing.evaluation else { return }
+        let rejections = await coordinator.rejections
+        var report = RoundReport(
+            round: round, aggregated: false, agents: [], enrolledAgents: server.gate.enrolledAgents.count,
+            liveAgents: await coordinator.liveAgents(at: .now), modelVersion: await coordinator.modelVersion,
+            rejections: rejections.merging(timing.rejectionsBefore) { $0 - $1 }.filter { $0.value > 0 },
+            evaluatedModelVersion: evaluation.modelVersion, evaluatedUsers: evaluation.users,
+            top1: evaluation.top1, top10: evaluation.top10, heldOutLoss: evaluation.meanLoss,
+            seconds: (ContinuousClock.now - timing.started).inSeconds, closeSeconds: timing.closeSeconds)
+        switch outcome {
+        case let .aggregated(_, agents):
+            report.aggregated = true
+            report.agents = agents
+            logger.info("Round aggregated, checkpoint saved", metadata: [
+                "round.id": "\(round)", "agents.accepted": "\(agents.joined(separator: ","))",
+                "model.version": "\(report.modelVersion)", "round.seconds": "\(report.seconds)",
+            ])
+        case let .failedQuorum(_, received, required):
+            logger.warning("Round failed: quorum not reached by the deadline; model unchanged", metadata: [
+                "round.id": "\(round)", "updates.received": "\(received)", "quorum": "\(required)",
+            ])
+        }
+        server.exports.yield(.report(report, rejectionsTotal: rejections, agents: await coordinator.agentRecords))
+    }
+}
+
+/// Re-publishes the open round and the thresholds in force every second, so an agent whose
+/// subscription was still connecting when they were first announced (the PUB/SUB slow joiner)
+/// hears them anyway.
+package struct AnnouncerService: Service {
+    let server: AggregatorServer
+
+    package func run() async throws {
+        let coordinator = server.coordinator
+        do {
+            try await cancelWhenGracefulShutdown {
+                while true {
+                    try await Task.sleep(for: .seconds(1))
+                    if let open = await coordinator.announcement { await server.announce(open.wire) }
+                    let thresholds = await coordinator.thresholds
+                    if !thresholds.isEmpty {
+                        await server.announce(DriftThresholdsMessage(round: await coordinator.round, thresholds: thresholds))
+                    }
+                }
+            }
+        } catch is CancellationError {
+            // Graceful shutdown ends the sleep.
+        }
+    }
+}
+
+/// Off the round's path: writes `status.json` after each round, exports each new model to
+/// `state_directory/models` (keeping the newest `keep_models`), and calls the progress callback.
+/// Ends when the round driver finishes its stream, after writing everything queued.
+package struct StatusExportService: Service {
+    package enum Item: Sendable {
+        case report(RoundReport, rejectionsTotal: [String: Int], agents: [String: RoundCoordinator.AgentRecord])
+        case model([UInt8], version: UInt64)
+    }
+
+    let server: AggregatorServer
+    let items: AsyncStream<Item>
+    /// Whether a `ServiceGroup` runs this service (then it returns only when the group shuts it down).
+    package var inServiceGroup = false
+
+    package func run() async throws {
+        for await item in items {
+            switch item {
+            case let .model(file, version):
+                let server = self.server
+                // File writes with fsync: off the cooperative pool.
+                try? await onDedicatedThread { server.export(file, version: version) }
+            case let .report(report, rejectionsTotal, agents):
+                let server = self.server
+                try? await onDedicatedThread { server.writeStatus(report, rejectionsTotal: rejectionsTotal, agents: agents) }
+                server.onRound(report)
+            }
+        }
+        // Everything is written. In a ServiceGroup, stay until the group shuts this service down: a
+        // service that returns while another is being shut down counts as failed.
+        if inServiceGroup { try? await gracefulShutdown() }
+    }
+}
+
+extension AggregatorServer {
+    /// `status.json` in the state directory: the last round and totals, for operators and scripts.
+    fileprivate func writeStatus(_ report: RoundReport, rejectionsTotal: [String: Int],
+                                 agents records: [String: RoundCoordinator.AgentRecord]) {
+        struct Status: Encodable {
+            var aggregatorID: String
+            var lastRound: RoundReport
+            var rejectionsTotal: [String: Int]
+            var agents: [String: [String: UInt64]]
+            enum CodingKeys: String, CodingKey {
+                case aggregatorID = "aggregator_id", lastRound = "last_round", rejectionsTotal = "rejections_total", agents
+            }
+        }
+        let status = Status(
+            aggregatorID: configuration.id, lastRound: report, rejectionsTotal: rejectionsTotal,
+            agents: records.mapValues { ["last_round": $0.lastRound, "accepted": UInt64($0.acceptedUpdates),
+                                         "rejected": UInt64($0.rejectedUpdates)] })
+        let encoder = JSONEncoder()
+        encoder.outputFormatting = [.prettyPrinted, .sortedKeys]
+        let path = (configuration.stateDirectory as NSString).appendingPathComponent("status.json")
+        do {
+            try encoder.encode(status).write(to: URL(fileURLWithPath: path), options: .atomic)
+        } catch {
+            logger.warning("Could not write status", metadata: ["path": "\(path)", "error": "\(error)"])
+        }
+    }
+
+    /// Writes model `version` to `models/model-v<version>.fdlm` (a convenience copy for operators, not
+    /// needed to resume) and removes those older than the newest `keep_models`.
+    fileprivate func export(_ file: [UInt8], version: UInt64) {
+        let path = (modelsDirectory as NSString).appendingPathComponent("model-v\(version).fdlm")
+        guard !FileManager.default.fileExists(atPath: path) else { return }
+        do {
+            try ModelFile.write(encoded: file, to: path)
+        } catch {
+            logger.warning("Could not export the model", metadata: ["path": "\(path)", "error": "\(error)"])
+            return
+        }
+        guard version >= UInt64(configuration.keepModels) else { return }
+        let oldest = version - UInt64(configuration.keepModels) + 1
+        let names = (try? FileManager.default.contentsOfDirectory(atPath: modelsDirectory)) ?? []
+        for name in names where name.hasPrefix("model-v") && name.hasSuffix(".fdlm") {
+            if let version = UInt64(name.dropFirst(7).dropLast(5)), version < oldest {
+                try? FileManager.default.removeItem(atPath: (modelsDirectory as NSString).appendingPathComponent(name))
+            }
+        }
+    }
+}

@@ -1,0 +1,142 @@
+import Testing
+
+@testable import FedLogic
+
+/// Every transition of the aggregator's round driver, without sockets, timers or clocks: each row
+/// drives a fresh driver (3 enrolled agents, quorum 2, 10 s rounds, 3 rounds at most) through
+/// `setup`, then checks the actions one more event produces.
+@Suite("Round driver state machine")
+struct RoundDriverTests {
+    private static let now: Int64 = 1_700_000_000_000
+    private static let settings = RoundDriver.Settings(
+        minAgents: 2, enrolledAgents: 3, timeoutMilliseconds: 10_000, maxRounds: 3, targetAlertRate: 0.1,
+        smoothing: 0.5)
+
+    /// A merged histogram of `users` users: 90 % in bin 1, 10 % in bin 20. At a 10 % target the threshold is
+    /// the lowest edge above the bulk, edge 2 (every edge from 2 to 20 leaves exactly 10 % at or above it).
+    private static func histogram(users: Double) -> [Double] {
+        var counts = [Double](repeating: 0, count: DriftHistogram.edges.count)
+        counts[1] = users * 0.9
+        counts[20] = users * 0.1
+        return counts
+    }
+
+    /// A setup step: an event and the live agent count the service observed with it.
+    struct Step: Sendable {
+        var event: RoundDriver.Event
+        var live: Int
+    }
+
+    private static let open1: [Step] = [Step(event: .agentsChanged, live: 3)]
+    private static let closing1 = open1 + [Step(event: .deadlineReached(round: 1), live: 3)]
+    private static let closed1 = closing1 + [Step(event: .closed(round: 1, aggregated: true, histogram: nil), live: 3)]
+
+    struct Row: Sendable, CustomTestStringConvertible {
+        var name: String
+        var setup: [Step]
+        var event: RoundDriver.Event
+        var live: Int
+        var expected: [RoundDriver.Action]
+        var testDescription: String { name }
+    }
+
+    static let rows: [Row] = [
+        Row(name: "start below quorum: wait, and say so", setup: [], event: .agentsChanged, live: 1,
+            expected: [.waitForAgents(live: 1, quorum: 2)]),
+        Row(name: "still below quorum: no second message", setup: [Step(event: .agentsChanged, live: 0)],
+            event: .agentsChanged, live: 1, expected: []),
+        Row(name: "quorum reached: open round 1 with its deadline", setup: [Step(event: .agentsChanged, live: 1)],
+            event: .agentsChanged, live: 2, expected: [.open(round: 1, deadlineMilliseconds: now + 10_000)]),
+        Row(name: "start with a quorum: open at once", setup: [], event: .agentsChanged, live: 3,
+            expected: [.open(round: 1, deadlineMilliseconds: now + 10_000)]),
+        Row(name: "more agents while collecting: nothing", setup: open1, event: .agentsChanged, live: 3, expected: []),
+        Row(name: "an update before every agent answered: keep collecting", setup: open1,
+            event: .updateAccepted(round: 1, received: 2), live: 3, expected: []),
+        Row(name: "every enrolled agent answered: close early", setup: open1,
+            event: .updateAccepted(round: 1, received: 3), live: 3, expected: [.close(round: 1)]),
+        Row(name: "an update count for another round: ignored", setup: open1,
+            event: .updateAccepted(round: 7, received: 3), live: 3, expected: []),
+        Row(name: "deadline: close", setup: open1, event: .deadlineReached(round: 1), live: 3,
+            expected: [.close(round: 1)]),
+        Row(name: "a stale deadline timer of another round: ignored", setup: open1,
+            event: .deadlineReached(round: 0), live: 3, expected: []),
+        Row(name: "deadline after an early close: ignored", setup: closing1, event: .deadlineReached(round: 1),
+            live: 3, expected: []),
+        Row(name: "closed, quorum still live: checkpoint, report, open the next round", setup: closing1,
+            event: .closed(round: 1, aggregated: true, histogram: nil), live: 3,
+            expected: [.checkpoint(round: 1), .report(round: 1), .open(round: 2, deadlineMilliseconds: now + 10_000)]),
+        Row(name: "closed after a failed quorum: checkpoint and report all the same", setup: closing1,
+            event: .closed(round: 1, aggregated: false, histogram: nil), live: 3,
+            expected: [.checkpoint(round: 1), .report(round: 1), .open(round: 2, deadlineMilliseconds: now + 10_000)]),
+        Row(name: "closed with agents gone: wait for them", setup: closing1,
+            event: .closed(round: 1, aggregated: true, histogram: nil), live: 1,
+            expected: [.checkpoint(round: 1), .report(round: 1), .waitForAgents(live: 1, quorum: 2)]),
+        Row(name: "closed with enough histogram users: calibrate before the report", setup: closing1,
+            event: .closed(round: 1, aggregated: true, histogram: histogram(users: 1_000)), live: 3,
+            expected: [.checkpoint(round: 1),
+                       .announceThreshold(smoothed: DriftHistogram.edges[2], raw: DriftHistogram.edges[2], users: 1_000),
+                       .report(round: 1), .open(round: 2, deadlineMilliseconds: now + 10_000)]),
+        Row(name: "closed with a histogram of too few users: the threshold stays", setup: closing1,
+            event: .closed(round: 1, aggregated: true, histogram: histogram(users: 99)), live: 3,
+            expected: [.checkpoint(round: 1), .report(round: 1), .open(round: 2, deadlineMilliseconds: now + 10_000)]),
+        Row(name: "closed with a histogram of the wrong size: ignored for calibration", setup: closing1,
+            event: .closed(round: 1, aggregated: true, histogram: [500, 500]), live: 3,
+            expected: [.checkpoint(round: 1), .report(round: 1), .open(round: 2, deadlineMilliseconds: now + 10_000)]),
+        Row(name: "a close for a round not closing: ignored", setup: open1,
+            event: .closed(round: 1, aggregated: true, histogram: nil), live: 3, expected: []),
+        Row(name: "after waiting, an agent back: open the next round", setup: closing1
+            + [Step(event: .closed(round: 1, aggregated: true, histogram: nil), live: 1)],
+            event: .agentsChanged, live: 2, expected: [.open(round: 2, deadlineMilliseconds: now + 10_000)]),
+        Row(name: "the last of max_rounds: finish", setup: closed1 + [
+                Step(event: .deadlineReached(round: 2), live: 3),
+                Step(event: .closed(round: 2, aggregated: true, histogram: nil), live: 3),
+                Step(event: .deadlineReached(round: 3), live: 3),
+            ], event: .closed(round: 3, aggregated: true, histogram: nil), live: 3,
+            expected: [.checkpoint(round: 3), .report(round: 3), .finish]),
+    ]
+
+    @Test("Transition", arguments: rows)
+    func transition(_ row: Row) {
+        var driver = RoundDriver(settings: Self.settings, round: 0)
+        for step in row.setup { _ = driver.handle(step.event, liveAgents: step.live, now: Self.now) }
+        #expect(driver.handle(row.event, liveAgents: row.live, now: Self.now) == row.expected)
+    }
+
+    @Test("A resumed federation continues at the checkpoint's next round")
+    func resume() {
+        var driver = RoundDriver(settings: Self.settings, round: 41)
+        #expect(driver.handle(.agentsChanged, liveAgents: 3, now: Self.now)
+            == [.open(round: 42, deadlineMilliseconds: Self.now + 10_000)])
+    }
+
+    @Test("After finishing, nothing opens again")
+    func finished() {
+        var settings = Self.settings
+        settings.maxRounds = 1
+        var driver = RoundDriver(settings: settings, round: 0)
+        _ = driver.handle(.agentsChanged, liveAgents: 3, now: Self.now)
+        _ = driver.handle(.deadlineReached(round: 1), liveAgents: 3, now: Self.now)
+        #expect(driver.handle(.closed(round: 1, aggregated: true, histogram: nil), liveAgents: 3, now: Self.now)
+            == [.checkpoint(round: 1), .report(round: 1), .finish])
+        #expect(driver.phase == .finished)
+        #expect(driver.handle(.agentsChanged, liveAgents: 3, now: Self.now).isEmpty)
+    }
+
+    @Test("The threshold is smoothed geometrically across rounds")
+    func smoothing() {
+        var driver = RoundDriver(settings: Self.settings, round: 0, threshold: DriftHistogram.edges[10])
+        _ = driver.handle(.agentsChanged, liveAgents: 3, now: Self.now)
+        _ = driver.handle(.deadlineReached(round: 1), liveAgents: 3, now: Self.now)
+        let actions = driver.handle(.closed(round: 1, aggregated: true, histogram: Self.histogram(users: 500)),
+                                    liveAgents: 3, now: Self.now)
+        let expected = (DriftHistogram.edges[10] * DriftHistogram.edges[2]).squareRoot()  // weight 0.5 in log space
+        guard case let .announceThreshold(smoothed, raw, users) = actions[1] else {
+            Issue.record("no calibration in \(actions)")
+            return
+        }
+        #expect(abs(smoothed - expected) < 1e-9 * expected)
+        #expect(raw == DriftHistogram.edges[2])
+        #expect(users == 500)
+        #expect(driver.threshold == smoothed)
+    }
+}
