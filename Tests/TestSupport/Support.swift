@@ -49,14 +49,23 @@ package final class ChildProcess: @unchecked Sendable {
         let pipe = Pipe()
         process.standardOutput = pipe
         process.standardError = pipe
-        pipe.fileHandleForReading.readabilityHandler = { [weak self] handle in
-            let data = handle.availableData
-            guard let self, !data.isEmpty else { return }
-            self.lock.lock()
-            self.collected.append(data)
-            self.lock.unlock()
-        }
         try process.run()
+        // A blocking read loop on its own thread, not `readabilityHandler`: on Linux, tearing down the
+        // dispatch read source behind a readability handler races libdispatch's epoll bookkeeping and
+        // has crashed the test runner in `_dispatch_event_loop_drain` (swift-corelibs-libdispatch
+        // #949). A blocking read registers nothing with libdispatch; it ends at EOF, when the child exits.
+        let reader = pipe.fileHandleForReading
+        let thread = Thread { [weak self] in
+            while true {
+                let data = reader.availableData
+                guard !data.isEmpty, let self else { return }
+                self.lock.lock()
+                self.collected.append(data)
+                self.lock.unlock()
+            }
+        }
+        thread.name = "child-output"
+        thread.start()
     }
 
     deinit { terminate() }
