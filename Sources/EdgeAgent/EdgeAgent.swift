@@ -1,7 +1,6 @@
 public import ArgumentParser
 import FedIO
 import FedLogic
-import FedModel
 import FedNode
 import FedTools
 import Logging

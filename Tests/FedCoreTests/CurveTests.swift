@@ -1,6 +1,5 @@
 @testable import FedIO
 @testable import FedLogic
-@testable import FedModel
 @testable import FedNode
 @testable import FedTools
 import Foundation

@@ -80,7 +80,7 @@ struct DriftEngineTests {
                                recommendations: [.init(item: 1_001, category: 110, score: 0.2)])
         // "Crash" between the commit and the publication: the alert is stored, not marked published.
         let crashed = try AlertStore(path: storePath)
-        try crashed.record(alert)
+        try crashed.record([alert])
         #expect(try crashed.unpublished().map(\.id) == [alert.id])
 
         let context = try ZMQContext()
@@ -100,7 +100,7 @@ struct DriftEngineTests {
         let lines = try String(contentsOfFile: jsonl, encoding: .utf8).split(separator: "\n")
         #expect(lines.count == 1 && lines[0].contains("\"id\":\"region-1-5-1-1\""))
         // Recording the same alert again does not duplicate it.
-        try AlertStore(path: storePath).record(alert)
+        try AlertStore(path: storePath).record([alert])
         #expect(try AlertStore(path: storePath).list().count == 1)
     }
 }

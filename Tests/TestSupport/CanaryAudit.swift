@@ -1,8 +1,8 @@
-package import FedIO
-package import FedLogic
+import FedIO
+import FedLogic
 package import FedModel
-package import FedNode
-package import FedTools
+import FedNode
+import FedTools
 import Foundation
 
 /// An empirical lower bound on ε from one federated training run (Steinke, Nasr, Jagielski 2023,

@@ -1,7 +1,6 @@
 import ArgumentParser
 import FedIO
 import FedLogic
-import FedModel
 import FedNode
 import FedTools
 

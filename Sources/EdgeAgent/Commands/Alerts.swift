@@ -1,7 +1,6 @@
 import ArgumentParser
 import FedIO
 import FedLogic
-import FedModel
 import FedNode
 import FedTools
 import Foundation
@@ -38,7 +37,7 @@ struct Alerts: AsyncParsableCommand {
             for (sequence, alert) in try store.newer(than: last) {
                 last = sequence
                 if let since, alert.time < since { continue }
-                print(json ? AlertStore.json(alert) : Self.describe(alert))
+                print(json ? try store.json(alert) : Self.describe(alert))
             }
             if follow { try await Task.sleep(for: .milliseconds(500)) }
         } while follow

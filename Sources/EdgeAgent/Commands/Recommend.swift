@@ -1,7 +1,6 @@
 import ArgumentParser
 import FedIO
 import FedLogic
-import FedModel
 import FedNode
 import FedTools
 import Foundation
@@ -33,10 +32,13 @@ struct Recommend: AsyncParsableCommand {
         // A DEALER speaking the REQ envelope (empty delimiter, then the body): what any REQ client sends.
         let channel = try ZMQChannel(context: context, configuration: .init(kind: .dealer, connect: [endpoint]))
         defer { channel.close() }
-        try await channel.send([[], Array(#"{"user": \#(user), "n": \#(n)}"#.utf8)])
+        try await channel.send([[], Array(try JSONEncoder().encode(RecommendationQuery(user: user, n: n)))])
         guard let reply = try await channel.receive(timeout: .seconds(5)) else {
             throw ValidationError("no answer from \(endpoint) within 5 s: is the agent running?")
         }
-        print(String(decoding: reply.frames.last ?? [], as: UTF8.self))
+        let answer = try JSONDecoder().decode(RecommendationAnswer.self, from: Data(reply.frames.last ?? []))
+        let encoder = JSONEncoder()
+        encoder.outputFormatting = [.sortedKeys]
+        print(String(decoding: try encoder.encode(answer), as: UTF8.self))
     }
 }

@@ -87,22 +87,13 @@ struct Run: AsyncParsableCommand {
         var driftSettings = DriftEngine.Settings(region: configuration.id)
         driftSettings.coldStartThreshold = configuration.alerts.coldStartThreshold
         driftSettings.recommendations = configuration.alerts.recommendations
-        let scoring = DriftScoring(catalog: catalog, settings: driftSettings) { engine in
-            // Each user's recent history, so that the first live events are scored in context.
-            let started = ContinuousClock.now
-            do {
-                try store.forEachRecentSequence(limit: 50) { _, events in events.forEach(engine.warm) }
-                logger.info("Live scoring ready: users' recent history replayed", metadata: [
-                    "users": "\(engine.userCount)", "seconds": "\((ContinuousClock.now - started).inSeconds)",
-                ])
-            } catch {
-                logger.warning("Could not replay history for scoring", metadata: ["error": "\(error)"])
-            }
-        }
+        // Scoring runs on its own thread; it replays each user's recent history when the first model arrives.
+        let scoring = LiveScoring(catalog: catalog, settings: driftSettings, store: store, logger: logger)
+        defer { scoring.stop() }
         let worker = StoreRoundWorker(store: store, catalog: catalog, evaluationUsers: configuration.evaluationUsers,
                                       threads: configuration.threads, ledger: ledger,
                                       evaluationNoiseMultiplier: configuration.privacy?.evaluationNoiseMultiplier ?? 0,
-                                      driftScores: { scoring.currentScores() })
+                                      driftScores: { scoring.currentScoresBlocking() })
         let alertChannel = try configuration.alerts.publish.map { endpoint in
             try ZMQChannel(context: context, configuration: .init(kind: .pub, bind: [endpoint]))
         }
@@ -117,14 +108,17 @@ struct Run: AsyncParsableCommand {
                                            if let first = thresholds.first { scoring.setThreshold(Double(first)) }
                                        })
         defer { session.close() }
-        var services: [ServiceGroupConfiguration.ServiceConfiguration] = [.init(service: SessionService(session: session))]
+        var services: [ServiceGroupConfiguration.ServiceConfiguration] = [
+            .init(service: AlertService(scoring: scoring, publisher: publisher, logger: logger)),
+            .init(service: SessionService(session: session)),
+        ]
         if let endpoint = configuration.ingest, let format = EventFormat(rawValue: configuration.ingestFormat) {
             let channel = try ZMQChannel(context: context, configuration: .init(kind: .pull, bind: [endpoint]))
             logger.info("Live ingest listening", metadata: [
                 "endpoint": "\(channel.boundEndpoints.joined(separator: ","))", "format": "\(format.rawValue)",
             ])
             services.append(.init(service: IngestService(channel: channel, store: store, format: format, scoring: scoring,
-                                                         publisher: publisher, logger: logger)))
+                                                         logger: logger)))
         }
         if let endpoint = configuration.alerts.recommend {
             let channel = try ZMQChannel(context: context, configuration: .init(kind: .router, bind: [endpoint]))

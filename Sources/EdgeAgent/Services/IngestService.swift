@@ -9,13 +9,12 @@ import ServiceLifecycle
 /// Live events on a PULL socket: each message holds one or more rows (newline-separated) in the
 /// configured format. A message's valid rows are stored in one durable transaction before the next
 /// message is read; bad rows are counted and logged with their position, never silently dropped. Stored
-/// events are then scored for interest drift; alerts are persisted, then published.
+/// events are then queued for scoring (``LiveScoring``), which never makes this loop wait.
 struct IngestService: Service {
     let channel: ZMQChannel
     let store: EventStore
     let format: EventFormat
-    let scoring: DriftScoring
-    let publisher: AlertPublisher
+    let scoring: LiveScoring
     let logger: Logger
 
     func run() async throws {
@@ -35,25 +34,49 @@ struct IngestService: Service {
                     }
                 }
             }
-            try store.append(events)
+            let ids = try store.append(events)
             stored += events.count
-            for alert in scoring.process(events) {
-                do {
-                    try await publisher.publish(alert)
-                    logger.notice("Interest shift", metadata: [
-                        "alert.id": "\(alert.id)", "user": "\(alert.user)", "score": "\(alert.score)",
-                        "emerging": "\(alert.emerging.map(\.category))", "fading": "\(alert.fading.map(\.category))",
-                        "recommendations": "\(alert.recommendations.map(\.item))",
-                    ])
-                } catch {
-                    logger.error("Could not publish alert (it stays stored and goes out at the next start)",
-                                 metadata: ["alert.id": "\(alert.id)", "error": "\(error)"])
-                }
-            }
+            scoring.submit(events, ids: ids)
             if messages % 1000 == 0 {
                 logger.info("Live ingest", metadata: ["events.stored": "\(stored)", "events.refused": "\(refused)"])
             }
         }
         logger.info("Live ingest stopped", metadata: ["events.stored": "\(stored)", "events.refused": "\(refused)"])
+    }
+}
+
+/// Alerts from the scoring thread: each batch is stored in one durable transaction, then published (PUB,
+/// JSONL) and marked published in one more (``AlertPublisher``). First in the group, so shut down last:
+/// then it stops the scoring thread and publishes what it raised until then.
+struct AlertService: Service {
+    let scoring: LiveScoring
+    let publisher: AlertPublisher
+    let logger: Logger
+
+    func run() async throws {
+        try await withGracefulShutdownHandler {
+            try await publishAll()
+        } onGracefulShutdown: {
+            scoring.stop()
+        }
+    }
+
+    private func publishAll() async throws {
+        for await batch in scoring.alerts {
+            do {
+                try await publisher.publish(batch)
+            } catch {
+                logger.error("Could not publish alerts (stored ones go out at the next start)",
+                             metadata: ["alerts": "\(batch.count)", "error": "\(error)"])
+                continue
+            }
+            for alert in batch {
+                logger.notice("Interest shift", metadata: [
+                    "alert.id": "\(alert.id)", "score": "\(alert.score)",
+                    "emerging": "\(alert.emerging.map(\.category))", "fading": "\(alert.fading.map(\.category))",
+                    "recommendations": "\(alert.recommendations.map(\.item))",
+                ])
+            }
+        }
     }
 }

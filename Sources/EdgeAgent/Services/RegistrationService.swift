@@ -1,6 +1,5 @@
 import FedIO
 import FedLogic
-import FedModel
 import FedNode
 import FedTools
 import Logging

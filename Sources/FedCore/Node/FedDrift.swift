@@ -1,6 +1,4 @@
 import FedIO
-import FedLogic
-import FedModel
 
 /// Facts about this build.
 package enum FedDrift {

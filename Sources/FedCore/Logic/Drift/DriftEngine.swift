@@ -35,11 +35,10 @@ package struct DriftAlert: Sendable, Codable, Equatable {
 
 /// The agent's per-event path: the user's LSTM state (``StreamingScorer``), the event's surprise, the
 /// user's ``DriftDetector`` state, regional item popularity, and — on a detection — an alert with
-/// recommendations for the emerging interest. One instance per agent, used by one task at a time.
-// unsafe: see the comment below; the live-scoring actor that owns it replaces this (issue 10, item 4).
-package final class DriftEngine: @unchecked Sendable {
-    // @unchecked: mutable and unsynchronised by design (the per-event path takes no lock); the agent's
-    // DriftScoring builds it on one thread and then only touches it inside its Mutex.
+/// recommendations for the emerging interest. Mutable and unsynchronised by design (the per-event
+/// path takes no lock), so it is not `Sendable`: one owner uses it on one thread (the agent's
+/// `LiveScoring` thread, a benchmark, an evaluation).
+package final class DriftEngine {
     package struct Settings: Sendable {
         package var region: String
         package var coldStartThreshold = 8.0

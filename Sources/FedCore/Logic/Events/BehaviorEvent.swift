@@ -1,4 +1,3 @@
-import FedModel
 
 /// One shopper action as ingested at the edge. Never leaves the agent.
 package struct BehaviorEvent: Sendable, Equatable, Hashable {

@@ -24,25 +24,19 @@ package struct AgentProtocol: Sendable {
 
         package init(modelVersion: UInt64, openRound: RoundPlan? = nil, awaitingUpdate: Bool = false,
                      thresholds: [Float] = []) {
-            self.modelVersion = modelVersion
-            self.openRound = openRound
-            self.awaitingUpdate = awaitingUpdate
-            self.thresholds = thresholds
+            (self.modelVersion, self.openRound) = (modelVersion, openRound)
+            (self.awaitingUpdate, self.thresholds) = (awaitingUpdate, thresholds)
         }
     }
 
     /// One chunk of a model file.
     package struct ModelChunk: Sendable, Equatable {
         package var modelVersion: UInt64
-        package var index: Int
-        package var count: Int
+        package var index, count: Int
         package var bytes: [UInt8]
 
         package init(modelVersion: UInt64, index: Int, count: Int, bytes: [UInt8]) {
-            self.modelVersion = modelVersion
-            self.index = index
-            self.count = count
-            self.bytes = bytes
+            (self.modelVersion, self.index, self.count, self.bytes) = (modelVersion, index, count, bytes)
         }
     }
 

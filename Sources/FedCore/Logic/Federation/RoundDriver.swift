@@ -23,11 +23,8 @@ package struct RoundDriver: Sendable {
 
         package init(minAgents: Int, enrolledAgents: Int, timeoutMilliseconds: Int64, maxRounds: Int,
                      targetAlertRate: Double, smoothing: Double) {
-            self.minAgents = minAgents
-            self.enrolledAgents = enrolledAgents
-            self.timeoutMilliseconds = timeoutMilliseconds
-            self.maxRounds = maxRounds
-            self.targetAlertRate = targetAlertRate
+            (self.minAgents, self.enrolledAgents, self.maxRounds) = (minAgents, enrolledAgents, maxRounds)
+            (self.timeoutMilliseconds, self.targetAlertRate) = (timeoutMilliseconds, targetAlertRate)
             self.smoothing = smoothing
         }
     }

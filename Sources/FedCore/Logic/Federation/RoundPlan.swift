@@ -38,8 +38,7 @@ package struct RoundHyperparameters: Sendable, Equatable {
 /// `modelVersion` until `deadlineMilliseconds` (Unix time). The wire's `RoundOpen` is mapped to and
 /// from this at the node layer's gate, so no logic depends on a wire layout.
 package struct RoundPlan: Sendable, Equatable {
-    package var round: UInt64
-    package var modelVersion: UInt64
+    package var round, modelVersion: UInt64
     /// Unix time in milliseconds after which updates for this round are refused.
     package var deadlineMilliseconds: Int64
     package var minAgents: Int
@@ -47,18 +46,14 @@ package struct RoundPlan: Sendable, Equatable {
 
     package init(round: UInt64, modelVersion: UInt64, deadlineMilliseconds: Int64, minAgents: Int,
                  hyperparameters: RoundHyperparameters) {
-        self.round = round
-        self.modelVersion = modelVersion
-        self.deadlineMilliseconds = deadlineMilliseconds
-        self.minAgents = minAgents
-        self.hyperparameters = hyperparameters
+        (self.round, self.modelVersion, self.deadlineMilliseconds) = (round, modelVersion, deadlineMilliseconds)
+        (self.minAgents, self.hyperparameters) = (minAgents, hyperparameters)
     }
 }
 
 /// What an agent releases for a round: the (noised) sum of its sampled users' clipped deltas.
 package struct LocalUpdate: Sendable, Equatable {
-    package var round: UInt64
-    package var modelVersion: UInt64
+    package var round, modelVersion: UInt64
     /// Users in the sum; zero when privacy is on (the exact count is itself data-dependent).
     package var users: Int
     /// Adaptive clipping: the noised count of sampled users whose delta was within S (0 when off).
@@ -66,10 +61,7 @@ package struct LocalUpdate: Sendable, Equatable {
     package var values: [Float]
 
     package init(round: UInt64, modelVersion: UInt64, users: Int, clipCount: Double = 0, values: [Float]) {
-        self.round = round
-        self.modelVersion = modelVersion
-        self.users = users
-        self.clipCount = clipCount
+        (self.round, self.modelVersion, self.users, self.clipCount) = (round, modelVersion, users, clipCount)
         self.values = values
     }
 }
@@ -77,21 +69,14 @@ package struct LocalUpdate: Sendable, Equatable {
 /// An agent's (possibly noised) held-out evaluation of the global model `modelVersion`: counts over
 /// its evaluated users, never per-user values.
 package struct EvaluationRelease: Sendable, Equatable {
-    package var round: UInt64
-    package var modelVersion: UInt64
-    package var users: Int
-    package var top1Hits: Int
-    package var top10Hits: Int
+    package var round, modelVersion: UInt64
+    package var users, top1Hits, top10Hits: Int
     /// Σ over users of the held-out event's cross-entropy, nats.
     package var lossSum: Double
 
     package init(round: UInt64, modelVersion: UInt64, users: Int, top1Hits: Int, top10Hits: Int, lossSum: Double) {
-        self.round = round
-        self.modelVersion = modelVersion
-        self.users = users
-        self.top1Hits = top1Hits
-        self.top10Hits = top10Hits
-        self.lossSum = lossSum
+        (self.round, self.modelVersion, self.lossSum) = (round, modelVersion, lossSum)
+        (self.users, self.top1Hits, self.top10Hits) = (users, top1Hits, top10Hits)
     }
 }
 
@@ -113,19 +98,13 @@ package struct RoundWork: Sendable, Equatable {
     package var evaluation: EvaluationRelease?
     /// The noised drift-score histogram, when the round asked for one.
     package var histogram: HistogramRelease?
-    package var sampledUsers: Int
-    package var clippedUsers: Int
-    package var meanLoss: Double
-    package var seconds: Double
+    package var sampledUsers, clippedUsers: Int
+    package var meanLoss, seconds: Double
 
     package init(submission: LocalUpdate, evaluation: EvaluationRelease?, histogram: HistogramRelease? = nil,
                  sampledUsers: Int, clippedUsers: Int, meanLoss: Double, seconds: Double) {
-        self.submission = submission
-        self.evaluation = evaluation
-        self.histogram = histogram
-        self.sampledUsers = sampledUsers
-        self.clippedUsers = clippedUsers
-        self.meanLoss = meanLoss
-        self.seconds = seconds
+        (self.submission, self.evaluation, self.histogram) = (submission, evaluation, histogram)
+        (self.sampledUsers, self.clippedUsers) = (sampledUsers, clippedUsers)
+        (self.meanLoss, self.seconds) = (meanLoss, seconds)
     }
 }

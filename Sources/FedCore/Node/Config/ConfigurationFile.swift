@@ -1,6 +1,5 @@
 import FedIO
 import FedLogic
-import FedModel
 import Foundation
 import Yams
 

@@ -1,6 +1,6 @@
 package import FedIO
 package import FedLogic
-package import FedModel
+import FedModel
 import Foundation
 
 /// Persist, then publish: every alert is committed to the ``AlertStore`` first, then sent on the
@@ -20,31 +20,46 @@ package final class AlertPublisher: Sendable {
 
     package static func topic(_ alert: DriftAlert) -> String { "alert.\(alert.region).\(alert.kind)" }
 
-    package func publish(_ alert: DriftAlert) async throws {
-        let json = try store.record(alert)
-        try await send(alert, json: json)
+    /// Stores `alerts` in one transaction, then sends them and marks them published in one more. The
+    /// SQLite and file writes wait for the disk, so they run off the cooperative pool.
+    package func publish(_ alerts: [DriftAlert]) async throws {
+        let store = self.store
+        let documents = try await onDedicatedThread { try store.record(alerts) }
+        try await send(alerts, documents: documents)
     }
 
     /// Publishes the alerts that were stored but not confirmed (e.g. before a crash); returns how many.
     @discardableResult
     package func republishPending() async throws -> Int {
         let pending = try store.unpublished()
-        for alert in pending { try await send(alert, json: AlertStore.json(alert)) }
+        var documents: [String] = []
+        for alert in pending { documents.append(try store.json(alert)) }
+        try await send(pending, documents: documents)
         return pending.count
     }
 
-    private func send(_ alert: DriftAlert, json: String) async throws {
-        if let channel { try await channel.send([Array(Self.topic(alert).utf8), Array(json.utf8)]) }
+    private func send(_ alerts: [DriftAlert], documents: [String]) async throws {
+        guard !alerts.isEmpty else { return }
+        if let channel {
+            for (alert, json) in zip(alerts, documents) {
+                try await channel.send([Array(Self.topic(alert).utf8), Array(json.utf8)])
+            }
+        }
+        try await onDedicatedThread { [self] in try confirm(alerts, documents: documents) }
+    }
+
+    /// Appends the JSONL lines, then marks the alerts published.
+    private func confirm(_ alerts: [DriftAlert], documents: [String]) throws {
         if let file {
-            let line = Data((json + "\n").utf8)
+            let lines = Data(documents.map { $0 + "\n" }.joined().utf8)
             if let handle = FileHandle(forWritingAtPath: file) {
                 defer { try? handle.close() }
                 try handle.seekToEnd()
-                try handle.write(contentsOf: line)
+                try handle.write(contentsOf: lines)
             } else {
-                try line.write(to: URL(fileURLWithPath: file))
+                try lines.write(to: URL(fileURLWithPath: file))
             }
         }
-        try store.markPublished(alert.id)
+        try store.markPublished(alerts.map(\.id))
     }
 }

@@ -1,6 +1,6 @@
 package import FedIO
-package import FedLogic
-package import FedModel
+import FedLogic
+import FedModel
 import Foundation
 
 /// Why an agent could not register with its aggregator.

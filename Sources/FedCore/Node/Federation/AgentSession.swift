@@ -1,5 +1,5 @@
 package import FedIO
-package import FedLogic
+import FedLogic
 package import FedModel
 import Foundation
 package import Logging

@@ -1,6 +1,6 @@
 package import FedIO
-package import FedLogic
-package import FedModel
+import FedLogic
+import FedModel
 
 /// The aggregator's door: turns a raw ROUTER message into a verified, opened request, and seals replies.
 /// Plain values in and out (no sockets), so every refusal path is testable.

@@ -1,7 +1,7 @@
 
 package import FedIO
-package import FedLogic
-package import FedModel
+import FedLogic
+import FedModel
 import Foundation
 package import Logging
 import Synchronization

@@ -228,7 +228,8 @@ package struct AnnouncerService: Service {
                     if let open = await coordinator.announcement { await server.announce(open.wire) }
                     let thresholds = await coordinator.thresholds
                     if !thresholds.isEmpty {
-                        await server.announce(DriftThresholdsMessage(round: await coordinator.round, thresholds: thresholds))
+                        let round = await coordinator.round
+                        await server.announce(DriftThresholdsMessage(round: round, thresholds: thresholds))
                     }
                 }
             }

@@ -1,6 +1,6 @@
 package import FedIO
-package import FedLogic
-package import FedModel
+import FedLogic
+import FedModel
 
 /// Aggregator → all agents on the PUB socket: `[header, body, signature]`.
 ///

@@ -1,4 +1,4 @@
-package import FedIO
+import FedIO
 package import FedLogic
 package import FedModel
 import Foundation

@@ -1,6 +1,6 @@
-package import FedIO
+import FedIO
 package import FedLogic
-package import FedModel
+import FedModel
 import Foundation
 
 /// Reads a file of events in large chunks, line by line, handing good events to the caller in

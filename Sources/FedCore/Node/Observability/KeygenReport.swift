@@ -1,6 +1,5 @@
 package import FedIO
-package import FedLogic
-package import FedModel
+import FedLogic
 
 /// What `keygen` tells an operator after writing a node's keys.
 package enum KeygenReport {

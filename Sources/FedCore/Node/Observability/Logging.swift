@@ -1,6 +1,3 @@
-import FedIO
-import FedLogic
-import FedModel
 package import Logging
 
 extension Logger {

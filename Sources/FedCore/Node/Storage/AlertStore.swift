@@ -1,6 +1,6 @@
-package import FedIO
+import FedIO
 package import FedLogic
-package import FedModel
+import FedModel
 import Foundation
 internal import GRDB
 
@@ -33,68 +33,84 @@ package final class AlertStore: Sendable {
         return encoder
     }()
 
-    /// The alert as published: one JSON object.
-    package static func json(_ alert: DriftAlert) -> String {
-        (try? String(decoding: encoder.encode(alert), as: UTF8.self)) ?? "{}"
+    /// The alert as published: one JSON object. Fails (naming the alert) only for a value JSON cannot
+    /// hold, such as a non-finite score.
+    package func json(_ alert: DriftAlert) throws(StorageError) -> String {
+        do {
+            return String(decoding: try Self.encoder.encode(alert), as: UTF8.self)
+        } catch {
+            throw StorageError(path: path, operation: "encode alert \(alert.id)", reason: "\(error)")
+        }
     }
 
-    /// Stores `alert` durably (idempotent by id); returns its JSON.
+    /// Stores `alerts` durably in one transaction (idempotent by id); returns their JSON, in order.
     @discardableResult
-    package func record(_ alert: DriftAlert) throws(StorageError) -> String {
-        let json = Self.json(alert)
+    package func record(_ alerts: [DriftAlert]) throws(StorageError) -> [String] {
+        guard !alerts.isEmpty else { return [] }
+        var documents: [String] = []
+        for alert in alerts { documents.append(try json(alert)) }
         do {
             try queue.write { db in
-                try db.execute(sql: "INSERT OR IGNORE INTO alert (id, user, time, json) VALUES (?, ?, ?, ?)",
-                               arguments: [alert.id, Int64(bitPattern: alert.user), alert.time, json])
+                for (alert, json) in zip(alerts, documents) {
+                    try db.execute(sql: "INSERT OR IGNORE INTO alert (id, user, time, json) VALUES (?, ?, ?, ?)",
+                                   arguments: [alert.id, Int64(bitPattern: alert.user), alert.time, json])
+                }
             }
         } catch {
-            throw StorageError(path: path, operation: "record alert \(alert.id)", reason: "\(error)")
+            throw StorageError(path: path, operation: "record \(alerts.count) alerts", reason: "\(error)")
         }
-        return json
+        return documents
     }
 
-    package func markPublished(_ id: String) throws(StorageError) {
+    /// Marks `ids` published, in one transaction.
+    package func markPublished(_ ids: [String]) throws(StorageError) {
+        guard !ids.isEmpty else { return }
         do {
-            try queue.write { db in try db.execute(sql: "UPDATE alert SET published = 1 WHERE id = ?", arguments: [id]) }
+            try queue.write { db in
+                for id in ids { try db.execute(sql: "UPDATE alert SET published = 1 WHERE id = ?", arguments: [id]) }
+            }
         } catch {
-            throw StorageError(path: path, operation: "mark alert \(id) published", reason: "\(error)")
+            throw StorageError(path: path, operation: "mark \(ids.count) alerts published", reason: "\(error)")
         }
     }
 
     /// Alerts stored but not yet confirmed published, oldest first.
     package func unpublished() throws(StorageError) -> [DriftAlert] {
-        try alerts(sql: "SELECT json FROM alert WHERE published = 0 ORDER BY sequence", arguments: [])
+        try newer(sql: "SELECT sequence, json FROM alert WHERE published = 0 ORDER BY sequence", arguments: []).map(\.alert)
     }
 
     /// Alerts raised at or after event time `since` (unix seconds), oldest first.
     package func list(since: Int64 = .min, limit: Int = 1_000) throws(StorageError) -> [DriftAlert] {
-        try alerts(sql: "SELECT json FROM alert WHERE time >= ? ORDER BY sequence LIMIT ?", arguments: [since, limit])
+        try newer(sql: "SELECT sequence, json FROM alert WHERE time >= ? ORDER BY sequence LIMIT ?",
+                  arguments: [since, limit]).map(\.alert)
     }
 
     /// Alerts stored after sequence number `after` (for following), with their sequence numbers.
     package func newer(than after: Int64) throws(StorageError) -> [(sequence: Int64, alert: DriftAlert)] {
-        do {
-            return try queue.read { db in
-                try Row.fetchAll(db, sql: "SELECT sequence, json FROM alert WHERE sequence > ? ORDER BY sequence",
-                                 arguments: [after]).compactMap { row in
-                    let json: String = row["json"]
-                    return (try? JSONDecoder().decode(DriftAlert.self, from: Data(json.utf8))).map { (row["sequence"], $0) }
-                }
-            }
-        } catch {
-            throw StorageError(path: path, operation: "read alerts", reason: "\(error)")
-        }
+        try newer(sql: "SELECT sequence, json FROM alert WHERE sequence > ? ORDER BY sequence", arguments: [after])
     }
 
-    private func alerts(sql: String, arguments: StatementArguments) throws(StorageError) -> [DriftAlert] {
+    /// Reads `(sequence, json)` rows; a row that does not decode is an error naming its sequence number,
+    /// never silently skipped.
+    private func newer(sql: String, arguments: StatementArguments) throws(StorageError)
+        -> [(sequence: Int64, alert: DriftAlert)]
+    {
+        let rows: [Row]
         do {
-            return try queue.read { db in
-                try String.fetchAll(db, sql: sql, arguments: arguments).compactMap {
-                    try? JSONDecoder().decode(DriftAlert.self, from: Data($0.utf8))
-                }
-            }
+            rows = try queue.read { db in try Row.fetchAll(db, sql: sql, arguments: arguments) }
         } catch {
             throw StorageError(path: path, operation: "read alerts", reason: "\(error)")
         }
+        var alerts: [(sequence: Int64, alert: DriftAlert)] = []
+        for row in rows {
+            let sequence: Int64 = row["sequence"], json: String = row["json"]
+            do {
+                alerts.append((sequence, try JSONDecoder().decode(DriftAlert.self, from: Data(json.utf8))))
+            } catch {
+                throw StorageError(path: path, operation: "read alert #\(sequence)",
+                                   reason: "stored JSON does not decode (\(error)); the file was changed outside FedDrift")
+            }
+        }
+        return alerts
     }
 }

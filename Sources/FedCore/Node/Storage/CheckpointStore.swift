@@ -1,6 +1,6 @@
-package import FedIO
+import FedIO
 package import FedLogic
-package import FedModel
+import FedModel
 import Foundation
 internal import GRDB
 

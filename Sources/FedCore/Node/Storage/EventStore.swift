@@ -1,21 +1,8 @@
-package import FedIO
+import FedIO
 package import FedLogic
-package import FedModel
+import FedModel
 import Foundation
 internal import GRDB
-
-/// A failure of the local store, with the database path and what was being done.
-package struct StorageError: Error, CustomStringConvertible, Sendable {
-    package let path: String
-    package let operation: String
-    package let reason: String
-    package init(path: String, operation: String, reason: String) {
-        self.path = path
-        self.operation = operation
-        self.reason = reason
-    }
-    package var description: String { "event store \(path): \(operation) failed: \(reason)" }
-}
 
 /// The agent's local store of behaviour events: SQLite in WAL mode (readers never block the writer).
 ///
@@ -29,10 +16,7 @@ package final class EventStore: Sendable {
     package init(path: String) throws(StorageError) {
         self.path = path
         do {
-            pool = try DatabasePool(path: path, configuration: .durable)
-            try Self.migrator.migrate(pool)
-        } catch {
-            throw StorageError(path: path, operation: "open", reason: "\(error)")
+            pool = try DatabasePool.durable(path: path, what: "event store", migrator: Self.migrator)
         }
     }
 
@@ -52,22 +36,33 @@ package final class EventStore: Sendable {
         return migrator
     }
 
-    /// Appends `events` in one transaction; returns once they are durable.
-    package func append(_ events: [BehaviorEvent]) throws(StorageError) {
-        guard !events.isEmpty else { return }
+    /// Appends `events` in one transaction; returns once they are durable, with the row ids they got
+    /// (consecutive, in order; nil for an empty batch), so live scoring can tell them from history.
+    @discardableResult
+    package func append(_ events: [BehaviorEvent]) throws(StorageError) -> ClosedRange<Int64>? {
+        guard !events.isEmpty else { return nil }
         do {
-            try pool.write { db in
+            return try pool.write { db in
                 let insert = try db.makeStatement(
                     sql: "INSERT INTO event (user, item, category, action, timestamp) VALUES (?, ?, ?, ?, ?)")
+                var first: Int64?
                 for event in events {
                     try insert.execute(arguments: [Int64(bitPattern: event.user), Int64(bitPattern: event.item),
                                                    Int64(bitPattern: event.category), Int(event.action.rawValue),
                                                    event.timestamp])
+                    if first == nil { first = db.lastInsertedRowID }
                 }
+                // One writer, one transaction: AUTOINCREMENT ids of a batch are consecutive.
+                return (first ?? db.lastInsertedRowID)...db.lastInsertedRowID
             }
         } catch {
             throw StorageError(path: path, operation: "append \(events.count) events", reason: "\(error)")
         }
+    }
+
+    /// The highest event row id stored (0 when empty): every event stored later has a higher one.
+    package func lastEventID() throws(StorageError) -> Int64 {
+        try read("read the last event id") { db in try Int64.fetchOne(db, sql: "SELECT MAX(id) FROM event") ?? 0 }
     }
 
     package func eventCount() throws(StorageError) -> Int {
@@ -91,28 +86,57 @@ package final class EventStore: Sendable {
         throws(StorageError)
     {
         try read("read recent sequences") { db in
-            let rows = try Row.fetchCursor(db, sql: """
+            try Self.visitSequences(db, sql: """
                 SELECT user, item, category, action, timestamp FROM (
                     SELECT *, ROW_NUMBER() OVER (PARTITION BY user ORDER BY timestamp DESC, id DESC) AS recency
                     FROM event)
                 WHERE recency <= ? ORDER BY user, timestamp, id
-                """, arguments: [limit])
-            var current: UInt64?
-            var events: [BehaviorEvent] = []
-            while let row = try rows.next() {
-                let user = UInt64(bitPattern: row[0] as Int64)
-                if user != current, let previous = current {
-                    try body(previous, events)
-                    events.removeAll(keepingCapacity: true)
-                }
-                current = user
-                let action = BehaviorEvent.Action(rawValue: UInt8(clamping: row[3] as Int)) ?? .view
-                events.append(BehaviorEvent(
-                    user: user, item: UInt64(bitPattern: row[1] as Int64), category: UInt64(bitPattern: row[2] as Int64),
-                    action: action, timestamp: row[4]))
-            }
-            if let current { try body(current, events) }
+                """, arguments: [limit], body)
         }
+    }
+
+    /// One page of ``forEachRecentSequence(limit:_:)``: the next `users` users after `after` (in
+    /// storage order; nil: from the first), counting only events with row id ≤ `upTo`. Returns where
+    /// the next page starts, nil after the last. Each page is one short read, so a caller can do other
+    /// work between pages.
+    package func forEachRecentSequence(limit: Int, after: Int64?, users: Int, upTo: Int64,
+                                       _ body: (UInt64, [BehaviorEvent]) throws -> Void) throws(StorageError) -> Int64? {
+        try read("read recent sequences") { db in
+            let start = after ?? .min
+            let page = try Int64.fetchAll(db, sql: """
+                SELECT DISTINCT user FROM event WHERE user > ? AND id <= ? ORDER BY user LIMIT ?
+                """, arguments: [start, upTo, users])
+            guard let last = page.last else { return nil }
+            try Self.visitSequences(db, sql: """
+                SELECT user, item, category, action, timestamp FROM (
+                    SELECT *, ROW_NUMBER() OVER (PARTITION BY user ORDER BY timestamp DESC, id DESC) AS recency
+                    FROM event WHERE user > ? AND user <= ? AND id <= ?)
+                WHERE recency <= ? ORDER BY user, timestamp, id
+                """, arguments: [start, last, upTo, limit], body)
+            return page.count < users ? nil : last
+        }
+    }
+
+    /// Calls `body` once per user with the rows of `sql` (user, item, category, action, timestamp;
+    /// ordered by user), decoded.
+    private static func visitSequences(_ db: Database, sql: String, arguments: StatementArguments,
+                                       _ body: (UInt64, [BehaviorEvent]) throws -> Void) throws {
+        let rows = try Row.fetchCursor(db, sql: sql, arguments: arguments)
+        var current: UInt64?
+        var events: [BehaviorEvent] = []
+        while let row = try rows.next() {
+            let user = UInt64(bitPattern: row[0] as Int64)
+            if user != current, let previous = current {
+                try body(previous, events)
+                events.removeAll(keepingCapacity: true)
+            }
+            current = user
+            let action = BehaviorEvent.Action(rawValue: UInt8(clamping: row[3] as Int)) ?? .view
+            events.append(BehaviorEvent(
+                user: user, item: UInt64(bitPattern: row[1] as Int64), category: UInt64(bitPattern: row[2] as Int64),
+                action: action, timestamp: row[4]))
+        }
+        if let current { try body(current, events) }
     }
 
     /// Distinct items per category over the stored events (catalog input for research data).
@@ -131,39 +155,5 @@ package final class EventStore: Sendable {
         } catch {
             throw StorageError(path: path, operation: operation, reason: "\(error)")
         }
-    }
-}
-
-extension DatabaseQueue {
-    /// Opens (creating if needed) a durable single-writer SQLite database at `path` and brings its schema
-    /// up to date with `migrations`; failures carry the path and `what` was being opened.
-    static func durable(path: String, what: String, migrations: (inout DatabaseMigrator) -> Void)
-        throws(StorageError) -> DatabaseQueue
-    {
-        do {
-            let queue = try DatabaseQueue(path: path, configuration: .durable)
-            var migrator = DatabaseMigrator()
-            migrations(&migrator)
-            try migrator.migrate(queue)
-            return queue
-        } catch {
-            throw StorageError(path: path, operation: "open \(what)", reason: "\(error)")
-        }
-    }
-}
-
-extension Configuration {
-    /// FedDrift's stores: WAL journal and `synchronous = FULL`, so a committed transaction survives a
-    /// process crash or power loss (a pool sets WAL itself; setting it again is harmless).
-    static var durable: Configuration {
-        var configuration = Configuration()
-        // Another process (the running agent, or an operator's command beside it) may hold a lock
-        // for a moment: wait for it instead of failing.
-        configuration.busyMode = .timeout(10)
-        configuration.prepareDatabase { db in
-            try db.execute(sql: "PRAGMA journal_mode = WAL")
-            try db.execute(sql: "PRAGMA synchronous = FULL")
-        }
-        return configuration
     }
 }

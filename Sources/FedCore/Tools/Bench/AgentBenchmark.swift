@@ -1,7 +1,7 @@
-package import FedIO
-package import FedLogic
+import FedIO
+import FedLogic
 package import FedModel
-package import FedNode
+import FedNode
 import Foundation
 
 /// `edge-agent bench agent`: sizes a regional node in one process — simulate N shoppers into a

@@ -1,7 +1,7 @@
-package import FedIO
-package import FedLogic
+import FedIO
+import FedLogic
 package import FedModel
-package import FedNode
+import FedNode
 import Foundation
 
 /// `edge-agent bench drift`: the full per-event path of live scoring — user state lookup, LSTM step,

@@ -1,7 +1,7 @@
-package import FedIO
-package import FedLogic
+import FedIO
+import FedLogic
 package import FedModel
-package import FedNode
+import FedNode
 import Foundation
 
 /// `edge-agent bench train|score`: the model's speed on this machine, in one process.

@@ -1,7 +1,7 @@
-package import FedIO
+import FedIO
 package import FedLogic
 package import FedModel
-package import FedNode
+import FedNode
 import Foundation
 
 /// `edge-agent evaluate-drift`: every method sees the same streams. A stream is one user's events

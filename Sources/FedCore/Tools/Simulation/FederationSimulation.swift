@@ -1,7 +1,7 @@
-package import FedIO
-package import FedLogic
+import FedIO
+import FedLogic
 package import FedModel
-package import FedNode
+import FedNode
 import Foundation
 
 /// The federation in one process, with the same FedCore code the agents and the aggregator run —

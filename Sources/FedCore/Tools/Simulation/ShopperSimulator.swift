@@ -1,7 +1,7 @@
-package import FedIO
+import FedIO
 package import FedLogic
-package import FedModel
-package import FedNode
+import FedModel
+import FedNode
 import Foundation
 
 /// A generative model of shoppers: the demo's default data and the ground truth for drift.

@@ -1,7 +1,7 @@
-package import FedIO
+import FedIO
 package import FedLogic
 package import FedModel
-package import FedNode
+import FedNode
 import Foundation
 
 /// Whole user sequences for ``FederationSimulation`` and the drift evaluation, from the built-in

@@ -1,0 +1,248 @@
+import Dispatch
+package import FedLogic
+package import FedModel
+import Foundation
+package import Logging
+import Synchronization
+
+/// The agent's live scoring: one dedicated thread owns the ``DriftEngine`` (user states, detector,
+/// popularity) and works through a queue of jobs — new models and thresholds from the federation,
+/// batches of stored events from ingest, recommendation and score queries. Callers only enqueue, so
+/// nothing on the cooperative pool ever waits for scoring: ingest returns as soon as its batch is
+/// queued, and alerts come out on ``alerts``.
+///
+/// When the first global model arrives, each user's recent stored history is replayed into the new
+/// engine in pages of ``replayPageUsers`` users, and the queue is served between pages: a
+/// recommendation query waits for at most one page, never for the whole replay. Live events that
+/// arrive meanwhile are held and scored, in order, right after the replay. The replay reads only
+/// events stored before it began (row id ≤ the last id at that moment) and live events carry their row
+/// ids, so every stored event is scored exactly once, whichever side of the boundary it fell on.
+package final class LiveScoring: Sendable {
+    /// Users per replay page.
+    package static let replayPageUsers = 256
+    /// Most recent events per user replayed.
+    package static let replayEvents = 50
+
+    private enum Job: Sendable {
+        /// A global model; `storedUpTo` is the last event row id stored when it arrived (the first
+        /// model's replay reads up to it), nil without a store or when it could not be read.
+        case model(LSTMParameters<Float>, version: UInt64, storedUpTo: Int64?)
+        case threshold(Double)
+        case events([BehaviorEvent], ids: ClosedRange<Int64>?)
+        case recommend(user: UInt64, count: Int, reply: @Sendable ([DriftAlert.Recommendation]?) -> Void)
+        case scores(reply: @Sendable ([Double]) -> Void)
+        case stop
+    }
+
+    /// What the scoring thread last reported, for status and tests.
+    package struct Progress: Sendable, Equatable {
+        package var eventsScored = 0
+        package var users = 0
+        package var replaying = false
+        package var modelVersion: UInt64?
+    }
+
+    /// Alerts raised by each scored batch, in order (persist, then publish them).
+    package let alerts: AsyncStream<[DriftAlert]>
+    private let alertSink: AsyncStream<[DriftAlert]>.Continuation
+    private let jobs = Mutex<[Job]>([])
+    private let wake = DispatchSemaphore(value: 0)
+    private let reported = Mutex(Progress())
+    private let store: EventStore?
+    private let logger: Logger
+
+    /// Starts the scoring thread. With a `store`, the first model triggers the history replay.
+    package init(catalog: CategoryCatalog, settings: DriftEngine.Settings, store: EventStore?, logger: Logger) {
+        (alerts, alertSink) = AsyncStream.makeStream(of: [DriftAlert].self)
+        self.store = store
+        self.logger = logger
+        let thread = Thread { [self, alertSink] in
+            var loop = ScoringLoop(catalog: catalog, settings: settings, store: store, logger: logger, alerts: alertSink)
+            while true {
+                let batch = jobs.withLock { queue in
+                    defer { queue.removeAll(keepingCapacity: true) }
+                    return queue
+                }
+                if batch.isEmpty {
+                    if loop.isReplaying { loop.replayPage() } else { wake.wait() }
+                } else {
+                    for job in batch {
+                        if case .stop = job {
+                            alertSink.finish()
+                            return
+                        }
+                        loop.handle(job)
+                    }
+                }
+                let progress = loop.progress
+                reported.withLock { $0 = progress }
+            }
+        }
+        thread.name = "feddrift.scoring"
+        thread.stackSize = 8 << 20
+        thread.start()
+    }
+
+    private func enqueue(_ job: Job) {
+        jobs.withLock { $0.append(job) }
+        wake.signal()
+    }
+
+    /// Installs a new global model (users' states carry over when the shape is unchanged). The first
+    /// one starts scoring: events stored before this call are replayed as history (no alerts), events
+    /// stored after it are scored live.
+    package func install(_ parameters: LSTMParameters<Float>, modelVersion: UInt64) {
+        // Taken here, not when the scoring thread gets to the job: an event stored in between is live.
+        // One indexed MAX(id) read.
+        let storedUpTo: Int64?
+        do {
+            storedUpTo = try store?.lastEventID()
+        } catch {
+            logger.warning("Could not read the event store: no history replay for scoring", metadata: ["error": "\(error)"])
+            storedUpTo = nil
+        }
+        enqueue(.model(parameters, version: modelVersion, storedUpTo: storedUpTo))
+    }
+
+    /// Applies the aggregator's newest threshold.
+    package func setThreshold(_ threshold: Double) { enqueue(.threshold(threshold)) }
+
+    /// Queues stored events for scoring, in order; `ids` are the row ids ``EventStore/append(_:)`` gave them.
+    package func submit(_ events: [BehaviorEvent], ids: ClosedRange<Int64>?) {
+        guard !events.isEmpty else { return }
+        enqueue(.events(events, ids: ids))
+    }
+
+    /// Top-`count` items for `user` over all categories; nil before the user's first scored event or
+    /// before any model.
+    package func recommend(user: UInt64, count: Int) async -> [DriftAlert.Recommendation]? {
+        await withCheckedContinuation { continuation in
+            enqueue(.recommend(user: user, count: count) { continuation.resume(returning: $0) })
+        }
+    }
+
+    /// Every scored user's current drift score (for the round's DP histogram). Blocks the calling
+    /// thread until the scoring thread answers: call it from a dedicated thread (the round's training
+    /// thread), never from the cooperative pool.
+    package func currentScoresBlocking() -> [Double] {
+        let answered = DispatchSemaphore(value: 0)
+        let result = Mutex<[Double]>([])
+        enqueue(.scores { scores in
+            result.withLock { $0 = scores }
+            answered.signal()
+        })
+        answered.wait()
+        return result.withLock { $0 }
+    }
+
+    /// The scoring thread's last report.
+    package var progress: Progress { reported.withLock { $0 } }
+
+    /// Stops the thread after the jobs queued so far; ``alerts`` then finishes.
+    package func stop() { enqueue(.stop) }
+
+    /// The state that only the scoring thread touches.
+    private struct ScoringLoop {
+        let catalog: CategoryCatalog
+        let settings: DriftEngine.Settings
+        let store: EventStore?
+        let logger: Logger
+        let alerts: AsyncStream<[DriftAlert]>.Continuation
+        var engine: DriftEngine?
+        var threshold: Double?
+        /// The replay in progress: where the next page starts (nil: the first page), the last row id it reads.
+        var replay: (after: Int64?, upTo: Int64, started: ContinuousClock.Instant)?
+        /// Live events that arrived during the replay, scored after it.
+        var held: [([BehaviorEvent], ClosedRange<Int64>?)] = []
+        /// The last row id the replay read: a live event with an id at or below it was scored by the replay.
+        var replayedUpTo: Int64 = 0
+
+        init(catalog: CategoryCatalog, settings: DriftEngine.Settings, store: EventStore?, logger: Logger,
+             alerts: AsyncStream<[DriftAlert]>.Continuation) {
+            self.catalog = catalog
+            self.settings = settings
+            self.store = store
+            self.logger = logger
+            self.alerts = alerts
+        }
+
+        var isReplaying: Bool { replay != nil }
+
+        var progress: Progress {
+            Progress(eventsScored: engine?.eventsScored ?? 0, users: engine?.userCount ?? 0, replaying: isReplaying,
+                     modelVersion: engine?.modelVersion)
+        }
+
+        mutating func handle(_ job: Job) {
+            switch job {
+            case let .model(parameters, version, storedUpTo):
+                guard parameters.shape.categories == catalog.categories else {
+                    logger.warning("Model does not fit the catalog; not used for scoring", metadata: [
+                        "model.categories": "\(parameters.shape.categories)", "catalog.categories": "\(catalog.categories)",
+                    ])
+                    return
+                }
+                if let engine {
+                    engine.update(parameters: parameters, modelVersion: version)
+                    return
+                }
+                let created = DriftEngine(parameters: parameters, modelVersion: version, catalog: catalog, settings: settings)
+                if let threshold { created.threshold = threshold }
+                engine = created
+                if let storedUpTo { startReplay(upTo: storedUpTo) }
+            case let .threshold(value):
+                threshold = value
+                engine?.threshold = value
+            case let .events(events, ids):
+                if isReplaying { held.append((events, ids)) } else { score(events, ids: ids) }
+            case let .recommend(user, count, reply):
+                guard let engine, engine.knows(user) else { return reply(nil) }
+                reply(engine.recommend(user: user, count: count))
+            case let .scores(reply):
+                reply(engine?.currentScores() ?? [])
+            case .stop:
+                break
+            }
+        }
+
+        private mutating func startReplay(upTo: Int64) {
+            replay = (nil, upTo, .now)
+            replayedUpTo = upTo
+        }
+
+        /// Replays one page of users' recent history into the engine; after the last, scores the held events.
+        mutating func replayPage() {
+            guard let current = replay, let engine, let store else { return }
+            do {
+                let next = try store.forEachRecentSequence(
+                    limit: LiveScoring.replayEvents, after: current.after, users: LiveScoring.replayPageUsers,
+                    upTo: current.upTo) { _, events in events.forEach(engine.warm) }
+                if let next {
+                    replay?.after = next
+                    return
+                }
+                logger.info("Live scoring ready: users' recent history replayed", metadata: [
+                    "users": "\(engine.userCount)", "seconds": "\((ContinuousClock.now - current.started).inSeconds)",
+                    "events.held": "\(held.reduce(0) { $0 + $1.0.count })",
+                ])
+            } catch {
+                logger.warning("Could not replay history for scoring", metadata: ["error": "\(error)"])
+            }
+            replay = nil
+            let waiting = held
+            held = []
+            for (events, ids) in waiting { score(events, ids: ids) }
+        }
+
+        /// Scores `events`, skipping those the replay already read (row id ≤ ``replayedUpTo``).
+        private func score(_ events: [BehaviorEvent], ids: ClosedRange<Int64>?) {
+            guard let engine else { return }
+            var raised: [DriftAlert] = []
+            for (offset, event) in events.enumerated() {
+                if let ids, ids.lowerBound + Int64(offset) <= replayedUpTo { continue }
+                if let alert = engine.process(event) { raised.append(alert) }
+            }
+            if !raised.isEmpty { alerts.yield(raised) }
+        }
+    }
+}
