@@ -11,6 +11,8 @@ package final class AlertPublisher: Sendable {
     private let store: AlertStore
     private let channel: ZMQChannel?
     private let file: String?
+    /// SQLite commits and JSONL appends, off the cooperative pool and in order.
+    private let disk = BlockingQueue(label: "feddrift.alerts")
 
     package init(store: AlertStore, channel: ZMQChannel?, file: String?) {
         self.store = store
@@ -24,7 +26,7 @@ package final class AlertPublisher: Sendable {
     /// SQLite and file writes wait for the disk, so they run off the cooperative pool.
     package func publish(_ alerts: [DriftAlert]) async throws {
         let store = self.store
-        let documents = try await onDedicatedThread { try store.record(alerts) }
+        let documents = try await disk.run { try store.record(alerts) }
         try await send(alerts, documents: documents)
     }
 
@@ -45,7 +47,7 @@ package final class AlertPublisher: Sendable {
                 try await channel.send([Array(Self.topic(alert).utf8), Array(json.utf8)])
             }
         }
-        try await onDedicatedThread { [self] in try confirm(alerts, documents: documents) }
+        try await disk.run { [self] in try confirm(alerts, documents: documents) }
     }
 
     /// Appends the JSONL lines, then marks the alerts published.

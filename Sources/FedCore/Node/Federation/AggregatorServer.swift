@@ -77,6 +77,9 @@ package final class AggregatorServer: Sendable {
     let onRound: @Sendable (RoundReport) -> Void
     /// The last completed round when this process started.
     let startRound: UInt64
+    /// Checkpoint commits (the round's path), and exports and status files (off it), each in order.
+    let checkpointQueue = BlockingQueue(label: "feddrift.checkpoint")
+    let exportQueue = BlockingQueue(label: "feddrift.export")
     /// The current model as a ``ModelFile`` (what agents download).
     let modelFile: Mutex<[UInt8]>
     /// What the driver hands to the status/export service: round reports and new model files.

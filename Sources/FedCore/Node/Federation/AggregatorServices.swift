@@ -165,7 +165,7 @@ package struct RoundDriverService: Service {
             let file = ModelFile.encode(checkpoint.parameters, modelVersion: checkpoint.modelVersion)
             let store = server.checkpoints
             // SQLite with synchronous=FULL waits for the disk: off the cooperative pool.
-            try await onDedicatedThread { try store.save(checkpoint, encodedModel: file) }
+            try await server.checkpointQueue.run { try store.save(checkpoint, encodedModel: file) }
             server.modelFile.withLock { $0 = file }
             server.exports.yield(.model(file, version: checkpoint.modelVersion))
             timing.closeSeconds = (ContinuousClock.now - timing.closing).inSeconds
@@ -259,10 +259,12 @@ package struct StatusExportService: Service {
             case let .model(file, version):
                 let server = self.server
                 // File writes with fsync: off the cooperative pool.
-                try? await onDedicatedThread { server.export(file, version: version) }
+                try? await server.exportQueue.run { server.export(file, version: version) }
             case let .report(report, rejectionsTotal, agents):
                 let server = self.server
-                try? await onDedicatedThread { server.writeStatus(report, rejectionsTotal: rejectionsTotal, agents: agents) }
+                try? await server.exportQueue.run {
+                    server.writeStatus(report, rejectionsTotal: rejectionsTotal, agents: agents)
+                }
                 server.onRound(report)
             }
         }

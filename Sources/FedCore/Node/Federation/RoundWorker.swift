@@ -158,19 +158,3 @@ package struct StoreRoundWorker: RoundWorker {
                                  top10Hits: Int(top10), lossSum: loss)
     }
 }
-
-/// Runs `body` on a new thread and resumes with its result, so CPU-bound work never occupies one of
-/// the few cooperative threads that the sockets' tasks need.
-package func onDedicatedThread<T: Sendable>(_ body: @escaping @Sendable () throws -> T) async throws -> T {
-    try await withCheckedThrowingContinuation { continuation in
-        let thread = Thread {
-            do {
-                continuation.resume(returning: try body())
-            } catch {
-                continuation.resume(throwing: error)
-            }
-        }
-        thread.stackSize = 8 << 20
-        thread.start()
-    }
-}
