@@ -44,6 +44,14 @@ struct EvaluateDrift: ParsableCommand {
     @Option(name: .long, help: "FedDrift detector: per-event decay of the short-horizon profile.")
     var shortDecay = DriftDetector.Settings().shortDecay
 
+    @Option(name: .long, help: """
+        FedDrift switch detector settings as a JSON object of drift.detector keys, e.g.         '{"run_lengths": 30, "hazard": 0.01}'; keys not given keep their defaults.
+        """)
+    var detectorSettings: String?
+
+    @Option(name: .long, help: "Switch points: seed of the splice (real workloads).")
+    var spliceSeed: UInt64 = 5
+
     @Flag(name: .long, help: "One JSON object per (workload, budget, method).")
     var json = false
 
@@ -55,8 +63,9 @@ struct EvaluateDrift: ParsableCommand {
     func run() throws {
         let shape = LSTMShape.small
         let simulated = DriftEvaluation.simulatorWorkload(users: users, seed: seed, shape: shape)
-        report(workload: "simulator", streams: simulated.streams, training: simulated.training, shape: shape,
-               outOfVocabulary: simulated.outOfVocabulary, budgets: [1, 10, 50])
+        try report(workload: "simulator", streams: simulated.streams, training: simulated.training,
+                   prior: DriftEvaluation.prior(from: simulated.rawTraining, categories: simulated.rawCategories),
+                   shape: shape, outOfVocabulary: simulated.outOfVocabulary, budgets: [1, 10, 50])
         guard let data else { return }
         let loaded = format == "ml100k" ? try SimulationData.movieLens(directory: data, keep: 400)
             : try SimulationData.file(path: data, format: EventFormat(rawValue: format) ?? .taobao, shape: shape, keep: 400)
@@ -66,13 +75,28 @@ struct EvaluateDrift: ParsableCommand {
                           actions: Array(user.element.actions.suffix(50)), gaps: Array(user.element.gaps.suffix(50)))
         }
         let evaluated = loaded.users.enumerated().filter { $0.offset % 2 == 1 }.map(\.element)
-        report(workload: format == "ml100k" ? "ml100k_switches" : "real_switches",
-               streams: DriftEvaluation.spliced(evaluated, seed: 5), training: training, shape: loaded.shape,
+        let rawTraining = loaded.rawUsers.enumerated().filter { $0.offset % 2 == 0 }.map(\.element)
+        let rawEvaluated = loaded.rawUsers.enumerated().filter { $0.offset % 2 == 1 }.map(\.element)
+        try report(workload: format == "ml100k" ? "ml100k_switches" : "real_switches",
+               streams: DriftEvaluation.spliced(evaluated, raw: rawEvaluated, seed: spliceSeed), training: training,
+               prior: DriftEvaluation.prior(from: rawTraining, categories: loaded.rawCategories), shape: loaded.shape,
                outOfVocabulary: loaded.outOfVocabulary, budgets: [10, 50])
     }
 
-    private func report(workload: String, streams: [DriftEvaluation.Stream], training: [EventSequence], shape: LSTMShape,
-                        outOfVocabulary: Int32, budgets: [Double]) {
+    private var switchSettings: SwitchDetector.Settings {
+        get throws {
+            guard let detectorSettings else { return SwitchDetector.Settings() }
+            do {
+                return try JSONDecoder().decode(SwitchDetector.Settings.self, from: Data(detectorSettings.utf8))
+            } catch {
+                throw ValidationError("--detector-settings: \(error)")
+            }
+        }
+    }
+
+    private func report(workload: String, streams: [DriftEvaluation.Stream], training: [EventSequence],
+                        prior: [Double], shape: LSTMShape,
+                        outOfVocabulary: Int32, budgets: [Double]) throws {
         var settings = FederationSimulation.Settings()
         settings.centralEpochs = epochs
         settings.sequenceLength = 50
@@ -87,8 +111,9 @@ struct EvaluateDrift: ParsableCommand {
         detector.allowance = allowance
         detector.divergenceWeight = divergenceWeight
         detector.shortDecay = shortDecay
+        let switchDetector = SwitchDetector(settings: try switchSettings, prior: prior)
         let rows = DriftEvaluation.evaluate(workload: workload, streams: streams, scorer: StreamingScorer(parameters: model),
-                                            budgets: budgets, settings: detector)
+                                            budgets: budgets, settings: detector, switches: switchDetector)
         let encoder = JSONEncoder()
         encoder.outputFormatting = [.sortedKeys]
         for row in rows {

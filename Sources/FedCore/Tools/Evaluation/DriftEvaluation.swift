@@ -11,14 +11,16 @@ import Foundation
 /// to the largest alarm count within the alert budget, then detection is measured on the switched ones.
 package enum DriftEvaluation {
     package struct Stream: Sendable {
+        /// Model categories (the catalog's top categories, the rest in one out-of-vocabulary bucket).
         package var categories: [Int32]
+        /// The same events' categories over the whole vocabulary, for the model-free detectors.
+        package var raw: [Int32]
         package var actions: [UInt8]
         /// Index of the first event after the switch; nil for an unswitched stream.
         package var switchIndex: Int?
-        package init(categories: [Int32], actions: [UInt8], switchIndex: Int?) {
-            self.categories = categories
-            self.actions = actions
-            self.switchIndex = switchIndex
+        package init(categories: [Int32], raw: [Int32]? = nil, actions: [UInt8], switchIndex: Int?) {
+            precondition(raw == nil || raw?.count == categories.count, "one raw category per event")
+            (self.categories, self.raw, self.actions, self.switchIndex) = (categories, raw ?? categories, actions, switchIndex)
         }
     }
 
@@ -52,9 +54,24 @@ package enum DriftEvaluation {
         var proactiveTop10: [[Int32]]
     }
 
-    package static let methods = ["feddrift", "iqr", "window", "page_hinkley", "adwin"]
+    /// `feddrift`: the switch detector (``SwitchDetector``); `cusum_surprise_js`: the previous detector
+    /// (CUSUM on the LSTM's surprise + profile divergence), kept as a baseline; `new_categories`: the
+    /// number of distinct never-seen categories since the user last returned to one seen before.
+    package static let methods = ["feddrift", "cusum_surprise_js", "new_categories", "iqr", "window", "page_hinkley",
+                                  "adwin"]
 
-    static func score(_ stream: Stream, scorer: StreamingScorer, settings: DriftDetector.Settings) -> Scored {
+    /// The population prior g for ``SwitchDetector`` from `users`' category sequences: the smoothed
+    /// share of users who touched each of `categories` categories.
+    package static func prior(from users: [[Int32]], categories: Int) -> [Double] {
+        var touching = [Double](repeating: 0, count: categories)
+        for user in users {
+            for category in Set(user) where Int(category) < categories { touching[Int(category)] += 1 }
+        }
+        return SwitchDetector.prior(usersTouching: touching, users: Double(users.count))
+    }
+
+    static func score(_ stream: Stream, scorer: StreamingScorer, settings: DriftDetector.Settings,
+                      switches: SwitchDetector) -> Scored {
         let count = stream.categories.count
         var statistics = Dictionary(uniqueKeysWithValues: methods.map { ($0, [Double](repeating: 0, count: count)) })
         var ordinary: [[Int32]] = [], proactive: [[Int32]] = []
@@ -64,7 +81,9 @@ package enum DriftEvaluation {
         scorer.reset(&state)
         let detector = DriftDetector(settings: settings)
         var drift = DriftDetector.UserState()
+        var switchState = SwitchDetector.UserState()
         var seen = Set<Int32>()
+        var newSinceReturn = Set<Int32>(), seenRaw = Set<Int32>()
         var novelty: [Double] = []          // 1 when the event's category is new to the user
         var interest: [Double] = []         // share of the user's history in the event's category
         var counts: [Int32: Double] = [:]
@@ -76,8 +95,18 @@ package enum DriftEvaluation {
             let surprise = scorer.step(&state, category: Int(category), action: Int(stream.actions[index]))
             _ = detector.update(&drift, category: category, action: stream.actions[index], surprise: Double(surprise),
                                 threshold: .infinity)
-            statistics["feddrift"]?[index] = drift.score
-            // Baselines on the user's own category stream.
+            statistics["cusum_surprise_js"]?[index] = drift.score
+            // The model-free statistics see the whole vocabulary.
+            let raw = stream.raw[index]
+            statistics["feddrift"]?[index] = switches.update(&switchState, category: raw)
+            if !seenRaw.contains(raw) {
+                newSinceReturn.insert(raw)
+            } else if !newSinceReturn.contains(raw) {
+                newSinceReturn.removeAll()  // back to a category seen before the excursion
+            }
+            seenRaw.insert(raw)
+            statistics["new_categories"]?[index] = Double(newSinceReturn.count)
+            // Baselines on the user's own model-category stream.
             let isNew = seen.contains(category) ? 0.0 : 1.0
             seen.insert(category)
             novelty.append(isNew)
@@ -168,8 +197,9 @@ package enum DriftEvaluation {
 
     /// Evaluates every method at each budget (alarms per 10,000 events on the unswitched streams).
     package static func evaluate(workload: String, streams: [Stream], scorer: StreamingScorer,
-                                 budgets: [Double], settings: DriftDetector.Settings = .init()) -> [Row] {
-        let scored = streams.map { score($0, scorer: scorer, settings: settings) }
+                                 budgets: [Double], settings: DriftDetector.Settings = .init(),
+                                 switches: SwitchDetector) -> [Row] {
+        let scored = streams.map { score($0, scorer: scorer, settings: settings, switches: switches) }
         let unswitched = streams.indices.filter { streams[$0].switchIndex == nil }
         let switched = streams.indices.filter { streams[$0].switchIndex != nil }
         let cleanEvents = unswitched.reduce(0) { $0 + streams[$1].categories.count }
@@ -181,7 +211,7 @@ package enum DriftEvaluation {
                     unswitched.reduce(0) { $0 + alarms(scored[$1].statistics[method] ?? [], threshold: threshold).count }
                 }
                 // The lowest threshold whose false alarms fit the budget (bisection over the statistic's range).
-                var low = 0.0, high = 1.0
+                var low = -64.0, high = 1.0
                 while falseAlarms(high) > allowed && high < 1e9 { high *= 2 }
                 for _ in 0..<40 {
                     let middle = (low + high) / 2
@@ -218,21 +248,28 @@ package enum DriftEvaluation {
 
     /// Real-sequence switches: each evaluated user's stream continues, at a random point, with another
     /// evaluated user's stream (ground truth = the switch point); the other half stay unswitched.
-    package static func spliced(_ users: [EventSequence], seed: UInt64, minimumPrefix: Int = 15) -> [Stream] {
+    package static func spliced(_ users: [EventSequence], raw: [[Int32]]? = nil, seed: UInt64,
+                                minimumPrefix: Int = 15) -> [Stream] {
         var random = SplitMix64(seed: seed)
-        let eligible = users.filter { $0.count >= minimumPrefix + 10 }
+        let rawUsers = raw ?? users.map(\.categories)
+        precondition(rawUsers.count == users.count, "one raw sequence per user")
+        let eligibleIndices = users.indices.filter { users[$0].count >= minimumPrefix + 10 }
+        let eligible = eligibleIndices.map { users[$0] }, eligibleRaw = eligibleIndices.map { rawUsers[$0] }
         var streams: [Stream] = []
         for (index, user) in eligible.enumerated() {
             let actions = user.actions.isEmpty ? [UInt8](repeating: 0, count: user.count) : user.actions
             if index % 2 == 1 || eligible.count < 2 {
-                streams.append(Stream(categories: user.categories, actions: actions, switchIndex: nil))
+                streams.append(Stream(categories: user.categories, raw: eligibleRaw[index], actions: actions,
+                                      switchIndex: nil))
                 continue
             }
-            let other = eligible[(index + 1 + Int(random.next() % UInt64(eligible.count - 1))) % eligible.count]
+            let otherIndex = (index + 1 + Int(random.next() % UInt64(eligible.count - 1))) % eligible.count
+            let other = eligible[otherIndex]
             let otherActions = other.actions.isEmpty ? [UInt8](repeating: 0, count: other.count) : other.actions
             let at = minimumPrefix + Int(random.next() % UInt64(max(1, user.count - minimumPrefix - 5)))
             let continuation = min(other.count, 40)
             streams.append(Stream(categories: Array(user.categories.prefix(at)) + other.categories.suffix(continuation),
+                                  raw: Array(eligibleRaw[index].prefix(at)) + eligibleRaw[otherIndex].suffix(continuation),
                                   actions: Array(actions.prefix(at)) + otherActions.suffix(continuation),
                                   switchIndex: at))
         }
@@ -244,7 +281,8 @@ extension DriftEvaluation {
     /// Simulated shoppers' streams with the simulator's injected shifts as ground truth, and the
     /// training sequences of a disjoint set of simulated shoppers (for the detector's model).
     package static func simulatorWorkload(users: Int, seed: UInt64, shape: LSTMShape)
-        -> (streams: [Stream], training: [EventSequence], outOfVocabulary: Int32)
+        -> (streams: [Stream], training: [EventSequence], rawTraining: [[Int32]], rawCategories: Int,
+            outOfVocabulary: Int32)
     {
         var parameters = ShopperSimulator.Parameters()
         parameters.users = users
@@ -253,21 +291,24 @@ extension DriftEvaluation {
         var items: [UInt64: Set<UInt64>] = [:]
         CategoryCatalog.itemsPerCategory(output.events, into: &items)
         let catalog = CategoryCatalog(itemsPerCategory: items.mapValues(\.count), categories: shape.categories)
+        let full = CategoryCatalog(itemsPerCategory: items.mapValues(\.count), categories: items.count + 1)
         let shiftIndex = Dictionary(output.shifts.map { ($0.user, $0.eventIndex) }, uniquingKeysWith: { first, _ in first })
         var byUser: [UInt64: [BehaviorEvent]] = [:]
         for event in output.events { byUser[event.user, default: []].append(event) }
-        var streams: [Stream] = [], training: [EventSequence] = []
+        var streams: [Stream] = [], training: [EventSequence] = [], rawTraining: [[Int32]] = []
         for user in byUser.keys.sorted() {
             guard let events = byUser[user] else { continue }
             let sequence = EventSequence(events: events, catalog: catalog)
+            let raw = events.map { full.modelIndex(of: $0.category) }
             if user % 2 == 0 {
                 training.append(EventSequence(categories: Array(sequence.categories.suffix(50)),
                                               actions: Array(sequence.actions.suffix(50)), gaps: Array(sequence.gaps.suffix(50))))
+                rawTraining.append(raw)
             } else {
-                streams.append(Stream(categories: sequence.categories, actions: sequence.actions,
+                streams.append(Stream(categories: sequence.categories, raw: raw, actions: sequence.actions,
                                       switchIndex: shiftIndex[user]))
             }
         }
-        return (streams, training, catalog.outOfVocabulary)
+        return (streams, training, rawTraining, full.categories, catalog.outOfVocabulary)
     }
 }

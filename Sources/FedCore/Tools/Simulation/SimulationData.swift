@@ -11,6 +11,10 @@ package struct SimulationData: Sendable {
     package var shape: LSTMShape
     package var outOfVocabulary: Int32
     package var description: String
+    /// Each user's categories over the whole vocabulary (a dense index per platform category, no
+    /// out-of-vocabulary bucket), for detectors that need no model; empty when not loaded.
+    package var rawUsers: [[Int32]] = []
+    package var rawCategories = 0
 
     /// Simulated shoppers, keeping each user's last `keep` events. Two passes over the (deterministic)
     /// simulator: the catalog from item counts first, then the sequences.
@@ -41,8 +45,12 @@ package struct SimulationData: Sendable {
         CategoryCatalog.itemsPerCategory(events, into: &items)
         let catalog = CategoryCatalog(itemsPerCategory: items.mapValues(\.count), categories: shape.categories)
         let sequences = grouped(events, catalog: catalog, keep: keep)
-        return SimulationData(users: sequences, shape: shape, outOfVocabulary: catalog.outOfVocabulary,
-                              description: "\(path): \(summary.accepted) events, \(sequences.count) users")
+        let full = CategoryCatalog(itemsPerCategory: items.mapValues(\.count), categories: items.count + 1)
+        var data = SimulationData(users: sequences, shape: shape, outOfVocabulary: catalog.outOfVocabulary,
+                                  description: "\(path): \(summary.accepted) events, \(sequences.count) users")
+        data.rawUsers = grouped(events, catalog: full, keep: keep).map(\.categories)
+        data.rawCategories = full.categories
+        return data
     }
 
     /// MovieLens 100K (`ml-100k.inter`, `ml-100k.item`): each rating an event, its movie's first genre
@@ -54,8 +62,11 @@ package struct SimulationData: Sendable {
             guard let events = data.sequences[user] else { return nil }
             return EventSequence(categories: events.suffix(keep).map(\.category))
         }
-        return SimulationData(users: sequences, shape: shape, outOfVocabulary: Int32(data.genres.count),
-                              description: "MovieLens 100K: \(sequences.count) users, \(data.genres.count) genres")
+        var loaded = SimulationData(users: sequences, shape: shape, outOfVocabulary: Int32(data.genres.count),
+                                    description: "MovieLens 100K: \(sequences.count) users, \(data.genres.count) genres")
+        loaded.rawUsers = sequences.map(\.categories)
+        loaded.rawCategories = shape.categories
+        return loaded
     }
 
     /// Groups events by user (in user order), each in time order, keeping the last `keep`.
