@@ -180,19 +180,10 @@ package enum DriftEvaluation {
         }
     }
 
-    /// Alarm indices for a statistic at `threshold`: first crossing, cool-down, re-arm below it.
+    /// Alarm indices for a statistic at `threshold`: the agent's rule (first crossing after 10 events,
+    /// cool-down, re-arm below it).
     static func alarms(_ statistic: [Double], threshold: Double) -> [Int] {
-        var result: [Int] = []
-        var coolUntil = -1, armed = true
-        for (index, value) in statistic.enumerated() {
-            if !armed, index > coolUntil, value < threshold { armed = true }
-            if armed, value >= threshold, index >= 10 {
-                result.append(index)
-                armed = false
-                coolUntil = index + coolDown
-            }
-        }
-        return result
+        AlertRule(warmUp: 10, coolDown: coolDown).alarms(statistic, threshold: threshold)
     }
 
     /// Evaluates every method at each budget (alarms per 10,000 events on the unswitched streams).

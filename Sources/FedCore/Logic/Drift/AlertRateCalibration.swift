@@ -1,0 +1,102 @@
+import Foundation
+
+/// The alert rule shared by live scoring and the evaluation: an alarm when a user's statistic first
+/// reaches the threshold after `warmUp` events; then `coolDown` events of silence, and the next alarm
+/// only after the statistic fell below the threshold again.
+package struct AlertRule: Sendable, Equatable {
+    package var warmUp: Int
+    package var coolDown: Int
+
+    package init(warmUp: Int = 10, coolDown: Int = 30) {
+        (self.warmUp, self.coolDown) = (warmUp, coolDown)
+    }
+
+    /// Indices of the alarms in one user's statistic series at `threshold`.
+    package func alarms(_ statistic: some Collection<Double>, threshold: Double) -> [Int] {
+        var result: [Int] = []
+        var coolUntil = -1, armed = true
+        for (index, value) in statistic.enumerated() {
+            if !armed, index > coolUntil, value < threshold { armed = true }
+            if armed, value >= threshold, index >= warmUp {
+                result.append(index)
+                armed = false
+                coolUntil = index + coolDown
+            }
+        }
+        return result
+    }
+}
+
+/// The federated alert threshold, calibrated to the operator's budget in **alerts per 10,000 scored
+/// events** without seeing any user's scores (the quantile tracking of adaptive clipping, Andrew et al.
+/// 2021, applied to the alert rate).
+///
+/// Each round, every agent replays its Poisson-sampled users' stored events through the detector and
+/// counts, at the threshold in force, the alerts the rule would raise in each user's last
+/// ``Settings/eventWindow`` events. It releases two sums with Gaussian noise: alerts (each user's count
+/// clipped to ``Settings/alertClip``) and events (each user's clipped to the window). The aggregator
+/// adds the agents' releases and moves the threshold (a log-odds score) by a bounded step toward the
+/// budget: θ ← θ + η·clamp(log(rate / budget), −1, 1). Noisy sums are used unclamped, so no estimator
+/// bias is introduced; the step's noise averages out over rounds. The released vector
+/// (alerts / alertClip, events / eventWindow) has L2 sensitivity √2 per user, so a release with noise
+/// multiplier z on each coordinate costs what a Gaussian mechanism with multiplier z / √2 costs
+/// (``accountedNoiseMultiplier(_:)``), subsampled at the round's rate.
+package enum AlertRateCalibration {
+    package struct Settings: Sendable, Equatable {
+        /// The operator's budget: alerts per 10,000 scored events.
+        package var budgetPer10k: Double
+        /// Per-user clip of the released alert count.
+        package var alertClip = 2
+        /// Events per user counted (the most recent); also the clip of the released event count.
+        package var eventWindow = 500
+        /// Step size η of the update, in score units per unit of log rate error (clamped to ±1).
+        package var step = 1.0
+        /// The threshold stays within these bounds.
+        package var minimum = -5.0, maximum = 50.0
+
+        package init(budgetPer10k: Double) { self.budgetPer10k = budgetPer10k }
+    }
+
+    /// One agent's (or the merged) release: noisy sums of clipped alert and event counts.
+    package struct Counts: Sendable, Equatable {
+        package var alerts: Double
+        package var events: Double
+
+        package init(alerts: Double, events: Double) { (self.alerts, self.events) = (alerts, events) }
+
+        package static func + (lhs: Counts, rhs: Counts) -> Counts {
+            Counts(alerts: lhs.alerts + rhs.alerts, events: lhs.events + rhs.events)
+        }
+    }
+
+    /// The exact counts for one user: alerts at `threshold` among the last `eventWindow` events of their
+    /// statistic series (the series covers their whole stored history, so the detector is warm), clipped.
+    package static func userCounts(_ statistic: [Double], threshold: Double, rule: AlertRule,
+                                   settings: Settings) -> Counts {
+        let first = max(0, statistic.count - settings.eventWindow)
+        let alerts = rule.alarms(statistic, threshold: threshold).filter { $0 >= first }.count
+        return Counts(alerts: Double(min(alerts, settings.alertClip)), events: Double(statistic.count - first))
+    }
+
+    /// An agent's release over its sampled users' exact counts: each sum plus N(0, (z·clip)²), snapped.
+    package static func release<G: RandomNumberGenerator>(_ users: [Counts], settings: Settings,
+                                                          noiseMultiplier z: Double,
+                                                          noise: inout GaussianNoise<G>) -> Counts {
+        let exact = users.reduce(Counts(alerts: 0, events: 0), +)
+        guard z > 0 else { return exact }
+        return Counts(alerts: noise.noised(count: exact.alerts, sigma: z * Double(settings.alertClip)),
+                      events: noise.noised(count: exact.events, sigma: z * Double(settings.eventWindow)))
+    }
+
+    /// The noise multiplier the accountant charges for a release with multiplier `z` on each sum.
+    package static func accountedNoiseMultiplier(_ z: Double) -> Double { z / 2.0.squareRoot() }
+
+    /// The next threshold from the merged releases of a round; unchanged when the events are too few
+    /// to say anything (fewer than 10,000 / budget, i.e. under one expected alert).
+    package static func next(threshold: Double, merged: Counts, settings: Settings) -> Double {
+        guard merged.events * settings.budgetPer10k / 10_000 >= 1 else { return threshold }
+        let rate = max(merged.alerts, 0.5) / merged.events * 10_000
+        let error = min(1, max(-1, log(rate / settings.budgetPer10k)))
+        return min(settings.maximum, max(settings.minimum, threshold + settings.step * error))
+    }
+}

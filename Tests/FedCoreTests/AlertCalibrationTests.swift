@@ -1,0 +1,133 @@
+import FedLogic
+import FedModel
+import FedTools
+import Foundation
+import Testing
+
+/// The federated alert threshold at the sizes a deployment has: 3 regions of 2,000 simulated shoppers,
+/// 1,000 of them in each agent's store. Each agent releases its noisy what-if counts (noise multiplier 2,
+/// as the demo configures) over a Poisson sample of half its shoppers per round, 12 rounds from the
+/// cold-start threshold. Over 50 seeds of sampling and noise, the alert rate then realised on the other
+/// 1,000 shoppers of each region (held out: never used for calibration) must be within ×1.5 of the
+/// budget in at least 95 % of the seeds. The control runs the previous estimator (the threshold where
+/// the clamped tail of a noisy histogram of users' current scores reaches a 1 % share) on the same data
+/// and must miss.
+@Suite("Federated alert threshold", .timeLimit(.minutes(3)))
+struct AlertCalibrationTests {
+    private struct Region {
+        /// Each shopper's detector statistic over every event: the agent's stored shoppers, the held-out ones.
+        var stored: [[Double]] = []
+        var heldOut: [[Double]] = []
+    }
+
+    private static let rule = AlertRule(warmUp: 10, coolDown: 30)
+
+    /// Three simulated regions scored once by the switch detector (the statistic does not depend on
+    /// the threshold, so every seed and round reuses it).
+    private static let regions: [Region] = {
+        let outputs = (1...3).map { region -> ShopperSimulator.Output in
+            var parameters = ShopperSimulator.Parameters()
+            parameters.users = 2_000
+            parameters.days = 9
+            parameters.seed = UInt64(100 + region)
+            return ShopperSimulator(parameters: parameters).run()
+        }
+        var index: [UInt64: Int32] = [:]
+        for output in outputs { for event in output.events where index[event.category] == nil {
+            index[event.category] = Int32(index.count)
+        } }
+        // The population prior over categories (in a deployment: from a DP release; here a fixed input).
+        var touching = [Double](repeating: 0, count: index.count)
+        var users = 0.0
+        for output in outputs {
+            var byUser: [UInt64: Set<Int32>] = [:]
+            for event in output.events where event.user % 2 == 0 {
+                byUser[event.user, default: []].insert(index[event.category] ?? 0)
+            }
+            users += Double(byUser.count)
+            for categories in byUser.values { for category in categories { touching[Int(category)] += 1 } }
+        }
+        let detector = SwitchDetector(prior: SwitchDetector.prior(usersTouching: touching, users: users))
+        return outputs.map { output in
+            var byUser: [UInt64: [BehaviorEvent]] = [:]
+            for event in output.events { byUser[event.user, default: []].append(event) }
+            var region = Region()
+            for user in byUser.keys.sorted() {
+                guard let events = byUser[user]?.sorted(by: { $0.timestamp < $1.timestamp }) else { continue }
+                var state = SwitchDetector.UserState()
+                let series = events.map { detector.update(&state, category: index[$0.category] ?? 0) }
+                if user % 2 == 0 { region.stored.append(series) } else { region.heldOut.append(series) }
+            }
+            return region
+        }
+    }()
+
+    /// The alert rate (per 10k events) the held-out shoppers see at `threshold`.
+    private static func heldOutRate(threshold: Double) -> Double {
+        var alerts = 0, events = 0
+        for region in regions {
+            for series in region.heldOut {
+                alerts += rule.alarms(series, threshold: threshold).count
+                events += series.count
+            }
+        }
+        return Double(alerts) * 10_000 / Double(max(events, 1))
+    }
+
+    /// 12 rounds of the federated calibration with sampling rate q and noise multiplier z.
+    private static func calibrate(budget: Double, seed: UInt64, q: Double = 0.5, z: Double = 2) -> Double {
+        let settings = AlertRateCalibration.Settings(budgetPer10k: budget)
+        var random = SplitMix64(seed: seed)
+        var noise = GaussianNoise(generator: SplitMix64(seed: seed &+ 0x9E37))
+        var threshold = 2.0  // cold start
+        for _ in 0..<12 {
+            var merged = AlertRateCalibration.Counts(alerts: 0, events: 0)
+            for region in regions {
+                var sampled: [AlertRateCalibration.Counts] = []
+                for series in region.stored where random.nextUnit() < q {
+                    sampled.append(AlertRateCalibration.userCounts(series, threshold: threshold, rule: rule,
+                                                                   settings: settings))
+                }
+                merged = merged + AlertRateCalibration.release(sampled, settings: settings, noiseMultiplier: z,
+                                                               noise: &noise)
+            }
+            threshold = AlertRateCalibration.next(threshold: threshold, merged: merged, settings: settings)
+        }
+        return threshold
+    }
+
+    @Test("The realised alert rate is within ×1.5 of the budget in at least 95 % of 50 seeds", arguments: [10.0, 50.0])
+    func withinBudget(budget: Double) {
+        var within = 0
+        var rates: [Double] = []
+        for seed in 0..<50 {
+            let rate = Self.heldOutRate(threshold: Self.calibrate(budget: budget, seed: UInt64(seed)))
+            rates.append(rate)
+            if rate >= budget / 1.5 && rate <= budget * 1.5 { within += 1 }
+        }
+        let sorted = rates.sorted()
+        print(String(format: "alert calibration, budget %.0f/10k: %d/50 seeds within ×1.5; realised min %.1f, "
+                     + "median %.1f, max %.1f per 10k", budget, within, sorted[0], sorted[25], sorted[49]))
+        #expect(within >= 48, "budget \(budget)/10k: \(within)/50 seeds within ×1.5; rates \(sorted)")
+    }
+
+    @Test("Control: the previous estimator (clamped tail of a noisy score histogram) misses the budget")
+    func previousEstimatorMisses() {
+        var noise = GaussianNoise(generator: SplitMix64(seed: 7))
+        var within = 0
+        for _ in 0..<50 {
+            var merged = [Double](repeating: 0, count: DriftHistogram.edges.count)
+            for region in Self.regions {
+                let current = region.stored.map { $0.last ?? 0 }
+                let counts = DriftHistogram.release(DriftHistogram.counts(current.map { max(0, $0) }), sigma: 2,
+                                                    noise: &noise)
+                for index in merged.indices { merged[index] += counts[index] }
+            }
+            guard let threshold = DriftHistogram.threshold(merged: merged, targetRate: 0.01) else { continue }
+            let rate = Self.heldOutRate(threshold: threshold)
+            if rate >= 50 / 1.5 && rate <= 50 * 1.5 { within += 1 }
+        }
+        print("alert calibration control: the previous estimator met a 50/10k budget in \(within)/50 seeds")
+        #expect(within < 48, "the previous estimator met a 50/10k budget in \(within)/50 seeds")
+    }
+}
