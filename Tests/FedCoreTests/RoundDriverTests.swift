@@ -1,3 +1,4 @@
+import Foundation
 import Testing
 
 @testable import FedLogic
@@ -9,16 +10,12 @@ import Testing
 struct RoundDriverTests {
     private static let now: Int64 = 1_700_000_000_000
     private static let settings = RoundDriver.Settings(
-        minAgents: 2, enrolledAgents: 3, timeoutMilliseconds: 10_000, maxRounds: 3, targetAlertRate: 0.1,
-        smoothing: 0.5)
+        minAgents: 2, enrolledAgents: 3, timeoutMilliseconds: 10_000, maxRounds: 3,
+        calibration: AlertRateCalibration.Settings(budgetPer10k: 50), initialThreshold: 2)
 
-    /// A merged histogram of `users` users: 90 % in bin 1, 10 % in bin 20. At a 10 % target the threshold is
-    /// the lowest edge above the bulk, edge 2 (every edge from 2 to 20 leaves exactly 10 % at or above it).
-    private static func histogram(users: Double) -> [Double] {
-        var counts = [Double](repeating: 0, count: DriftHistogram.edges.count)
-        counts[1] = users * 0.9
-        counts[20] = users * 0.1
-        return counts
+    /// Merged releases: `alerts` alerts over `events` events.
+    private static func counts(alerts: Double, events: Double) -> AlertRateCalibration.Counts {
+        AlertRateCalibration.Counts(alerts: alerts, events: events)
     }
 
     /// A setup step: an event and the live agent count the service observed with it.
@@ -29,7 +26,7 @@ struct RoundDriverTests {
 
     private static let open1: [Step] = [Step(event: .agentsChanged, live: 3)]
     private static let closing1 = open1 + [Step(event: .deadlineReached(round: 1), live: 3)]
-    private static let closed1 = closing1 + [Step(event: .closed(round: 1, aggregated: true, histogram: nil), live: 3)]
+    private static let closed1 = closing1 + [Step(event: .closed(round: 1, aggregated: true, alerts: nil), live: 3)]
 
     struct Row: Sendable, CustomTestStringConvertible {
         var name: String
@@ -63,35 +60,35 @@ struct RoundDriverTests {
         Row(name: "deadline after an early close: ignored", setup: closing1, event: .deadlineReached(round: 1),
             live: 3, expected: []),
         Row(name: "closed, quorum still live: checkpoint, report, open the next round", setup: closing1,
-            event: .closed(round: 1, aggregated: true, histogram: nil), live: 3,
+            event: .closed(round: 1, aggregated: true, alerts: nil), live: 3,
             expected: [.checkpoint(round: 1), .report(round: 1), .open(round: 2, deadlineMilliseconds: now + 10_000)]),
         Row(name: "closed after a failed quorum: checkpoint and report all the same", setup: closing1,
-            event: .closed(round: 1, aggregated: false, histogram: nil), live: 3,
+            event: .closed(round: 1, aggregated: false, alerts: nil), live: 3,
             expected: [.checkpoint(round: 1), .report(round: 1), .open(round: 2, deadlineMilliseconds: now + 10_000)]),
         Row(name: "closed with agents gone: wait for them", setup: closing1,
-            event: .closed(round: 1, aggregated: true, histogram: nil), live: 1,
+            event: .closed(round: 1, aggregated: true, alerts: nil), live: 1,
             expected: [.checkpoint(round: 1), .report(round: 1), .waitForAgents(live: 1, quorum: 2)]),
-        Row(name: "closed with enough histogram users: calibrate before the report", setup: closing1,
-            event: .closed(round: 1, aggregated: true, histogram: histogram(users: 1_000)), live: 3,
-            expected: [.checkpoint(round: 1),
-                       .announceThreshold(smoothed: DriftHistogram.edges[2], raw: DriftHistogram.edges[2], users: 1_000),
+        Row(name: "closed with alerts at e times the budget: the threshold rises one step, before the report",
+            setup: closing1, event: .closed(round: 1, aggregated: true, alerts: counts(alerts: 50 * exp(1), events: 10_000)),
+            live: 3, expected: [.checkpoint(round: 1), .announceThreshold(3, rate: 50 * exp(1), events: 10_000),
+                                .report(round: 1), .open(round: 2, deadlineMilliseconds: now + 10_000)]),
+        Row(name: "closed with no alerts: the threshold falls one step", setup: closing1,
+            event: .closed(round: 1, aggregated: true, alerts: counts(alerts: -3, events: 100_000)), live: 3,
+            expected: [.checkpoint(round: 1), .announceThreshold(1, rate: 0, events: 100_000),
                        .report(round: 1), .open(round: 2, deadlineMilliseconds: now + 10_000)]),
-        Row(name: "closed with a histogram of too few users: the threshold stays", setup: closing1,
-            event: .closed(round: 1, aggregated: true, histogram: histogram(users: 99)), live: 3,
-            expected: [.checkpoint(round: 1), .report(round: 1), .open(round: 2, deadlineMilliseconds: now + 10_000)]),
-        Row(name: "closed with a histogram of the wrong size: ignored for calibration", setup: closing1,
-            event: .closed(round: 1, aggregated: true, histogram: [500, 500]), live: 3,
+        Row(name: "closed with too few events to expect one alert: the threshold stays", setup: closing1,
+            event: .closed(round: 1, aggregated: true, alerts: counts(alerts: 5, events: 199)), live: 3,
             expected: [.checkpoint(round: 1), .report(round: 1), .open(round: 2, deadlineMilliseconds: now + 10_000)]),
         Row(name: "a close for a round not closing: ignored", setup: open1,
-            event: .closed(round: 1, aggregated: true, histogram: nil), live: 3, expected: []),
+            event: .closed(round: 1, aggregated: true, alerts: nil), live: 3, expected: []),
         Row(name: "after waiting, an agent back: open the next round", setup: closing1
-            + [Step(event: .closed(round: 1, aggregated: true, histogram: nil), live: 1)],
+            + [Step(event: .closed(round: 1, aggregated: true, alerts: nil), live: 1)],
             event: .agentsChanged, live: 2, expected: [.open(round: 2, deadlineMilliseconds: now + 10_000)]),
         Row(name: "the last of max_rounds: finish", setup: closed1 + [
                 Step(event: .deadlineReached(round: 2), live: 3),
-                Step(event: .closed(round: 2, aggregated: true, histogram: nil), live: 3),
+                Step(event: .closed(round: 2, aggregated: true, alerts: nil), live: 3),
                 Step(event: .deadlineReached(round: 3), live: 3),
-            ], event: .closed(round: 3, aggregated: true, histogram: nil), live: 3,
+            ], event: .closed(round: 3, aggregated: true, alerts: nil), live: 3,
             expected: [.checkpoint(round: 3), .report(round: 3), .finish]),
     ]
 
@@ -116,27 +113,25 @@ struct RoundDriverTests {
         var driver = RoundDriver(settings: settings, round: 0)
         _ = driver.handle(.agentsChanged, liveAgents: 3, now: Self.now)
         _ = driver.handle(.deadlineReached(round: 1), liveAgents: 3, now: Self.now)
-        #expect(driver.handle(.closed(round: 1, aggregated: true, histogram: nil), liveAgents: 3, now: Self.now)
+        #expect(driver.handle(.closed(round: 1, aggregated: true, alerts: nil), liveAgents: 3, now: Self.now)
             == [.checkpoint(round: 1), .report(round: 1), .finish])
         #expect(driver.phase == .finished)
         #expect(driver.handle(.agentsChanged, liveAgents: 3, now: Self.now).isEmpty)
     }
 
-    @Test("The threshold is smoothed geometrically across rounds")
-    func smoothing() {
-        var driver = RoundDriver(settings: Self.settings, round: 0, threshold: DriftHistogram.edges[10])
-        _ = driver.handle(.agentsChanged, liveAgents: 3, now: Self.now)
-        _ = driver.handle(.deadlineReached(round: 1), liveAgents: 3, now: Self.now)
-        let actions = driver.handle(.closed(round: 1, aggregated: true, histogram: Self.histogram(users: 500)),
-                                    liveAgents: 3, now: Self.now)
-        let expected = (DriftHistogram.edges[10] * DriftHistogram.edges[2]).squareRoot()  // weight 0.5 in log space
-        guard case let .announceThreshold(smoothed, raw, users) = actions[1] else {
-            Issue.record("no calibration in \(actions)")
-            return
+    @Test("At the budget the threshold stays; the step is proportional to the log rate error, within ±1")
+    func calibrationSteps() {
+        func next(after alerts: Double, events: Double, from threshold: Double) -> Double {
+            var driver = RoundDriver(settings: Self.settings, round: 0, threshold: threshold)
+            _ = driver.handle(.agentsChanged, liveAgents: 3, now: Self.now)
+            _ = driver.handle(.deadlineReached(round: 1), liveAgents: 3, now: Self.now)
+            _ = driver.handle(.closed(round: 1, aggregated: true, alerts: Self.counts(alerts: alerts, events: events)),
+                              liveAgents: 3, now: Self.now)
+            return driver.threshold
         }
-        #expect(abs(smoothed - expected) < 1e-9 * expected)
-        #expect(raw == DriftHistogram.edges[2])
-        #expect(users == 500)
-        #expect(driver.threshold == smoothed)
+        #expect(next(after: 50, events: 10_000, from: 4) == 4)
+        #expect(abs(next(after: 50 * exp(0.3), events: 10_000, from: 4) - 4.3) < 1e-12)
+        #expect(abs(next(after: 50 * exp(-0.3), events: 10_000, from: 4) - 3.7) < 1e-12)
+        #expect(next(after: 50_000, events: 10_000, from: 4) == 5)
     }
 }

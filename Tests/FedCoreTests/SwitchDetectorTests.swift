@@ -54,7 +54,7 @@ struct SwitchDetectorTests {
             let posterior = state.logPosterior
             let total = posterior.runs.map(exp).reduce(exp(posterior.long), +)
             #expect(abs(total - 1) < 1e-9)
-            #expect(state.score.isFinite)
+            #expect(!state.score.isNaN && state.score < .infinity)
         }
     }
 
@@ -79,12 +79,15 @@ struct SwitchDetectorTests {
         #expect(explorer == explorer.rounded(), "the offset is a whole number of penalties")
     }
 
-    @Test("No score during warm-up")
+    @Test("No evidence during warm-up or without a category change: −∞, below any threshold")
     func warmUp() {
         var state = SwitchDetector.UserState()
         for (index, category) in [Int32](0..<10).enumerated() {
-            #expect(Self.detector.update(&state, category: category) == 0, "event \(index + 1)")
+            #expect(Self.detector.update(&state, category: category) == -.infinity, "event \(index + 1)")
         }
+        var loyal = SwitchDetector.UserState()
+        for _ in 0..<40 { #expect(Self.detector.update(&loyal, category: 7) == -.infinity) }
+        #expect(AlertRule().alarms([Double](repeating: -.infinity, count: 50), threshold: -1_000).isEmpty)
     }
 
     @Test("Settings decode from the keys given, keep defaults for the rest, and name a key out of range")

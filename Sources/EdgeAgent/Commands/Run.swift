@@ -87,13 +87,16 @@ struct Run: AsyncParsableCommand {
         var driftSettings = DriftEngine.Settings(region: configuration.id)
         driftSettings.coldStartThreshold = configuration.alerts.coldStartThreshold
         driftSettings.recommendations = configuration.alerts.recommendations
+        driftSettings.detector = configuration.alerts.detector
         // Scoring runs on its own thread; it replays each user's recent history when the first model arrives.
         let scoring = LiveScoring(catalog: catalog, settings: driftSettings, store: store, logger: logger)
         defer { scoring.stop() }
         let worker = StoreRoundWorker(store: store, catalog: catalog, evaluationUsers: configuration.evaluationUsers,
                                       threads: configuration.threads, ledger: ledger,
                                       evaluationNoiseMultiplier: configuration.privacy?.evaluationNoiseMultiplier ?? 0,
-                                      driftScores: { scoring.currentScoresBlocking() })
+                                      alerting: .init(detector: driftSettings.detector, rule: driftSettings.rule,
+                                                      calibration: AlertRateCalibration.Settings(budgetPer10k: 50),
+                                                      threshold: { scoring.threshold }))
         let alertChannel = try configuration.alerts.publish.map { endpoint in
             try ZMQChannel(context: context, configuration: .init(kind: .pub, bind: [endpoint]))
         }

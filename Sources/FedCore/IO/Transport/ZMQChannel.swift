@@ -94,21 +94,31 @@ package final class ZMQChannel: Sendable {
                     outbox.pending.append(Pending(id: id, frames: frames, continuation: continuation))
                     return true
                 }
-                if accepted {
+                if accepted, Task.isCancelled {
+                    // Cancelled before the message was queued: `onCancel` has run already and found
+                    // nothing to take back, so take it back here (else the send would wait forever for a
+                    // peer, e.g. after the aggregator refused this key).
+                    takeBack(id)
+                } else if accepted {
                     shared.wake.signal()
                 } else {
                     continuation.resume(returning: .failure(ZMQError(code: .closed, operation: "send", detail: "channel closed")))
                 }
             }
         } onCancel: {
-            let cancelled = shared.outbox.withLock { outbox -> Pending? in
-                guard let index = outbox.pending.firstIndex(where: { $0.id == id }) else { return nil }
-                return outbox.pending.remove(at: index)
-            }
-            cancelled?.continuation.resume(returning: .failure(
-                ZMQError(code: .wouldBlock, operation: "send", detail: "cancelled before libzmq accepted the message")))
+            takeBack(id)
         }
         try result.get()
+    }
+
+    /// Fails send `id` with `wouldBlock` if libzmq has not taken it yet.
+    private func takeBack(_ id: Int) {
+        let cancelled = shared.outbox.withLock { outbox -> Pending? in
+            guard let index = outbox.pending.firstIndex(where: { $0.id == id }) else { return nil }
+            return outbox.pending.remove(at: index)
+        }
+        cancelled?.continuation.resume(returning: .failure(
+            ZMQError(code: .wouldBlock, operation: "send", detail: "cancelled before libzmq accepted the message")))
     }
 
     /// Sends plain byte frames.

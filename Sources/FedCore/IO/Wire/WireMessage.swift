@@ -281,13 +281,13 @@ package struct DriftThresholdsMessage: WireMessage {
         thresholds = try Self.readThresholds(from: &reader)
     }
 
-    /// A u16 count, then that many non-negative finite float32 thresholds.
+    /// A u16 count, then that many finite float32 thresholds (a detector's score can be negative).
     static func readThresholds(from reader: inout ByteReader) throws(WireError) -> [Float] {
         let count = Int(try reader.read(UInt16.self, field: "segments"))
         var thresholds: [Float] = []
         for _ in 0..<count {
             let value = Float(bitPattern: try reader.read(UInt32.self, field: "threshold"))
-            guard value.isFinite, value >= 0 else { throw .invalidValue(field: "threshold", reason: "\(value)") }
+            guard value.isFinite else { throw .invalidValue(field: "threshold", reason: "\(value)") }
             thresholds.append(value)
         }
         return thresholds

@@ -11,19 +11,31 @@ package struct AlertRule: Sendable, Equatable {
         (self.warmUp, self.coolDown) = (warmUp, coolDown)
     }
 
+    /// One user's place in the rule.
+    package struct State: Sendable, Equatable {
+        package var events = 0
+        var armed = true
+        var coolUntil = -1
+        package init() {}
+    }
+
+    /// Takes the user's statistic after their next event; returns whether it raises an alarm.
+    package func observe(_ value: Double, threshold: Double, state: inout State) -> Bool {
+        let index = state.events
+        state.events += 1
+        if !state.armed, index > state.coolUntil, value < threshold { state.armed = true }
+        guard state.armed, value >= threshold, index >= warmUp else { return false }
+        state.armed = false
+        state.coolUntil = index + coolDown
+        return true
+    }
+
     /// Indices of the alarms in one user's statistic series at `threshold`.
     package func alarms(_ statistic: some Collection<Double>, threshold: Double) -> [Int] {
-        var result: [Int] = []
-        var coolUntil = -1, armed = true
-        for (index, value) in statistic.enumerated() {
-            if !armed, index > coolUntil, value < threshold { armed = true }
-            if armed, value >= threshold, index >= warmUp {
-                result.append(index)
-                armed = false
-                coolUntil = index + coolDown
-            }
+        var state = State()
+        return statistic.enumerated().compactMap { index, value in
+            observe(value, threshold: threshold, state: &state) ? index : nil
         }
-        return result
     }
 }
 
@@ -42,17 +54,23 @@ package struct AlertRule: Sendable, Equatable {
 /// multiplier z on each coordinate costs what a Gaussian mechanism with multiplier z / √2 costs
 /// (``accountedNoiseMultiplier(_:)``), subsampled at the round's rate.
 package enum AlertRateCalibration {
+    /// Most recent events per user the what-if counts replay — and live scoring replays when it starts,
+    /// so that both see a user's statistic with the same history behind it (a shorter replay leaves
+    /// smaller explorer offsets, and measured, nearly twice the alerts the what-if predicts).
+    package static let historyEvents = 500
+
     package struct Settings: Sendable, Equatable {
         /// The operator's budget: alerts per 10,000 scored events.
         package var budgetPer10k: Double
         /// Per-user clip of the released alert count.
-        package var alertClip = 2
+        package var alertClip = 8
         /// Events per user counted (the most recent); also the clip of the released event count.
-        package var eventWindow = 500
+        package var eventWindow = AlertRateCalibration.historyEvents
         /// Step size η of the update, in score units per unit of log rate error (clamped to ±1).
         package var step = 1.0
-        /// The threshold stays within these bounds.
-        package var minimum = -5.0, maximum = 50.0
+        /// The threshold stays within these bounds (the detector's statistic, S − offset, is negative for
+        /// most shoppers most of the time).
+        package var minimum = -100.0, maximum = 100.0
 
         package init(budgetPer10k: Double) { self.budgetPer10k = budgetPer10k }
     }

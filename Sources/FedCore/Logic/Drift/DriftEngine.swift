@@ -33,28 +33,32 @@ package struct DriftAlert: Sendable, Codable, Equatable {
     }
 }
 
-/// The agent's per-event path: the user's LSTM state (``StreamingScorer``), the event's surprise, the
-/// user's ``DriftDetector`` state, regional item popularity, and — on a detection — an alert with
-/// recommendations for the emerging interest. Mutable and unsynchronised by design (the per-event
+/// The agent's per-event path: the user's LSTM state (``StreamingScorer``, for recommendations), the
+/// user's ``SwitchDetector`` state (its prior is the global model's unconditional next-category
+/// distribution, so it learns nothing from other regions' raw behaviour), the ``AlertRule``, regional
+/// item popularity, and — on an alarm — an alert with recommendations for the emerging interest. Mutable and unsynchronised by design (the per-event
 /// path takes no lock), so it is not `Sendable`: one owner uses it on one thread (the agent's
 /// `LiveScoring` thread, a benchmark, an evaluation).
 package final class DriftEngine {
     package struct Settings: Sendable {
         package var region: String
-        package var coldStartThreshold = 8.0
+        /// The threshold before the aggregator's first calibration, in the detector's score units.
+        package var coldStartThreshold = 2.0
         package var recommendations = 10
         /// Popularity half-life in seconds of event time (recency weighting of regional item popularity).
         package var popularityHalfLife: Double = 2 * 86_400
         /// Items a user bought within this many seconds are not recommended to them.
         package var purchaseExclusion: Int64 = 7 * 86_400
         package var itemsPerCategory = 64
-        package var detector = DriftDetector.Settings()
+        package var detector = SwitchDetector.Settings()
+        package var rule = AlertRule()
         package init(region: String) { self.region = region }
     }
 
     struct UserSlot {
         var lstm: [Float]
-        var drift = DriftDetector.UserState()
+        var drift = SwitchDetector.UserState()
+        var alerting = AlertRule.State()
         var lastTime: Int64?
         var purchases: [(item: UInt64, time: Int64)] = []
     }
@@ -65,7 +69,7 @@ package final class DriftEngine {
     /// The threshold in force: the aggregator's newest, or the cold-start value until one arrives.
     package var threshold: Double
     private var scorer: StreamingScorer
-    private let detector: DriftDetector
+    private var detector: SwitchDetector
     private var users: [UInt64: UserSlot] = [:]
     /// Per model category: item → recency-weighted count (value × exp(time / τ) relative to `epoch`).
     private var popularity: [Int32: [UInt64: Double]] = [:]
@@ -79,7 +83,7 @@ package final class DriftEngine {
         self.catalog = catalog
         self.modelVersion = modelVersion
         scorer = StreamingScorer(parameters: parameters)
-        detector = DriftDetector(settings: settings.detector)
+        detector = SwitchDetector(settings: settings.detector, prior: scorer.initialDistribution())
         threshold = settings.coldStartThreshold
     }
 
@@ -88,13 +92,12 @@ package final class DriftEngine {
     /// Whether `user` has been scored.
     package func knows(_ user: UInt64) -> Bool { users[user] != nil }
 
-    /// Every scored user's current drift score.
-    package func currentScores() -> [Double] { users.values.map(\.drift.score) }
 
     /// Swaps in a new global model; users' states carry over (same shape).
     package func update(parameters: LSTMParameters<Float>, modelVersion: UInt64) {
         guard parameters.shape == scorer.shape else { return }
         scorer = StreamingScorer(parameters: parameters)
+        detector = SwitchDetector(settings: settings.detector, prior: scorer.initialDistribution())
         self.modelVersion = modelVersion
     }
 
@@ -116,25 +119,26 @@ package final class DriftEngine {
         var slot = users.removeValue(forKey: event.user) ?? UserSlot(lstm: [Float](repeating: 0, count: scorer.stateSize))
         if slot.lastTime == nil { scorer.reset(&slot.lstm) }
         let gap = Int(EventSequence.gapBucket(seconds: slot.lastTime.map { Double(max(0, event.timestamp - $0)) }))
-        let surprise = scorer.step(&slot.lstm, category: Int(category), action: Int(event.action.rawValue), gap: gap)
+        scorer.step(&slot.lstm, category: Int(category), action: Int(event.action.rawValue), gap: gap)
         slot.lastTime = max(slot.lastTime ?? event.timestamp, event.timestamp)
         if event.action == .purchase {
             slot.purchases.append((event.item, event.timestamp))
             if slot.purchases.count > 32 { slot.purchases.removeFirst() }
         }
         recordPopularity(item: event.item, category: category, time: event.timestamp, action: event.action)
-        let detection = detector.update(&slot.drift, category: category, action: event.action.rawValue,
-                                        surprise: Double(surprise), threshold: threshold)
+        let score = detector.update(&slot.drift, category: category)
+        let alarm = settings.rule.observe(score, threshold: threshold, state: &slot.alerting)
         users[event.user] = slot
-        guard let detection else { return nil }
+        guard alarm else { return nil }
         counter += 1
-        let emerging = detection.emerging.filter { $0.category != catalog.outOfVocabulary }
+        let change = detector.direction(slot.drift, count: 3)
+        let emerging = change.emerging.filter { $0.category != catalog.outOfVocabulary }
         return DriftAlert(
             id: "\(settings.region)-\(event.user)-\(event.timestamp)-\(counter)", user: event.user, region: settings.region,
-            time: event.timestamp, score: detection.score, threshold: detection.threshold, kind: "interest_shift",
-            emerging: emerging.map { .init(category: platformCategory($0.category), weight: $0.weight) },
-            fading: detection.fading.filter { $0.category != catalog.outOfVocabulary }
-                .map { .init(category: platformCategory($0.category), weight: $0.weight) },
+            time: event.timestamp, score: score, threshold: threshold, kind: "interest_shift",
+            emerging: emerging.map { .init(category: platformCategory($0.category), weight: $0.after - $0.before) },
+            fading: change.fading.filter { $0.category != catalog.outOfVocabulary }
+                .map { .init(category: platformCategory($0.category), weight: $0.before - $0.after) },
             modelVersion: modelVersion,
             recommendations: recommend(user: event.user, slot: slot, categories: emerging.map(\.category),
                                        now: event.timestamp))

@@ -16,7 +16,8 @@ import Foundation
 ///   those r categories only), or long ago ("long": the user's whole profile). A new segment's first
 ///   category is predicted by g alone. Hazard H per change event.
 /// - **Score** S = log P(run ≤ K) − log P(long): positive when a recent changepoint explains the
-///   latest categories better than the user's history does; 0 during the first `warmUp` events.
+///   latest categories better than the user's history does; −∞ (no evidence) during the first `warmUp`
+///   events and until the first category change.
 /// - **Explorers:** each completed excursion of S above `excursionLevel` raises the user's offset by
 ///   `excursionPenalty`; the reported statistic is S − offset, so a habitual explorer needs more
 ///   evidence than a loyal shopper.
@@ -119,10 +120,11 @@ package struct SwitchDetector: Sendable {
     /// One user's state.
     package struct UserState: Sendable {
         package fileprivate(set) var events = 0
-        /// The statistic the threshold is compared with: S − offset.
-        package fileprivate(set) var score = 0.0
+        /// The statistic the threshold is compared with: S − offset; −∞ while there is no evidence yet
+        /// (warm-up, no category change), so that no threshold, however low, alarms on silence.
+        package fileprivate(set) var score = -Double.infinity
         /// S itself, and the user's explorer offset.
-        package fileprivate(set) var rawScore = 0.0
+        package fileprivate(set) var rawScore = -Double.infinity
         package fileprivate(set) var offset = 0.0
         fileprivate var previous: Int32?
         fileprivate var inExcursion = false
@@ -137,6 +139,8 @@ package struct SwitchDetector: Sendable {
         /// log P(run = r) for r = 1…K (index r − 1), and log P(long).
         fileprivate var logRun: [Double] = []
         fileprivate var logLong = 0.0
+        /// Scratch: each segment's likelihood of the current change (kept to avoid an allocation per event).
+        fileprivate var likelihoods: [Double] = []
 
         package init() {}
 
@@ -148,8 +152,8 @@ package struct SwitchDetector: Sendable {
         package mutating func resetPosterior() {
             logRun = []
             logLong = 0
-            score = 0
-            rawScore = 0
+            score = -.infinity
+            rawScore = -.infinity
         }
     }
 
@@ -186,14 +190,15 @@ package struct SwitchDetector: Sendable {
         guard let previous = state.previous else {
             state.previous = category
             state.changes = [category]
-            return 0
+            return state.score
         }
         guard category != previous else { return state.score }
         state.previous = category
         updatePosterior(&state, category: category, previous: previous)
         state.changes.append(category)
         if state.changes.count > settings.runLengths { state.changes.removeFirst(state.changes.count - settings.runLengths) }
-        let raw = state.events <= settings.warmUp ? 0 : state.logRun.reduce(-Double.infinity, logAdd) - state.logLong
+        let raw = state.events <= settings.warmUp ? -.infinity
+            : state.logRun.reduce(-Double.infinity, logAdd) - state.logLong
         state.rawScore = raw
         if raw > settings.excursionLevel {
             state.inExcursion = true
@@ -205,37 +210,107 @@ package struct SwitchDetector: Sendable {
         return state.score
     }
 
-    /// The Bayesian update of the run-length posterior for a change to `category` from `previous`.
+    /// What changed, for an alert: the categories whose share of the user's recent change events (the
+    /// last K, most recent weighted most) most exceeds (emerging) or falls short of (fading) their share
+    /// of the long-run profile, with the share before (long run) and after (recent).
+    package func direction(_ state: UserState, count: Int)
+        -> (emerging: [(category: Int32, before: Double, after: Double)],
+            fading: [(category: Int32, before: Double, after: Double)])
+    {
+        var recent: [Int32: Double] = [:], recentTotal = 0.0, weight = 1.0
+        for category in state.changes.reversed() {
+            recent[category, default: 0] += weight
+            recentTotal += weight
+            weight *= settings.segmentDecay
+        }
+        let longTotal = state.profileWeights.reduce(0, +)
+        var long: [Int32: Double] = [:]
+        for (index, category) in state.profileCategories.enumerated() where longTotal > 0 {
+            long[category] = state.profileWeights[index] / longTotal
+        }
+        var shares: [(category: Int32, before: Double, after: Double)] = []
+        for category in Set(recent.keys).union(long.keys) {
+            shares.append((category, long[category] ?? 0, recentTotal > 0 ? (recent[category] ?? 0) / recentTotal : 0))
+        }
+        let emerging = shares.filter { $0.after > $0.before }
+            .sorted { ($0.after - $0.before, $1.category) > ($1.after - $1.before, $0.category) }.prefix(count)
+        let fading = shares.filter { $0.after < $0.before }
+            .sorted { ($0.before - $0.after, $1.category) > ($1.before - $1.after, $0.category) }.prefix(count)
+        return (Array(emerging), Array(fading))
+    }
+
+    /// The Bayesian update of the run-length posterior for a change to `category` from `previous`, in
+    /// place: one backward pass over the change ring gives every segment's likelihood (no allocation
+    /// once the user's arrays have their size).
     private func updatePosterior(_ state: inout UserState, category: Int32, previous: Int32) {
         let logHazard = log(settings.hazard), logStay = log1p(-settings.hazard)
         let K = settings.runLengths
+        if state.logRun.count < K {
+            state.logRun.append(contentsOf: repeatElement(-.infinity, count: K - state.logRun.count))
+            state.likelihoods = [Double](repeating: 0, count: K)
+        }
+        segmentLikelihoods(&state, category: category, previous: previous)
         let newSegment = log(g(category)) - log(max(1e-12, 1 - g(previous)))
-        let full = log(changeLikelihood(of: category, from: previous, segment: nil, state: state))
-        let all = state.logRun.reduce(state.logLong, logAdd)
-        var next = [Double](repeating: -.infinity, count: K)
-        next[0] = all + logHazard + newSegment
-        for r in 1..<max(1, K) where r <= state.logRun.count {
-            let old = state.logRun[r - 1]
-            guard old > -.infinity else { continue }
-            next[r] = old + logStay + log(changeLikelihood(of: category, from: previous, segment: r, state: state))
-        }
+        let (mx, mp) = full(category, previous, state)
+        let full = log(max(1e-12, mx) / max(1e-12, 1 - mp))
+        var all = state.logLong
+        for value in state.logRun { all = logAdd(all, value) }
+        // Run K leaves the window into "long"; runs r = K−1 … 1 grow by one; a new segment starts.
         var long = state.logLong + logStay + full
-        if state.logRun.count == K, state.logRun[K - 1] > -.infinity {
-            let overflow = state.logRun[K - 1] + logStay
-                + log(changeLikelihood(of: category, from: previous, segment: K, state: state))
-            long = logAdd(long, overflow)
+        if state.logRun[K - 1] > -.infinity {
+            long = logAdd(long, state.logRun[K - 1] + logStay + log(state.likelihoods[K - 1]))
         }
-        let total = next.reduce(long, logAdd)
-        state.logRun = next.map { $0 - total }
+        var r = K - 1
+        while r >= 1 {
+            let old = state.logRun[r - 1]
+            state.logRun[r] = old > -.infinity ? old + logStay + log(state.likelihoods[r - 1]) : -.infinity
+            r -= 1
+        }
+        state.logRun[0] = all + logHazard + newSegment
+        var total = long
+        for value in state.logRun { total = logAdd(total, value) }
+        for index in state.logRun.indices { state.logRun[index] -= total }
         state.logLong = long - total
     }
 
-    /// M(x | h) / (1 − M(prev | h)) for the user's whole history (`segment` nil) or for the segment of
-    /// their last `segment` change categories.
-    private func changeLikelihood(of category: Int32, from previous: Int32, segment: Int?, state: UserState) -> Double {
-        let (x, p) = segment.map { self.segment($0, category, previous, state.changes) }
-            ?? full(category, previous, state)
-        return max(1e-12, x) / max(1e-12, 1 - p)
+    /// `state.likelihoods[r − 1]` = M_r(x) / (1 − M_r(prev)) for the segments of the last r = 1 … K
+    /// change categories (decayed profile, novelty rate, recency), walking the ring from the newest.
+    private func segmentLikelihoods(_ state: inout UserState, category: Int32, previous: Int32) {
+        let K = settings.runLengths, σ = settings.recencyWeight
+        var total = 0.0, wx = 0.0, wp = 0.0, weight = 1.0, distinct = 0
+        var recencyTotal = 0.0, recencyX = 0.0, recencyP = 0.0, recencyWeight = 1.0
+        let changes = state.changes
+        var r = 0
+        while r < K {
+            if r < changes.count {
+                let c = changes[changes.count - 1 - r]
+                total += weight
+                if c == category { wx += weight }
+                if c == previous { wp += weight }
+                weight *= settings.segmentDecay
+                var seenLater = false
+                var j = changes.count - r
+                while j < changes.count {
+                    if changes[j] == c { seenLater = true; break }
+                    j += 1
+                }
+                if !seenLater { distinct += 1 }
+                if r < settings.recencyLength {
+                    recencyTotal += recencyWeight
+                    if c == category { recencyX += recencyWeight }
+                    if c == previous { recencyP += recencyWeight }
+                    recencyWeight *= settings.recencyDecay
+                }
+            }
+            let length = min(r + 1, changes.count)
+            let nu = novelty(distinct: distinct, events: length)
+            let stx = recencyTotal > 0 ? recencyX / recencyTotal : 0, stp = recencyTotal > 0 ? recencyP / recencyTotal : 0
+            let qx = wx > 0 ? (1 - nu) * wx / total : nu * g(category)
+            let qp = wp > 0 ? (1 - nu) * wp / total : nu * g(previous)
+            let mx = σ * stx + (1 - σ) * qx, mp = σ * stp + (1 - σ) * qp
+            state.likelihoods[r] = max(1e-12, mx) / max(1e-12, 1 - mp)
+            r += 1
+        }
     }
 
     /// M(x) and M(prev) from the whole history: the long-run profile, the novelty rate, recency.
@@ -249,27 +324,20 @@ package struct SwitchDetector: Sendable {
             if c == previous { wp = weight }
         }
         let nu = novelty(distinct: state.distinct, events: state.events - 1)
-        let (stx, stp) = recency(category, previous, state.changes)
-        func q(_ w: Double, _ c: Int32) -> Double { w > 0 ? (1 - nu) * w / total : nu * g(c) }
-        let σ = settings.recencyWeight
-        return (σ * stx + (1 - σ) * q(wx, category), σ * stp + (1 - σ) * q(wp, previous))
-    }
-
-    /// M(x) and M(prev) from the last `length` change categories only.
-    private func segment(_ length: Int, _ category: Int32, _ previous: Int32, _ changes: [Int32]) -> (Double, Double) {
-        let events = changes.suffix(length)
-        var total = 0.0, wx = 0.0, wp = 0.0, weight = 1.0
-        var seen: [Int32] = []
-        seen.reserveCapacity(events.count)
-        for c in events.reversed() {
-            total += weight
-            if c == category { wx += weight }
-            if c == previous { wp += weight }
-            if !seen.contains(c) { seen.append(c) }
-            weight *= settings.segmentDecay
+        var recencyTotal = 0.0, stx = 0.0, stp = 0.0, recencyWeight = 1.0
+        var j = state.changes.count - 1
+        while j >= 0 && state.changes.count - j <= settings.recencyLength {
+            let c = state.changes[j]
+            recencyTotal += recencyWeight
+            if c == category { stx += recencyWeight }
+            if c == previous { stp += recencyWeight }
+            recencyWeight *= settings.recencyDecay
+            j -= 1
         }
-        let nu = novelty(distinct: seen.count, events: events.count)
-        let (stx, stp) = recency(category, previous, Array(events))
+        if recencyTotal > 0 {
+            stx /= recencyTotal
+            stp /= recencyTotal
+        }
         func q(_ w: Double, _ c: Int32) -> Double { w > 0 ? (1 - nu) * w / total : nu * g(c) }
         let σ = settings.recencyWeight
         return (σ * stx + (1 - σ) * q(wx, category), σ * stp + (1 - σ) * q(wp, previous))
@@ -278,18 +346,6 @@ package struct SwitchDetector: Sendable {
     private func novelty(distinct: Int, events: Int) -> Double {
         let a = settings.noveltyConcentration
         return min(settings.noveltyCap, (a + settings.noveltyDiscount * Double(distinct)) / (Double(max(0, events)) + a))
-    }
-
-    /// ST(x) and ST(prev): geometrically weighted shares of the last `recencyLength` categories.
-    private func recency(_ category: Int32, _ previous: Int32, _ history: [Int32]) -> (Double, Double) {
-        var total = 0.0, x = 0.0, p = 0.0, weight = 1.0
-        for c in history.suffix(settings.recencyLength).reversed() {
-            total += weight
-            if c == category { x += weight }
-            if c == previous { p += weight }
-            weight *= settings.recencyDecay
-        }
-        return total > 0 ? (x / total, p / total) : (0, 0)
     }
 
     private func addToProfile(_ state: inout UserState, _ category: Int32) {

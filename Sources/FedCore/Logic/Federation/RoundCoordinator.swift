@@ -48,9 +48,9 @@ package actor RoundCoordinator {
     private var averaging: FederatedAveraging
     private var updates: [String: ModelUpdate] = [:]
     private var evaluation: Evaluation?
-    /// The open round's merged drift-score histograms, and how many agents sent one.
-    private var histogram: [Double] = []
-    private var histogramAgents = 0
+    /// The open round's merged alert-rate releases (``AlertRateCalibration``), and which agents sent one.
+    private var alertCounts = AlertRateCalibration.Counts(alerts: 0, events: 0)
+    private var alertAgents: Set<String> = []
     /// When each enrolled agent was last heard, for the live count.
     private var lastHeard: [String: ContinuousClock.Instant] = [:]
     /// The drift thresholds in force (sent in welcomes and re-announced); empty before the first calibration.
@@ -117,8 +117,8 @@ package actor RoundCoordinator {
         round += 1
         updates = [:]
         evaluation = Evaluation(modelVersion: modelVersion)
-        histogram = [Double](repeating: 0, count: DriftHistogram.edges.count)
-        histogramAgents = 0
+        alertCounts = AlertRateCalibration.Counts(alerts: 0, events: 0)
+        alertAgents = []
         phase = .collecting(round: round, deadline: deadline)
         return round
     }
@@ -174,19 +174,19 @@ package actor RoundCoordinator {
         return true
     }
 
-    /// Adds an agent's noisy drift-score histogram for the open round; others are ignored.
+    /// Adds `agentID`'s noisy alert-rate release (counts: alerts, events) for the open round; a second
+    /// one from the same agent, another round's, or one of another shape is ignored.
     @discardableResult
-    package func record(_ report: HistogramRelease) -> Bool {
-        guard case .collecting(let open, _) = phase, report.round == open, report.counts.count == histogram.count else {
-            return false
-        }
-        for index in histogram.indices { histogram[index] += report.counts[index] }
-        histogramAgents += 1
+    package func record(_ report: HistogramRelease, from agentID: String) -> Bool {
+        guard case .collecting(let open, _) = phase, report.round == open, report.counts.count == 2,
+              report.counts.allSatisfy(\.isFinite), !alertAgents.contains(agentID) else { return false }
+        alertCounts = alertCounts + AlertRateCalibration.Counts(alerts: report.counts[0], events: report.counts[1])
+        alertAgents.insert(agentID)
         return true
     }
 
-    /// The merged histograms of the round that was last closed, if any agent sent one.
-    package private(set) var closedHistogram: [Double]?
+    /// The merged alert-rate releases of the round that was last closed, if any agent sent one.
+    package private(set) var closedAlertCounts: AlertRateCalibration.Counts?
 
     /// Whether the round can close now: every enrolled agent answered, or the deadline passed.
     package func isReadyToClose(now: ContinuousClock.Instant) -> Bool {
@@ -213,7 +213,7 @@ package actor RoundCoordinator {
         announcement = nil
         let totals = evaluation ?? Evaluation(modelVersion: modelVersion)
         evaluation = nil
-        closedHistogram = histogramAgents > 0 ? histogram : nil
+        closedAlertCounts = alertAgents.isEmpty ? nil : alertCounts
         let received = updates.values.sorted { $0.agentID < $1.agentID }
         guard received.count >= minAgents else {
             return (.failedQuorum(round: open, received: received.count, required: minAgents), totals)

@@ -1,6 +1,6 @@
 /// The aggregator's round cycle as a pure state machine: wait for a quorum of live agents, open a
 /// round with a deadline, close it when every enrolled agent answered or the deadline passed,
-/// checkpoint, calibrate the drift threshold from the merged DP histograms, report, and go again
+/// checkpoint, calibrate the alert threshold from the merged DP alert-rate releases, report, and go again
 /// until `maxRounds`. Events carry what the service observed (the live agent count, an accepted
 /// update, the deadline timer, the closed round); actions say what to do next. No clock, socket or
 /// file inside: the service passes wall-clock milliseconds and performs the actions, so every branch
@@ -13,19 +13,16 @@ package struct RoundDriver: Sendable {
         package var timeoutMilliseconds: Int64
         /// Rounds to run in this process; 0 = until stopped.
         package var maxRounds: Int
-        /// The share of users whose drift score should reach the threshold.
-        package var targetAlertRate: Double
-        /// Weight of a new round's threshold in the geometric moving average.
-        package var smoothing: Double
-        /// Below this many (noisy) users in the merged histograms, the threshold is left as it is:
-        /// such a histogram is mostly noise.
-        package var minimumHistogramUsers: Double = 100
+        /// The alert threshold's calibration: the budget in alerts per 10k scored events, the step.
+        package var calibration: AlertRateCalibration.Settings
+        /// The threshold before the first calibration (the agents' cold-start value).
+        package var initialThreshold: Double
 
         package init(minAgents: Int, enrolledAgents: Int, timeoutMilliseconds: Int64, maxRounds: Int,
-                     targetAlertRate: Double, smoothing: Double) {
+                     calibration: AlertRateCalibration.Settings, initialThreshold: Double) {
             (self.minAgents, self.enrolledAgents, self.maxRounds) = (minAgents, enrolledAgents, maxRounds)
-            (self.timeoutMilliseconds, self.targetAlertRate) = (timeoutMilliseconds, targetAlertRate)
-            self.smoothing = smoothing
+            (self.timeoutMilliseconds, self.calibration) = (timeoutMilliseconds, calibration)
+            self.initialThreshold = initialThreshold
         }
     }
 
@@ -43,8 +40,8 @@ package struct RoundDriver: Sendable {
         case updateAccepted(round: UInt64, received: Int)
         /// The deadline timer of `round` fired.
         case deadlineReached(round: UInt64)
-        /// The coordinator closed `round`; `histogram` is the merged drift-score histograms, if any agent sent one.
-        case closed(round: UInt64, aggregated: Bool, histogram: [Double]?)
+        /// The coordinator closed `round`; `alerts` is the merged alert-rate releases, if any agent sent one.
+        case closed(round: UInt64, aggregated: Bool, alerts: AlertRateCalibration.Counts?)
     }
 
     package enum Action: Sendable, Equatable {
@@ -52,12 +49,13 @@ package struct RoundDriver: Sendable {
         case waitForAgents(live: Int, quorum: Int)
         /// Open `round` until `deadlineMilliseconds`, announce it, and arm the deadline timer.
         case open(round: UInt64, deadlineMilliseconds: Int64)
-        /// Close `round` (aggregate if the quorum answered); answer with ``Event/closed(round:aggregated:histogram:)``.
+        /// Close `round` (aggregate if the quorum answered); answer with ``Event/closed(round:aggregated:alerts:)``.
         case close(round: UInt64)
         /// Make the closed round durable before anything else is said about it.
         case checkpoint(round: UInt64)
-        /// Broadcast the new smoothed threshold (`raw` is this round's estimate from `users` noisy users).
-        case announceThreshold(smoothed: Double, raw: Double, users: Int)
+        /// Broadcast the new threshold; `rate` is the round's estimated alert rate per 10k events at the
+        /// previous one, over `events` (noisy) scored events.
+        case announceThreshold(Double, rate: Double, events: Double)
         case report(round: UInt64)
         /// `maxRounds` rounds ran: stop.
         case finish
@@ -68,22 +66,20 @@ package struct RoundDriver: Sendable {
     /// The last round opened (the checkpoint's round on resume).
     package private(set) var round: UInt64
     package private(set) var completed = 0
-    package private(set) var smoother: ThresholdSmoother
+    /// The alert threshold in force.
+    package private(set) var threshold: Double
     private var announcedWait = false
 
     /// - Parameters:
     ///   - round: the last completed round (0 for a new federation, the checkpoint's round on resume).
-    ///   - threshold: the threshold in force (from a checkpoint), if any.
+    ///   - threshold: the threshold in force (from a checkpoint); nil: the settings' initial one.
     package init(settings: Settings, round: UInt64, threshold: Double? = nil) {
         precondition(settings.minAgents >= 1 && settings.minAgents <= settings.enrolledAgents,
                      "quorum must be between 1 and the enrolled agents")
         self.settings = settings
         self.round = round
-        smoother = ThresholdSmoother(weight: settings.smoothing, current: threshold)
+        self.threshold = threshold ?? settings.initialThreshold
     }
-
-    /// The smoothed threshold in force, if one was calibrated.
-    package var threshold: Double? { smoother.current }
 
     /// Handles one event, with `liveAgents` agents heard recently, at wall-clock `now` (Unix ms).
     package mutating func handle(_ event: Event, liveAgents: Int, now: Int64) -> [Action] {
@@ -99,11 +95,11 @@ package struct RoundDriver: Sendable {
             guard case .collecting(round, _) = phase else { return [] }
             phase = .closing(round: round)
             return [.close(round: round)]
-        case .closed(let round, _, let histogram):
+        case .closed(let round, _, let alerts):
             guard phase == .closing(round: round) else { return [] }
             completed += 1
             var actions: [Action] = [.checkpoint(round: round)]
-            if let calibrated = calibrate(histogram) { actions.append(calibrated) }
+            if let alerts, let calibrated = calibrate(alerts) { actions.append(calibrated) }
             actions.append(.report(round: round))
             if settings.maxRounds > 0 && completed >= settings.maxRounds {
                 phase = .finished
@@ -127,12 +123,12 @@ package struct RoundDriver: Sendable {
         return [.open(round: round, deadlineMilliseconds: deadline)]
     }
 
-    /// This round's threshold from the merged noisy histograms, smoothed; nil when too few users were counted.
-    private mutating func calibrate(_ histogram: [Double]?) -> Action? {
-        guard let histogram, histogram.count == DriftHistogram.edges.count else { return nil }
-        let users = histogram.reduce(0) { $0 + max(0, $1) }
-        guard users >= settings.minimumHistogramUsers,
-              let raw = DriftHistogram.threshold(merged: histogram, targetRate: settings.targetAlertRate) else { return nil }
-        return .announceThreshold(smoothed: smoother.update(raw), raw: raw, users: Int(users))
+    /// The next threshold from the round's merged alert-rate releases; nil when they say too little
+    /// (under one expected alert at the budget) to move it.
+    private mutating func calibrate(_ alerts: AlertRateCalibration.Counts) -> Action? {
+        let next = AlertRateCalibration.next(threshold: threshold, merged: alerts, settings: settings.calibration)
+        guard alerts.events * settings.calibration.budgetPer10k / 10_000 >= 1 else { return nil }
+        threshold = next
+        return .announceThreshold(next, rate: max(0, alerts.alerts) / alerts.events * 10_000, events: alerts.events)
     }
 }

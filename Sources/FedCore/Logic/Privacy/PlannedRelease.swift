@@ -13,7 +13,7 @@ package struct PrivacyBudget: Sendable, Equatable, Codable {
 
 /// A release about to leave the agent, with its privacy cost as an RDP curve over ``RDP/defaultOrders``.
 package struct PlannedRelease: Sendable, Equatable {
-    /// What is released: `model_update`, `evaluation`, `drift_histogram`, `clip_count`.
+    /// What is released: `model_update`, `evaluation`, `alert_rate`, `clip_count`.
     package var mechanism: String
     package var round: UInt64
     /// The mechanism's parameters, for the audit trail.

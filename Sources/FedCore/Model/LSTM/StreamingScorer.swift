@@ -153,4 +153,12 @@ package final class StreamingScorer {
         }
         return best.map(\.1)
     }
+
+    /// p(category) before any event: the model's unconditional next-category distribution (a fresh
+    /// user's state). A DP-trained global model's view of the population, usable as a detector's prior.
+    package func initialDistribution() -> [Double] {
+        var state = [Float](repeating: 0, count: stateSize)
+        reset(&state)
+        return (0..<shape.categories).map { Double.exp(-Double(surprise(of: $0, in: state))) }
+    }
 }

@@ -149,25 +149,35 @@ package struct AggregatorConfiguration: Sendable, Decodable {
     package var drift = Drift()
     package var agents: [EnrolledAgent]
 
-    /// Federated drift thresholds (`drift:`): `target_alert_rate` (share of users whose score may exceed
-    /// the threshold, default 0.005), `histogram_noise_multiplier` (noise of each agent's DP histogram of
-    /// Poisson-sampled users' scores; 0 = no histograms, agents keep their cold-start threshold),
-    /// `smoothing` (weight of a new round's threshold in the geometric moving average, default 0.3).
+    /// The federated alert threshold (`drift:`): `alert_budget_per_10k` (alerts per 10,000 scored events
+    /// the operator wants, default 50), `initial_threshold` (the threshold before the first calibration,
+    /// default 2; the agents' `alerts.cold_start_threshold` should match), `calibration_step` (how far one
+    /// round may move it, in score units, default 1), `histogram_noise_multiplier` (noise of each agent's
+    /// release of its what-if alert and event counts; 0 = no releases, the threshold stays).
     package struct Drift: Sendable, Decodable {
-        package var targetAlertRate = 0.005
+        package var alertBudgetPer10k = 50.0
+        package var initialThreshold = 2.0
+        package var calibrationStep = 1.0
         package var histogramNoiseMultiplier = 0.0
-        package var smoothing = 0.3
         package init() {}
         package init(from decoder: any Decoder) throws {
             let c = try decoder.container(keyedBy: CodingKeys.self)
-            targetAlertRate = try c.decodeIfPresent(Double.self, forKey: .targetAlertRate) ?? targetAlertRate
+            alertBudgetPer10k = try c.decodeIfPresent(Double.self, forKey: .alertBudgetPer10k) ?? alertBudgetPer10k
+            initialThreshold = try c.decodeIfPresent(Double.self, forKey: .initialThreshold) ?? initialThreshold
+            calibrationStep = try c.decodeIfPresent(Double.self, forKey: .calibrationStep) ?? calibrationStep
             histogramNoiseMultiplier = try c.decodeIfPresent(Double.self, forKey: .histogramNoiseMultiplier)
                 ?? histogramNoiseMultiplier
-            smoothing = try c.decodeIfPresent(Double.self, forKey: .smoothing) ?? smoothing
         }
         enum CodingKeys: String, CodingKey {
-            case smoothing
-            case targetAlertRate = "target_alert_rate", histogramNoiseMultiplier = "histogram_noise_multiplier"
+            case alertBudgetPer10k = "alert_budget_per_10k", initialThreshold = "initial_threshold"
+            case calibrationStep = "calibration_step", histogramNoiseMultiplier = "histogram_noise_multiplier"
+        }
+
+        /// The calibration's settings.
+        package var calibration: AlertRateCalibration.Settings {
+            var settings = AlertRateCalibration.Settings(budgetPer10k: alertBudgetPer10k)
+            settings.step = calibrationStep
+            return settings
         }
     }
 
@@ -264,10 +274,12 @@ package struct AggregatorConfiguration: Sendable, Decodable {
         for (key, value, valid) in checks where !valid {
             throw .invalidValue(key: key, value: "\(value)", reason: "out of range (see configs/aggregator.yaml)")
         }
-        guard drift.targetAlertRate > 0, drift.targetAlertRate < 1, drift.histogramNoiseMultiplier >= 0,
-              drift.smoothing > 0, drift.smoothing <= 1 else {
-            throw .invalidValue(key: "drift", value: "\(drift.targetAlertRate)",
-                                reason: "need 0 < target_alert_rate < 1, histogram_noise_multiplier ≥ 0, 0 < smoothing ≤ 1")
+        guard drift.alertBudgetPer10k > 0, drift.alertBudgetPer10k < 10_000, drift.histogramNoiseMultiplier >= 0,
+              drift.histogramNoiseMultiplier.isFinite, drift.initialThreshold.isFinite, drift.calibrationStep > 0,
+              drift.calibrationStep <= 10 else {
+            throw .invalidValue(key: "drift", value: "\(drift.alertBudgetPer10k)",
+                                reason: "need 0 < alert_budget_per_10k < 10000, histogram_noise_multiplier ≥ 0, "
+                                    + "a finite initial_threshold, 0 < calibration_step ≤ 10")
         }
         guard ["sgd", "adam"].contains(serverOptimizer.kind) else {
             throw .invalidValue(key: "server_optimizer.kind", value: serverOptimizer.kind, reason: "must be sgd or adam")

@@ -26,9 +26,12 @@ import Foundation
 /// - `alerts` (optional): `publish` (endpoint of a PUB socket for alerts, topics `alert.<region>.<kind>`,
 ///   JSON bodies; default none), `recommend` (endpoint of a REP socket answering `{"user": U, "n": N}`
 ///   with the user's top-N items as JSON; default none), `file` (JSONL, default `data_directory/alerts.jsonl`),
-///   `cold_start_threshold` (drift score, default 8, used until the aggregator broadcasts one),
-///   `recommendations` (items per alert, default 10). Alerts are stored in `data_directory/alerts.sqlite`
-///   before they are published.
+///   `cold_start_threshold` (switch-detector score, default 2, used until the aggregator broadcasts one),
+///   `recommendations` (items per alert, default 10), `detector` (the switch detector's settings:
+///   `run_lengths`, `hazard`, `profile_decay`, `segment_decay`, `novelty_concentration`, `novelty_discount`,
+///   `novelty_cap`, `recency_weight`, `recency_decay`, `recency_length`, `warm_up`, `excursion_level`,
+///   `excursion_penalty`, `profile_capacity`; defaults in docs/EVALUATION.md). Alerts are stored in
+///   `data_directory/alerts.sqlite` before they are published.
 /// - `privacy` (optional): `epsilon` and `delta`, this agent's lifetime budget for all its releases
 ///   together (model updates, evaluation reports, drift histograms), enforced by the ledger in
 ///   `data_directory/privacy.sqlite`; and `evaluation_noise_multiplier` (default 0 = send no held-out
@@ -57,8 +60,9 @@ package struct EdgeAgentConfiguration: Sendable, Decodable {
         /// REP endpoint answering recommendation queries (`{"user": U, "n": 10}` → JSON list).
         package var recommend: String?
         package var file: String?
-        package var coldStartThreshold = 8.0
+        package var coldStartThreshold = 2.0
         package var recommendations = 10
+        package var detector = SwitchDetector.Settings()
         package init() {}
         package init(from decoder: any Decoder) throws {
             let c = try decoder.container(keyedBy: CodingKeys.self)
@@ -67,9 +71,10 @@ package struct EdgeAgentConfiguration: Sendable, Decodable {
             file = try c.decodeIfPresent(String.self, forKey: .file)
             coldStartThreshold = try c.decodeIfPresent(Double.self, forKey: .coldStartThreshold) ?? coldStartThreshold
             recommendations = try c.decodeIfPresent(Int.self, forKey: .recommendations) ?? recommendations
+            detector = try c.decodeIfPresent(SwitchDetector.Settings.self, forKey: .detector) ?? detector
         }
         enum CodingKeys: String, CodingKey {
-            case publish, file, recommendations, recommend
+            case publish, file, recommendations, recommend, detector
             case coldStartThreshold = "cold_start_threshold"
         }
     }
@@ -167,9 +172,9 @@ package struct EdgeAgentConfiguration: Sendable, Decodable {
         if let ingest { try ConfigurationFile.validateEndpoint(ingest, key: "ingest") }
         if let publish = alerts.publish { try ConfigurationFile.validateEndpoint(publish, key: "alerts.publish") }
         if let recommend = alerts.recommend { try ConfigurationFile.validateEndpoint(recommend, key: "alerts.recommend") }
-        guard alerts.coldStartThreshold > 0, alerts.recommendations >= 0 else {
+        guard alerts.coldStartThreshold.isFinite, alerts.recommendations >= 0 else {
             throw .invalidValue(key: "alerts", value: "\(alerts.coldStartThreshold)",
-                                reason: "cold_start_threshold must be > 0 and recommendations ≥ 0")
+                                reason: "cold_start_threshold must be finite and recommendations ≥ 0")
         }
         guard EventFormat(rawValue: ingestFormat) != nil else {
             throw .invalidValue(key: "ingest_format", value: ingestFormat, reason: "must be taobao or jsonl")

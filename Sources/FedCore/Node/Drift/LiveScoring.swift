@@ -14,14 +14,17 @@ import Synchronization
 /// When the first global model arrives, each user's recent stored history is replayed into the new
 /// engine in pages of ``replayPageUsers`` users, and the queue is served between pages: a
 /// recommendation query waits for at most one page, never for the whole replay. Live events that
-/// arrive meanwhile are held and scored, in order, right after the replay. The replay reads only
+/// arrive meanwhile are held and scored, in order, right after the replay; live events are scored in
+/// slices of ``sliceEvents``, so a query never waits behind a long backlog either. The replay reads only
 /// events stored before it began (row id ≤ the last id at that moment) and live events carry their row
 /// ids, so every stored event is scored exactly once, whichever side of the boundary it fell on.
 package final class LiveScoring: Sendable {
     /// Users per replay page.
     package static let replayPageUsers = 256
-    /// Most recent events per user replayed.
-    package static let replayEvents = 50
+    /// Most recent events per user replayed: as many as the alert threshold's what-if counts see.
+    package static let replayEvents = AlertRateCalibration.historyEvents
+    /// Live events scored between two looks at the job queue.
+    package static let sliceEvents = 512
 
     private enum Job: Sendable {
         /// A global model; `storedUpTo` is the last event row id stored when it arrived (the first
@@ -30,7 +33,6 @@ package final class LiveScoring: Sendable {
         case threshold(Double)
         case events([BehaviorEvent], ids: ClosedRange<Int64>?)
         case recommend(user: UInt64, count: Int, reply: @Sendable ([DriftAlert.Recommendation]?) -> Void)
-        case scores(reply: @Sendable ([Double]) -> Void)
         case stop
     }
 
@@ -48,6 +50,7 @@ package final class LiveScoring: Sendable {
     private let jobs = Mutex<[Job]>([])
     private let wake = DispatchSemaphore(value: 0)
     private let reported = Mutex(Progress())
+    private let thresholdInForce: Mutex<Double>
     private let store: EventStore?
     private let logger: Logger
 
@@ -56,6 +59,7 @@ package final class LiveScoring: Sendable {
         (alerts, alertSink) = AsyncStream.makeStream(of: [DriftAlert].self)
         self.store = store
         self.logger = logger
+        thresholdInForce = Mutex(settings.coldStartThreshold)
         let thread = Thread { [self, alertSink] in
             var loop = ScoringLoop(catalog: catalog, settings: settings, store: store, logger: logger, alerts: alertSink)
             while true {
@@ -64,7 +68,9 @@ package final class LiveScoring: Sendable {
                     return queue
                 }
                 if batch.isEmpty {
-                    if loop.isReplaying { loop.replayPage() } else { wake.wait() }
+                    // Queries and models come first: events are scored, and history replayed, a slice
+                    // at a time between looks at the queue.
+                    if loop.hasEvents { loop.scoreSlice() } else if loop.isReplaying { loop.replayPage() } else { wake.wait() }
                 } else {
                     for job in batch {
                         if case .stop = job {
@@ -105,7 +111,10 @@ package final class LiveScoring: Sendable {
     }
 
     /// Applies the aggregator's newest threshold.
-    package func setThreshold(_ threshold: Double) { enqueue(.threshold(threshold)) }
+    package func setThreshold(_ threshold: Double) {
+        thresholdInForce.withLock { $0 = threshold }
+        enqueue(.threshold(threshold))
+    }
 
     /// Queues stored events for scoring, in order; `ids` are the row ids ``EventStore/append(_:)`` gave them.
     package func submit(_ events: [BehaviorEvent], ids: ClosedRange<Int64>?) {
@@ -121,19 +130,21 @@ package final class LiveScoring: Sendable {
         }
     }
 
-    /// Every scored user's current drift score (for the round's DP histogram). Blocks the calling
-    /// thread until the scoring thread answers: call it from a dedicated thread (the round's training
-    /// thread), never from the cooperative pool.
-    package func currentScoresBlocking() -> [Double] {
+    /// ``recommend(user:count:)`` for a caller on a thread of its own (tools, tests): blocks that
+    /// thread until the scoring thread answers. Never call it from the cooperative pool.
+    package func recommendBlocking(user: UInt64, count: Int) -> [DriftAlert.Recommendation]? {
         let answered = DispatchSemaphore(value: 0)
-        let result = Mutex<[Double]>([])
-        enqueue(.scores { scores in
-            result.withLock { $0 = scores }
+        let result = Mutex<[DriftAlert.Recommendation]?>(nil)
+        enqueue(.recommend(user: user, count: count) { items in
+            result.withLock { $0 = items }
             answered.signal()
         })
         answered.wait()
         return result.withLock { $0 }
     }
+
+    /// The alert threshold scoring applies (the aggregator's newest, or the cold-start value).
+    package var threshold: Double { thresholdInForce.withLock { $0 } }
 
     /// The scoring thread's last report.
     package var progress: Progress { reported.withLock { $0 } }
@@ -152,8 +163,10 @@ package final class LiveScoring: Sendable {
         var threshold: Double?
         /// The replay in progress: where the next page starts (nil: the first page), the last row id it reads.
         var replay: (after: Int64?, upTo: Int64, started: ContinuousClock.Instant)?
-        /// Live events that arrived during the replay, scored after it.
+        /// Live events waiting to be scored (during a replay: until it is over), with their row ids.
         var held: [([BehaviorEvent], ClosedRange<Int64>?)] = []
+        /// The first event of `held[0]` not yet scored.
+        var heldOffset = 0
         /// The last row id the replay read: a live event with an id at or below it was scored by the replay.
         var replayedUpTo: Int64 = 0
 
@@ -167,6 +180,26 @@ package final class LiveScoring: Sendable {
         }
 
         var isReplaying: Bool { replay != nil }
+
+        /// Whether live events wait and may be scored now (not during a replay).
+        var hasEvents: Bool { !held.isEmpty && !isReplaying }
+
+        /// Scores up to ``LiveScoring/sliceEvents`` waiting events, in order.
+        mutating func scoreSlice() {
+            var budget = LiveScoring.sliceEvents
+            while budget > 0, !held.isEmpty {
+                let (events, ids) = held[0]
+                let end = min(events.count, heldOffset + budget)
+                score(events[heldOffset..<end], ids: ids)
+                budget -= end - heldOffset
+                if end == events.count {
+                    held.removeFirst()
+                    heldOffset = 0
+                } else {
+                    heldOffset = end
+                }
+            }
+        }
 
         var progress: Progress {
             Progress(eventsScored: engine?.eventsScored ?? 0, users: engine?.userCount ?? 0, replaying: isReplaying,
@@ -194,12 +227,10 @@ package final class LiveScoring: Sendable {
                 threshold = value
                 engine?.threshold = value
             case let .events(events, ids):
-                if isReplaying { held.append((events, ids)) } else { score(events, ids: ids) }
+                held.append((events, ids))
             case let .recommend(user, count, reply):
                 guard let engine, engine.knows(user) else { return reply(nil) }
                 reply(engine.recommend(user: user, count: count))
-            case let .scores(reply):
-                reply(engine?.currentScores() ?? [])
             case .stop:
                 break
             }
@@ -228,18 +259,16 @@ package final class LiveScoring: Sendable {
             } catch {
                 logger.warning("Could not replay history for scoring", metadata: ["error": "\(error)"])
             }
-            replay = nil
-            let waiting = held
-            held = []
-            for (events, ids) in waiting { score(events, ids: ids) }
+            replay = nil  // the held events are scored next, a slice at a time
         }
 
-        /// Scores `events`, skipping those the replay already read (row id ≤ ``replayedUpTo``).
-        private func score(_ events: [BehaviorEvent], ids: ClosedRange<Int64>?) {
+        /// Scores `events` (a slice of their batch, indexed as in it), skipping those the replay already read
+        /// (row id ≤ ``replayedUpTo``).
+        private func score(_ events: ArraySlice<BehaviorEvent>, ids: ClosedRange<Int64>?) {
             guard let engine else { return }
             var raised: [DriftAlert] = []
-            for (offset, event) in events.enumerated() {
-                if let ids, ids.lowerBound + Int64(offset) <= replayedUpTo { continue }
+            for (index, event) in zip(events.indices, events) {
+                if let ids, ids.lowerBound + Int64(index) <= replayedUpTo { continue }
                 if let alert = engine.process(event) { raised.append(alert) }
             }
             if !raised.isEmpty { alerts.yield(raised) }

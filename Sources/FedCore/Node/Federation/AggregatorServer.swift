@@ -141,7 +141,7 @@ package final class AggregatorServer: Sendable {
         driverSettings = RoundDriver.Settings(
             minAgents: configuration.rounds.minAgents, enrolledAgents: agents.count,
             timeoutMilliseconds: Int64(timeout * 1000), maxRounds: configuration.rounds.maxRounds,
-            targetAlertRate: configuration.drift.targetAlertRate, smoothing: configuration.drift.smoothing)
+            calibration: configuration.drift.calibration, initialThreshold: configuration.drift.initialThreshold)
         startRound = checkpoint?.round ?? 0
         gate = AggregatorGate(aggregatorID: configuration.id, identity: identity, agents: agents)
         signer = AnnouncementSigner(identity: identity)

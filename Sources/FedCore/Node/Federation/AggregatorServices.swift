@@ -63,7 +63,7 @@ package struct UpdateIntakeService: Service {
         case .evaluation(let report):
             await coordinator.record(EvaluationRelease(report))
         case .histogram(let report):
-            await coordinator.record(HistogramRelease(report))
+            await coordinator.record(HistogramRelease(report), from: agentID)
         case .update(let submission):
             do {
                 try await coordinator.accept(ModelUpdate(submission, from: agentID))
@@ -159,7 +159,7 @@ package struct RoundDriverService: Service {
             timing.outcome = outcome
             timing.evaluation = evaluation
             let aggregated = if case .aggregated = outcome { true } else { false }
-            return .closed(round: round, aggregated: aggregated, histogram: await coordinator.closedHistogram)
+            return .closed(round: round, aggregated: aggregated, alerts: await coordinator.closedAlertCounts)
         case .checkpoint:
             let checkpoint = await coordinator.checkpoint(shape: server.shape)
             let file = ModelFile.encode(checkpoint.parameters, modelVersion: checkpoint.modelVersion)
@@ -169,14 +169,15 @@ package struct RoundDriverService: Service {
             server.modelFile.withLock { $0 = file }
             server.exports.yield(.model(file, version: checkpoint.modelVersion))
             timing.closeSeconds = (ContinuousClock.now - timing.closing).inSeconds
-        case let .announceThreshold(smoothed, raw, users):
+        case let .announceThreshold(threshold, rate, events):
             let round = await coordinator.round
-            logger.info("Drift threshold calibrated from the agents' DP histograms", metadata: [
-                "round.id": "\(round)", "threshold.round": "\(raw)", "threshold.smoothed": "\(smoothed)",
-                "users.estimated": "\(users)",
+            logger.info("Drift threshold calibrated from the agents' DP alert-rate releases", metadata: [
+                "round.id": "\(round)", "threshold": "\(threshold)", "alerts.per_10k.estimated": "\(rate)",
+                "alerts.budget_per_10k": "\(server.configuration.drift.alertBudgetPer10k)",
+                "events.estimated": "\(Int(events))",
             ])
-            await coordinator.setThresholds([Float(smoothed)])
-            await server.announce(DriftThresholdsMessage(round: round, thresholds: [Float(smoothed)]))
+            await coordinator.setThresholds([Float(threshold)])
+            await server.announce(DriftThresholdsMessage(round: round, thresholds: [Float(threshold)]))
         case let .report(round):
             try await report(round, timing: timing)
         case .finish:

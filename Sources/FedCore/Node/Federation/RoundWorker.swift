@@ -27,6 +27,20 @@ package protocol RoundWorker: Sendable {
 /// trains and clips their updates and sums them (``LocalTraining``), adds Gaussian noise N(0, z²S²) per
 /// coordinate at the agent, and charges every release to the privacy ledger before returning it.
 package struct StoreRoundWorker: RoundWorker {
+    /// What the round's alert-rate release (``AlertRateCalibration``) needs from live scoring.
+    package struct Alerting: Sendable {
+        package var detector: SwitchDetector.Settings
+        package var rule: AlertRule
+        package var calibration: AlertRateCalibration.Settings
+        /// The threshold the agent's live scoring applies now.
+        package var threshold: @Sendable () -> Double
+
+        package init(detector: SwitchDetector.Settings, rule: AlertRule, calibration: AlertRateCalibration.Settings,
+                     threshold: @escaping @Sendable () -> Double) {
+            (self.detector, self.rule, self.calibration, self.threshold) = (detector, rule, calibration, threshold)
+        }
+    }
+
     package let store: EventStore
     package let catalog: CategoryCatalog
     package let evaluationUsers: Int
@@ -34,15 +48,16 @@ package struct StoreRoundWorker: RoundWorker {
     package let ledger: PrivacyLedger
     /// With a finite budget, held-out evaluations are released only with this noise (0: not at all).
     package let evaluationNoiseMultiplier: Double
-    /// The users' current drift scores (from the live scoring), for the round's histogram.
-    package let driftScores: (@Sendable () -> [Double])?
+    /// The alert threshold's calibration: what the agent's live scoring does (detector settings, alert
+    /// rule) and the threshold in force; nil: no alert-rate release.
+    package let alerting: Alerting?
     /// Per-user held-out loss is clamped to this many nats, so one user's share of the loss sum is bounded.
     static let lossClamp = 30.0
 
     package init(store: EventStore, catalog: CategoryCatalog, evaluationUsers: Int, threads: Int,
                  ledger: PrivacyLedger, evaluationNoiseMultiplier: Double = 0,
-                 driftScores: (@Sendable () -> [Double])? = nil) {
-        self.driftScores = driftScores
+                 alerting: Alerting? = nil) {
+        self.alerting = alerting
         self.store = store
         self.catalog = catalog
         self.evaluationUsers = evaluationUsers
@@ -80,9 +95,10 @@ package struct StoreRoundWorker: RoundWorker {
         let count = h.clipCountNoiseMultiplier > 0
             ? PlannedRelease.subsampledGaussian(mechanism: "clip_count", round: round.round, q: h.samplingRate,
                                                 noiseMultiplier: h.clipCountNoiseMultiplier) : nil
-        let histogram = h.histogramNoiseMultiplier > 0 && driftScores != nil
-            ? PlannedRelease.subsampledGaussian(mechanism: "drift_histogram", round: round.round, q: h.samplingRate,
-                                                noiseMultiplier: h.histogramNoiseMultiplier) : nil
+        let histogram = h.histogramNoiseMultiplier > 0 && alerting != nil
+            ? PlannedRelease.subsampledGaussian(
+                mechanism: "alert_rate", round: round.round, q: h.samplingRate,
+                noiseMultiplier: AlertRateCalibration.accountedNoiseMultiplier(h.histogramNoiseMultiplier)) : nil
         // Refuse before spending any compute when the update could not be released anyway.
         var combined = update
         for extra in [count, histogram].compactMap({ $0 }) { combined.rdp = zip(combined.rdp, extra.rdp).map { $0 + $1 } }
@@ -118,13 +134,14 @@ package struct StoreRoundWorker: RoundWorker {
             try ledger.charge(count)
         }
         var histogramReport: HistogramRelease?
-        if let histogram, let driftScores {
-            // Each user is Poisson-sampled (rate q) and counted once: sensitivity 1, subsampled Gaussian.
-            let sampled = driftScores().filter { _ in Double.random(in: 0..<1, using: &random) < h.samplingRate }
-            let counts = DriftHistogram.release(DriftHistogram.counts(sampled), sigma: h.histogramNoiseMultiplier,
-                                                noise: &noise)
+        if let histogram, let alerting {
+            // What-if at the threshold in force over Poisson-sampled users' recent events (each user's
+            // counts clipped: L2 sensitivity √2 of the scaled pair, accounted as z / √2).
+            let counts = try whatIfCounts(alerting, global: global, samplingRate: h.samplingRate, random: &random)
+            let released = AlertRateCalibration.release(counts, settings: alerting.calibration,
+                                                        noiseMultiplier: h.histogramNoiseMultiplier, noise: &noise)
             try ledger.charge(histogram)
-            histogramReport = HistogramRelease(round: round.round, counts: counts)
+            histogramReport = HistogramRelease(round: round.round, counts: [released.alerts, released.events])
         }
         try ledger.charge(update)
         return RoundWork(
@@ -134,6 +151,24 @@ package struct StoreRoundWorker: RoundWorker {
             evaluation: report, histogram: histogramReport, sampledUsers: result.sampledUsers,
             clippedUsers: result.clippedUsers,
             meanLoss: result.meanLoss, seconds: (ContinuousClock.now - started).inSeconds)
+    }
+
+    /// Each Poisson-sampled user's exact, clipped what-if counts: their most recent events replayed
+    /// through a fresh detector (prior: the global model's), alerts at the threshold in force.
+    private func whatIfCounts(_ alerting: Alerting, global: LSTMParameters<Float>, samplingRate: Double,
+                              random: inout SodiumRandom) throws -> [AlertRateCalibration.Counts] {
+        let detector = SwitchDetector(settings: alerting.detector,
+                                      prior: StreamingScorer(parameters: global).initialDistribution())
+        let threshold = alerting.threshold()
+        var counts: [AlertRateCalibration.Counts] = []
+        try store.forEachRecentSequence(limit: alerting.calibration.eventWindow) { _, events in
+            guard Double.random(in: 0..<1, using: &random) < samplingRate else { return }
+            var state = SwitchDetector.UserState()
+            let series = events.map { detector.update(&state, category: catalog.modelIndex(of: $0.category)) }
+            counts.append(AlertRateCalibration.userCounts(series, threshold: threshold, rule: alerting.rule,
+                                                          settings: alerting.calibration))
+        }
+        return counts
     }
 
     /// The evaluation as released: exact without a budget; otherwise the vector (users, top-1 hits,
