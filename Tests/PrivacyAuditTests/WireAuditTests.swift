@@ -91,13 +91,23 @@ struct WireAuditTests {
                 start + pattern.count <= bytes.count && Array(bytes[start..<(start + pattern.count)]) == pattern
             }
         }
+        // Text (≥ 9 bytes) and u64 forms cannot occur in ciphertext by chance (≤ 2⁻⁶⁴ per position). A
+        // given 4-byte u32 pattern can: in N random bytes it appears with probability ≈ N / 2³², so over
+        // K ids about λ = K·N / 2³² chance hits are expected (≈ 0.1 here). A leak shows up as hundreds of
+        // hits (every id); chance as a handful. The bound λ + 6√λ + 4 is exceeded by chance with
+        // probability < 10⁻⁶ at this λ.
+        var u32Hits: [UInt64] = [], u32Checked = 0
         for id in Set(users + items + categories) {
             #expect(!contains(Array(String(id).utf8)), "id \(id) appears as text")
             #expect(!contains(withUnsafeBytes(of: id.littleEndian, Array.init)), "id \(id) appears as u64")
             if id <= UInt64(UInt32.max) {
-                #expect(!contains(withUnsafeBytes(of: UInt32(id).littleEndian, Array.init)), "id \(id) appears as u32")
+                u32Checked += 1
+                if contains(withUnsafeBytes(of: UInt32(id).littleEndian, Array.init)) { u32Hits.append(id) }
             }
         }
+        let chance = Double(u32Checked) * Double(bytes.count) / 4_294_967_296
+        #expect(Double(u32Hits.count) <= chance + 6 * chance.squareRoot() + 4,
+                "\(u32Hits.count) of \(u32Checked) ids appear as u32 (chance alone: \(chance)): \(u32Hits)")
 
         // The update the agent sent, recomputed independently (q = 1, no noise, from the initial model).
         let model = try ModelFile.read(from: federation.path("state/models/model-v0.fdlm"))

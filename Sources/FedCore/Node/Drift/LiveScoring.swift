@@ -19,8 +19,8 @@ import Synchronization
 /// events stored before it began (row id ≤ the last id at that moment) and live events carry their row
 /// ids, so every stored event is scored exactly once, whichever side of the boundary it fell on.
 package final class LiveScoring: Sendable {
-    /// Users per replay page.
-    package static let replayPageUsers = 256
+    /// Users per replay page (≤ 32 × 500 events: a query waits for at most that much work).
+    package static let replayPageUsers = 32
     /// Most recent events per user replayed: as many as the alert threshold's what-if counts see.
     package static let replayEvents = AlertRateCalibration.historyEvents
     /// Live events scored between two looks at the job queue.
