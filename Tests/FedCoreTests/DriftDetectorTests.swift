@@ -130,11 +130,4 @@ struct DriftThresholdTests {
         #expect(threshold >= exact / 1.25 && threshold <= exact * 1.5, "threshold \(threshold), exact quantile \(exact)")
         #expect(DriftHistogram.threshold(merged: [Double](repeating: 0, count: 49), targetRate: target) == nil)
     }
-
-    @Test("Smoothing moves the broadcast threshold part of the way, geometrically")
-    func smoothing() {
-        var smoother = ThresholdSmoother(weight: 0.5)
-        #expect(smoother.update(4) == 4)
-        #expect(abs(smoother.update(16) - 8) < 1e-12)
-    }
 }

@@ -1,11 +1,11 @@
 import FedModel
 import Foundation
 
-/// The federated drift threshold: each agent releases a DP histogram of its users' current drift scores
-/// over fixed log-spaced bins (each user counted once: L2 sensitivity 1; Gaussian noise, charged to the
-/// ledger as a Gaussian mechanism); the aggregator sums the noisy histograms, picks the threshold whose
-/// estimated share of users at or above it is the operator's target alert rate, and smooths it across
-/// rounds (in log space, so one noisy round cannot move it far).
+/// The previous federated threshold estimator, kept as the must-fail control of `AlertCalibrationTests`
+/// (the agents now use ``AlertRateCalibration``): each agent released a DP histogram of its users'
+/// current scores over fixed log-spaced bins, and the aggregator picked the threshold whose estimated
+/// share of users at or above it was the target. Clamping negative noisy counts and accumulating the tail
+/// from the top adds phantom users in every empty bin, so it lands too high at deployment sizes.
 package enum DriftHistogram {
     /// Bin lower edges: 0, then 48 log-spaced edges from 0.1 to 1000 (×1.21 each); the last bin is open.
     package static let edges: [Double] = [0] + (0..<48).map { 0.1 * pow(10, Double($0) * 4 / 47) }
@@ -50,23 +50,5 @@ package enum DriftHistogram {
             chosen = index
         }
         return edges[chosen]
-    }
-}
-
-/// Smoothing of the broadcast threshold across rounds: a geometric moving average.
-package struct ThresholdSmoother: Sendable, Equatable {
-    package var weight: Double
-    package private(set) var current: Double?
-
-    package init(weight: Double = 0.3, current: Double? = nil) {
-        self.weight = weight
-        self.current = current
-    }
-
-    /// Takes this round's threshold; returns the one to broadcast.
-    package mutating func update(_ threshold: Double) -> Double {
-        let next = current.map { exp((1 - weight) * log($0) + weight * log(threshold)) } ?? threshold
-        current = next
-        return next
     }
 }

@@ -146,15 +146,6 @@ package struct SwitchDetector: Sendable {
 
         /// log P(run = r) for r = 1…K and log P(long), for diagnostics and tests.
         package var logPosterior: (runs: [Double], long: Double) { (logRun, logLong) }
-
-        /// Forgets the changepoint posterior (after an alert: the switch has been reported; the
-        /// profile and offset stay).
-        package mutating func resetPosterior() {
-            logRun = []
-            logLong = 0
-            score = -.infinity
-            rawScore = -.infinity
-        }
     }
 
     package let settings: Settings
