@@ -19,6 +19,10 @@ struct AlertCalibrationTests {
         /// Each shopper's detector statistic over every event: the agent's stored shoppers, the held-out ones.
         var stored: [[Double]] = []
         var heldOut: [[Double]] = []
+        /// Each shopper's silences in the churn what-if window (the last 7 days before the newest event),
+        /// and their days in it: the churn risk does not depend on the threshold either.
+        var storedSilences: [(silences: [ChurnDetector.Silence], days: Double)] = []
+        var heldOutSilences: [(silences: [ChurnDetector.Silence], days: Double)] = []
     }
 
     private static let rule = AlertRule(warmUp: 10, coolDown: 30)
@@ -49,15 +53,25 @@ struct AlertCalibrationTests {
             for categories in byUser.values { for category in categories { touching[Int(category)] += 1 } }
         }
         let detector = SwitchDetector(prior: SwitchDetector.prior(usersTouching: touching, users: users))
+        let churn = ChurnDetector(), churnSettings = ChurnRateCalibration.Settings(budgetPer1kDays: 5)
         return outputs.map { output in
             var byUser: [UInt64: [BehaviorEvent]] = [:]
             for event in output.events { byUser[event.user, default: []].append(event) }
+            let now = output.events.map(\.timestamp).max() ?? 0
             var region = Region()
             for user in byUser.keys.sorted() {
                 guard let events = byUser[user]?.sorted(by: { $0.timestamp < $1.timestamp }) else { continue }
                 var state = SwitchDetector.UserState()
                 let series = events.map { detector.update(&state, category: index[$0.category] ?? 0) }
-                if user % 2 == 0 { region.stored.append(series) } else { region.heldOut.append(series) }
+                let silences = churn.silences(times: events.map(\.timestamp), intents: events.map { $0.action != .view },
+                                              now: now, checkSeconds: 3_600, windowDays: churnSettings.windowDays)
+                if user % 2 == 0 {
+                    region.stored.append(series)
+                    region.storedSilences.append(silences)
+                } else {
+                    region.heldOut.append(series)
+                    region.heldOutSilences.append(silences)
+                }
             }
             return region
         }
@@ -89,8 +103,9 @@ struct AlertCalibrationTests {
                     sampled.append(AlertRateCalibration.userCounts(series, threshold: threshold, rule: rule,
                                                                    settings: settings))
                 }
-                merged = merged + AlertRateCalibration.release(sampled, settings: settings, noiseMultiplier: z,
-                                                               noise: &noise)
+                merged = merged + AlertRateCalibration.release(sampled, settings: settings,
+                                                               churn: ChurnRateCalibration.Settings(budgetPer1kDays: 5),
+                                                               noiseMultiplier: z, noise: &noise)
             }
             threshold = AlertRateCalibration.next(threshold: threshold, merged: merged, settings: settings)
         }
@@ -116,6 +131,64 @@ struct AlertCalibrationTests {
         print(String(format: "alert calibration, budget %.0f/10k: %d/50 seeds within ×1.5; realised min %.1f, "
                      + "median %.1f, max %.1f per 10k", budget, within, sorted[0], sorted[25], sorted[49]))
         #expect(within >= 48, "budget \(budget)/10k: \(within)/50 seeds within ×1.5; rates \(sorted)")
+    }
+
+    /// The churn warnings per 1,000 shopper-days the held-out shoppers see at `threshold`.
+    private static func heldOutChurnRate(threshold: Double) -> Double {
+        var warnings = 0, days = 0.0
+        for region in regions {
+            for user in region.heldOutSilences {
+                warnings += user.silences.filter { $0.warns(at: threshold) }.count
+                days += user.days
+            }
+        }
+        return Double(warnings) * 1_000 / max(days, 1)
+    }
+
+    /// 12 rounds of the churn threshold's calibration (q = 0.5, z = 2: the same releases as above; the
+    /// default step 0.5).
+    private static func calibrateChurn(budget: Double, seed: UInt64, q: Double = 0.5, z: Double = 2) -> Double {
+        let settings = ChurnRateCalibration.Settings(budgetPer1kDays: budget)
+        var random = SplitMix64(seed: seed)
+        var noise = GaussianNoise(generator: SplitMix64(seed: seed &+ 0x51ED))
+        var threshold = 5.0  // cold start
+        for _ in 0..<12 {
+            var merged = AlertRateCalibration.Counts.zero
+            for region in regions {
+                var sampled: [AlertRateCalibration.Counts] = []
+                for user in region.storedSilences where random.nextUnit() < q {
+                    let warnings = user.silences.filter { $0.warns(at: threshold) }.count
+                    sampled.append(.init(alerts: 0, events: 0, churnWarnings: Double(min(warnings, settings.warningClip)),
+                                         shopperDays: user.days))
+                }
+                merged = merged + AlertRateCalibration.release(sampled, settings: .init(budgetPer10k: 50), churn: settings,
+                                                               noiseMultiplier: z, noise: &noise)
+            }
+            threshold = ChurnRateCalibration.next(threshold: threshold, warnings: merged.churnWarnings,
+                                                  days: merged.shopperDays, settings: settings) ?? threshold
+        }
+        return threshold
+    }
+
+    @Test("The realised churn-warning rate is within ×1.5 of its budget in at least 95 % of 50 seeds",
+          arguments: [2.0, 10.0])
+    func churnWithinBudget(budget: Double) async throws {
+        try await onDedicatedThread {
+            var within = 0
+            var rates: [Double] = []
+            for seed in 0..<50 {
+                let rate = Self.heldOutChurnRate(threshold: Self.calibrateChurn(budget: budget, seed: UInt64(seed)))
+                rates.append(rate)
+                if rate >= budget / 1.5 && rate <= budget * 1.5 { within += 1 }
+            }
+            let sorted = rates.sorted()
+            print(String(format: "churn calibration, budget %.0f/1k shopper-days: %d/50 seeds within ×1.5; realised "
+                         + "min %.2f, median %.2f, max %.2f", budget, within, sorted[0], sorted[25], sorted[49]))
+            #expect(within >= 48, "budget \(budget)/1k shopper-days: \(within)/50 within ×1.5; rates \(sorted)")
+            // Control: a threshold left at the cold start (no calibration) misses the budget of 10.
+            let uncalibrated = Self.heldOutChurnRate(threshold: 5)
+            if budget == 10 { #expect(uncalibrated < budget / 1.5, "cold start already at \(uncalibrated)") }
+        }
     }
 
     @Test("Control: the previous estimator (clamped tail of a noisy score histogram) misses the budget")

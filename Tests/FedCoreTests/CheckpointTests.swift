@@ -26,9 +26,11 @@ struct CheckpointTests {
         try store.save(first)
         #expect(try CheckpointStore(path: store.path).load() == first)
         let second = AggregatorCheckpoint(round: 4, modelVersion: 4, parameters: LSTMParameters(shape: shape, seed: 2),
-                                          optimizerState: [], agents: ["a": .init(lastRound: 4, acceptedUpdates: 4)])
+                                          optimizerState: [], agents: ["a": .init(lastRound: 4, acceptedUpdates: 4)],
+                                          thresholds: AlertThresholds(interestShift: -1.75, churnRisk: 6.5))
         try store.save(second)
         #expect(try store.load() == second)
+        #expect(try CheckpointStore(path: store.path).load()?.thresholds == AlertThresholds(interestShift: -1.75, churnRisk: 6.5))
     }
 
     @Test("A coordinator resumed from a checkpoint continues exactly like one that never stopped (server momentum included)")

@@ -8,12 +8,13 @@ import Testing
 
 @Suite("Drift engine: alerts, recommendations, persist-then-publish", .timeLimit(.minutes(1)))
 struct DriftEngineTests {
-    static func engine(threshold: Double = 8) -> DriftEngine {
+    static func engine(threshold: Double = 8, churnThreshold: Double = 8) -> DriftEngine {
         let shape = LSTMShape(categories: 16, embedding: 8, hidden: 8)
         let catalog = CategoryCatalog(itemsPerCategory: Dictionary(uniqueKeysWithValues: (0..<15).map { (UInt64(100 + $0), 100 - $0) }),
                                       categories: 16)
         var settings = DriftEngine.Settings(region: "region-1")
         settings.coldStartThreshold = threshold
+        settings.coldStartChurnThreshold = churnThreshold
         return DriftEngine(parameters: LSTMParameters(shape: shape, seed: 3), modelVersion: 7, catalog: catalog,
                            settings: settings)
     }
@@ -33,6 +34,49 @@ struct DriftEngineTests {
         #expect(ranked.map(\.item) == [2, 1], "\(ranked)")
         #expect(ranked.allSatisfy { $0.category == 101 })
         #expect(ranked[0].score > ranked[1].score)
+    }
+
+    @Test("A shopper who goes silent is warned once, on the event-time clock, with why; one far-future event moves no clock")
+    func churnWarning() {
+        let engine = Self.engine(threshold: 1e9, churnThreshold: 2)
+        let start: Int64 = 1_600_000_000
+        // 200 shoppers, a session every 12 hours (3 events, a minute apart) for 6 days; shopper 7 stops after
+        // day 3. (The clock is a watermark over the last 128 events, so the stream must be that dense.)
+        var events: [BehaviorEvent] = []
+        for session in 0..<12 {
+            for user in UInt64(1)...200 where !(user == 7 && session >= 6) {
+                for step in 0..<3 {
+                    events.append(BehaviorEvent(user: user, item: UInt64(step), category: 100 + user % 5, action: .view,
+                                                timestamp: start + Int64(session) * 43_200 + Int64(user) * 90 + Int64(step) * 60))
+                }
+            }
+        }
+        events.sort { $0.timestamp < $1.timestamp }
+        var warnings: [DriftAlert] = []
+        for event in events {
+            warnings += engine.advanceClock(to: event.timestamp)
+            _ = engine.process(event)
+        }
+        #expect(warnings.map(\.user) == [7], "\(warnings.map { ($0.user, $0.time) })")
+        let warning = warnings.first
+        #expect(warning?.kind == .churnRisk && warning?.threshold == 2 && (warning?.score ?? 0) >= 2)
+        #expect((warning?.silenceDays ?? 0) >= 0.5 && (warning?.time ?? 0) > start + 5 * 43_200)
+        #expect(warning?.explanation.hasPrefix("Churn risk: silent for") == true, "\(warning?.explanation ?? "")")
+        #expect(warning?.fading.first?.category == 102 && warning?.recommendations.isEmpty == false)
+        // One event stamped a year later: the watermark does not move, nobody is warned.
+        let late = start + 365 * 86_400
+        #expect(engine.advanceClock(to: late).isEmpty)
+        _ = engine.process(BehaviorEvent(user: 99, item: 1, category: 101, action: .view, timestamp: late))
+        // Control: when the stream itself moves on (128 events), the clock follows and the silent are warned.
+        var moved: [DriftAlert] = []
+        for step in 0..<128 {
+            moved += engine.advanceClock(to: late + Int64(step))
+            _ = engine.process(BehaviorEvent(user: 1_000 + UInt64(step), item: 1, category: 101, action: .view,
+                                             timestamp: late + Int64(step)))
+        }
+        // Everyone but shopper 7 (already warned in this silence) and 99 (the one active "a year later").
+        let expected = Set((UInt64(1)...200).filter { $0 != 7 && $0 != 99 }), warned = Set(moved.map(\.user))
+        #expect(warned == expected, "missing \(expected.subtracting(warned).sorted()), extra \(warned.subtracting(expected).sorted())")
     }
 
     @Test("An abrupt shift in a live stream raises one alert with emerging categories and recommendations from them")
@@ -74,10 +118,11 @@ struct DriftEngineTests {
         defer { try? FileManager.default.removeItem(at: directory) }
         let storePath = directory.appendingPathComponent("alerts.sqlite").path
         let jsonl = directory.appendingPathComponent("alerts.jsonl").path
-        let alert = DriftAlert(id: "region-1-5-1-1", user: 5, region: "region-1", time: 1, score: 9, threshold: 8,
-                               kind: "interest_shift", emerging: [.init(category: 110, weight: 0.6)],
-                               fading: [.init(category: 100, weight: 0.5)], modelVersion: 3,
-                               recommendations: [.init(item: 1_001, category: 110, score: 0.2)])
+        let alert = DriftAlert(id: "region-1-1-1", user: 5, region: "region-1", time: 1, score: 9, threshold: 8,
+                               kind: .interestShift, emerging: [.init(category: 110, before: 0, after: 0.6)],
+                               fading: [.init(category: 100, before: 0.5, after: 0)], events: 4, modelVersion: 3,
+                               recommendations: [.init(item: 1_001, category: 110, score: 0.2)],
+                               explanation: "Interest shift")
         // "Crash" between the commit and the publication: the alert is stored, not marked published.
         let crashed = try AlertStore(path: storePath)
         try crashed.record([alert])
@@ -98,7 +143,7 @@ struct DriftEngineTests {
         #expect(received == alert)
         #expect(try AlertStore(path: storePath).unpublished().isEmpty)
         let lines = try String(contentsOfFile: jsonl, encoding: .utf8).split(separator: "\n")
-        #expect(lines.count == 1 && lines[0].contains("\"id\":\"region-1-5-1-1\""))
+        #expect(lines.count == 1 && lines[0].contains("\"id\":\"region-1-1-1\""))
         // Recording the same alert again does not duplicate it.
         try AlertStore(path: storePath).record([alert])
         #expect(try AlertStore(path: storePath).list().count == 1)

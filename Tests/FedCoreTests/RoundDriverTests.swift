@@ -11,11 +11,19 @@ struct RoundDriverTests {
     private static let now: Int64 = 1_700_000_000_000
     private static let settings = RoundDriver.Settings(
         minAgents: 2, enrolledAgents: 3, timeoutMilliseconds: 10_000, maxRounds: 3,
-        calibration: AlertRateCalibration.Settings(budgetPer10k: 50), initialThreshold: 2)
+        calibration: AlertRateCalibration.Settings(budgetPer10k: 50),
+        churnCalibration: ChurnRateCalibration.Settings(budgetPer1kDays: 5),
+        initialThresholds: AlertThresholds(interestShift: 2, churnRisk: 5))
+    private static let initial = settings.initialThresholds
 
-    /// Merged releases: `alerts` alerts over `events` events.
-    private static func counts(alerts: Double, events: Double) -> AlertRateCalibration.Counts {
-        AlertRateCalibration.Counts(alerts: alerts, events: events)
+    /// Merged releases: `alerts` alerts over `events` events, `warnings` churn warnings over `days`.
+    private static func counts(alerts: Double, events: Double, warnings: Double = 0,
+                               days: Double = 0) -> AlertRateCalibration.Counts {
+        AlertRateCalibration.Counts(alerts: alerts, events: events, churnWarnings: warnings, shopperDays: days)
+    }
+
+    private static func thresholds(_ shift: Double, _ churn: Double) -> AlertThresholds {
+        AlertThresholds(interestShift: shift, churnRisk: churn)
     }
 
     /// A setup step: an event and the live agent count the service observed with it.
@@ -61,24 +69,33 @@ struct RoundDriverTests {
             live: 3, expected: []),
         Row(name: "closed, quorum still live: checkpoint, report, open the next round", setup: closing1,
             event: .closed(round: 1, aggregated: true, alerts: nil), live: 3,
-            expected: [.checkpoint(round: 1), .report(round: 1), .open(round: 2, deadlineMilliseconds: now + 10_000)]),
+            expected: [.checkpoint(round: 1, thresholds: initial), .report(round: 1), .open(round: 2, deadlineMilliseconds: now + 10_000)]),
         Row(name: "closed after a failed quorum: checkpoint and report all the same", setup: closing1,
             event: .closed(round: 1, aggregated: false, alerts: nil), live: 3,
-            expected: [.checkpoint(round: 1), .report(round: 1), .open(round: 2, deadlineMilliseconds: now + 10_000)]),
+            expected: [.checkpoint(round: 1, thresholds: initial), .report(round: 1), .open(round: 2, deadlineMilliseconds: now + 10_000)]),
         Row(name: "closed with agents gone: wait for them", setup: closing1,
             event: .closed(round: 1, aggregated: true, alerts: nil), live: 1,
-            expected: [.checkpoint(round: 1), .report(round: 1), .waitForAgents(live: 1, quorum: 2)]),
+            expected: [.checkpoint(round: 1, thresholds: initial), .report(round: 1), .waitForAgents(live: 1, quorum: 2)]),
         Row(name: "closed with alerts at e times the budget: the threshold rises one step, before the report",
             setup: closing1, event: .closed(round: 1, aggregated: true, alerts: counts(alerts: 50 * exp(1), events: 10_000)),
-            live: 3, expected: [.checkpoint(round: 1), .announceThreshold(3, rate: 50 * exp(1), events: 10_000),
+            live: 3, expected: [.checkpoint(round: 1, thresholds: thresholds(3, 5)),
+                                .announceThresholds(thresholds(3, 5), estimate: counts(alerts: 50 * exp(1), events: 10_000)),
                                 .report(round: 1), .open(round: 2, deadlineMilliseconds: now + 10_000)]),
         Row(name: "closed with no alerts: the threshold falls one step", setup: closing1,
             event: .closed(round: 1, aggregated: true, alerts: counts(alerts: -3, events: 100_000)), live: 3,
-            expected: [.checkpoint(round: 1), .announceThreshold(1, rate: 0, events: 100_000),
+            expected: [.checkpoint(round: 1, thresholds: thresholds(1, 5)),
+                       .announceThresholds(thresholds(1, 5), estimate: counts(alerts: -3, events: 100_000)),
                        .report(round: 1), .open(round: 2, deadlineMilliseconds: now + 10_000)]),
         Row(name: "closed with too few events to expect one alert: the threshold stays", setup: closing1,
             event: .closed(round: 1, aggregated: true, alerts: counts(alerts: 5, events: 199)), live: 3,
-            expected: [.checkpoint(round: 1), .report(round: 1), .open(round: 2, deadlineMilliseconds: now + 10_000)]),
+            expected: [.checkpoint(round: 1, thresholds: initial), .report(round: 1), .open(round: 2, deadlineMilliseconds: now + 10_000)]),
+        Row(name: "churn warnings at e times their budget: the churn threshold rises one step (0.5), the other stays",
+            setup: closing1, event: .closed(round: 1, aggregated: true,
+                                            alerts: counts(alerts: 5, events: 199, warnings: 5 * exp(1), days: 1_000)),
+            live: 3, expected: [.checkpoint(round: 1, thresholds: thresholds(2, 5.5)),
+                                .announceThresholds(thresholds(2, 5.5), estimate: counts(alerts: 5, events: 199,
+                                                                                      warnings: 5 * exp(1), days: 1_000)),
+                                .report(round: 1), .open(round: 2, deadlineMilliseconds: now + 10_000)]),
         Row(name: "a close for a round not closing: ignored", setup: open1,
             event: .closed(round: 1, aggregated: true, alerts: nil), live: 3, expected: []),
         Row(name: "after waiting, an agent back: open the next round", setup: closing1
@@ -89,7 +106,7 @@ struct RoundDriverTests {
                 Step(event: .closed(round: 2, aggregated: true, alerts: nil), live: 3),
                 Step(event: .deadlineReached(round: 3), live: 3),
             ], event: .closed(round: 3, aggregated: true, alerts: nil), live: 3,
-            expected: [.checkpoint(round: 3), .report(round: 3), .finish]),
+            expected: [.checkpoint(round: 3, thresholds: initial), .report(round: 3), .finish]),
     ]
 
     @Test("Transition", arguments: rows)
@@ -99,11 +116,14 @@ struct RoundDriverTests {
         #expect(driver.handle(row.event, liveAgents: row.live, now: Self.now) == row.expected)
     }
 
-    @Test("A resumed federation continues at the checkpoint's next round")
+    @Test("A resumed federation continues at the checkpoint's next round, with its thresholds")
     func resume() {
-        var driver = RoundDriver(settings: Self.settings, round: 41)
+        var driver = RoundDriver(settings: Self.settings, round: 41, thresholds: Self.thresholds(-1.5, 7))
         #expect(driver.handle(.agentsChanged, liveAgents: 3, now: Self.now)
             == [.open(round: 42, deadlineMilliseconds: Self.now + 10_000)])
+        _ = driver.handle(.deadlineReached(round: 42), liveAgents: 3, now: Self.now)
+        #expect(driver.handle(.closed(round: 42, aggregated: true, alerts: nil), liveAgents: 3, now: Self.now).first
+            == .checkpoint(round: 42, thresholds: Self.thresholds(-1.5, 7)))
     }
 
     @Test("After finishing, nothing opens again")
@@ -114,7 +134,7 @@ struct RoundDriverTests {
         _ = driver.handle(.agentsChanged, liveAgents: 3, now: Self.now)
         _ = driver.handle(.deadlineReached(round: 1), liveAgents: 3, now: Self.now)
         #expect(driver.handle(.closed(round: 1, aggregated: true, alerts: nil), liveAgents: 3, now: Self.now)
-            == [.checkpoint(round: 1), .report(round: 1), .finish])
+            == [.checkpoint(round: 1, thresholds: Self.initial), .report(round: 1), .finish])
         #expect(driver.phase == .finished)
         #expect(driver.handle(.agentsChanged, liveAgents: 3, now: Self.now).isEmpty)
     }
@@ -122,12 +142,12 @@ struct RoundDriverTests {
     @Test("At the budget the threshold stays; the step is proportional to the log rate error, within ±1")
     func calibrationSteps() {
         func next(after alerts: Double, events: Double, from threshold: Double) -> Double {
-            var driver = RoundDriver(settings: Self.settings, round: 0, threshold: threshold)
+            var driver = RoundDriver(settings: Self.settings, round: 0, thresholds: Self.thresholds(threshold, 5))
             _ = driver.handle(.agentsChanged, liveAgents: 3, now: Self.now)
             _ = driver.handle(.deadlineReached(round: 1), liveAgents: 3, now: Self.now)
             _ = driver.handle(.closed(round: 1, aggregated: true, alerts: Self.counts(alerts: alerts, events: events)),
                               liveAgents: 3, now: Self.now)
-            return driver.threshold
+            return driver.thresholds.interestShift
         }
         #expect(next(after: 50, events: 10_000, from: 4) == 4)
         #expect(abs(next(after: 50 * exp(0.3), events: 10_000, from: 4) - 4.3) < 1e-12)

@@ -64,6 +64,37 @@ struct SimulatorTests {
         #expect(after > 0.5, "emerging categories after the shift: \(after)")
     }
 
+    @Test("Disengaged shoppers' sessions collapse to a few view-only ones after the ground-truth time")
+    func disengagementIsReal() throws {
+        var parameters = ShopperSimulator.Parameters()
+        parameters.users = 400
+        parameters.seed = 11
+        parameters.disengagementRate = 0.2
+        let output = ShopperSimulator(parameters: parameters).run()
+        let byUser = Dictionary(grouping: output.events, by: \.user)
+        let disengaged = output.shifts.filter { $0.kind == .disengagement }
+        #expect((0.1...0.2).contains(Double(disengaged.count) / 400), "share of disengaged users \(disengaged.count)")
+        #expect(Set(disengaged.map(\.user)).isDisjoint(with: output.shifts.filter { $0.kind == .interestShift }.map(\.user)))
+        var rateBefore = 0.0, rateAfter = 0.0, intentAfter = 0
+        for change in disengaged {
+            let events = try #require(byUser[change.user])
+            let head = events[..<change.eventIndex], tail = events[change.eventIndex...]
+            if change.eventIndex < events.count { #expect(events[change.eventIndex].timestamp >= change.time) }
+            if change.eventIndex > 0 { #expect(events[change.eventIndex - 1].timestamp < change.time) }
+            let end = parameters.start + Int64(parameters.days) * 86_400
+            rateBefore += Double(head.count) / Double(change.time - parameters.start)
+            rateAfter += Double(tail.count) / Double(max(1, end - change.time))
+            intentAfter += tail.filter { $0.action != .view }.count
+        }
+        #expect(rateAfter < 0.15 * rateBefore, "activity after \(rateAfter) vs before \(rateBefore)")
+        #expect(intentAfter == 0, "carts, favourites or purchases after disengaging")
+        // Control: without disengagement the same shoppers keep their activity (the check above can fail).
+        parameters.disengagementRate = 0
+        let steady = ShopperSimulator(parameters: parameters).run()
+        #expect(steady.shifts.allSatisfy { $0.kind == .interestShift })
+        #expect(steady.events.count > output.events.count * 103 / 100)
+    }
+
     @Test("The same seed gives the same shoppers")
     func deterministic() {
         var parameters = ShopperSimulator.Parameters()

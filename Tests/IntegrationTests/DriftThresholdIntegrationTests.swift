@@ -48,8 +48,21 @@ struct DriftThresholdIntegrationTests {
         for start in stride(from: 0, to: rows.count, by: 200) {
             try await push.send([Array(rows[start..<min(start + 200, rows.count)].joined(separator: "\n").utf8)])
         }
-        #expect(await aggregator.waitForOutput("Drift threshold calibrated", seconds: 120), "\(aggregator.output)")
-        #expect(await agent.waitForOutput("Drift threshold from the aggregator", seconds: 30), "\(agent.output)")
+        #expect(await aggregator.waitForOutput("Alert thresholds calibrated", seconds: 120), "\(aggregator.output)")
+        #expect(await agent.waitForOutput("Alert thresholds from the aggregator", seconds: 30), "\(agent.output)")
+        // Both thresholds are in the checkpoint (a restarted aggregator keeps them) and in the agent's
+        // thresholds.json (what `edge-agent alerts` shows); the agent writes it on its scoring thread.
+        let checkpoint = try CheckpointStore(path: federation.path("state/checkpoint.sqlite")).load()
+        #expect(checkpoint?.thresholds != nil)
+        var applied: AlertThresholds?
+        for _ in 0..<50 where applied == nil {
+            applied = AlertThresholdsFile.read(federation.path("data/region-1/thresholds.json"))?.thresholds
+            if applied == nil { try await Task.sleep(for: .milliseconds(100)) }
+        }
+        #expect(applied != nil && applied?.churnRisk.isFinite == true)
+        let listing = try federation.start("edge-agent", ["alerts", "--config", "region-1.yaml"])
+        #expect(await listing.waitForExit(seconds: 30) == 0, "\(listing.output)")
+        #expect(listing.output.contains("threshold"), "\(listing.output)")
         // The same live state answers recommendation queries (REQ), through the CLI. Scoring runs behind
         // ingest on its own thread, so the shopper may not be scored at the first ask: ask again.
         var items: [[String: Any]] = [], output = ""
@@ -68,9 +81,7 @@ struct DriftThresholdIntegrationTests {
         #expect(unknown.output.contains("no scored events"), "\(unknown.output)")
         let ledger = try PrivacyLedger(path: federation.path("data/region-1/privacy.sqlite"),
                                        budget: PrivacyBudget(epsilon: .infinity, delta: 1e-6))
-        // Two noisy sums with multiplier 1 each: accounted as one Gaussian mechanism with multiplier 1/√2.
-        #expect(try ledger.entries().contains {
-            $0.mechanism == "alert_rate" && abs($0.noiseMultiplier - 1 / 2.0.squareRoot()) < 1e-12
-        })
+        // Four noisy sums with multiplier 1 each: accounted as one Gaussian mechanism with multiplier 1/2.
+        #expect(try ledger.entries().contains { $0.mechanism == "alert_rate" && abs($0.noiseMultiplier - 0.5) < 1e-12 })
     }
 }

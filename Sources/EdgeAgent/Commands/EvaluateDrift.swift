@@ -13,10 +13,17 @@ struct EvaluateDrift: ParsableCommand {
         discussion: """
             Workload 1: the built-in simulator's injected interest shifts (the detector's model is trained by this \
             command on a disjoint half of the simulated shoppers). Workload 2 (with --data): real sequences in which \
-            half the users' streams continue, at a random point, with another user's stream; the model is trained \
-            on the other users of the file. Each method's threshold keeps its alarms on the unswitched streams \
-            within the alert budget; detection = first alarm within 30 events after the switch. Also reported: \
-            HR@10 over the next 20 events of the emerging-first (proactive) ranking vs the model's ordinary one.
+            half the users' streams continue, at a random point, with another user's stream. Users are split in two \
+            folds by a hash of their id: the model and the population prior come from fold 0 (where fit-drift fits \
+            the detector), the figures from fold 1. Each method's threshold keeps its alarms on the unswitched \
+            streams within the alert budget; detection = first alarm within 30 events after the switch. For FedDrift \
+            also the calibration error: the threshold set on fold 0's streams, applied to fold 1 (false alarms and \
+            detection realised there). Also reported: HR@10 over the next 20 events of the emerging-first \
+            (proactive) ranking vs the model's ordinary one.
+
+            Example (fit on fold 0, report on fold 1):
+              edge-agent fit-drift --data ub_sample_users.csv --out fitted.json
+              edge-agent evaluate-drift --data ub_sample_users.csv --detector-settings @fitted.json --json
             """
     )
 
@@ -45,9 +52,13 @@ struct EvaluateDrift: ParsableCommand {
     var shortDecay = DriftDetector.Settings().shortDecay
 
     @Option(name: .long, help: """
-        FedDrift switch detector settings as a JSON object of drift.detector keys, e.g.         '{"run_lengths": 30, "hazard": 0.01}'; keys not given keep their defaults.
+        FedDrift switch detector settings as a JSON object of alerts.detector keys, e.g. \
+        '{"run_lengths": 30, "hazard": 0.01}', or @FILE (fit-drift's output); keys not given keep their defaults.
         """)
     var detectorSettings: String?
+
+    @Flag(name: .long, help: "Skip the simulator workload (with --data).")
+    var noSimulator = false
 
     @Option(name: .long, help: "Switch points: seed of the splice (real workloads).")
     var spliceSeed: UInt64 = 5
@@ -62,41 +73,38 @@ struct EvaluateDrift: ParsableCommand {
 
     func run() throws {
         let shape = LSTMShape.small
-        let simulated = DriftEvaluation.simulatorWorkload(users: users, seed: seed, shape: shape)
-        try report(workload: "simulator", streams: simulated.streams, training: simulated.training,
-                   prior: DriftEvaluation.prior(from: simulated.rawTraining, categories: simulated.rawCategories),
-                   shape: shape, outOfVocabulary: simulated.outOfVocabulary, budgets: [1, 10, 50])
+        if !noSimulator {
+            let simulated = DriftEvaluation.simulatorWorkload(users: users, seed: seed, shape: shape)
+            try report(workload: "simulator", streams: simulated.streams, training: simulated.training,
+                       prior: DriftEvaluation.prior(from: simulated.rawTraining, categories: simulated.rawCategories),
+                       shape: shape, outOfVocabulary: simulated.outOfVocabulary, budgets: [1, 10, 50])
+        }
         guard let data else { return }
         let loaded = format == "ml100k" ? try SimulationData.movieLens(directory: data, keep: 400)
             : try SimulationData.file(path: data, format: EventFormat(rawValue: format) ?? .taobao, shape: shape, keep: 400)
-        // Users alternate between the model's training set and the evaluated streams.
-        let training = loaded.users.enumerated().filter { $0.offset % 2 == 0 }.map { user in
-            EventSequence(categories: Array(user.element.categories.suffix(50)),
-                          actions: Array(user.element.actions.suffix(50)), gaps: Array(user.element.gaps.suffix(50)))
+        // Fold 0 (by a hash of the user id) trains the model, gives the prior and calibrates; fold 1 is reported.
+        let fit = loaded.fold(0), held = loaded.fold(1)
+        let training = fit.users.map { user in
+            EventSequence(categories: Array(user.categories.suffix(50)), actions: Array(user.actions.suffix(50)),
+                          gaps: Array(user.gaps.suffix(50)))
         }
-        let evaluated = loaded.users.enumerated().filter { $0.offset % 2 == 1 }.map(\.element)
-        let rawTraining = loaded.rawUsers.enumerated().filter { $0.offset % 2 == 0 }.map(\.element)
-        let rawEvaluated = loaded.rawUsers.enumerated().filter { $0.offset % 2 == 1 }.map(\.element)
         try report(workload: format == "ml100k" ? "ml100k_switches" : "real_switches",
-               streams: DriftEvaluation.spliced(evaluated, raw: rawEvaluated, seed: spliceSeed), training: training,
-               prior: DriftEvaluation.prior(from: rawTraining, categories: loaded.rawCategories), shape: loaded.shape,
-               outOfVocabulary: loaded.outOfVocabulary, budgets: [10, 50])
+                   streams: DriftEvaluation.spliced(held.users, raw: held.raw, seed: spliceSeed), training: training,
+                   prior: DriftEvaluation.prior(from: fit.raw, categories: loaded.rawCategories), shape: loaded.shape,
+                   outOfVocabulary: loaded.outOfVocabulary, budgets: [10, 50],
+                   calibration: DriftEvaluation.spliced(fit.users, raw: fit.raw, seed: spliceSeed))
     }
 
     private var switchSettings: SwitchDetector.Settings {
         get throws {
             guard let detectorSettings else { return SwitchDetector.Settings() }
-            do {
-                return try JSONDecoder().decode(SwitchDetector.Settings.self, from: Data(detectorSettings.utf8))
-            } catch {
-                throw ValidationError("--detector-settings: \(error)")
-            }
+            return try FitDrift.loadSettings(detectorSettings, option: "--detector-settings")
         }
     }
 
     private func report(workload: String, streams: [DriftEvaluation.Stream], training: [EventSequence],
-                        prior: [Double], shape: LSTMShape,
-                        outOfVocabulary: Int32, budgets: [Double]) throws {
+                        prior: [Double], shape: LSTMShape, outOfVocabulary: Int32, budgets: [Double],
+                        calibration: [DriftEvaluation.Stream]? = nil) throws {
         var settings = FederationSimulation.Settings()
         settings.centralEpochs = epochs
         settings.sequenceLength = 50
@@ -112,8 +120,20 @@ struct EvaluateDrift: ParsableCommand {
         detector.divergenceWeight = divergenceWeight
         detector.shortDecay = shortDecay
         let switchDetector = SwitchDetector(settings: try switchSettings, prior: prior)
-        let rows = DriftEvaluation.evaluate(workload: workload, streams: streams, scorer: StreamingScorer(parameters: model),
+        var rows = DriftEvaluation.evaluate(workload: workload, streams: streams, scorer: StreamingScorer(parameters: model),
                                             budgets: budgets, settings: detector, switches: switchDetector)
+        if let calibration {
+            // The threshold that meets the budget on fold 0, applied as is to fold 1.
+            for index in rows.indices where rows[index].method == "feddrift" {
+                let budget = rows[index].budgetPer10k
+                let threshold = DriftFitting.measure(try switchSettings, streams: calibration, prior: prior,
+                                                     budget: budget).threshold
+                let realised = DriftFitting.measure(try switchSettings, streams: streams, prior: prior, budget: budget,
+                                                    threshold: threshold)
+                rows[index].calibratedFalseAlarmsPer10k = realised.falseAlarmsPer10k
+                rows[index].calibratedDetectionRate = realised.rate
+            }
+        }
         let encoder = JSONEncoder()
         encoder.outputFormatting = [.sortedKeys]
         for row in rows {
@@ -124,7 +144,11 @@ struct EvaluateDrift: ParsableCommand {
                 print(String(format: "%@  budget %4.0f/10k  %-13@ detected %5.1f%% of %d  false alarms %5.1f/10k  "
                              + "delay p50 %@ p90 %@  HR@10 proactive %@ ordinary %@", row.workload, row.budgetPer10k,
                              row.method, 100 * row.detectionRate, row.switches, row.falseAlarmsPer10k,
-                             show(row.delayP50), show(row.delayP90), show(row.proactiveHR10), show(row.ordinaryHR10)))
+                             show(row.delayP50), show(row.delayP90), show(row.proactiveHR10), show(row.ordinaryHR10))
+                      + (row.calibratedFalseAlarmsPer10k.map {
+                          String(format: "  threshold from fold 0: %.1f false alarms/10k, %.1f%% detected", $0,
+                                 100 * (row.calibratedDetectionRate ?? 0))
+                      } ?? ""))
             }
         }
     }

@@ -88,15 +88,20 @@ struct Run: AsyncParsableCommand {
         driftSettings.coldStartThreshold = configuration.alerts.coldStartThreshold
         driftSettings.recommendations = configuration.alerts.recommendations
         driftSettings.detector = configuration.alerts.detector
+        driftSettings.churn = configuration.alerts.churn
+        driftSettings.coldStartChurnThreshold = configuration.alerts.coldStartChurnThreshold
         // Scoring runs on its own thread; it replays each user's recent history when the first model arrives.
-        let scoring = LiveScoring(catalog: catalog, settings: driftSettings, store: store, logger: logger)
+        let scoring = LiveScoring(catalog: catalog, settings: driftSettings, store: store, logger: logger,
+                                  thresholdsFile: configuration.thresholdsPath)
         defer { scoring.stop() }
         let worker = StoreRoundWorker(store: store, catalog: catalog, evaluationUsers: configuration.evaluationUsers,
                                       threads: configuration.threads, ledger: ledger,
                                       evaluationNoiseMultiplier: configuration.privacy?.evaluationNoiseMultiplier ?? 0,
                                       alerting: .init(detector: driftSettings.detector, rule: driftSettings.rule,
                                                       calibration: AlertRateCalibration.Settings(budgetPer10k: 50),
-                                                      threshold: { scoring.threshold }))
+                                                      churn: driftSettings.churn,
+                                                      churnCheckSeconds: driftSettings.churnCheckSeconds,
+                                                      thresholds: { scoring.thresholds }))
         let alertChannel = try configuration.alerts.publish.map { endpoint in
             try ZMQChannel(context: context, configuration: .init(kind: .pub, bind: [endpoint]))
         }
@@ -107,8 +112,12 @@ struct Run: AsyncParsableCommand {
         let session = try AgentSession(configuration: configuration, identity: identity, aggregator: aggregatorIdentity,
                                        context: context, worker: worker, logger: logger,
                                        onModel: { parameters, version in scoring.install(parameters, modelVersion: version) },
-                                       onThresholds: { thresholds in
-                                           if let first = thresholds.first { scoring.setThreshold(Double(first)) }
+                                       onThresholds: { values in
+                                           let churnDefault = scoring.thresholds.churnRisk
+                                           if let thresholds = AlertThresholds(values: values.map(Double.init),
+                                                                               churnDefault: churnDefault) {
+                                               scoring.setThresholds(thresholds)
+                                           }
                                        })
         defer { session.close() }
         var services: [ServiceGroupConfiguration.ServiceConfiguration] = [

@@ -49,10 +49,11 @@ package struct AlertRule: Sendable, Equatable {
 /// clipped to ``Settings/alertClip``) and events (each user's clipped to the window). The aggregator
 /// adds the agents' releases and moves the threshold (a log-odds score) by a bounded step toward the
 /// budget: θ ← θ + η·clamp(log(rate / budget), −1, 1). Noisy sums are used unclamped, so no estimator
-/// bias is introduced; the step's noise averages out over rounds. The released vector
-/// (alerts / alertClip, events / eventWindow) has L2 sensitivity √2 per user, so a release with noise
-/// multiplier z on each coordinate costs what a Gaussian mechanism with multiplier z / √2 costs
-/// (``accountedNoiseMultiplier(_:)``), subsampled at the round's rate.
+/// bias is introduced; the step's noise averages out over rounds. The same release carries the churn
+/// threshold's what-if sums (``ChurnRateCalibration``). The released vector (alerts / alertClip,
+/// events / eventWindow, warnings / warningClip, days / windowDays) has L2 sensitivity 2 per user, so a
+/// release with noise multiplier z on each coordinate costs what a Gaussian mechanism with multiplier
+/// z / 2 costs (``accountedNoiseMultiplier(_:)``), subsampled at the round's rate.
 package enum AlertRateCalibration {
     /// Most recent events per user the what-if counts replay — and live scoring replays when it starts,
     /// so that both see a user's statistic with the same history behind it (a shorter replay leaves
@@ -75,15 +76,35 @@ package enum AlertRateCalibration {
         package init(budgetPer10k: Double) { self.budgetPer10k = budgetPer10k }
     }
 
-    /// One agent's (or the merged) release: noisy sums of clipped alert and event counts.
+    /// One agent's (or the merged) release: noisy sums of clipped alert and event counts, and of the
+    /// churn-risk what-if (``ChurnRateCalibration``): warnings and shopper-days.
     package struct Counts: Sendable, Equatable {
         package var alerts: Double
         package var events: Double
+        package var churnWarnings: Double
+        package var shopperDays: Double
 
-        package init(alerts: Double, events: Double) { (self.alerts, self.events) = (alerts, events) }
+        package init(alerts: Double, events: Double, churnWarnings: Double = 0, shopperDays: Double = 0) {
+            (self.alerts, self.events) = (alerts, events)
+            (self.churnWarnings, self.shopperDays) = (churnWarnings, shopperDays)
+        }
+
+        package static let zero = Counts(alerts: 0, events: 0)
 
         package static func + (lhs: Counts, rhs: Counts) -> Counts {
-            Counts(alerts: lhs.alerts + rhs.alerts, events: lhs.events + rhs.events)
+            Counts(alerts: lhs.alerts + rhs.alerts, events: lhs.events + rhs.events,
+                   churnWarnings: lhs.churnWarnings + rhs.churnWarnings, shopperDays: lhs.shopperDays + rhs.shopperDays)
+        }
+
+        /// The released vector: (alerts, events, churn warnings, shopper-days).
+        package var values: [Double] { [alerts, events, churnWarnings, shopperDays] }
+
+        /// From a released vector of 2 (no churn part) or 4 values; nil for any other length or a
+        /// value that is not finite.
+        package init?(values: [Double]) {
+            guard values.count == 2 || values.count == 4, values.allSatisfy(\.isFinite) else { return nil }
+            self.init(alerts: values[0], events: values[1], churnWarnings: values.count == 4 ? values[2] : 0,
+                      shopperDays: values.count == 4 ? values[3] : 0)
         }
     }
 
@@ -98,16 +119,26 @@ package enum AlertRateCalibration {
 
     /// An agent's release over its sampled users' exact counts: each sum plus N(0, (z·clip)²), snapped.
     package static func release<G: RandomNumberGenerator>(_ users: [Counts], settings: Settings,
+                                                          churn: ChurnRateCalibration.Settings,
                                                           noiseMultiplier z: Double,
                                                           noise: inout GaussianNoise<G>) -> Counts {
-        let exact = users.reduce(Counts(alerts: 0, events: 0), +)
+        let exact = users.reduce(Counts.zero, +)
         guard z > 0 else { return exact }
         return Counts(alerts: noise.noised(count: exact.alerts, sigma: z * Double(settings.alertClip)),
-                      events: noise.noised(count: exact.events, sigma: z * Double(settings.eventWindow)))
+                      events: noise.noised(count: exact.events, sigma: z * Double(settings.eventWindow)),
+                      churnWarnings: noise.noised(count: exact.churnWarnings, sigma: z * Double(churn.warningClip)),
+                      shopperDays: noise.noised(count: exact.shopperDays, sigma: z * churn.windowDays))
     }
 
-    /// The noise multiplier the accountant charges for a release with multiplier `z` on each sum.
-    package static func accountedNoiseMultiplier(_ z: Double) -> Double { z / 2.0.squareRoot() }
+    /// Coordinates of the release: alerts, events, churn warnings, shopper-days.
+    package static let releasedCoordinates = 4
+
+    /// The noise multiplier the accountant charges for a release with multiplier `z` on each of the
+    /// four sums: each is clipped per user, so the vector of sums / clips has L2 sensitivity √4 = 2,
+    /// and the release costs what a Gaussian mechanism with multiplier z / 2 costs.
+    package static func accountedNoiseMultiplier(_ z: Double) -> Double {
+        z / Double(releasedCoordinates).squareRoot()
+    }
 
     /// The next threshold from the merged releases of a round; unchanged when the events are too few
     /// to say anything (fewer than 10,000 / budget, i.e. under one expected alert).
@@ -116,5 +147,25 @@ package enum AlertRateCalibration {
         let rate = max(merged.alerts, 0.5) / merged.events * 10_000
         let error = min(1, max(-1, log(rate / settings.budgetPer10k)))
         return min(settings.maximum, max(settings.minimum, threshold + settings.step * error))
+    }
+}
+
+/// The thresholds the federation broadcasts, in the detectors' units: the interest-shift statistic
+/// (S − offset) and the churn risk (nats). On the wire: `[interestShift, churnRisk]`.
+package struct AlertThresholds: Sendable, Equatable {
+    package var interestShift: Double
+    package var churnRisk: Double
+
+    package init(interestShift: Double, churnRisk: Double) {
+        (self.interestShift, self.churnRisk) = (interestShift, churnRisk)
+    }
+
+    package var values: [Double] { [interestShift, churnRisk] }
+
+    /// From `[interestShift, churnRisk]`; a single value (an aggregator without churn calibration)
+    /// leaves churn at `churnDefault`. Nil when empty or not finite.
+    package init?(values: [Double], churnDefault: Double) {
+        guard let first = values.first, values.allSatisfy(\.isFinite) else { return nil }
+        self.init(interestShift: first, churnRisk: values.count > 1 ? values[1] : churnDefault)
     }
 }

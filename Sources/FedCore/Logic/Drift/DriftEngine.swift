@@ -3,9 +3,26 @@ import Foundation
 
 /// An interest-drift alert with its proactive recommendations.
 package struct DriftAlert: Sendable, Codable, Equatable {
+    /// A category that emerged or faded: its share of the shopper's long-run activity (`before`) and
+    /// of their recent category changes (`after`); `weight` is the size of the move, |after − before|.
     package struct Category: Sendable, Codable, Equatable {
         package var category: UInt64
         package var weight: Double
+        package var before: Double
+        package var after: Double
+
+        package init(category: UInt64, before: Double, after: Double) {
+            (self.category, self.before, self.after) = (category, before, after)
+            weight = abs(after - before)
+        }
+    }
+
+    /// The kinds of alert.
+    package enum Kind: String, Sendable, Codable, CaseIterable {
+        /// The shopper's interests moved to other categories.
+        case interestShift = "interest_shift"
+        /// An active shopper went silent for longer than their habits make likely.
+        case churnRisk = "churn_risk"
     }
 
     package struct Recommendation: Sendable, Codable, Equatable {
@@ -21,15 +38,22 @@ package struct DriftAlert: Sendable, Codable, Equatable {
     package var time: Int64
     package var score: Double
     package var threshold: Double
-    package var kind: String
+    package var kind: Kind
     package var emerging: [Category]
     package var fading: [Category]
+    /// Interest shift: the shopper's events since the most probable changepoint (nil when unclear).
+    package var events: Int?
+    /// Churn risk: the silence (days) when the warning was raised, and the shopper's usual sessions a day.
+    package var silenceDays: Double?
+    package var usualSessionsPerDay: Double?
     package var modelVersion: UInt64
     package var recommendations: [Recommendation]
+    /// Why, in words a merchandiser reads.
+    package var explanation: String
 
     enum CodingKeys: String, CodingKey {
-        case id, user, region, time, score, threshold, kind, emerging, fading, recommendations
-        case modelVersion = "model_version"
+        case id, user, region, time, score, threshold, kind, emerging, fading, events, recommendations, explanation
+        case modelVersion = "model_version", silenceDays = "silence_days", usualSessionsPerDay = "usual_sessions_per_day"
     }
 }
 
@@ -52,12 +76,18 @@ package final class DriftEngine {
         package var itemsPerCategory = 64
         package var detector = SwitchDetector.Settings()
         package var rule = AlertRule()
+        /// Churn risk: the detector, the threshold (nats) before the aggregator's first calibration, and
+        /// the event-time clock on which silences are checked.
+        package var churn = ChurnDetector.Settings()
+        package var coldStartChurnThreshold = 8.0
+        package var churnCheckSeconds: Int64 = 3_600
         package init(region: String) { self.region = region }
     }
 
     struct UserSlot {
         var lstm: [Float]
         var drift = SwitchDetector.UserState()
+        var churn = ChurnDetector.UserState()
         var alerting = AlertRule.State()
         var lastTime: Int64?
         var purchases: [(item: UInt64, time: Int64)] = []
@@ -68,8 +98,17 @@ package final class DriftEngine {
     package private(set) var modelVersion: UInt64
     /// The threshold in force: the aggregator's newest, or the cold-start value until one arrives.
     package var threshold: Double
+    /// The churn-risk threshold in force (nats of surprise at the silence), likewise.
+    package var churnThreshold: Double
     private var scorer: StreamingScorer
     private var detector: SwitchDetector
+    private let churn: ChurnDetector
+    /// The next time (event time) at which silences are checked; nil until the first live event.
+    private var nextCheck: Int64?
+    /// The last 128 live event times (a ring), how many it holds, where the next goes, and how many are
+    /// at or after `nextCheck`.
+    private var recentTimes = [Int64](repeating: 0, count: 128)
+    private var recentCount = 0, recentNext = 0, reachedNext = 0
     private var users: [UInt64: UserSlot] = [:]
     /// Per model category: item → recency-weighted count (value × exp(time / τ) relative to `epoch`).
     private var popularity: [Int32: [UInt64: Double]] = [:]
@@ -85,6 +124,8 @@ package final class DriftEngine {
         scorer = StreamingScorer(parameters: parameters)
         detector = SwitchDetector(settings: settings.detector, prior: scorer.initialDistribution())
         threshold = settings.coldStartThreshold
+        churnThreshold = settings.coldStartChurnThreshold
+        churn = ChurnDetector(settings: settings.churn)
     }
 
     package var userCount: Int { users.count }
@@ -126,6 +167,7 @@ package final class DriftEngine {
             if slot.purchases.count > 32 { slot.purchases.removeFirst() }
         }
         recordPopularity(item: event.item, category: category, time: event.timestamp, action: event.action)
+        churn.observe(&slot.churn, time: event.timestamp, intent: event.action != .view)
         let score = detector.update(&slot.drift, category: category)
         let alarm = settings.rule.observe(score, threshold: threshold, state: &slot.alerting)
         users[event.user] = slot
@@ -133,15 +175,76 @@ package final class DriftEngine {
         counter += 1
         let change = detector.direction(slot.drift, count: 3)
         let emerging = change.emerging.filter { $0.category != catalog.outOfVocabulary }
-        return DriftAlert(
-            id: "\(settings.region)-\(event.user)-\(event.timestamp)-\(counter)", user: event.user, region: settings.region,
-            time: event.timestamp, score: score, threshold: threshold, kind: "interest_shift",
-            emerging: emerging.map { .init(category: platformCategory($0.category), weight: $0.after - $0.before) },
+        var alert = DriftAlert(
+            id: "\(settings.region)-\(event.timestamp)-\(counter)", user: event.user, region: settings.region,
+            time: event.timestamp, score: score, threshold: threshold, kind: .interestShift,
+            emerging: emerging.map { .init(category: platformCategory($0.category), before: $0.before, after: $0.after) },
             fading: change.fading.filter { $0.category != catalog.outOfVocabulary }
-                .map { .init(category: platformCategory($0.category), weight: $0.before - $0.after) },
-            modelVersion: modelVersion,
+                .map { .init(category: platformCategory($0.category), before: $0.before, after: $0.after) },
+            events: detector.eventsSinceChange(slot.drift), modelVersion: modelVersion,
             recommendations: recommend(user: event.user, slot: slot, categories: emerging.map(\.category),
-                                       now: event.timestamp))
+                                       now: event.timestamp),
+            explanation: "")
+        alert.explanation = AlertExplanation.text(alert)
+        return alert
+    }
+
+    /// Takes the time of the next live event and returns the churn-risk warnings of every shopper whose
+    /// silence became unlikely by the newest check time the event-time clock passed (checks every
+    /// ``Settings/churnCheckSeconds``). The clock is a watermark: it passes a check time once 7/8 of the
+    /// last 128 events are at or after it, so one wrongly stamped or far-future event cannot make every
+    /// shopper look silent; a jump of several periods checks once, at the latest. History replay
+    /// (``warm(_:)``) does not move the clock.
+    package func advanceClock(to time: Int64) -> [DriftAlert] {
+        let period = settings.churnCheckSeconds
+        guard let next = nextCheck else {
+            nextCheck = (time / period + 1) * period
+            recordTime(time)
+            return []
+        }
+        recordTime(time)
+        guard time >= next, reachedNext * 8 >= recentCount * 7 else { return [] }
+        // Rare (once a period): the watermark is the eighth-quantile of the recent times.
+        let watermark = recentTimes.prefix(recentCount).sorted()[recentCount / 8]
+        let now = max(next, watermark / period * period)
+        nextCheck = now + period
+        reachedNext = recentTimes.prefix(recentCount).filter { $0 >= now + period }.count
+        var raised: [DriftAlert] = []
+        for index in users.indices {
+            guard churn.check(&users.values[index].churn, now: now, threshold: churnThreshold) else { continue }
+            let user = users.keys[index], slot = users.values[index]
+            raised.append(churnAlert(user: user, slot: slot, now: now))
+        }
+        return raised
+    }
+
+    /// Puts `time` into the ring of recent event times, keeping the count of those ≥ the next check.
+    private func recordTime(_ time: Int64) {
+        let threshold = nextCheck ?? .max
+        if recentCount == recentTimes.count {
+            if recentTimes[recentNext] >= threshold { reachedNext -= 1 }
+        } else {
+            recentCount += 1
+        }
+        recentTimes[recentNext] = time
+        if time >= threshold { reachedNext += 1 }
+        recentNext = (recentNext + 1) % recentTimes.count
+    }
+
+    private func churnAlert(user: UInt64, slot: UserSlot, now: Int64) -> DriftAlert {
+        counter += 1
+        let top = detector.topCategories(slot.drift, count: 3).filter { $0.category != catalog.outOfVocabulary }
+        let silence = Double(now - (slot.churn.lastTime ?? now)) / 86_400
+        var alert = DriftAlert(
+            id: "\(settings.region)-\(now)-\(counter)", user: user, region: settings.region, time: now,
+            score: churn.risk(slot.churn, now: now), threshold: churnThreshold, kind: .churnRisk, emerging: [],
+            fading: top.map { .init(category: platformCategory($0.category), before: $0.share, after: 0) },
+            events: nil, silenceDays: silence, usualSessionsPerDay: churn.sessionsPerDay(slot.churn),
+            modelVersion: modelVersion,
+            recommendations: recommend(user: user, slot: slot, categories: top.map(\.category), now: now),
+            explanation: "")
+        alert.explanation = AlertExplanation.text(alert)
+        return alert
     }
 
     /// Top-N items for `user` from `categories` (all in-vocabulary categories when empty): ranked by the

@@ -134,8 +134,10 @@ package struct SwitchDetector: Sendable {
         fileprivate var profileScale = 1.0
         /// Distinct categories seen (counts a category again after it was evicted) and events seen.
         fileprivate var distinct = 0
-        /// The last K change categories, oldest first (the newest is the user's current category).
+        /// The last K change categories, oldest first (the newest is the user's current category), and
+        /// the user's event number at each.
         fileprivate var changes: [Int32] = []
+        fileprivate var changeEvents: [Int] = []
         /// log P(run = r) for r = 1…K (index r − 1), and log P(long).
         fileprivate var logRun: [Double] = []
         fileprivate var logLong = 0.0
@@ -181,13 +183,18 @@ package struct SwitchDetector: Sendable {
         guard let previous = state.previous else {
             state.previous = category
             state.changes = [category]
+            state.changeEvents = [state.events]
             return state.score
         }
         guard category != previous else { return state.score }
         state.previous = category
         updatePosterior(&state, category: category, previous: previous)
         state.changes.append(category)
-        if state.changes.count > settings.runLengths { state.changes.removeFirst(state.changes.count - settings.runLengths) }
+        state.changeEvents.append(state.events)
+        if state.changes.count > settings.runLengths {
+            state.changes.removeFirst(state.changes.count - settings.runLengths)
+            state.changeEvents.removeFirst(state.changeEvents.count - settings.runLengths)
+        }
         let raw = state.events <= settings.warmUp ? -.infinity
             : state.logRun.reduce(-Double.infinity, logAdd) - state.logLong
         state.rawScore = raw
@@ -199,6 +206,25 @@ package struct SwitchDetector: Sendable {
         }
         state.score = raw - state.offset
         return state.score
+    }
+
+    /// Events since the most probable recent changepoint (the first event of the most probable run of
+    /// length ≤ K), nil when "long ago" is the most probable.
+    package func eventsSinceChange(_ state: UserState) -> Int? {
+        var best = state.logLong, run: Int?
+        for (index, value) in state.logRun.enumerated() where value > best && index < state.changes.count {
+            (best, run) = (value, index + 1)
+        }
+        guard let run else { return nil }
+        return state.events - state.changeEvents[state.changeEvents.count - run] + 1
+    }
+
+    /// The categories with the largest shares of the user's long-run (decayed) profile.
+    package func topCategories(_ state: UserState, count: Int) -> [(category: Int32, share: Double)] {
+        let total = state.profileWeights.reduce(0, +)
+        guard total > 0 else { return [] }
+        return zip(state.profileCategories, state.profileWeights).map { ($0, $1 / total) }
+            .sorted { ($0.1, $1.0) > ($1.1, $0.0) }.prefix(count).map { (category: $0.0, share: $0.1) }
     }
 
     /// What changed, for an alert: the categories whose share of the user's recent change events (the

@@ -130,6 +130,8 @@ package struct AgentProtocol: Sendable {
     private var chunks: [Int: [UInt8]] = [:]
     private var chunkVersion: UInt64?
     private var modelRequestedAt: Int64?
+    /// The thresholds last applied: the aggregator re-announces them every second, applied once.
+    private var appliedThresholds: [Float] = []
 
     package init() {}
 
@@ -156,7 +158,7 @@ package struct AgentProtocol: Sendable {
             return []
         case .welcomed(let snapshot):
             registered = true
-            var actions: [Action] = snapshot.thresholds.isEmpty ? [] : [.applyThresholds(snapshot.thresholds)]
+            var actions = apply(snapshot.thresholds)
             actions.append(.note(.registered(round: snapshot.openRound?.round, modelVersion: snapshot.modelVersion)))
             if let open = snapshot.openRound, snapshot.awaitingUpdate {
                 actions += consider(open, resend: true, now: now)
@@ -167,7 +169,7 @@ package struct AgentProtocol: Sendable {
         case .roundOpened(let plan):
             return consider(plan, resend: false, now: now)
         case .thresholds(let thresholds):
-            return thresholds.isEmpty ? [] : [.applyThresholds(thresholds)]
+            return apply(thresholds)
         case .modelChunk(let chunk):
             return receive(chunk)
         case .modelInstalled(let version):
@@ -213,6 +215,13 @@ package struct AgentProtocol: Sendable {
         }
         working = plan.round
         return [.startTraining(plan)]
+    }
+
+    /// Apply new thresholds; the same ones again (the aggregator's re-announcement) change nothing.
+    private mutating func apply(_ thresholds: [Float]) -> [Action] {
+        guard !thresholds.isEmpty, thresholds != appliedThresholds else { return [] }
+        appliedThresholds = thresholds
+        return [.applyThresholds(thresholds)]
     }
 
     private mutating func requestModel(now: Int64) -> [Action] {

@@ -23,9 +23,12 @@ package struct AggregatorCheckpoint: Sendable, Equatable {
     package var agents: [String: AgentRecord]
     /// The clip norm of the next round (adaptive clipping); nil in checkpoints made before it existed.
     package var clipNorm: Double?
+    /// The alert thresholds in force; nil before the first calibration (and in older checkpoints).
+    package var thresholds: AlertThresholds?
 
     package init(round: UInt64, modelVersion: UInt64, parameters: LSTMParameters<Float>, optimizerState: [Double],
-                 agents: [String: AgentRecord], clipNorm: Double? = nil) {
+                 agents: [String: AgentRecord], clipNorm: Double? = nil, thresholds: AlertThresholds? = nil) {
+        self.thresholds = thresholds
         self.round = round
         self.modelVersion = modelVersion
         self.parameters = parameters

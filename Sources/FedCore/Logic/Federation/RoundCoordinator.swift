@@ -49,12 +49,13 @@ package actor RoundCoordinator {
     private var updates: [String: ModelUpdate] = [:]
     private var evaluation: Evaluation?
     /// The open round's merged alert-rate releases (``AlertRateCalibration``), and which agents sent one.
-    private var alertCounts = AlertRateCalibration.Counts(alerts: 0, events: 0)
+    private var alertCounts = AlertRateCalibration.Counts.zero
     private var alertAgents: Set<String> = []
     /// When each enrolled agent was last heard, for the live count.
     private var lastHeard: [String: ContinuousClock.Instant] = [:]
-    /// The drift thresholds in force (sent in welcomes and re-announced); empty before the first calibration.
-    package private(set) var thresholds: [Float] = []
+    /// The alert thresholds in force (sent in welcomes and re-announced), once calibrated or restored
+    /// from a checkpoint; nil before.
+    package private(set) var thresholds: AlertThresholds?
     /// The clip norm announced with the next round (moves only with adaptive clipping).
     package private(set) var clipNorm: Double
     private let adaptiveClipping: AdaptiveClipping?
@@ -65,8 +66,10 @@ package actor RoundCoordinator {
     package init(parameters: [Float], round: UInt64, modelVersion: UInt64 = 0, enrolled: Set<String>, minAgents: Int,
                  maxUpdateNorm: Double, clipNorm: Double? = nil, averaging: FederatedAveraging,
                  optimizerState: [Double] = [], agentRecords: [String: AgentRecord] = [:],
-                 adaptiveClipping: AdaptiveClipping? = nil, initialClipNorm: Double = 1) {
+                 adaptiveClipping: AdaptiveClipping? = nil, initialClipNorm: Double = 1,
+                 thresholds: AlertThresholds? = nil) {
         precondition(minAgents >= 1 && minAgents <= enrolled.count, "quorum must be between 1 and the enrolled agents")
+        self.thresholds = thresholds
         self.parameters = parameters
         self.round = round
         self.modelVersion = modelVersion
@@ -99,7 +102,7 @@ package actor RoundCoordinator {
     /// Updates accepted in the open round so far.
     package var receivedUpdates: Int { updates.count }
 
-    package func setThresholds(_ thresholds: [Float]) { self.thresholds = thresholds }
+    package func setThresholds(_ thresholds: AlertThresholds) { self.thresholds = thresholds }
 
     /// The server optimizer's state, for checkpoints.
     package var optimizerState: [Double] { averaging.serverOptimizer.stateSnapshot() }
@@ -108,7 +111,8 @@ package actor RoundCoordinator {
     package func checkpoint(shape: LSTMShape) -> AggregatorCheckpoint {
         AggregatorCheckpoint(round: round, modelVersion: modelVersion,
                              parameters: LSTMParameters(shape: shape, values: parameters),
-                             optimizerState: optimizerState, agents: agentRecords, clipNorm: clipNorm)
+                             optimizerState: optimizerState, agents: agentRecords, clipNorm: clipNorm,
+                             thresholds: thresholds)
     }
 
     /// Opens the next round; returns its number.
@@ -117,7 +121,7 @@ package actor RoundCoordinator {
         round += 1
         updates = [:]
         evaluation = Evaluation(modelVersion: modelVersion)
-        alertCounts = AlertRateCalibration.Counts(alerts: 0, events: 0)
+        alertCounts = AlertRateCalibration.Counts.zero
         alertAgents = []
         phase = .collecting(round: round, deadline: deadline)
         return round
@@ -174,13 +178,15 @@ package actor RoundCoordinator {
         return true
     }
 
-    /// Adds `agentID`'s noisy alert-rate release (counts: alerts, events) for the open round; a second
-    /// one from the same agent, another round's, or one of another shape is ignored.
+    /// Adds `agentID`'s noisy alert-rate release (alerts, events[, churn warnings, shopper-days]) for
+    /// the open round; a second one from the same agent, another round's, or one of another shape is
+    /// ignored.
     @discardableResult
     package func record(_ report: HistogramRelease, from agentID: String) -> Bool {
-        guard case .collecting(let open, _) = phase, report.round == open, report.counts.count == 2,
-              report.counts.allSatisfy(\.isFinite), !alertAgents.contains(agentID) else { return false }
-        alertCounts = alertCounts + AlertRateCalibration.Counts(alerts: report.counts[0], events: report.counts[1])
+        guard case .collecting(let open, _) = phase, report.round == open,
+              let counts = AlertRateCalibration.Counts(values: report.counts), !alertAgents.contains(agentID)
+        else { return false }
+        alertCounts = alertCounts + counts
         alertAgents.insert(agentID)
         return true
     }

@@ -15,14 +15,17 @@ package struct RoundDriver: Sendable {
         package var maxRounds: Int
         /// The alert threshold's calibration: the budget in alerts per 10k scored events, the step.
         package var calibration: AlertRateCalibration.Settings
-        /// The threshold before the first calibration (the agents' cold-start value).
-        package var initialThreshold: Double
+        /// The churn threshold's: the budget in warnings per 1,000 shopper-days, the step.
+        package var churnCalibration: ChurnRateCalibration.Settings
+        /// The thresholds before the first calibration (the agents' cold-start values).
+        package var initialThresholds: AlertThresholds
 
         package init(minAgents: Int, enrolledAgents: Int, timeoutMilliseconds: Int64, maxRounds: Int,
-                     calibration: AlertRateCalibration.Settings, initialThreshold: Double) {
+                     calibration: AlertRateCalibration.Settings, churnCalibration: ChurnRateCalibration.Settings,
+                     initialThresholds: AlertThresholds) {
             (self.minAgents, self.enrolledAgents, self.maxRounds) = (minAgents, enrolledAgents, maxRounds)
             (self.timeoutMilliseconds, self.calibration) = (timeoutMilliseconds, calibration)
-            self.initialThreshold = initialThreshold
+            (self.churnCalibration, self.initialThresholds) = (churnCalibration, initialThresholds)
         }
     }
 
@@ -51,11 +54,11 @@ package struct RoundDriver: Sendable {
         case open(round: UInt64, deadlineMilliseconds: Int64)
         /// Close `round` (aggregate if the quorum answered); answer with ``Event/closed(round:aggregated:alerts:)``.
         case close(round: UInt64)
-        /// Make the closed round durable before anything else is said about it.
-        case checkpoint(round: UInt64)
-        /// Broadcast the new threshold; `rate` is the round's estimated alert rate per 10k events at the
-        /// previous one, over `events` (noisy) scored events.
-        case announceThreshold(Double, rate: Double, events: Double)
+        /// Make the closed round durable, with the thresholds now in force, before anything else is
+        /// said about it.
+        case checkpoint(round: UInt64, thresholds: AlertThresholds)
+        /// Broadcast the new thresholds; `estimate` is the round's merged releases they were moved by.
+        case announceThresholds(AlertThresholds, estimate: AlertRateCalibration.Counts)
         case report(round: UInt64)
         /// `maxRounds` rounds ran: stop.
         case finish
@@ -66,19 +69,19 @@ package struct RoundDriver: Sendable {
     /// The last round opened (the checkpoint's round on resume).
     package private(set) var round: UInt64
     package private(set) var completed = 0
-    /// The alert threshold in force.
-    package private(set) var threshold: Double
+    /// The alert thresholds in force.
+    package private(set) var thresholds: AlertThresholds
     private var announcedWait = false
 
     /// - Parameters:
     ///   - round: the last completed round (0 for a new federation, the checkpoint's round on resume).
-    ///   - threshold: the threshold in force (from a checkpoint); nil: the settings' initial one.
-    package init(settings: Settings, round: UInt64, threshold: Double? = nil) {
+    ///   - thresholds: the thresholds in force (from a checkpoint); nil: the settings' initial ones.
+    package init(settings: Settings, round: UInt64, thresholds: AlertThresholds? = nil) {
         precondition(settings.minAgents >= 1 && settings.minAgents <= settings.enrolledAgents,
                      "quorum must be between 1 and the enrolled agents")
         self.settings = settings
         self.round = round
-        self.threshold = threshold ?? settings.initialThreshold
+        self.thresholds = thresholds ?? settings.initialThresholds
     }
 
     /// Handles one event, with `liveAgents` agents heard recently, at wall-clock `now` (Unix ms).
@@ -98,8 +101,9 @@ package struct RoundDriver: Sendable {
         case .closed(let round, _, let alerts):
             guard phase == .closing(round: round) else { return [] }
             completed += 1
-            var actions: [Action] = [.checkpoint(round: round)]
-            if let alerts, let calibrated = calibrate(alerts) { actions.append(calibrated) }
+            let moved = alerts.flatMap { calibrate($0) }
+            var actions: [Action] = [.checkpoint(round: round, thresholds: thresholds)]
+            if let moved { actions.append(moved) }
             actions.append(.report(round: round))
             if settings.maxRounds > 0 && completed >= settings.maxRounds {
                 phase = .finished
@@ -123,12 +127,18 @@ package struct RoundDriver: Sendable {
         return [.open(round: round, deadlineMilliseconds: deadline)]
     }
 
-    /// The next threshold from the round's merged alert-rate releases; nil when they say too little
-    /// (under one expected alert at the budget) to move it.
-    private mutating func calibrate(_ alerts: AlertRateCalibration.Counts) -> Action? {
-        let next = AlertRateCalibration.next(threshold: threshold, merged: alerts, settings: settings.calibration)
-        guard alerts.events * settings.calibration.budgetPer10k / 10_000 >= 1 else { return nil }
-        threshold = next
-        return .announceThreshold(next, rate: max(0, alerts.alerts) / alerts.events * 10_000, events: alerts.events)
+    /// The next thresholds from the round's merged releases; nil when they say too little (under one
+    /// expected alert or warning at the budgets) to move either.
+    private mutating func calibrate(_ merged: AlertRateCalibration.Counts) -> Action? {
+        let shiftInformative = merged.events * settings.calibration.budgetPer10k / 10_000 >= 1
+        let churn = ChurnRateCalibration.next(threshold: thresholds.churnRisk, warnings: merged.churnWarnings,
+                                              days: merged.shopperDays, settings: settings.churnCalibration)
+        guard shiftInformative || churn != nil else { return nil }
+        if shiftInformative {
+            thresholds.interestShift = AlertRateCalibration.next(threshold: thresholds.interestShift, merged: merged,
+                                                                 settings: settings.calibration)
+        }
+        if let churn { thresholds.churnRisk = churn }
+        return .announceThresholds(thresholds, estimate: merged)
     }
 }

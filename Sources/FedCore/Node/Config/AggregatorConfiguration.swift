@@ -153,10 +153,16 @@ package struct AggregatorConfiguration: Sendable, Decodable {
     /// the operator wants, default 50), `initial_threshold` (the threshold before the first calibration,
     /// default 2; the agents' `alerts.cold_start_threshold` should match), `calibration_step` (how far one
     /// round may move it, in score units, default 1), `histogram_noise_multiplier` (noise of each agent's
-    /// release of its what-if alert and event counts; 0 = no releases, the threshold stays).
+    /// release of its what-if alert and event counts; 0 = no releases, the threshold stays). Churn
+    /// risk likewise: `churn_budget_per_1k_shopper_days` (warnings per 1,000 shopper-days, default 5)
+    /// `initial_churn_threshold` (nats, default 5; the agents' `alerts.cold_start_churn_threshold`) and
+    /// `churn_calibration_step` (default 0.5).
     package struct Drift: Sendable, Decodable {
         package var alertBudgetPer10k = 50.0
         package var initialThreshold = 2.0
+        package var churnBudgetPer1kShopperDays = 5.0
+        package var initialChurnThreshold = 5.0
+        package var churnCalibrationStep = 0.5
         package var calibrationStep = 1.0
         package var histogramNoiseMultiplier = 0.0
         package init() {}
@@ -164,6 +170,11 @@ package struct AggregatorConfiguration: Sendable, Decodable {
             let c = try decoder.container(keyedBy: CodingKeys.self)
             alertBudgetPer10k = try c.decodeIfPresent(Double.self, forKey: .alertBudgetPer10k) ?? alertBudgetPer10k
             initialThreshold = try c.decodeIfPresent(Double.self, forKey: .initialThreshold) ?? initialThreshold
+            churnBudgetPer1kShopperDays = try c.decodeIfPresent(Double.self, forKey: .churnBudgetPer1kShopperDays)
+                ?? churnBudgetPer1kShopperDays
+            initialChurnThreshold = try c.decodeIfPresent(Double.self, forKey: .initialChurnThreshold)
+                ?? initialChurnThreshold
+            churnCalibrationStep = try c.decodeIfPresent(Double.self, forKey: .churnCalibrationStep) ?? churnCalibrationStep
             calibrationStep = try c.decodeIfPresent(Double.self, forKey: .calibrationStep) ?? calibrationStep
             histogramNoiseMultiplier = try c.decodeIfPresent(Double.self, forKey: .histogramNoiseMultiplier)
                 ?? histogramNoiseMultiplier
@@ -171,6 +182,20 @@ package struct AggregatorConfiguration: Sendable, Decodable {
         enum CodingKeys: String, CodingKey {
             case alertBudgetPer10k = "alert_budget_per_10k", initialThreshold = "initial_threshold"
             case calibrationStep = "calibration_step", histogramNoiseMultiplier = "histogram_noise_multiplier"
+            case churnBudgetPer1kShopperDays = "churn_budget_per_1k_shopper_days"
+            case initialChurnThreshold = "initial_churn_threshold", churnCalibrationStep = "churn_calibration_step"
+        }
+
+        /// The thresholds before the first calibration.
+        package var initialThresholds: AlertThresholds {
+            AlertThresholds(interestShift: initialThreshold, churnRisk: initialChurnThreshold)
+        }
+
+        /// The churn calibration's settings.
+        package var churnCalibration: ChurnRateCalibration.Settings {
+            var settings = ChurnRateCalibration.Settings(budgetPer1kDays: churnBudgetPer1kShopperDays)
+            settings.step = churnCalibrationStep
+            return settings
         }
 
         /// The calibration's settings.
@@ -280,6 +305,13 @@ package struct AggregatorConfiguration: Sendable, Decodable {
             throw .invalidValue(key: "drift", value: "\(drift.alertBudgetPer10k)",
                                 reason: "need 0 < alert_budget_per_10k < 10000, histogram_noise_multiplier ≥ 0, "
                                     + "a finite initial_threshold, 0 < calibration_step ≤ 10")
+        }
+        guard drift.churnBudgetPer1kShopperDays > 0, drift.churnBudgetPer1kShopperDays < 1_000,
+              drift.initialChurnThreshold.isFinite, drift.churnCalibrationStep > 0, drift.churnCalibrationStep <= 10 else {
+            throw .invalidValue(key: "drift.churn_budget_per_1k_shopper_days",
+                                value: "\(drift.churnBudgetPer1kShopperDays)",
+                                reason: "need 0 < churn_budget_per_1k_shopper_days < 1000, a finite initial_churn_threshold "
+                                    + "and 0 < churn_calibration_step ≤ 10")
         }
         guard ["sgd", "adam"].contains(serverOptimizer.kind) else {
             throw .invalidValue(key: "server_optimizer.kind", value: serverOptimizer.kind, reason: "must be sgd or adam")

@@ -30,8 +30,10 @@ import Foundation
 ///   `recommendations` (items per alert, default 10), `detector` (the switch detector's settings:
 ///   `run_lengths`, `hazard`, `profile_decay`, `segment_decay`, `novelty_concentration`, `novelty_discount`,
 ///   `novelty_cap`, `recency_weight`, `recency_decay`, `recency_length`, `warm_up`, `excursion_level`,
-///   `excursion_penalty`, `profile_capacity`; defaults in docs/EVALUATION.md). Alerts are stored in
-///   `data_directory/alerts.sqlite` before they are published.
+///   `excursion_penalty`, `profile_capacity`; defaults in docs/EVALUATION.md), `cold_start_churn_threshold`
+///   (churn risk in nats, default 5, until the aggregator broadcasts one), `churn` (the churn detector's
+///   settings: `session_gap_seconds`, `prior_sessions`, `prior_days`, `half_life_days`, `warm_up_sessions`).
+///   Alerts are stored in `data_directory/alerts.sqlite` before they are published.
 /// - `privacy` (optional): `epsilon` and `delta`, this agent's lifetime budget for all its releases
 ///   together (model updates, evaluation reports, drift histograms), enforced by the ledger in
 ///   `data_directory/privacy.sqlite`; and `evaluation_noise_multiplier` (default 0 = send no held-out
@@ -63,6 +65,8 @@ package struct EdgeAgentConfiguration: Sendable, Decodable {
         package var coldStartThreshold = 2.0
         package var recommendations = 10
         package var detector = SwitchDetector.Settings()
+        package var coldStartChurnThreshold = 5.0
+        package var churn = ChurnDetector.Settings()
         package init() {}
         package init(from decoder: any Decoder) throws {
             let c = try decoder.container(keyedBy: CodingKeys.self)
@@ -72,10 +76,13 @@ package struct EdgeAgentConfiguration: Sendable, Decodable {
             coldStartThreshold = try c.decodeIfPresent(Double.self, forKey: .coldStartThreshold) ?? coldStartThreshold
             recommendations = try c.decodeIfPresent(Int.self, forKey: .recommendations) ?? recommendations
             detector = try c.decodeIfPresent(SwitchDetector.Settings.self, forKey: .detector) ?? detector
+            coldStartChurnThreshold = try c.decodeIfPresent(Double.self, forKey: .coldStartChurnThreshold)
+                ?? coldStartChurnThreshold
+            churn = try c.decodeIfPresent(ChurnDetector.Settings.self, forKey: .churn) ?? churn
         }
         enum CodingKeys: String, CodingKey {
-            case publish, file, recommendations, recommend, detector
-            case coldStartThreshold = "cold_start_threshold"
+            case publish, file, recommendations, recommend, detector, churn
+            case coldStartThreshold = "cold_start_threshold", coldStartChurnThreshold = "cold_start_churn_threshold"
         }
     }
 
@@ -113,6 +120,8 @@ package struct EdgeAgentConfiguration: Sendable, Decodable {
 
     /// The local event store.
     package var storePath: String { (dataDirectory as NSString).appendingPathComponent("events.sqlite") }
+    /// The thresholds in force, written by live scoring when the aggregator sends them.
+    package var thresholdsPath: String { (dataDirectory as NSString).appendingPathComponent("thresholds.json") }
     /// The alert store, and the JSONL file alerts are appended to.
     package var alertStorePath: String { (dataDirectory as NSString).appendingPathComponent("alerts.sqlite") }
     package var alertFilePath: String { alerts.file ?? (dataDirectory as NSString).appendingPathComponent("alerts.jsonl") }
@@ -172,7 +181,7 @@ package struct EdgeAgentConfiguration: Sendable, Decodable {
         if let ingest { try ConfigurationFile.validateEndpoint(ingest, key: "ingest") }
         if let publish = alerts.publish { try ConfigurationFile.validateEndpoint(publish, key: "alerts.publish") }
         if let recommend = alerts.recommend { try ConfigurationFile.validateEndpoint(recommend, key: "alerts.recommend") }
-        guard alerts.coldStartThreshold.isFinite, alerts.recommendations >= 0 else {
+        guard alerts.coldStartThreshold.isFinite, alerts.coldStartChurnThreshold.isFinite, alerts.recommendations >= 0 else {
             throw .invalidValue(key: "alerts", value: "\(alerts.coldStartThreshold)",
                                 reason: "cold_start_threshold must be finite and recommendations ≥ 0")
         }

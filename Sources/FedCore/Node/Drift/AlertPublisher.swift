@@ -20,7 +20,7 @@ package final class AlertPublisher: Sendable {
         self.file = file
     }
 
-    package static func topic(_ alert: DriftAlert) -> String { "alert.\(alert.region).\(alert.kind)" }
+    package static func topic(_ alert: DriftAlert) -> String { "alert.\(alert.region).\(alert.kind.rawValue)" }
 
     /// Stores `alerts` in one transaction, then sends them and marks them published in one more. The
     /// SQLite and file writes wait for the disk, so they run off the cooperative pool.

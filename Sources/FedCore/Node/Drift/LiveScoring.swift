@@ -30,7 +30,7 @@ package final class LiveScoring: Sendable {
         /// A global model; `storedUpTo` is the last event row id stored when it arrived (the first
         /// model's replay reads up to it), nil without a store or when it could not be read.
         case model(LSTMParameters<Float>, version: UInt64, storedUpTo: Int64?)
-        case threshold(Double)
+        case thresholds(AlertThresholds)
         case events([BehaviorEvent], ids: ClosedRange<Int64>?)
         case recommend(user: UInt64, count: Int, reply: @Sendable ([DriftAlert.Recommendation]?) -> Void)
         case stop
@@ -50,18 +50,23 @@ package final class LiveScoring: Sendable {
     private let jobs = Mutex<[Job]>([])
     private let wake = DispatchSemaphore(value: 0)
     private let reported = Mutex(Progress())
-    private let thresholdInForce: Mutex<Double>
+    private let thresholdsInForce: Mutex<AlertThresholds>
     private let store: EventStore?
     private let logger: Logger
 
     /// Starts the scoring thread. With a `store`, the first model triggers the history replay.
-    package init(catalog: CategoryCatalog, settings: DriftEngine.Settings, store: EventStore?, logger: Logger) {
+    /// - Parameter thresholdsFile: where the thresholds in force are written (JSON, atomically, by the
+    ///   scoring thread) whenever the aggregator sends new ones, for `edge-agent alerts`; nil: nowhere.
+    package init(catalog: CategoryCatalog, settings: DriftEngine.Settings, store: EventStore?, logger: Logger,
+                 thresholdsFile: String? = nil) {
         (alerts, alertSink) = AsyncStream.makeStream(of: [DriftAlert].self)
         self.store = store
         self.logger = logger
-        thresholdInForce = Mutex(settings.coldStartThreshold)
+        thresholdsInForce = Mutex(AlertThresholds(interestShift: settings.coldStartThreshold,
+                                                  churnRisk: settings.coldStartChurnThreshold))
         let thread = Thread { [self, alertSink] in
-            var loop = ScoringLoop(catalog: catalog, settings: settings, store: store, logger: logger, alerts: alertSink)
+            var loop = ScoringLoop(catalog: catalog, settings: settings, store: store, logger: logger, alerts: alertSink,
+                                   thresholdsFile: thresholdsFile)
             while true {
                 let batch = jobs.withLock { queue in
                     defer { queue.removeAll(keepingCapacity: true) }
@@ -110,10 +115,10 @@ package final class LiveScoring: Sendable {
         enqueue(.model(parameters, version: modelVersion, storedUpTo: storedUpTo))
     }
 
-    /// Applies the aggregator's newest threshold.
-    package func setThreshold(_ threshold: Double) {
-        thresholdInForce.withLock { $0 = threshold }
-        enqueue(.threshold(threshold))
+    /// Applies the aggregator's newest thresholds.
+    package func setThresholds(_ thresholds: AlertThresholds) {
+        thresholdsInForce.withLock { $0 = thresholds }
+        enqueue(.thresholds(thresholds))
     }
 
     /// Queues stored events for scoring, in order; `ids` are the row ids ``EventStore/append(_:)`` gave them.
@@ -143,8 +148,8 @@ package final class LiveScoring: Sendable {
         return result.withLock { $0 }
     }
 
-    /// The alert threshold scoring applies (the aggregator's newest, or the cold-start value).
-    package var threshold: Double { thresholdInForce.withLock { $0 } }
+    /// The alert thresholds scoring applies (the aggregator's newest, or the cold-start values).
+    package var thresholds: AlertThresholds { thresholdsInForce.withLock { $0 } }
 
     /// The scoring thread's last report.
     package var progress: Progress { reported.withLock { $0 } }
@@ -160,7 +165,7 @@ package final class LiveScoring: Sendable {
         let logger: Logger
         let alerts: AsyncStream<[DriftAlert]>.Continuation
         var engine: DriftEngine?
-        var threshold: Double?
+        var thresholds: AlertThresholds?
         /// The replay in progress: where the next page starts (nil: the first page), the last row id it reads.
         var replay: (after: Int64?, upTo: Int64, started: ContinuousClock.Instant)?
         /// Live events waiting to be scored (during a replay: until it is over), with their row ids.
@@ -170,8 +175,11 @@ package final class LiveScoring: Sendable {
         /// The last row id the replay read: a live event with an id at or below it was scored by the replay.
         var replayedUpTo: Int64 = 0
 
+        let thresholdsFile: String?
+
         init(catalog: CategoryCatalog, settings: DriftEngine.Settings, store: EventStore?, logger: Logger,
-             alerts: AsyncStream<[DriftAlert]>.Continuation) {
+             alerts: AsyncStream<[DriftAlert]>.Continuation, thresholdsFile: String?) {
+            self.thresholdsFile = thresholdsFile
             self.catalog = catalog
             self.settings = settings
             self.store = store
@@ -220,12 +228,17 @@ package final class LiveScoring: Sendable {
                     return
                 }
                 let created = DriftEngine(parameters: parameters, modelVersion: version, catalog: catalog, settings: settings)
-                if let threshold { created.threshold = threshold }
+                if let thresholds {
+                    created.threshold = thresholds.interestShift
+                    created.churnThreshold = thresholds.churnRisk
+                }
                 engine = created
                 if let storedUpTo { startReplay(upTo: storedUpTo) }
-            case let .threshold(value):
-                threshold = value
-                engine?.threshold = value
+            case let .thresholds(value):
+                thresholds = value
+                engine?.threshold = value.interestShift
+                engine?.churnThreshold = value.churnRisk
+                if let thresholdsFile { AlertThresholdsFile.write(value, to: thresholdsFile, logger: logger) }
             case let .events(events, ids):
                 held.append((events, ids))
             case let .recommend(user, count, reply):
@@ -269,9 +282,42 @@ package final class LiveScoring: Sendable {
             var raised: [DriftAlert] = []
             for (index, event) in zip(events.indices, events) {
                 if let ids, ids.lowerBound + Int64(index) <= replayedUpTo { continue }
+                raised += engine.advanceClock(to: event.timestamp)
                 if let alert = engine.process(event) { raised.append(alert) }
             }
             if !raised.isEmpty { alerts.yield(raised) }
         }
+    }
+}
+
+/// `data_directory/thresholds.json`: the thresholds the agent's scoring applies, as the aggregator last
+/// sent them, for operators and `edge-agent alerts`.
+package enum AlertThresholdsFile {
+    private struct Document: Codable {
+        var interestShift: Double
+        var churnRisk: Double
+        var updated: Int64
+        enum CodingKeys: String, CodingKey {
+            case interestShift = "interest_shift", churnRisk = "churn_risk", updated
+        }
+    }
+
+    static func write(_ thresholds: AlertThresholds, to path: String, logger: Logger) {
+        let document = Document(interestShift: thresholds.interestShift, churnRisk: thresholds.churnRisk,
+                                updated: Int64(Date().timeIntervalSince1970))
+        do {
+            let encoder = JSONEncoder()
+            encoder.outputFormatting = [.prettyPrinted, .sortedKeys]
+            try encoder.encode(document).write(to: URL(fileURLWithPath: path), options: .atomic)
+        } catch {
+            logger.warning("Could not write the thresholds file", metadata: ["path": "\(path)", "error": "\(error)"])
+        }
+    }
+
+    /// The thresholds last written and when (unix seconds); nil when there is no readable file.
+    package static func read(_ path: String) -> (thresholds: AlertThresholds, updated: Int64)? {
+        guard let data = FileManager.default.contents(atPath: path),
+              let document = try? JSONDecoder().decode(Document.self, from: data) else { return nil }
+        return (AlertThresholds(interestShift: document.interestShift, churnRisk: document.churnRisk), document.updated)
     }
 }

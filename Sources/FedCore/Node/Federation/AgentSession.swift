@@ -235,7 +235,10 @@ package final class AgentSession: Sendable {
             await submit(work, round: round)
         case .applyThresholds(let thresholds):
             onThresholds?(thresholds)
-            logger.info("Drift threshold from the aggregator", metadata: ["threshold": "\(thresholds)"])
+            logger.info("Alert thresholds from the aggregator", metadata: [
+                "threshold.interest_shift": "\(thresholds.first.map { "\($0)" } ?? "-")",
+                "threshold.churn_risk": "\(thresholds.count > 1 ? "\(thresholds[1])" : "-")",
+            ])
         case .writeStatus(let status):
             writeStatus(status)
         case .note(let note):

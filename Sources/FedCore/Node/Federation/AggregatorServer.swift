@@ -77,6 +77,8 @@ package final class AggregatorServer: Sendable {
     let onRound: @Sendable (RoundReport) -> Void
     /// The last completed round when this process started.
     let startRound: UInt64
+    /// The thresholds the checkpoint restored (nil: not calibrated yet).
+    let startThresholds: AlertThresholds?
     /// Checkpoint commits (the round's path), and exports and status files (off it), each in order.
     let checkpointQueue = BlockingQueue(label: "feddrift.checkpoint")
     let exportQueue = BlockingQueue(label: "feddrift.export")
@@ -135,14 +137,17 @@ package final class AggregatorServer: Sendable {
             averaging: FederatedAveraging(denominator: configuration.denominator,
                                           serverOptimizer: configuration.serverOptimizer.make()),
             optimizerState: checkpoint?.optimizerState ?? [], agentRecords: checkpoint?.agents ?? [:],
-            adaptiveClipping: configuration.rounds.adaptiveClipping, initialClipNorm: checkpoint?.clipNorm ?? h.clipNorm)
+            adaptiveClipping: configuration.rounds.adaptiveClipping, initialClipNorm: checkpoint?.clipNorm ?? h.clipNorm,
+            thresholds: checkpoint?.thresholds)
         modelFile = Mutex(ModelFile.encode(parameters, modelVersion: checkpoint?.modelVersion ?? 0))
         let timeout = configuration.rounds.timeoutSeconds
         driverSettings = RoundDriver.Settings(
             minAgents: configuration.rounds.minAgents, enrolledAgents: agents.count,
             timeoutMilliseconds: Int64(timeout * 1000), maxRounds: configuration.rounds.maxRounds,
-            calibration: configuration.drift.calibration, initialThreshold: configuration.drift.initialThreshold)
+            calibration: configuration.drift.calibration, churnCalibration: configuration.drift.churnCalibration,
+            initialThresholds: configuration.drift.initialThresholds)
         startRound = checkpoint?.round ?? 0
+        startThresholds = checkpoint?.thresholds
         gate = AggregatorGate(aggregatorID: configuration.id, identity: identity, agents: agents)
         signer = AnnouncementSigner(identity: identity)
 

@@ -47,7 +47,8 @@ package struct UpdateIntakeService: Service {
             let welcome = Welcome(aggregatorID: server.configuration.id, currentRound: snapshot.round,
                                   enrolledAgents: UInt32(server.gate.enrolledAgents.count),
                                   modelVersion: snapshot.modelVersion, openRound: snapshot.open?.wire,
-                                  awaitingUpdate: snapshot.awaiting, thresholds: await coordinator.thresholds)
+                                  awaitingUpdate: snapshot.awaiting,
+                                  thresholds: (await coordinator.thresholds)?.values.map(Float.init) ?? [])
             await server.reply(welcome, to: agentID, routingID: request.routingID)
         case .heartbeat:
             break
@@ -106,7 +107,8 @@ package struct RoundDriverService: Service {
 
     package func run() async throws {
         defer { server.exports.finish() }
-        var driver = RoundDriver(settings: server.driverSettings, round: server.startRound)
+        var driver = RoundDriver(settings: server.driverSettings, round: server.startRound,
+                                 thresholds: server.startThresholds)
         var timing = Timing()
         try await withThrowingTaskGroup(of: Void.self) { group in
             wake.yield(.agentsChanged)
@@ -160,7 +162,9 @@ package struct RoundDriverService: Service {
             timing.evaluation = evaluation
             let aggregated = if case .aggregated = outcome { true } else { false }
             return .closed(round: round, aggregated: aggregated, alerts: await coordinator.closedAlertCounts)
-        case .checkpoint:
+        case let .checkpoint(_, thresholds):
+            // The thresholds in force go into the same transaction as the round (a restart keeps them).
+            await coordinator.setThresholds(thresholds)
             let checkpoint = await coordinator.checkpoint(shape: server.shape)
             let file = ModelFile.encode(checkpoint.parameters, modelVersion: checkpoint.modelVersion)
             let store = server.checkpoints
@@ -169,15 +173,19 @@ package struct RoundDriverService: Service {
             server.modelFile.withLock { $0 = file }
             server.exports.yield(.model(file, version: checkpoint.modelVersion))
             timing.closeSeconds = (ContinuousClock.now - timing.closing).inSeconds
-        case let .announceThreshold(threshold, rate, events):
+        case let .announceThresholds(thresholds, estimate):
             let round = await coordinator.round
-            logger.info("Drift threshold calibrated from the agents' DP alert-rate releases", metadata: [
-                "round.id": "\(round)", "threshold": "\(threshold)", "alerts.per_10k.estimated": "\(rate)",
-                "alerts.budget_per_10k": "\(server.configuration.drift.alertBudgetPer10k)",
-                "events.estimated": "\(Int(events))",
+            let drift = server.configuration.drift
+            logger.info("Alert thresholds calibrated from the agents' DP what-if releases", metadata: [
+                "round.id": "\(round)", "threshold.interest_shift": "\(thresholds.interestShift)",
+                "alerts.per_10k.estimated": "\(max(0, estimate.alerts) / max(1, estimate.events) * 10_000)",
+                "alerts.budget_per_10k": "\(drift.alertBudgetPer10k)", "events.estimated": "\(Int(estimate.events))",
+                "threshold.churn_risk": "\(thresholds.churnRisk)",
+                "churn.per_1k_shopper_days.estimated":
+                    "\(max(0, estimate.churnWarnings) / max(1, estimate.shopperDays) * 1_000)",
+                "churn.budget_per_1k_shopper_days": "\(drift.churnBudgetPer1kShopperDays)",
             ])
-            await coordinator.setThresholds([Float(threshold)])
-            await server.announce(DriftThresholdsMessage(round: round, thresholds: [Float(threshold)]))
+            await server.announce(DriftThresholdsMessage(round: round, thresholds: thresholds.values.map(Float.init)))
         case let .report(round):
             try await report(round, timing: timing)
         case .finish:
@@ -227,10 +235,10 @@ package struct AnnouncerService: Service {
                 while true {
                     try await Task.sleep(for: .seconds(1))
                     if let open = await coordinator.announcement { await server.announce(open.wire) }
-                    let thresholds = await coordinator.thresholds
-                    if !thresholds.isEmpty {
+                    if let thresholds = await coordinator.thresholds {
                         let round = await coordinator.round
-                        await server.announce(DriftThresholdsMessage(round: round, thresholds: thresholds))
+                        await server.announce(DriftThresholdsMessage(round: round,
+                                                                     thresholds: thresholds.values.map(Float.init)))
                     }
                 }
             }

@@ -32,12 +32,18 @@ package struct StoreRoundWorker: RoundWorker {
         package var detector: SwitchDetector.Settings
         package var rule: AlertRule
         package var calibration: AlertRateCalibration.Settings
-        /// The threshold the agent's live scoring applies now.
-        package var threshold: @Sendable () -> Double
+        /// Churn risk as live scoring checks it: the detector, its clock, the what-if window and clip.
+        package var churn: ChurnDetector.Settings
+        package var churnCheckSeconds: Int64
+        package var churnCalibration = ChurnRateCalibration.Settings(budgetPer1kDays: 1)
+        /// The thresholds the agent's live scoring applies now.
+        package var thresholds: @Sendable () -> AlertThresholds
 
         package init(detector: SwitchDetector.Settings, rule: AlertRule, calibration: AlertRateCalibration.Settings,
-                     threshold: @escaping @Sendable () -> Double) {
-            (self.detector, self.rule, self.calibration, self.threshold) = (detector, rule, calibration, threshold)
+                     churn: ChurnDetector.Settings, churnCheckSeconds: Int64,
+                     thresholds: @escaping @Sendable () -> AlertThresholds) {
+            (self.detector, self.rule, self.calibration, self.thresholds) = (detector, rule, calibration, thresholds)
+            (self.churn, self.churnCheckSeconds) = (churn, churnCheckSeconds)
         }
     }
 
@@ -135,13 +141,14 @@ package struct StoreRoundWorker: RoundWorker {
         }
         var histogramReport: HistogramRelease?
         if let histogram, let alerting {
-            // What-if at the threshold in force over Poisson-sampled users' recent events (each user's
-            // counts clipped: L2 sensitivity √2 of the scaled pair, accounted as z / √2).
+            // What-if at the thresholds in force over Poisson-sampled users' recent events (each user's
+            // four counts clipped: L2 sensitivity 2 of the scaled vector, accounted as z / 2).
             let counts = try whatIfCounts(alerting, global: global, samplingRate: h.samplingRate, random: &random)
             let released = AlertRateCalibration.release(counts, settings: alerting.calibration,
+                                                        churn: alerting.churnCalibration,
                                                         noiseMultiplier: h.histogramNoiseMultiplier, noise: &noise)
             try ledger.charge(histogram)
-            histogramReport = HistogramRelease(round: round.round, counts: [released.alerts, released.events])
+            histogramReport = HistogramRelease(round: round.round, counts: released.values)
         }
         try ledger.charge(update)
         return RoundWork(
@@ -154,19 +161,30 @@ package struct StoreRoundWorker: RoundWorker {
     }
 
     /// Each Poisson-sampled user's exact, clipped what-if counts: their most recent events replayed
-    /// through a fresh detector (prior: the global model's), alerts at the threshold in force.
+    /// through a fresh detector (prior: the global model's), alerts at the threshold in force; and the
+    /// churn warnings the live clock would have raised in the last days before the store's newest event.
     private func whatIfCounts(_ alerting: Alerting, global: LSTMParameters<Float>, samplingRate: Double,
                               random: inout SodiumRandom) throws -> [AlertRateCalibration.Counts] {
         let detector = SwitchDetector(settings: alerting.detector,
                                       prior: StreamingScorer(parameters: global).initialDistribution())
-        let threshold = alerting.threshold()
+        let churn = ChurnDetector(settings: alerting.churn)
+        let thresholds = alerting.thresholds()
+        let now = try store.latestEventTime() ?? 0
         var counts: [AlertRateCalibration.Counts] = []
         try store.forEachRecentSequence(limit: alerting.calibration.eventWindow) { _, events in
             guard Double.random(in: 0..<1, using: &random) < samplingRate else { return }
             var state = SwitchDetector.UserState()
             let series = events.map { detector.update(&state, category: catalog.modelIndex(of: $0.category)) }
-            counts.append(AlertRateCalibration.userCounts(series, threshold: threshold, rule: alerting.rule,
-                                                          settings: alerting.calibration))
+            var user = AlertRateCalibration.userCounts(series, threshold: thresholds.interestShift, rule: alerting.rule,
+                                                       settings: alerting.calibration)
+            let settings = alerting.churnCalibration
+            let warnings = churn.whatIf(times: events.map(\.timestamp), intents: events.map { $0.action != .view },
+                                        now: now, threshold: thresholds.churnRisk,
+                                        checkSeconds: alerting.churnCheckSeconds, windowDays: settings.windowDays,
+                                        clip: settings.warningClip)
+            user.churnWarnings = Double(warnings.warnings)
+            user.shopperDays = warnings.days
+            counts.append(user)
         }
         return counts
     }

@@ -32,6 +32,12 @@ package final class CheckpointStore: Sendable {
             migrator.registerMigration("v2: clip norm") { db in
                 try db.alter(table: "checkpoint") { table in table.add(column: "clip_norm", .double) }
             }
+            migrator.registerMigration("v3: alert thresholds") { db in
+                try db.alter(table: "checkpoint") { table in
+                    table.add(column: "interest_shift_threshold", .double)
+                    table.add(column: "churn_threshold", .double)
+                }
+            }
         }
     }
 
@@ -47,12 +53,16 @@ package final class CheckpointStore: Sendable {
         do {
             try queue.write { db in
                 try db.execute(sql: """
-                    INSERT INTO checkpoint (id, round, model_version, model, optimizer_state, clip_norm)
-                    VALUES (1, ?, ?, ?, ?, ?)
+                    INSERT INTO checkpoint (id, round, model_version, model, optimizer_state, clip_norm,
+                                            interest_shift_threshold, churn_threshold)
+                    VALUES (1, ?, ?, ?, ?, ?, ?, ?)
                     ON CONFLICT(id) DO UPDATE SET round = excluded.round, model_version = excluded.model_version,
-                        model = excluded.model, optimizer_state = excluded.optimizer_state, clip_norm = excluded.clip_norm
+                        model = excluded.model, optimizer_state = excluded.optimizer_state, clip_norm = excluded.clip_norm,
+                        interest_shift_threshold = excluded.interest_shift_threshold,
+                        churn_threshold = excluded.churn_threshold
                     """, arguments: [Int64(bitPattern: checkpoint.round), Int64(bitPattern: checkpoint.modelVersion),
-                                     model, optimizer, checkpoint.clipNorm])
+                                     model, optimizer, checkpoint.clipNorm, checkpoint.thresholds?.interestShift,
+                                     checkpoint.thresholds?.churnRisk])
                 try db.execute(sql: "DELETE FROM agent")
                 for (id, record) in checkpoint.agents {
                     try db.execute(sql: "INSERT INTO agent (id, last_round, accepted, rejected) VALUES (?, ?, ?, ?)",
@@ -90,9 +100,13 @@ package final class CheckpointStore: Sendable {
             agents[agent["id"]] = .init(lastRound: UInt64(bitPattern: agent["last_round"] as Int64),
                                         acceptedUpdates: agent["accepted"], rejectedUpdates: agent["rejected"])
         }
+        var thresholds: AlertThresholds?
+        if let shift = row["interest_shift_threshold"] as Double?, let churn = row["churn_threshold"] as Double? {
+            thresholds = AlertThresholds(interestShift: shift, churnRisk: churn)
+        }
         return AggregatorCheckpoint(round: UInt64(bitPattern: row["round"] as Int64), modelVersion: model.modelVersion,
                                     parameters: model.parameters, optimizerState: optimizerState, agents: agents,
-                                    clipNorm: row["clip_norm"])
+                                    clipNorm: row["clip_norm"], thresholds: thresholds)
     }
 }
 

@@ -65,6 +65,11 @@ package final class EventStore: Sendable {
         try read("read the last event id") { db in try Int64.fetchOne(db, sql: "SELECT MAX(id) FROM event") ?? 0 }
     }
 
+    /// The newest stored event time (unix seconds); nil when the store is empty.
+    package func latestEventTime() throws(StorageError) -> Int64? {
+        try read("read the newest event time") { db in try Int64.fetchOne(db, sql: "SELECT MAX(timestamp) FROM event") }
+    }
+
     package func eventCount() throws(StorageError) -> Int {
         try read("count events") { db in try Int.fetchOne(db, sql: "SELECT COUNT(*) FROM event") ?? 0 }
     }

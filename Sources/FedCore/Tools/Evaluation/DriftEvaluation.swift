@@ -35,12 +35,18 @@ package enum DriftEvaluation {
         package var delayP90: Double?
         package var proactiveHR10: Double?
         package var ordinaryHR10: Double?
+        /// The alert-rate calibration error: false alarms and detection realised on these streams at the
+        /// threshold that met the budget on other users (fold 0); nil when not measured.
+        package var calibratedFalseAlarmsPer10k: Double?
+        package var calibratedDetectionRate: Double?
 
         enum CodingKeys: String, CodingKey {
             case workload, method, switches
             case budgetPer10k = "budget_per_10k", detectionRate = "detection_rate"
             case falseAlarmsPer10k = "false_alarms_per_10k", delayP50 = "delay_p50", delayP90 = "delay_p90"
             case proactiveHR10 = "proactive_hr10", ordinaryHR10 = "ordinary_hr10"
+            case calibratedFalseAlarmsPer10k = "calibrated_false_alarms_per_10k"
+            case calibratedDetectionRate = "calibrated_detection_rate"
         }
     }
 
@@ -191,50 +197,86 @@ package enum DriftEvaluation {
                                  budgets: [Double], settings: DriftDetector.Settings = .init(),
                                  switches: SwitchDetector) -> [Row] {
         let scored = streams.map { score($0, scorer: scorer, settings: settings, switches: switches) }
-        let unswitched = streams.indices.filter { streams[$0].switchIndex == nil }
-        let switched = streams.indices.filter { streams[$0].switchIndex != nil }
-        let cleanEvents = unswitched.reduce(0) { $0 + streams[$1].categories.count }
         var rows: [Row] = []
         for budget in budgets {
-            let allowed = Int((budget * Double(cleanEvents) / 10_000).rounded(.down))
             for method in methods {
-                func falseAlarms(_ threshold: Double) -> Int {
-                    unswitched.reduce(0) { $0 + alarms(scored[$1].statistics[method] ?? [], threshold: threshold).count }
-                }
-                // The lowest threshold whose false alarms fit the budget (bisection over the statistic's range).
-                var low = -64.0, high = 1.0
-                while falseAlarms(high) > allowed && high < 1e9 { high *= 2 }
-                for _ in 0..<40 {
-                    let middle = (low + high) / 2
-                    if falseAlarms(middle) > allowed { low = middle } else { high = middle }
-                }
-                let threshold = high
-                var delays: [Double] = []
+                let detection = detection(statistics: scored.map { $0.statistics[method] ?? [] }, streams: streams,
+                                          budget: budget)
                 var proactiveHits = 0.0, ordinaryHits = 0.0, horizonEvents = 0.0
-                for index in switched {
-                    guard let at = streams[index].switchIndex else { continue }
-                    let statistic = scored[index].statistics[method] ?? []
-                    guard let alarm = alarms(statistic, threshold: threshold).first(where: { $0 >= at && $0 < at + window })
-                    else { continue }
-                    delays.append(Double(alarm - at + 1))
+                for (index, alarm) in detection.firstAlarms {
                     let next = streams[index].categories[(alarm + 1)..<min(alarm + 1 + horizon, streams[index].categories.count)]
                     let proactive = Set(scored[index].proactiveTop10[alarm]), ordinary = Set(scored[index].ordinaryTop10[alarm])
                     proactiveHits += Double(next.filter { proactive.contains($0) }.count)
                     ordinaryHits += Double(next.filter { ordinary.contains($0) }.count)
                     horizonEvents += Double(next.count)
                 }
-                delays.sort()
                 rows.append(Row(
-                    workload: workload, budgetPer10k: budget, method: method, switches: switched.count,
-                    detectionRate: switched.isEmpty ? 0 : Double(delays.count) / Double(switched.count),
-                    falseAlarmsPer10k: cleanEvents == 0 ? 0 : Double(falseAlarms(threshold)) * 10_000 / Double(cleanEvents),
-                    delayP50: delays.isEmpty ? nil : delays[delays.count / 2],
-                    delayP90: delays.isEmpty ? nil : delays[min(delays.count - 1, delays.count * 9 / 10)],
+                    workload: workload, budgetPer10k: budget, method: method, switches: detection.switches,
+                    detectionRate: detection.rate, falseAlarmsPer10k: detection.falseAlarmsPer10k,
+                    delayP50: detection.delayP50, delayP90: detection.delayP90,
                     proactiveHR10: horizonEvents > 0 ? proactiveHits / horizonEvents : nil,
                     ordinaryHR10: horizonEvents > 0 ? ordinaryHits / horizonEvents : nil))
             }
         }
         return rows
+    }
+
+    /// One method's result at one budget.
+    package struct Detection: Sendable, Equatable {
+        /// The lowest threshold whose alarms on the unswitched streams fit the budget.
+        package var threshold: Double
+        package var switches: Int
+        /// Share of switched streams with an alarm within ``window`` events of the switch.
+        package var rate: Double
+        package var falseAlarmsPer10k: Double
+        /// Delays (the switch event counts as 1), median and 90th percentile.
+        package var delayP50: Double?
+        package var delayP90: Double?
+        /// Each detected switched stream's index and its first alarm in the window.
+        package var firstAlarms: [(stream: Int, alarm: Int)]
+
+        package static func == (lhs: Detection, rhs: Detection) -> Bool {
+            (lhs.threshold, lhs.switches, lhs.rate, lhs.falseAlarmsPer10k, lhs.delayP50, lhs.delayP90)
+                == (rhs.threshold, rhs.switches, rhs.rate, rhs.falseAlarmsPer10k, rhs.delayP50, rhs.delayP90)
+        }
+    }
+
+    /// Sets the threshold on the unswitched streams to the budget (bisection over the statistic's
+    /// range) and measures detection on the switched ones; `statistics[i]` is stream i's series.
+    /// With `threshold`, uses it instead (the budget then only names the row).
+    package static func detection(statistics: [[Double]], streams: [Stream], budget: Double,
+                                  threshold fixed: Double? = nil) -> Detection {
+        let unswitched = streams.indices.filter { streams[$0].switchIndex == nil }
+        let switched = streams.indices.filter { streams[$0].switchIndex != nil }
+        let cleanEvents = unswitched.reduce(0) { $0 + streams[$1].categories.count }
+        let allowed = Int((budget * Double(cleanEvents) / 10_000).rounded(.down))
+        func falseAlarms(_ threshold: Double) -> Int {
+            unswitched.reduce(0) { $0 + alarms(statistics[$1], threshold: threshold).count }
+        }
+        var low = -64.0, high = 1.0
+        if fixed == nil {
+            while falseAlarms(high) > allowed && high < 1e9 { high *= 2 }
+            for _ in 0..<40 {
+                let middle = (low + high) / 2
+                if falseAlarms(middle) > allowed { low = middle } else { high = middle }
+            }
+        }
+        let threshold = fixed ?? high
+        var delays: [Double] = [], first: [(stream: Int, alarm: Int)] = []
+        for index in switched {
+            guard let at = streams[index].switchIndex,
+                  let alarm = alarms(statistics[index], threshold: threshold).first(where: { $0 >= at && $0 < at + window })
+            else { continue }
+            delays.append(Double(alarm - at + 1))
+            first.append((index, alarm))
+        }
+        delays.sort()
+        return Detection(
+            threshold: threshold, switches: switched.count,
+            rate: switched.isEmpty ? 0 : Double(delays.count) / Double(switched.count),
+            falseAlarmsPer10k: cleanEvents == 0 ? 0 : Double(falseAlarms(threshold)) * 10_000 / Double(cleanEvents),
+            delayP50: delays.isEmpty ? nil : delays[delays.count / 2],
+            delayP90: delays.isEmpty ? nil : delays[min(delays.count - 1, delays.count * 9 / 10)], firstAlarms: first)
     }
 
     /// Real-sequence switches: each evaluated user's stream continues, at a random point, with another

@@ -35,21 +35,57 @@ package struct ShopperSimulator: Sendable {
         package var eventsPerSession = 6.0
         /// Share of shoppers whose interests shift once (0 disables shifts).
         package var shiftRate = 0.3
+        /// When shifts happen, as fractions of the simulated period (uniform in this range).
+        package var shiftWindow = 0.35..<0.65
+        /// Share of the other shoppers who disengage once: from a time in `disengagementWindow` on, they
+        /// keep `disengagedActivity` of their sessions, and those sessions only view (0 disables it).
+        package var disengagementRate = 0.0
+        package var disengagementWindow = 0.35..<0.65
+        package var disengagedActivity = 0.05
         /// Start of the simulated period, Unix seconds (2017-11-25 00:00 +08:00, like the Taobao data).
         package var start: Int64 = 1_511_539_200
 
         package init() {}
     }
 
-    /// One injected interest shift.
+    /// One injected change of a shopper: an interest shift or a disengagement.
     package struct Shift: Sendable, Equatable, Codable {
+        package enum Kind: String, Sendable, Codable {
+            /// The core interests were replaced by new ones.
+            case interestShift = "interest_shift"
+            /// Activity collapsed to a few view-only sessions.
+            case disengagement
+        }
+
+        package var kind: Kind = .interestShift
         package var user: UInt64
-        /// Unix seconds at which the new interests take over.
+        /// Unix seconds of the first session after the change (for a disengagement: when it began).
         package var time: Int64
         /// Index in the user's time-ordered events of the first event after the shift.
         package var eventIndex: Int
         package var fadingCategories: [UInt64]
         package var emergingCategories: [UInt64]
+
+        package init(kind: Kind = .interestShift, user: UInt64, time: Int64, eventIndex: Int,
+                     fadingCategories: [UInt64], emergingCategories: [UInt64]) {
+            (self.kind, self.user, self.time, self.eventIndex) = (kind, user, time, eventIndex)
+            (self.fadingCategories, self.emergingCategories) = (fadingCategories, emergingCategories)
+        }
+
+        enum CodingKeys: String, CodingKey {
+            case kind, user, time, eventIndex, fadingCategories, emergingCategories
+        }
+
+        /// Ground-truth files written before disengagement existed have no `kind`: interest shifts.
+        package init(from decoder: any Decoder) throws {
+            let c = try decoder.container(keyedBy: CodingKeys.self)
+            kind = try c.decodeIfPresent(Kind.self, forKey: .kind) ?? .interestShift
+            user = try c.decode(UInt64.self, forKey: .user)
+            time = try c.decode(Int64.self, forKey: .time)
+            eventIndex = try c.decode(Int.self, forKey: .eventIndex)
+            fadingCategories = try c.decodeIfPresent([UInt64].self, forKey: .fadingCategories) ?? []
+            emergingCategories = try c.decodeIfPresent([UInt64].self, forKey: .emergingCategories) ?? []
+        }
     }
 
     package struct Output: Sendable {
@@ -108,8 +144,17 @@ package struct ShopperSimulator: Sendable {
         var interests = drawInterests(excluding: [], random: &random)
         let period = Int64(parameters.days) * 86_400
         let shiftTime: Int64? = random.nextUnit() < parameters.shiftRate
-            ? parameters.start + Int64(Double(period) * random.nextUniform(in: 0.35..<0.65)) : nil
+            ? parameters.start + Int64(Double(period) * random.nextUniform(in: parameters.shiftWindow)) : nil
         var shifted = false
+        // Drawn only when enabled, so that a simulation without disengagement is the one it always was.
+        var disengagedFrom: Int64?
+        if shiftTime == nil && parameters.disengagementRate > 0 && random.nextUnit() < parameters.disengagementRate {
+            disengagedFrom = parameters.start + Int64(Double(period) * random.nextUniform(in: parameters.disengagementWindow))
+            shifts.append(Shift(kind: .disengagement, user: user, time: disengagedFrom ?? 0, eventIndex: -1,
+                                fadingCategories: interests.categories.map { Self.categoryID(rank: $0) },
+                                emergingCategories: []))
+        }
+        let disengagementRecord = shifts.count - 1
         let firstIndex = events.count
         // Session start times, sorted.
         var starts: [Int64] = []
@@ -124,6 +169,14 @@ package struct ShopperSimulator: Sendable {
         var lastEnd = Int64.min
         for sessionStart in starts {
             var time = max(sessionStart, lastEnd + 1_800)
+            let disengaged = disengagedFrom.map { time >= $0 } ?? false
+            if disengaged {
+                if shifts[disengagementRecord].eventIndex < 0 {
+                    shifts[disengagementRecord].eventIndex = events.count - firstIndex
+                    shifts[disengagementRecord].time = time
+                }
+                if random.nextUnit() >= parameters.disengagedActivity { continue }
+            }
             if let shiftTime, !shifted, time >= shiftTime {
                 let fading = interests.categories
                 interests = drawInterests(excluding: Set(fading), random: &random)
@@ -141,12 +194,16 @@ package struct ShopperSimulator: Sendable {
                         ? Self.sample(categoryCDF, random: &random) : interests.draw(random: &random)
                 }
                 let item = itemID(category: category, random: &random)
-                let action = Self.actionShares[Self.sample(Self.actionCDF, random: &random)].0
+                let drawn = Self.actionShares[Self.sample(Self.actionCDF, random: &random)].0
+                let action = disengaged ? .view : drawn
                 events.append(BehaviorEvent(user: user, item: item, category: Self.categoryID(rank: category),
                                             action: action, timestamp: time))
                 time += 5 + Int64(-log(max(random.nextUnit(), 1e-12)) * 55)
             }
             lastEnd = time
+        }
+        if disengagedFrom != nil && shifts[disengagementRecord].eventIndex < 0 {
+            shifts[disengagementRecord].eventIndex = events.count - firstIndex
         }
     }
 

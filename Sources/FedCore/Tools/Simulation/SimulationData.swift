@@ -15,6 +15,8 @@ package struct SimulationData: Sendable {
     /// out-of-vocabulary bucket), for detectors that need no model; empty when not loaded.
     package var rawUsers: [[Int32]] = []
     package var rawCategories = 0
+    /// Each user's id (same order as `users`), for fold splits; empty when not loaded.
+    package var userIDs: [UInt64] = []
 
     /// Simulated shoppers, keeping each user's last `keep` events. Two passes over the (deterministic)
     /// simulator: the catalog from item counts first, then the sequences.
@@ -50,6 +52,7 @@ package struct SimulationData: Sendable {
                                   description: "\(path): \(summary.accepted) events, \(sequences.count) users")
         data.rawUsers = grouped(events, catalog: full, keep: keep).map(\.categories)
         data.rawCategories = full.categories
+        data.userIDs = Set(events.map(\.user)).sorted()
         return data
     }
 
@@ -66,7 +69,16 @@ package struct SimulationData: Sendable {
                                     description: "MovieLens 100K: \(sequences.count) users, \(data.genres.count) genres")
         loaded.rawUsers = sequences.map(\.categories)
         loaded.rawCategories = shape.categories
+        loaded.userIDs = data.sequences.keys.sorted().map { UInt64($0) }
         return loaded
+    }
+
+    /// The users of fold `fold` (``DriftFitting/fold(of:)`` of their ids): their sequences and raw
+    /// category sequences.
+    package func fold(_ fold: Int) -> (users: [EventSequence], raw: [[Int32]]) {
+        precondition(userIDs.count == users.count && rawUsers.count == users.count, "ids and raw sequences loaded")
+        let indices = users.indices.filter { DriftFitting.fold(of: userIDs[$0]) == fold }
+        return (indices.map { users[$0] }, indices.map { rawUsers[$0] })
     }
 
     /// Groups events by user (in user order), each in time order, keeping the last `keep`.

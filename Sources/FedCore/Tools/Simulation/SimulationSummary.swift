@@ -24,7 +24,7 @@ extension ShopperSimulator.Output {
         }
         let median = categories.sorted()[categories.count / 2]
         return """
-            \(events.count) events from \(users.count) shoppers, \(shifts.count) with an injected interest shift
+            \(events.count) events from \(users.count) shoppers, \(shifts.filter { $0.kind == .interestShift }.count) with an injected interest shift, \(shifts.filter { $0.kind == .disengagement }.count) disengaging
               actions: view \(share(.view)), cart \(share(.cart)), favourite \(share(.favourite)), purchase \(share(.purchase))
               distinct categories per shopper (median): \(median)
               P(next event in the same category): \(String(format: "%.2f", Double(same) / Double(max(pairs, 1))))
