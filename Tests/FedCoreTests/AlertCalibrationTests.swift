@@ -77,13 +77,14 @@ struct AlertCalibrationTests {
         }
     }()
 
-    /// The alert rate (per 10k events) the held-out shoppers see at `threshold`.
+    /// The alert rate (per 10k events) the held-out shoppers see at `threshold` on the latter half of
+    /// their events — as live scoring sees them, after their history was replayed.
     private static func heldOutRate(threshold: Double) -> Double {
         var alerts = 0, events = 0
         for region in regions {
             for series in region.heldOut {
-                alerts += rule.alarms(series, threshold: threshold).count
-                events += series.count
+                alerts += rule.alarms(series, threshold: threshold).filter { $0 >= series.count / 2 }.count
+                events += series.count - series.count / 2
             }
         }
         return Double(alerts) * 10_000 / Double(max(events, 1))
@@ -171,7 +172,7 @@ struct AlertCalibrationTests {
     }
 
     @Test("The realised churn-warning rate is within ×1.5 of its budget in at least 95 % of 50 seeds",
-          arguments: [2.0, 10.0])
+          arguments: [5.0, 10.0])
     func churnWithinBudget(budget: Double) async throws {
         try await onDedicatedThread {
             var within = 0
@@ -187,6 +188,7 @@ struct AlertCalibrationTests {
             #expect(within >= 48, "budget \(budget)/1k shopper-days: \(within)/50 within ×1.5; rates \(sorted)")
             // Control: a threshold left at the cold start (no calibration) misses the budget of 10.
             let uncalibrated = Self.heldOutChurnRate(threshold: 5)
+            print(String(format: "churn calibration control: the cold-start threshold gives %.2f per 1k shopper-days", uncalibrated))
             if budget == 10 { #expect(uncalibrated < budget / 1.5, "cold start already at \(uncalibrated)") }
         }
     }

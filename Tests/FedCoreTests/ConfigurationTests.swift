@@ -53,4 +53,40 @@ struct ConfigurationTests {
             }
         }
     }
+
+    @Test("An agent loads fitted detector settings from alerts.detector_file; a bad file or both keys are refused")
+    func detectorFile() throws {
+        let directory = FileManager.default.temporaryDirectory.appendingPathComponent("feddrift-config-\(UUID())")
+        try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(at: directory) }
+        let path = directory.appendingPathComponent("agent.yaml").path
+        func write(_ alerts: String) throws {
+            try """
+                id: region-1
+                key_directory: keys
+                aggregator_public_key_file: aggregator.public
+                alerts: \(alerts)
+
+                """.write(toFile: path, atomically: true, encoding: .utf8)
+        }
+        try #"{"novelty_concentration": 6, "hazard": 0.01}"#.write(
+            toFile: directory.appendingPathComponent("fitted.json").path, atomically: true, encoding: .utf8)
+        try write("{detector_file: fitted.json}")
+        let loaded = try EdgeAgentConfiguration.load(path: path)
+        #expect(loaded.alerts.detector.noveltyConcentration == 6 && loaded.alerts.detector.hazard == 0.01)
+        #expect(loaded.alerts.detector.runLengths == SwitchDetector.Settings().runLengths)
+        try #"{"hazard": 2}"#.write(toFile: directory.appendingPathComponent("bad.json").path, atomically: true,
+                                       encoding: .utf8)
+        for alerts in ["{detector_file: bad.json}", "{detector_file: missing.json}"] {
+            try write(alerts)
+            #expect {
+                _ = try EdgeAgentConfiguration.load(path: path)
+            } throws: { error in
+                guard case let ConfigError.invalidValue(key, _, _) = error else { return false }
+                return key == "alerts.detector_file"
+            }
+        }
+        try write("{detector_file: fitted.json, detector: {hazard: 0.01}}")
+        #expect(throws: ConfigError.self) { _ = try EdgeAgentConfiguration.load(path: path) }
+    }
 }

@@ -108,11 +108,13 @@ package enum AlertRateCalibration {
         }
     }
 
-    /// The exact counts for one user: alerts at `threshold` among the last `eventWindow` events of their
-    /// statistic series (the series covers their whole stored history, so the detector is warm), clipped.
+    /// The exact counts for one user: alerts at `threshold` and events in the latter half of their
+    /// statistic series (at most the last `eventWindow` events), clipped. The series covers the user's
+    /// replayed history; only its latter half is counted because live scoring sees users whose detector
+    /// state is mature — counted from a user's first event, the what-if rate ran below the live one.
     package static func userCounts(_ statistic: [Double], threshold: Double, rule: AlertRule,
                                    settings: Settings) -> Counts {
-        let first = max(0, statistic.count - settings.eventWindow)
+        let first = max(statistic.count / 2, statistic.count - settings.eventWindow)
         let alerts = rule.alarms(statistic, threshold: threshold).filter { $0 >= first }.count
         return Counts(alerts: Double(min(alerts, settings.alertClip)), events: Double(statistic.count - first))
     }

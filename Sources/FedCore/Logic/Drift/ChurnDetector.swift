@@ -163,13 +163,13 @@ package struct ChurnDetector: Sendable {
     /// The silences of a shopper's history (events in time order, with intent) replayed as live
     /// scoring would see them, with checks every `checkSeconds` of event time — a check at time T comes
     /// before the events at or after T — that have a check in the last `windowDays` before `now`; and
-    /// the days of that window since the shopper's first event. Independent of the threshold, so one
-    /// replay serves every threshold.
+    /// the shopper's days at risk in that window (from when they had the warm-up sessions). Independent
+    /// of the threshold, so one replay serves every threshold.
     package func silences(times: [Int64], intents: [Bool], now: Int64, checkSeconds: Int64,
                           windowDays: Double) -> (silences: [Silence], days: Double) {
         let windowStart = now - Int64(windowDays * 86_400)
         let lastBeforeWindow = (windowStart - 1) / checkSeconds * checkSeconds
-        var state = UserState(), found: [Silence] = []
+        var state = UserState(), found: [Silence] = [], atRiskFrom: Int64?
         func silence(endingAt end: Int64) {
             guard let last = state.lastTime else { return }
             let check = end / checkSeconds * checkSeconds
@@ -180,10 +180,11 @@ package struct ChurnDetector: Sendable {
         for (index, time) in times.enumerated() {
             silence(endingAt: time)
             observe(&state, time: time, intent: index < intents.count && intents[index])
+            if atRiskFrom == nil && state.sessionCount >= settings.warmUpSessions { atRiskFrom = time }
         }
         silence(endingAt: now)
-        let first = times.first ?? now
-        return (found, min(windowDays, Double(max(0, now - max(first, windowStart))) / 86_400))
+        guard let atRiskFrom else { return (found, 0) }
+        return (found, min(windowDays, Double(max(0, now - max(atRiskFrom, windowStart))) / 86_400))
     }
 
     /// What-if counts for one shopper (``ChurnRateCalibration``): the warnings live scoring would have
@@ -207,10 +208,11 @@ package enum ChurnRateCalibration {
         /// The operator's budget: churn warnings per 1,000 shopper-days.
         package var budgetPer1kDays: Double
         /// Per-user clip of the released warning count (one: at the budgets operators set, a shopper
-        /// warned twice within a week is rare, and a clip of 1 keeps the noise of the count at z), and
-        /// the days counted (also their clip).
+        /// warned twice within days is rare, and a clip of 1 keeps the noise of the count at z), and the
+        /// days counted (also their clip): the last 3 days before the store's newest event, with the
+        /// whole history replayed before them, so that shoppers' states are as mature as live scoring's.
         package var warningClip = 1
-        package var windowDays = 7.0
+        package var windowDays = 3.0
         /// Half the interest-shift step: churn warnings are fewer than alerts, so each round's release is
         /// noisier, and a smaller step averages the noise over rounds (measured in AlertCalibrationTests).
         package var step = 0.5

@@ -30,7 +30,8 @@ import Foundation
 ///   `recommendations` (items per alert, default 10), `detector` (the switch detector's settings:
 ///   `run_lengths`, `hazard`, `profile_decay`, `segment_decay`, `novelty_concentration`, `novelty_discount`,
 ///   `novelty_cap`, `recency_weight`, `recency_decay`, `recency_length`, `warm_up`, `excursion_level`,
-///   `excursion_penalty`, `profile_capacity`; defaults in docs/EVALUATION.md), `cold_start_churn_threshold`
+///   `excursion_penalty`, `profile_capacity`; defaults in docs/EVALUATION.md) or `detector_file` (the same
+///   keys as JSON, as `edge-agent fit-drift --out` writes them), `cold_start_churn_threshold`
 ///   (churn risk in nats, default 5, until the aggregator broadcasts one), `churn` (the churn detector's
 ///   settings: `session_gap_seconds`, `prior_sessions`, `prior_days`, `half_life_days`, `warm_up_sessions`).
 ///   Alerts are stored in `data_directory/alerts.sqlite` before they are published.
@@ -67,6 +68,8 @@ package struct EdgeAgentConfiguration: Sendable, Decodable {
         package var detector = SwitchDetector.Settings()
         package var coldStartChurnThreshold = 5.0
         package var churn = ChurnDetector.Settings()
+        /// A JSON file of `detector` keys (`edge-agent fit-drift --out`), read at load; not with `detector`.
+        package var detectorFile: String?
         package init() {}
         package init(from decoder: any Decoder) throws {
             let c = try decoder.container(keyedBy: CodingKeys.self)
@@ -79,9 +82,14 @@ package struct EdgeAgentConfiguration: Sendable, Decodable {
             coldStartChurnThreshold = try c.decodeIfPresent(Double.self, forKey: .coldStartChurnThreshold)
                 ?? coldStartChurnThreshold
             churn = try c.decodeIfPresent(ChurnDetector.Settings.self, forKey: .churn) ?? churn
+            detectorFile = try c.decodeIfPresent(String.self, forKey: .detectorFile)
+            if detectorFile != nil && c.contains(.detector) {
+                throw DecodingError.dataCorruptedError(forKey: .detectorFile, in: c,
+                                                       debugDescription: "give detector or detector_file, not both")
+            }
         }
         enum CodingKeys: String, CodingKey {
-            case publish, file, recommendations, recommend, detector, churn
+            case publish, file, recommendations, recommend, detector, churn, detectorFile = "detector_file"
             case coldStartThreshold = "cold_start_threshold", coldStartChurnThreshold = "cold_start_churn_threshold"
         }
     }
@@ -168,6 +176,18 @@ package struct EdgeAgentConfiguration: Sendable, Decodable {
         configuration.dataDirectory = ConfigurationFile.resolve(configuration.dataDirectory, relativeTo: path)
         configuration.catalog = configuration.catalog.map { ConfigurationFile.resolve($0, relativeTo: path) }
         configuration.alerts.file = configuration.alerts.file.map { ConfigurationFile.resolve($0, relativeTo: path) }
+        if let file = configuration.alerts.detectorFile.map({ ConfigurationFile.resolve($0, relativeTo: path) }) {
+            configuration.alerts.detectorFile = file
+            guard let data = FileManager.default.contents(atPath: file) else {
+                throw .invalidValue(key: "alerts.detector_file", value: file, reason: "cannot read it")
+            }
+            do {
+                configuration.alerts.detector = try JSONDecoder().decode(SwitchDetector.Settings.self, from: data)
+            } catch {
+                throw .invalidValue(key: "alerts.detector_file", value: file,
+                                    reason: "not a JSON object of detector settings (edge-agent fit-drift --out): \(error)")
+            }
+        }
         try configuration.validate()
         return configuration
     }
