@@ -36,6 +36,48 @@ struct DriftEngineTests {
         #expect(ranked[0].score > ranked[1].score)
     }
 
+    @Test("The LSTM state behind recommendations is the model stepped over the user's last 50 events, from a fresh state")
+    func lazyModelState() throws {
+        let engine = Self.engine(threshold: 1e9)
+        let shape = LSTMShape(categories: 16, embedding: 8, hidden: 8)
+        let scorer = StreamingScorer(parameters: LSTMParameters<Float>(shape: shape, seed: 3))
+        var random = SplitMix64(seed: 8)
+        var time: Int64 = 1_600_000_000, events: [BehaviorEvent] = []
+        for _ in 0..<137 {
+            time += Int64(random.next() % 4_000)
+            let action: BehaviorEvent.Action = [.view, .cart, .favourite, .purchase][Int(random.next() % 4)]
+            events.append(BehaviorEvent(user: 5, item: 1, category: 100 + random.next() % 15, action: action, timestamp: time))
+        }
+        for event in events { _ = engine.process(event) }
+        var expected = [Float](repeating: 0, count: scorer.stateSize)
+        scorer.reset(&expected)
+        for index in (events.count - 50)..<events.count {
+            let gap = EventSequence.gapBucket(seconds: Double(events[index].timestamp - events[index - 1].timestamp))
+            scorer.step(&expected, category: Int(engine.catalog.modelIndex(of: events[index].category)),
+                        action: Int(events[index].action.rawValue), gap: Int(gap))
+        }
+        let state = try #require(engine.modelState(of: 5))
+        #expect(state == expected)
+        func stepped(over range: Range<Int>) -> [Float] {
+            var state = [Float](repeating: 0, count: scorer.stateSize)
+            scorer.reset(&state)
+            for index in range {
+                let gap = EventSequence.gapBucket(seconds: index == 0 ? nil
+                                                  : Double(events[index].timestamp - events[index - 1].timestamp))
+                scorer.step(&state, category: Int(engine.catalog.modelIndex(of: events[index].category)),
+                            action: Int(events[index].action.rawValue), gap: Int(gap))
+            }
+            return state
+        }
+        // Control: a shorter window gives another state (so a cut-short window would fail the check above)…
+        #expect(stepped(over: (events.count - 10)..<events.count) != expected)
+        // …while the whole history gives the same one to float precision: nothing older than the model's
+        // training window is lost by not stepping every event.
+        let full = stepped(over: 0..<events.count)
+        #expect(zip(full, expected).allSatisfy { abs($0 - $1) < 1e-4 })
+        #expect(engine.modelState(of: 6) == nil)
+    }
+
     @Test("A shopper who goes silent is warned once, on the event-time clock, with why; one far-future event moves no clock")
     func churnWarning() {
         let engine = Self.engine(threshold: 1e9, churnThreshold: 2)

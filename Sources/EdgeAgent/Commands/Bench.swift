@@ -183,7 +183,13 @@ struct BenchDrift: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "drift",
         abstract: "Live scoring's full per-event path with many users resident: p50/p99, events/s, bytes per user.",
-        discussion: "User state lookup, LSTM step, drift detector, threshold check and item popularity, one event at a time."
+        discussion: """
+            One event at a time, as the agent's scoring thread does it: the user's slot (model input ring, \
+            purchases), item popularity, the churn clock (every resident user's silence checked once an hour \
+            of event time; one event a second here) and churn state, the switch detector and the alert rule. \
+            The LSTM state is not stepped per event: it is built from the user's last 50 events when an alert \
+            or a query needs recommendations (edge-agent bench score measures one LSTM step alone).
+            """
     )
 
     @Option(name: .long, help: "Model preset: small or medium.")

@@ -77,6 +77,9 @@ package struct ChurnDetector: Sendable {
         package fileprivate(set) var intent = 0.0
         /// Whether this silence has already been warned about.
         package fileprivate(set) var warned = false
+        /// When this silence reaches the threshold it was scheduled for (``schedule(_:threshold:)``),
+        /// so that a clock check skips the shoppers not yet due with one comparison.
+        package fileprivate(set) var due = Int64.max
 
         package init() {}
     }
@@ -132,6 +135,16 @@ package struct ChurnDetector: Sendable {
         let (alpha, beta) = posterior(state)
         let surprise = max(0, threshold + log(alpha / beta))
         return beta * expm1(surprise / alpha) * 86_400
+    }
+
+    /// Sets when the shopper's current silence reaches `threshold` (never before warm-up).
+    package func schedule(_ state: inout UserState, threshold: Double) {
+        guard let last = state.lastTime, let silence = silenceToReach(threshold, state: state),
+              silence < Double(Int64.max / 4) else {
+            state.due = .max
+            return
+        }
+        state.due = last + Int64(silence.rounded(.up))
     }
 
     /// Whether the shopper should be warned at `now`: their risk reached `threshold` and this silence

@@ -81,11 +81,17 @@ package final class DriftEngine {
         package var churn = ChurnDetector.Settings()
         package var coldStartChurnThreshold = 8.0
         package var churnCheckSeconds: Int64 = 3_600
+        /// Events the LSTM state is built from when recommendations are needed: the model's training
+        /// window (`rounds.sequence_length`), so the state is the one the model learned to read.
+        package var modelWindow = 50
         package init(region: String) { self.region = region }
     }
 
     struct UserSlot {
-        var lstm: [Float]
+        /// The user's most recent model inputs (``ModelInput``), at most 2 × ``Settings/modelWindow``
+        /// (trimmed to the window when full, so the trim is amortised): the LSTM state is computed from
+        /// them only when recommendations are needed.
+        var recent: [UInt32] = []
         var drift = SwitchDetector.UserState()
         var churn = ChurnDetector.UserState()
         var alerting = AlertRule.State()
@@ -98,9 +104,17 @@ package final class DriftEngine {
     package private(set) var modelVersion: UInt64
     /// The threshold in force: the aggregator's newest, or the cold-start value until one arrives.
     package var threshold: Double
-    /// The churn-risk threshold in force (nats of surprise at the silence), likewise.
-    package var churnThreshold: Double
+    /// The churn-risk threshold in force (nats of surprise at the silence), likewise. Setting it
+    /// reschedules every shopper's silence check (once a round, O(users)).
+    package var churnThreshold: Double {
+        didSet {
+            guard churnThreshold != oldValue else { return }
+            for index in users.indices { churn.schedule(&users.values[index].churn, threshold: churnThreshold) }
+        }
+    }
     private var scorer: StreamingScorer
+    /// Scratch LSTM state for ``materialise(_:)`` (one, reused: no allocation per query).
+    private var state: [Float]
     private var detector: SwitchDetector
     private let churn: ChurnDetector
     /// The next time (event time) at which silences are checked; nil until the first live event.
@@ -118,10 +132,12 @@ package final class DriftEngine {
 
     package init(parameters: LSTMParameters<Float>, modelVersion: UInt64, catalog: CategoryCatalog, settings: Settings) {
         precondition(parameters.shape.categories == catalog.categories, "catalog and model disagree on categories")
+        precondition(catalog.categories <= 1 << 24, "model inputs pack categories in 24 bits")
         self.settings = settings
         self.catalog = catalog
         self.modelVersion = modelVersion
         scorer = StreamingScorer(parameters: parameters)
+        state = [Float](repeating: 0, count: scorer.stateSize)
         detector = SwitchDetector(settings: settings.detector, prior: scorer.initialDistribution())
         threshold = settings.coldStartThreshold
         churnThreshold = settings.coldStartChurnThreshold
@@ -156,22 +172,10 @@ package final class DriftEngine {
     package func process(_ event: BehaviorEvent) -> DriftAlert? {
         eventsScored += 1
         let category = catalog.modelIndex(of: event.category)
-        // Taken out of the dictionary (not copied) so that its arrays are mutated in place.
-        var slot = users.removeValue(forKey: event.user) ?? UserSlot(lstm: [Float](repeating: 0, count: scorer.stateSize))
-        if slot.lastTime == nil { scorer.reset(&slot.lstm) }
-        let gap = Int(EventSequence.gapBucket(seconds: slot.lastTime.map { Double(max(0, event.timestamp - $0)) }))
-        scorer.step(&slot.lstm, category: Int(category), action: Int(event.action.rawValue), gap: gap)
-        slot.lastTime = max(slot.lastTime ?? event.timestamp, event.timestamp)
-        if event.action == .purchase {
-            slot.purchases.append((event.item, event.timestamp))
-            if slot.purchases.count > 32 { slot.purchases.removeFirst() }
-        }
         recordPopularity(item: event.item, category: category, time: event.timestamp, action: event.action)
-        churn.observe(&slot.churn, time: event.timestamp, intent: event.action != .view)
-        let score = detector.update(&slot.drift, category: category)
-        let alarm = settings.rule.observe(score, threshold: threshold, state: &slot.alerting)
-        users[event.user] = slot
-        guard alarm else { return nil }
+        // The slot is updated in place in the dictionary (one lookup, no copy of its arrays).
+        let (score, alarm) = update(&users[event.user, default: UserSlot()], with: event, category: category)
+        guard alarm, let slot = users[event.user] else { return nil }
         counter += 1
         let change = detector.direction(slot.drift, count: 3)
         let emerging = change.emerging.filter { $0.category != catalog.outOfVocabulary }
@@ -210,7 +214,7 @@ package final class DriftEngine {
         nextCheck = now + period
         reachedNext = recentTimes.prefix(recentCount).filter { $0 >= now + period }.count
         var raised: [DriftAlert] = []
-        for index in users.indices {
+        for index in users.indices where users.values[index].churn.due <= now {
             guard churn.check(&users.values[index].churn, now: now, threshold: churnThreshold) else { continue }
             let user = users.keys[index], slot = users.values[index]
             raised.append(churnAlert(user: user, slot: slot, now: now))
@@ -247,6 +251,43 @@ package final class DriftEngine {
         return alert
     }
 
+    /// The per-event work on one user's slot: the model input, purchases, churn, the switch detector
+    /// and the alert rule. Returns the statistic and whether it raised an alarm.
+    private func update(_ slot: inout UserSlot, with event: BehaviorEvent, category: Int32) -> (Double, Bool) {
+        let gap = EventSequence.gapBucket(seconds: slot.lastTime.map { Double(max(0, event.timestamp - $0)) })
+        slot.recent.append(ModelInput.pack(category: category, action: event.action.rawValue, gap: gap))
+        if slot.recent.count >= 2 * settings.modelWindow {
+            slot.recent.removeFirst(slot.recent.count - settings.modelWindow)
+        }
+        slot.lastTime = max(slot.lastTime ?? event.timestamp, event.timestamp)
+        if event.action == .purchase {
+            slot.purchases.append((event.item, event.timestamp))
+            if slot.purchases.count > 32 { slot.purchases.removeFirst() }
+        }
+        churn.observe(&slot.churn, time: event.timestamp, intent: event.action != .view)
+        churn.schedule(&slot.churn, threshold: churnThreshold)
+        let score = detector.update(&slot.drift, category: category)
+        return (score, settings.rule.observe(score, threshold: threshold, state: &slot.alerting))
+    }
+
+    /// The LSTM state after the user's last ``Settings/modelWindow`` events, from a fresh state, into
+    /// ``state``: computed when recommendations are needed (an alert, a query), not per event.
+    private func materialise(_ slot: UserSlot) {
+        scorer.reset(&state)
+        for input in slot.recent.suffix(settings.modelWindow) {
+            let (category, action, gap) = ModelInput.unpack(input)
+            scorer.step(&state, category: Int(category), action: Int(action), gap: Int(gap))
+        }
+    }
+
+    /// The user's LSTM state as recommendations see it (built from their last ``Settings/modelWindow``
+    /// events); nil for an unknown user.
+    package func modelState(of user: UInt64) -> [Float]? {
+        guard let slot = users[user] else { return nil }
+        materialise(slot)
+        return state
+    }
+
     /// Top-N items for `user` from `categories` (all in-vocabulary categories when empty): ranked by the
     /// model's next-category probability × the item's recency-weighted regional popularity, without
     /// items the user bought recently.
@@ -258,9 +299,11 @@ package final class DriftEngine {
     private func recommend(user: UInt64, slot: UserSlot, categories: [Int32], now: Int64,
                            count: Int? = nil) -> [DriftAlert.Recommendation] {
         let limit = count ?? settings.recommendations
-        // p(category | the user's history) from the current state: exp(−surprise).
+        materialise(slot)
+        // p(category | the user's recent history) from the model's state: exp(−surprise).
+        let state = self.state
         func probability(_ category: Int32) -> Double {
-            exp(-Double(scorer.surprise(of: Int(category), in: slot.lstm)))
+            exp(-Double(scorer.surprise(of: Int(category), in: state)))
         }
         let excluded = Set(slot.purchases.filter { now - $0.time <= settings.purchaseExclusion }.map(\.item))
         let pool = categories.isEmpty ? Array(popularity.keys).filter { $0 != catalog.outOfVocabulary } : categories
@@ -299,5 +342,17 @@ package final class DriftEngine {
 
     private func platformCategory(_ index: Int32) -> UInt64 {
         Int(index) < catalog.entries.count ? catalog.entries[Int(index)].category : UInt64(index)
+    }
+}
+
+/// One model input (category, action, gap bucket) packed in 32 bits: the category in the low 24, the
+/// action in the next 3, the gap bucket in the top 5 (``LSTMShape/gapBuckets`` ≤ 32).
+enum ModelInput {
+    static func pack(category: Int32, action: UInt8, gap: UInt8) -> UInt32 {
+        UInt32(truncatingIfNeeded: category) & 0xFF_FFFF | UInt32(action & 0x7) << 24 | UInt32(gap & 0x1F) << 27
+    }
+
+    static func unpack(_ value: UInt32) -> (category: Int32, action: UInt8, gap: UInt8) {
+        (Int32(value & 0xFF_FFFF), UInt8(value >> 24 & 0x7), UInt8(value >> 27))
     }
 }
