@@ -147,7 +147,7 @@ struct AlertCalibrationTests {
     }
 
     /// 12 rounds of the churn threshold's calibration (q = 0.5, z = 2: the same releases as above; the
-    /// default step 0.5).
+    /// default step 0.25).
     private static func calibrateChurn(budget: Double, seed: UInt64, q: Double = 0.5, z: Double = 2) -> Double {
         let settings = ChurnRateCalibration.Settings(budgetPer1kDays: budget)
         var random = SplitMix64(seed: seed)

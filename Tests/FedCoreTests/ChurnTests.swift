@@ -150,11 +150,12 @@ struct ChurnTests {
     @Test("The churn threshold moves toward the budget and stays put without enough exposure")
     func calibrationStep() {
         let settings = ChurnRateCalibration.Settings(budgetPer1kDays: 5)
-        // 100 warnings over 2,000 days = 50 per 1k: far above 5, so the threshold rises by the full step (0.5).
-        #expect(ChurnRateCalibration.next(threshold: 4, warnings: 100, days: 2_000, settings: settings) == 4.5)
-        #expect(ChurnRateCalibration.next(threshold: 4, warnings: 1, days: 2_000, settings: settings) == 3.5)
+        let step = settings.step
+        // 100 warnings over 2,000 days = 50 per 1k: far above 5, so the threshold rises by the full step.
+        #expect(ChurnRateCalibration.next(threshold: 4, warnings: 100, days: 2_000, settings: settings) == 4 + step)
+        #expect(ChurnRateCalibration.next(threshold: 4, warnings: 1, days: 2_000, settings: settings) == 4 - step)
         #expect(ChurnRateCalibration.next(threshold: 4, warnings: 10, days: 100, settings: settings) == nil)
         let near = ChurnRateCalibration.next(threshold: 4, warnings: 11, days: 2_000, settings: settings) ?? 0
-        #expect(abs(near - (4 + 0.5 * log(5.5 / 5))) < 1e-9)
+        #expect(abs(near - (4 + step * log(5.5 / 5))) < 1e-9)
     }
 }

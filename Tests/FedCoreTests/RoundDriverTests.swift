@@ -15,6 +15,7 @@ struct RoundDriverTests {
         churnCalibration: ChurnRateCalibration.Settings(budgetPer1kDays: 5),
         initialThresholds: AlertThresholds(interestShift: 2, churnRisk: 5))
     private static let initial = settings.initialThresholds
+    private static let churnStep = settings.churnCalibration.step
 
     /// Merged releases: `alerts` alerts over `events` events, `warnings` churn warnings over `days`.
     private static func counts(alerts: Double, events: Double, warnings: Double = 0,
@@ -89,11 +90,11 @@ struct RoundDriverTests {
         Row(name: "closed with too few events to expect one alert: the threshold stays", setup: closing1,
             event: .closed(round: 1, aggregated: true, alerts: counts(alerts: 5, events: 199)), live: 3,
             expected: [.checkpoint(round: 1, thresholds: initial), .report(round: 1), .open(round: 2, deadlineMilliseconds: now + 10_000)]),
-        Row(name: "churn warnings at e times their budget: the churn threshold rises one step (0.5), the other stays",
+        Row(name: "churn warnings at e times their budget: the churn threshold rises one step, the other stays",
             setup: closing1, event: .closed(round: 1, aggregated: true,
                                             alerts: counts(alerts: 5, events: 199, warnings: 5 * exp(1), days: 1_000)),
-            live: 3, expected: [.checkpoint(round: 1, thresholds: thresholds(2, 5.5)),
-                                .announceThresholds(thresholds(2, 5.5), estimate: counts(alerts: 5, events: 199,
+            live: 3, expected: [.checkpoint(round: 1, thresholds: thresholds(2, 5 + churnStep)),
+                                .announceThresholds(thresholds(2, 5 + churnStep), estimate: counts(alerts: 5, events: 199,
                                                                                       warnings: 5 * exp(1), days: 1_000)),
                                 .report(round: 1), .open(round: 2, deadlineMilliseconds: now + 10_000)]),
         Row(name: "a close for a round not closing: ignored", setup: open1,

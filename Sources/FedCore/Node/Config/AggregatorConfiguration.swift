@@ -156,13 +156,13 @@ package struct AggregatorConfiguration: Sendable, Decodable {
     /// release of its what-if alert and event counts; 0 = no releases, the threshold stays). Churn
     /// risk likewise: `churn_budget_per_1k_shopper_days` (warnings per 1,000 shopper-days, default 5)
     /// `initial_churn_threshold` (nats, default 5; the agents' `alerts.cold_start_churn_threshold`) and
-    /// `churn_calibration_step` (default 0.5).
+    /// `churn_calibration_step` (default 0.25).
     package struct Drift: Sendable, Decodable {
         package var alertBudgetPer10k = 50.0
         package var initialThreshold = 2.0
         package var churnBudgetPer1kShopperDays = 5.0
         package var initialChurnThreshold = 5.0
-        package var churnCalibrationStep = 0.5
+        package var churnCalibrationStep = 0.25
         package var calibrationStep = 1.0
         package var histogramNoiseMultiplier = 0.0
         package init() {}
