@@ -121,17 +121,16 @@ struct AlertCalibrationTests {
     }
 
     private static func checkWithinBudget(_ budget: Double) {
-        var within = 0
-        var rates: [Double] = []
-        for seed in 0..<50 {
-            let rate = heldOutRate(threshold: calibrate(budget: budget, seed: UInt64(seed)))
-            rates.append(rate)
-            if rate >= budget / 1.5 && rate <= budget * 1.5 { within += 1 }
-        }
-        let sorted = rates.sorted()
-        print(String(format: "alert calibration, budget %.0f/10k: %d/50 seeds within ×1.5; realised min %.1f, "
-                     + "median %.1f, max %.1f per 10k", budget, within, sorted[0], sorted[25], sorted[49]))
-        #expect(within >= 48, "budget \(budget)/10k: \(within)/50 seeds within ×1.5; rates \(sorted)")
+        expectWithin(budget, unit: "alerts per 10k events") { heldOutRate(threshold: calibrate(budget: budget, seed: $0)) }
+    }
+
+    /// Over 50 seeds, the rate `realised(seed)` must be within ×1.5 of `budget` in at least 48.
+    private static func expectWithin(_ budget: Double, unit: String, realised: (UInt64) -> Double) {
+        let rates = (0..<50).map { realised(UInt64($0)) }.sorted()
+        let within = rates.filter { $0 >= budget / 1.5 && $0 <= budget * 1.5 }.count
+        print(String(format: "calibration, budget %.0f %@: %d/50 seeds within ×1.5; realised min %.2f, median %.2f, "
+                     + "max %.2f", budget, unit, within, rates[0], rates[25], rates[49]))
+        #expect(within >= 48, "budget \(budget) \(unit): \(within)/50 seeds within ×1.5; rates \(rates)")
     }
 
     /// The churn warnings per 1,000 shopper-days the held-out shoppers see at `threshold`.
@@ -175,17 +174,9 @@ struct AlertCalibrationTests {
           arguments: [5.0, 10.0])
     func churnWithinBudget(budget: Double) async throws {
         try await onDedicatedThread {
-            var within = 0
-            var rates: [Double] = []
-            for seed in 0..<50 {
-                let rate = Self.heldOutChurnRate(threshold: Self.calibrateChurn(budget: budget, seed: UInt64(seed)))
-                rates.append(rate)
-                if rate >= budget / 1.5 && rate <= budget * 1.5 { within += 1 }
+            Self.expectWithin(budget, unit: "churn warnings per 1k shopper-days") {
+                Self.heldOutChurnRate(threshold: Self.calibrateChurn(budget: budget, seed: $0))
             }
-            let sorted = rates.sorted()
-            print(String(format: "churn calibration, budget %.0f/1k shopper-days: %d/50 seeds within ×1.5; realised "
-                         + "min %.2f, median %.2f, max %.2f", budget, within, sorted[0], sorted[25], sorted[49]))
-            #expect(within >= 48, "budget \(budget)/1k shopper-days: \(within)/50 within ×1.5; rates \(sorted)")
             // Control: a threshold left at the cold start (no calibration) misses the budget of 10.
             let uncalibrated = Self.heldOutChurnRate(threshold: 5)
             print(String(format: "churn calibration control: the cold-start threshold gives %.2f per 1k shopper-days", uncalibrated))
