@@ -54,6 +54,15 @@ struct DriftThresholdIntegrationTests {
         // thresholds.json (what `edge-agent alerts` shows); the agent writes it on its scoring thread.
         let checkpoint = try CheckpointStore(path: federation.path("state/checkpoint.sqlite")).load()
         #expect(checkpoint?.thresholds != nil)
+        // …and in the aggregator's status.json, with the budgets they are calibrated to.
+        var status: [String: Any]?
+        for _ in 0..<50 where (status?["thresholds"] as? [String: Any]) == nil {
+            let data = FileManager.default.contents(atPath: federation.path("state/status.json")) ?? Data()
+            status = try? JSONSerialization.jsonObject(with: data) as? [String: Any]
+            if (status?["thresholds"] as? [String: Any]) == nil { try await Task.sleep(for: .milliseconds(100)) }
+        }
+        let shown = status?["thresholds"] as? [String: Any]
+        #expect(shown?["alert_budget_per_10k"] as? Double == 50 && shown?["churn_risk"] is Double, "\(String(describing: status))")
         var applied: AlertThresholds?
         for _ in 0..<50 where applied == nil {
             applied = AlertThresholdsFile.read(federation.path("data/region-1/thresholds.json"))?.thresholds

@@ -218,7 +218,8 @@ package struct RoundDriverService: Service {
                 "round.id": "\(round)", "updates.received": "\(received)", "quorum": "\(required)",
             ])
         }
-        server.exports.yield(.report(report, rejectionsTotal: rejections, agents: await coordinator.agentRecords))
+        server.exports.yield(.report(report, rejectionsTotal: rejections, agents: await coordinator.agentRecords,
+                                     thresholds: await coordinator.thresholds))
     }
 }
 
@@ -253,7 +254,8 @@ package struct AnnouncerService: Service {
 /// Ends when the round driver finishes its stream, after writing everything queued.
 package struct StatusExportService: Service {
     package enum Item: Sendable {
-        case report(RoundReport, rejectionsTotal: [String: Int], agents: [String: RoundCoordinator.AgentRecord])
+        case report(RoundReport, rejectionsTotal: [String: Int], agents: [String: RoundCoordinator.AgentRecord],
+                    thresholds: AlertThresholds?)
         case model([UInt8], version: UInt64)
     }
 
@@ -269,10 +271,10 @@ package struct StatusExportService: Service {
                 let server = self.server
                 // File writes with fsync: off the cooperative pool.
                 try? await server.exportQueue.run { server.export(file, version: version) }
-            case let .report(report, rejectionsTotal, agents):
+            case let .report(report, rejectionsTotal, agents, thresholds):
                 let server = self.server
                 try? await server.exportQueue.run {
-                    server.writeStatus(report, rejectionsTotal: rejectionsTotal, agents: agents)
+                    server.writeStatus(report, rejectionsTotal: rejectionsTotal, agents: agents, thresholds: thresholds)
                 }
                 server.onRound(report)
             }
@@ -284,22 +286,42 @@ package struct StatusExportService: Service {
 }
 
 extension AggregatorServer {
-    /// `status.json` in the state directory: the last round and totals, for operators and scripts.
+    /// `status.json` in the state directory: the last round and totals, and the alert thresholds in
+    /// force with the budgets they are calibrated to, for operators and scripts.
     fileprivate func writeStatus(_ report: RoundReport, rejectionsTotal: [String: Int],
-                                 agents records: [String: RoundCoordinator.AgentRecord]) {
+                                 agents records: [String: RoundCoordinator.AgentRecord], thresholds: AlertThresholds?) {
+        struct Thresholds: Encodable {
+            var interestShift: Double
+            var churnRisk: Double
+            var alertBudgetPer10k: Double
+            var churnBudgetPer1kShopperDays: Double
+            enum CodingKeys: String, CodingKey {
+                case interestShift = "interest_shift", churnRisk = "churn_risk"
+                case alertBudgetPer10k = "alert_budget_per_10k"
+                case churnBudgetPer1kShopperDays = "churn_budget_per_1k_shopper_days"
+            }
+        }
         struct Status: Encodable {
             var aggregatorID: String
             var lastRound: RoundReport
             var rejectionsTotal: [String: Int]
             var agents: [String: [String: UInt64]]
+            var thresholds: Thresholds?
             enum CodingKeys: String, CodingKey {
                 case aggregatorID = "aggregator_id", lastRound = "last_round", rejectionsTotal = "rejections_total", agents
+                case thresholds
             }
         }
+        let drift = configuration.drift
         let status = Status(
             aggregatorID: configuration.id, lastRound: report, rejectionsTotal: rejectionsTotal,
             agents: records.mapValues { ["last_round": $0.lastRound, "accepted": UInt64($0.acceptedUpdates),
-                                         "rejected": UInt64($0.rejectedUpdates)] })
+                                         "rejected": UInt64($0.rejectedUpdates)] },
+            thresholds: thresholds.map {
+                Thresholds(interestShift: $0.interestShift, churnRisk: $0.churnRisk,
+                           alertBudgetPer10k: drift.alertBudgetPer10k,
+                           churnBudgetPer1kShopperDays: drift.churnBudgetPer1kShopperDays)
+            })
         let encoder = JSONEncoder()
         encoder.outputFormatting = [.prettyPrinted, .sortedKeys]
         let path = (configuration.stateDirectory as NSString).appendingPathComponent("status.json")
