@@ -39,6 +39,9 @@ struct FitDrift: ParsableCommand {
     @Option(name: .long, help: "Most passes of the coordinate search.")
     var passes = 3
 
+    @Option(name: .long, help: "Prefer settings whose median detection delay (events) is at most this.")
+    var maxDelay: Double?
+
     @Option(name: .long, help: "Start from these settings (JSON object or @FILE) instead of the defaults.")
     var start: String?
 
@@ -49,6 +52,7 @@ struct FitDrift: ParsableCommand {
         guard EventFormat(rawValue: format) != nil else { throw ValidationError("--format must be taobao or jsonl") }
         guard budget > 0 && budget < 10_000 else { throw ValidationError("--budget must be in (0, 10000)") }
         guard (1...10).contains(passes) else { throw ValidationError("--passes must be in 1...10") }
+        if let maxDelay, !(maxDelay >= 1) { throw ValidationError("--max-delay must be at least 1 event") }
     }
 
     func run() throws {
@@ -66,7 +70,7 @@ struct FitDrift: ParsableCommand {
         Self.note("fitting on fold 0: \(streams.count) streams (\(switched) switched), "
                   + "\(streams.reduce(0) { $0 + $1.raw.count }) events, budget \(budget)/10k")
         let result = DriftFitting.fit(streams: streams, prior: prior, budget: budget, start: initial, passes: passes,
-                                      progress: Self.note)
+                                      maxDelay: maxDelay, progress: Self.note)
         let encoder = JSONEncoder()
         encoder.outputFormatting = [.prettyPrinted, .sortedKeys]
         let text = String(decoding: try encoder.encode(result.settings), as: UTF8.self) + "\n"

@@ -73,11 +73,17 @@ package enum DriftFitting {
 
     /// Coordinate search from `start`: each pass tries every grid value of every setting, keeps a change
     /// when it raises detection by more than `minimumGain` (delay breaks ties), and stops after a pass
-    /// without one (or `passes` passes).
+    /// without one (or `passes` passes). With `maxDelay`, settings whose median delay is within it come
+    /// first (a candidate that meets it beats one that does not, whatever their detection).
     package static func fit(streams: [DriftEvaluation.Stream], prior: [Double], budget: Double,
                             start: SwitchDetector.Settings = .init(), passes: Int = 3, minimumGain: Double = 0.005,
-                            progress: (String) -> Void = { _ in }) -> Result {
+                            maxDelay: Double? = nil, progress: (String) -> Void = { _ in }) -> Result {
+        func meets(_ a: DriftEvaluation.Detection) -> Bool {
+            guard let maxDelay else { return true }
+            return (a.delayP50 ?? .infinity) <= maxDelay
+        }
         func better(_ a: DriftEvaluation.Detection, than b: DriftEvaluation.Detection) -> Bool {
+            if meets(a) != meets(b) { return meets(a) }
             if a.rate > b.rate + minimumGain { return true }
             return a.rate >= b.rate - 1e-12 && (a.delayP50 ?? .infinity) < (b.delayP50 ?? .infinity) && a.rate > 0
         }
