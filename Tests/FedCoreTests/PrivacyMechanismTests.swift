@@ -81,4 +81,49 @@ struct PrivacyMechanismTests {
         }
         #expect(try tight.entries().count == 2, "a refused round charges nothing")
     }
+
+    @Test("privacy-plan's composition is exactly what the round worker charges: update, clip count, alert-rate counts, evaluation")
+    func planMatchesLedger() throws {
+        let directory = FileManager.default.temporaryDirectory.appendingPathComponent("feddrift-plan-\(UUID())")
+        try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(at: directory) }
+        var parameters = ShopperSimulator.Parameters()
+        parameters.users = 60
+        parameters.days = 3
+        let events = ShopperSimulator(parameters: parameters).run().events
+        let store = try EventStore(path: directory.appendingPathComponent("events.sqlite").path)
+        try store.append(events)
+        let shape = LSTMShape(categories: 32, embedding: 8, hidden: 8)
+        var items: [UInt64: Set<UInt64>] = [:]
+        CategoryCatalog.itemsPerCategory(events, into: &items)
+        let catalog = CategoryCatalog(itemsPerCategory: items.mapValues(\.count), categories: 32)
+        let ledger = try PrivacyLedger(path: directory.appendingPathComponent("privacy.sqlite").path,
+                                       budget: PrivacyBudget(epsilon: 1_000, delta: 1e-6))
+        let alerting = StoreRoundWorker.Alerting(
+            detector: SwitchDetector.Settings(), rule: AlertRule(), calibration: .init(budgetPer10k: 50),
+            churn: ChurnDetector.Settings(), churnCheckSeconds: 3_600,
+            thresholds: { AlertThresholds(interestShift: 2, churnRisk: 5) })
+        let worker = StoreRoundWorker(store: store, catalog: catalog, evaluationUsers: 10, threads: 1, ledger: ledger,
+                                      evaluationNoiseMultiplier: 3, alerting: alerting)
+        let rounds = 3
+        for round in 1...rounds {
+            let open = RoundPlan(round: UInt64(round), modelVersion: 0,
+                                 deadlineMilliseconds: Int64(Date().timeIntervalSince1970 * 1000) + 60_000, minAgents: 1,
+                                 hyperparameters: RoundHyperparameters(
+                                     samplingRate: 0.5, clipNorm: 1, noiseMultiplier: 1.2, learningRate: 1, localSteps: 1,
+                                     sequenceLength: 10, clipCountNoiseMultiplier: 10, histogramNoiseMultiplier: 2))
+            _ = try worker.work(global: LSTMParameters(shape: shape, seed: 1), modelVersion: 0, round: open)
+        }
+        #expect(Set(try ledger.entries().map(\.mechanism)) == ["model_update", "clip_count", "alert_rate", "evaluation"])
+        let plan = RoundReleasePlan(samplingRate: 0.5, noiseMultiplier: 1.2, clipCountNoiseMultiplier: 10,
+                                    alertRateNoiseMultiplier: 2, evaluationNoiseMultiplier: 3)
+        let planned = RDP.epsilon(rdp: plan.rdp(rounds: rounds), delta: 1e-6).epsilon
+        let spent = try ledger.spentEpsilon()
+        #expect(abs(spent - planned) < 1e-9, "ledger \(spent) vs plan \(planned)")
+        // Control: a plan that leaves out the drift release (what privacy-plan did before) under-states ε.
+        var partial = plan
+        partial.alertRateNoiseMultiplier = nil
+        let understated = RDP.epsilon(rdp: partial.rdp(rounds: rounds), delta: 1e-6).epsilon
+        #expect(understated < spent - 0.1, "without the drift release \(understated) vs \(spent)")
+    }
 }

@@ -35,3 +35,49 @@ package struct PlannedRelease: Sendable, Equatable {
                        rdp: RDP.defaultOrders.map { RDP.gaussian(noiseMultiplier: noiseMultiplier, order: $0) })
     }
 }
+
+/// The releases one agent makes in one round, as the round worker charges them: the model update
+/// (Poisson-subsampled Gaussian, multiplier z), the adaptive-clipping count (same sample, its own
+/// multiplier), the alert-rate what-if counts (same sampling rate; four clipped sums with multiplier
+/// z_h each, accounted as ``AlertRateCalibration/accountedNoiseMultiplier(_:)``) and the held-out
+/// evaluation (unsampled Gaussian, multiplier z_e). `aggregator privacy-plan` composes exactly these.
+package struct RoundReleasePlan: Sendable, Equatable {
+    package var samplingRate: Double
+    package var noiseMultiplier: Double
+    package var clipCountNoiseMultiplier: Double?
+    /// The aggregator's `drift.histogram_noise_multiplier` (per released sum).
+    package var alertRateNoiseMultiplier: Double?
+    /// The agent's `privacy.evaluation_noise_multiplier`.
+    package var evaluationNoiseMultiplier: Double?
+
+    package init(samplingRate: Double, noiseMultiplier: Double, clipCountNoiseMultiplier: Double? = nil,
+                 alertRateNoiseMultiplier: Double? = nil, evaluationNoiseMultiplier: Double? = nil) {
+        (self.samplingRate, self.noiseMultiplier) = (samplingRate, noiseMultiplier)
+        (self.clipCountNoiseMultiplier, self.alertRateNoiseMultiplier) = (clipCountNoiseMultiplier, alertRateNoiseMultiplier)
+        self.evaluationNoiseMultiplier = evaluationNoiseMultiplier
+    }
+
+    /// Round `round`'s releases, in the order the worker charges them.
+    package func releases(round: UInt64) -> [PlannedRelease] {
+        var planned = [PlannedRelease.subsampledGaussian(mechanism: "model_update", round: round, q: samplingRate,
+                                                         noiseMultiplier: noiseMultiplier)]
+        if let z = clipCountNoiseMultiplier, z > 0 {
+            planned.append(.subsampledGaussian(mechanism: "clip_count", round: round, q: samplingRate, noiseMultiplier: z))
+        }
+        if let z = alertRateNoiseMultiplier, z > 0 {
+            planned.append(.subsampledGaussian(mechanism: "alert_rate", round: round, q: samplingRate,
+                                               noiseMultiplier: AlertRateCalibration.accountedNoiseMultiplier(z)))
+        }
+        if let z = evaluationNoiseMultiplier, z > 0 {
+            planned.append(.gaussian(mechanism: "evaluation", round: round, noiseMultiplier: z))
+        }
+        return planned
+    }
+
+    /// The RDP curve of `rounds` rounds (all releases composed).
+    package func rdp(rounds: Int) -> [Double] {
+        var total = [Double](repeating: 0, count: RDP.defaultOrders.count)
+        for release in releases(round: 1) { total = zip(total, release.rdp).map { $0 + $1 } }
+        return total.map { $0 * Double(rounds) }
+    }
+}
