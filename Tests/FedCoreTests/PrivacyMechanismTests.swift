@@ -42,21 +42,26 @@ struct PrivacyMechanismTests {
             == (await rounds.clipNorm))
     }
 
-    @Test("The worker charges the update and the clip count before returning them, and refuses past the budget")
-    func workerChargesBeforeRelease() throws {
-        let directory = FileManager.default.temporaryDirectory.appendingPathComponent("feddrift-worker-\(UUID())")
-        try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
-        defer { try? FileManager.default.removeItem(at: directory) }
+    /// 60 simulated shoppers over 3 days in a store in `directory`, their catalog and a small model shape.
+    private static func workerStore(in directory: URL) throws -> (EventStore, CategoryCatalog, LSTMShape) {
         var parameters = ShopperSimulator.Parameters()
         parameters.users = 60
         parameters.days = 3
         let events = ShopperSimulator(parameters: parameters).run().events
         let store = try EventStore(path: directory.appendingPathComponent("events.sqlite").path)
         try store.append(events)
-        let shape = LSTMShape(categories: 32, embedding: 8, hidden: 8)
         var items: [UInt64: Set<UInt64>] = [:]
         CategoryCatalog.itemsPerCategory(events, into: &items)
         let catalog = CategoryCatalog(itemsPerCategory: items.mapValues(\.count), categories: 32)
+        return (store, catalog, LSTMShape(categories: 32, embedding: 8, hidden: 8))
+    }
+
+    @Test("The worker charges the update and the clip count before returning them, and refuses past the budget")
+    func workerChargesBeforeRelease() throws {
+        let directory = FileManager.default.temporaryDirectory.appendingPathComponent("feddrift-worker-\(UUID())")
+        try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(at: directory) }
+        let (store, catalog, shape) = try Self.workerStore(in: directory)
         let open = RoundPlan(round: 1, modelVersion: 0, deadlineMilliseconds: Int64(Date().timeIntervalSince1970 * 1000) + 60_000,
                              minAgents: 1, hyperparameters: RoundHyperparameters(
                                  samplingRate: 0.5, clipNorm: 1, noiseMultiplier: 1.2, learningRate: 1, localSteps: 1,
@@ -87,16 +92,7 @@ struct PrivacyMechanismTests {
         let directory = FileManager.default.temporaryDirectory.appendingPathComponent("feddrift-plan-\(UUID())")
         try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
         defer { try? FileManager.default.removeItem(at: directory) }
-        var parameters = ShopperSimulator.Parameters()
-        parameters.users = 60
-        parameters.days = 3
-        let events = ShopperSimulator(parameters: parameters).run().events
-        let store = try EventStore(path: directory.appendingPathComponent("events.sqlite").path)
-        try store.append(events)
-        let shape = LSTMShape(categories: 32, embedding: 8, hidden: 8)
-        var items: [UInt64: Set<UInt64>] = [:]
-        CategoryCatalog.itemsPerCategory(events, into: &items)
-        let catalog = CategoryCatalog(itemsPerCategory: items.mapValues(\.count), categories: 32)
+        let (store, catalog, shape) = try Self.workerStore(in: directory)
         let ledger = try PrivacyLedger(path: directory.appendingPathComponent("privacy.sqlite").path,
                                        budget: PrivacyBudget(epsilon: 1_000, delta: 1e-6))
         let alerting = StoreRoundWorker.Alerting(

@@ -57,21 +57,33 @@ package struct RoundReleasePlan: Sendable, Equatable {
         self.evaluationNoiseMultiplier = evaluationNoiseMultiplier
     }
 
+    /// The model update: Poisson-subsampled Gaussian (q, z).
+    package func update(round: UInt64) -> PlannedRelease {
+        .subsampledGaussian(mechanism: "model_update", round: round, q: samplingRate, noiseMultiplier: noiseMultiplier)
+    }
+
+    /// The adaptive-clipping count, when planned: the update's sample, its own multiplier.
+    package func clipCount(round: UInt64) -> PlannedRelease? {
+        guard let z = clipCountNoiseMultiplier, z > 0 else { return nil }
+        return .subsampledGaussian(mechanism: "clip_count", round: round, q: samplingRate, noiseMultiplier: z)
+    }
+
+    /// The alert-rate what-if counts, when planned.
+    package func alertRate(round: UInt64) -> PlannedRelease? {
+        guard let z = alertRateNoiseMultiplier, z > 0 else { return nil }
+        return .subsampledGaussian(mechanism: "alert_rate", round: round, q: samplingRate,
+                                   noiseMultiplier: AlertRateCalibration.accountedNoiseMultiplier(z))
+    }
+
+    /// The held-out evaluation, when planned: not subsampled.
+    package func evaluation(round: UInt64) -> PlannedRelease? {
+        guard let z = evaluationNoiseMultiplier, z > 0 else { return nil }
+        return .gaussian(mechanism: "evaluation", round: round, noiseMultiplier: z)
+    }
+
     /// Round `round`'s releases, in the order the worker charges them.
     package func releases(round: UInt64) -> [PlannedRelease] {
-        var planned = [PlannedRelease.subsampledGaussian(mechanism: "model_update", round: round, q: samplingRate,
-                                                         noiseMultiplier: noiseMultiplier)]
-        if let z = clipCountNoiseMultiplier, z > 0 {
-            planned.append(.subsampledGaussian(mechanism: "clip_count", round: round, q: samplingRate, noiseMultiplier: z))
-        }
-        if let z = alertRateNoiseMultiplier, z > 0 {
-            planned.append(.subsampledGaussian(mechanism: "alert_rate", round: round, q: samplingRate,
-                                               noiseMultiplier: AlertRateCalibration.accountedNoiseMultiplier(z)))
-        }
-        if let z = evaluationNoiseMultiplier, z > 0 {
-            planned.append(.gaussian(mechanism: "evaluation", round: round, noiseMultiplier: z))
-        }
-        return planned
+        [update(round: round)] + [clipCount(round: round), alertRate(round: round), evaluation(round: round)].compactMap { $0 }
     }
 
     /// The RDP curve of `rounds` rounds (all releases composed).

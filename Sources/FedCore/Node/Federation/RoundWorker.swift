@@ -96,15 +96,14 @@ package struct StoreRoundWorker: RoundWorker {
     package func work(global: LSTMParameters<Float>, modelVersion: UInt64, round: RoundPlan) throws -> RoundWork {
         let started = ContinuousClock.now
         let h = round.hyperparameters
-        let update = PlannedRelease.subsampledGaussian(mechanism: "model_update", round: round.round,
-                                                       q: h.samplingRate, noiseMultiplier: h.noiseMultiplier)
-        let count = h.clipCountNoiseMultiplier > 0
-            ? PlannedRelease.subsampledGaussian(mechanism: "clip_count", round: round.round, q: h.samplingRate,
-                                                noiseMultiplier: h.clipCountNoiseMultiplier) : nil
-        let histogram = h.histogramNoiseMultiplier > 0 && alerting != nil
-            ? PlannedRelease.subsampledGaussian(
-                mechanism: "alert_rate", round: round.round, q: h.samplingRate,
-                noiseMultiplier: AlertRateCalibration.accountedNoiseMultiplier(h.histogramNoiseMultiplier)) : nil
+        // The same plan `aggregator privacy-plan` composes.
+        let plan = RoundReleasePlan(samplingRate: h.samplingRate, noiseMultiplier: h.noiseMultiplier,
+                                    clipCountNoiseMultiplier: h.clipCountNoiseMultiplier,
+                                    alertRateNoiseMultiplier: alerting != nil ? h.histogramNoiseMultiplier : nil,
+                                    evaluationNoiseMultiplier: evaluationNoiseMultiplier)
+        let update = plan.update(round: round.round)
+        let count = plan.clipCount(round: round.round)
+        let histogram = plan.alertRate(round: round.round)
         // Refuse before spending any compute when the update could not be released anyway.
         var combined = update
         for extra in [count, histogram].compactMap({ $0 }) { combined.rdp = zip(combined.rdp, extra.rdp).map { $0 + $1 } }
@@ -126,7 +125,8 @@ package struct StoreRoundWorker: RoundWorker {
             let measured = NextCategoryEvaluation.evaluate(parameters: global, sequences: data.evaluation,
                                                            outOfVocabulary: catalog.outOfVocabulary,
                                                            lossClamp: Self.lossClamp)
-            report = try releaseEvaluation(measured, round: round.round, modelVersion: modelVersion, noise: &noise)
+            report = try releaseEvaluation(measured, planned: plan.evaluation(round: round.round), round: round.round,
+                                           modelVersion: modelVersion, noise: &noise)
         }
         // A round that closed while this agent trained would refuse the update: release nothing, charge nothing.
         guard Date().timeIntervalSince1970 * 1000 < Double(round.deadlineMilliseconds) else {
@@ -192,14 +192,14 @@ package struct StoreRoundWorker: RoundWorker {
     /// The evaluation as released: exact without a budget; otherwise the vector (users, top-1 hits,
     /// top-10 hits, loss sum / clamp), whose L2 sensitivity to one user is 2, gets N(0, (2·z_e)²) per
     /// coordinate and is charged as a Gaussian mechanism with noise multiplier z_e.
-    private func releaseEvaluation(_ measured: NextCategoryEvaluation, round: UInt64, modelVersion: UInt64,
+    private func releaseEvaluation(_ measured: NextCategoryEvaluation, planned: PlannedRelease?, round: UInt64,
+                                   modelVersion: UInt64,
                                    noise: inout GaussianNoise<SodiumRandom>) throws -> EvaluationRelease? {
         guard ledger.budget.epsilon.isFinite else {
             return EvaluationRelease(round: round, modelVersion: modelVersion, users: measured.users,
                                      top1Hits: measured.top1Hits, top10Hits: measured.top10Hits, lossSum: measured.lossSum)
         }
-        let release = PlannedRelease.gaussian(mechanism: "evaluation", round: round,
-                                              noiseMultiplier: evaluationNoiseMultiplier)
+        guard let release = planned else { return nil }
         guard try ledger.epsilon(after: release) <= ledger.budget.epsilon else { return nil }
         let sigma = 2 * evaluationNoiseMultiplier
         let users = max(0, noise.noised(count: Double(measured.users), sigma: sigma).rounded())
