@@ -128,6 +128,9 @@ package final class DriftEngine {
     private var popularity: [Int32: [UInt64: Double]] = [:]
     private var epoch: Int64?
     private var counter: UInt64 = 0
+    /// Random per engine, so that alert ids (region, event time, this, counter) stay unique across
+    /// restarts — the alert store ignores a second alert with an id it holds — without a user id in them.
+    private let instance = String(UInt32.random(in: 0...UInt32.max), radix: 16)
     package private(set) var eventsScored = 0
 
     package init(parameters: LSTMParameters<Float>, modelVersion: UInt64, catalog: CategoryCatalog, settings: Settings) {
@@ -180,7 +183,7 @@ package final class DriftEngine {
         let change = detector.direction(slot.drift, count: 3)
         let emerging = change.emerging.filter { $0.category != catalog.outOfVocabulary }
         var alert = DriftAlert(
-            id: "\(settings.region)-\(event.timestamp)-\(counter)", user: event.user, region: settings.region,
+            id: "\(settings.region)-\(event.timestamp)-\(instance)-\(counter)", user: event.user, region: settings.region,
             time: event.timestamp, score: score, threshold: threshold, kind: .interestShift,
             emerging: emerging.map { .init(category: platformCategory($0.category), before: $0.before, after: $0.after) },
             fading: change.fading.filter { $0.category != catalog.outOfVocabulary }
@@ -240,7 +243,7 @@ package final class DriftEngine {
         let top = detector.topCategories(slot.drift, count: 3).filter { $0.category != catalog.outOfVocabulary }
         let silence = Double(now - (slot.churn.lastTime ?? now)) / 86_400
         var alert = DriftAlert(
-            id: "\(settings.region)-\(now)-\(counter)", user: user, region: settings.region, time: now,
+            id: "\(settings.region)-\(now)-\(instance)-\(counter)", user: user, region: settings.region, time: now,
             score: churn.risk(slot.churn, now: now), threshold: churnThreshold, kind: .churnRisk, emerging: [],
             fading: top.map { .init(category: platformCategory($0.category), before: $0.share, after: 0) },
             events: nil, silenceDays: silence, usualSessionsPerDay: churn.sessionsPerDay(slot.churn),
