@@ -54,9 +54,10 @@ struct Alerts: AsyncParsableCommand {
         }
         let store = try AlertStore(path: configuration.alertStorePath)
         var last: Int64 = 0
-        var all: [DriftAlert] = []
+        var all: [DriftAlert] = [], stored = 0
         for (sequence, alert) in try store.newer(than: last) {
             last = sequence
+            stored += 1
             if matches(alert) { all.append(alert) }
         }
         if json {
@@ -64,8 +65,9 @@ struct Alerts: AsyncParsableCommand {
         } else {
             let shown = limit == 0 ? all[...] : all.suffix(limit)
             let counts = Dictionary(grouping: all, by: \.kind).mapValues(\.count)
-            print("Alerts of \(configuration.id): \(all.count) (\(counts[.interestShift] ?? 0) interest shift, "
-                  + "\(counts[.churnRisk] ?? 0) churn risk)\(since.map { " since \(Self.time($0))" } ?? "").")
+            let filtered = kind != nil || since != nil ? " matching (of \(stored) stored)" : ""
+            print("Alerts of \(configuration.id): \(all.count)\(filtered) — \(counts[.interestShift] ?? 0) interest shift, "
+                  + "\(counts[.churnRisk] ?? 0) churn risk\(since.map { ", since \(Self.time($0))" } ?? "").")
             print(thresholds)
             if all.isEmpty {
                 print("No alert matches. An alert is raised when a shopper's score reaches the threshold in force.")

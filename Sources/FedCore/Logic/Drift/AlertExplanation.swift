@@ -23,11 +23,13 @@ package enum AlertExplanation {
         case .churnRisk:
             let silence = alert.silenceDays.map { String(format: "%.1f days", $0) } ?? "a long time"
             let usual = alert.usualSessionsPerDay.map { String(format: "%.1f sessions a day", $0) } ?? "their usual visits"
-            let probability = String(format: "%.2g %%", 100 * exp(-alert.score))
+            // e^(−score) is about how often per day a silence this long happens to this shopper.
+            let rarity = exp(alert.score) >= 1e6 ? "less than once in a million days"
+                : String(format: "about once in %.0f days", max(1, exp(alert.score)))
             let interests = alert.fading.isEmpty ? ""
                 : " Their main interests were " + list(alert.fading.map { "category \($0.category) (\(percent($0.before)))" }) + "."
-            return "Churn risk: silent for \(silence) after \(usual); a silence this long had a \(probability) chance "
-                + "for them (\(against)).\(interests) \(offer)"
+            return "Churn risk: silent for \(silence) after \(usual); for them a silence this long comes \(rarity) "
+                + "(\(against)).\(interests) \(offer)"
         }
     }
 
