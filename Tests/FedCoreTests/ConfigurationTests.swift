@@ -17,11 +17,14 @@ struct ConfigurationTests {
         #expect(aggregator.agents.map(\.id) == ["region-1", "region-2", "region-3"])
         #expect(aggregator.rounds.minAgents == 2 && aggregator.model.shape == .small)
         #expect(aggregator.stateDirectory.hasSuffix("state/aggregator"))
+        #expect(!aggregator.nonPrivate && aggregator.rounds.hyperparameters.noiseMultiplier > 0, "private by default")
         for index in 1...3 {
             let agent = try EdgeAgentConfiguration.load(path: Self.configs.appendingPathComponent("agent-\(index).yaml").path)
             #expect(agent.id == "region-\(index)")
             #expect(agent.catalog?.hasSuffix("state/catalog.txt") == true)
             #expect(agent.announcements == aggregator.announce)
+            #expect(!agent.nonPrivate && agent.floor != nil && (agent.privacy?.epsilon ?? .infinity) <= 8,
+                    "every example agent has a budget and a floor")
         }
     }
 
@@ -41,6 +44,7 @@ struct ConfigurationTests {
             let path = directory.appendingPathComponent("aggregator.yaml").path
             try """
                 key_directory: keys
+                non_private: true
                 agents: [{id: a, public_key_file: a.public}, {id: b, public_key_file: b.public}]
                 \(line)
 
@@ -54,6 +58,50 @@ struct ConfigurationTests {
         }
     }
 
+    @Test("Fail closed: no noise, no budget or a budget beside non_private are refused with the key named")
+    func privacyRefusals() throws {
+        let directory = FileManager.default.temporaryDirectory.appendingPathComponent("feddrift-config-\(UUID())")
+        try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(at: directory) }
+        let aggregatorPath = directory.appendingPathComponent("aggregator.yaml").path
+        func aggregator(_ lines: String) throws -> AggregatorConfiguration {
+            try "key_directory: keys\nagents: [{id: a, public_key_file: a.public}]\n\(lines)\n"
+                .write(toFile: aggregatorPath, atomically: true, encoding: .utf8)
+            return try AggregatorConfiguration.load(path: aggregatorPath)
+        }
+        func refused(_ key: String, _ load: () throws -> Void) {
+            #expect { try load() } throws: { error in
+                guard case let ConfigError.invalidValue(found, _, _) = error else { return false }
+                return found == key
+            }
+        }
+        refused("rounds.noise_multiplier") { _ = try aggregator("rounds: {noise_multiplier: 0}") }
+        refused("rounds.expected_users") { _ = try aggregator("") }  // default z = 1 needs the fixed denominator
+        let defaults = try aggregator("rounds: {expected_users: 1000}")
+        #expect(defaults.rounds.hyperparameters.noiseMultiplier == 1 && !defaults.isNonPrivate)
+        let open = try aggregator("non_private: true")
+        #expect(open.rounds.hyperparameters.noiseMultiplier == 0 && open.isNonPrivate
+                && open.privacySummary["mode"] == "NON-PRIVATE")
+
+        let agentPath = directory.appendingPathComponent("agent.yaml").path
+        func agent(_ lines: String) throws -> EdgeAgentConfiguration {
+            try "id: a\nkey_directory: keys\naggregator_public_key_file: a.public\n\(lines)\n"
+                .write(toFile: agentPath, atomically: true, encoding: .utf8)
+            return try EdgeAgentConfiguration.load(path: agentPath)
+        }
+        refused("privacy") { _ = try agent("") }
+        refused("non_private") { _ = try agent("non_private: true\nprivacy: {epsilon: 8, delta: 1.0e-6}") }
+        refused("privacy") { _ = try agent("privacy: {epsilon: .inf, delta: 1.0e-6}") }
+        refused("privacy.min_noise_multiplier") { _ = try agent("privacy: {epsilon: 8, delta: 1.0e-6, min_noise_multiplier: 0}") }
+        refused("privacy.evaluation_noise_multiplier") {
+            _ = try agent("privacy: {epsilon: 8, delta: 1.0e-6, evaluation_noise_multiplier: 0.1}")
+        }
+        let budgeted = try agent("privacy: {epsilon: 8, delta: 1.0e-6, max_sampling_rate: 0.2}")
+        #expect(budgeted.floor == PrivacyFloor(minNoiseMultiplier: 0.5, maxSamplingRate: 0.2))
+        let nonPrivate = try agent("non_private: true")
+        #expect(nonPrivate.floor == nil && nonPrivate.budget.epsilon == .infinity)
+    }
+
     @Test("An agent loads fitted detector settings from alerts.detector_file; a bad file or both keys are refused")
     func detectorFile() throws {
         let directory = FileManager.default.temporaryDirectory.appendingPathComponent("feddrift-config-\(UUID())")
@@ -65,6 +113,7 @@ struct ConfigurationTests {
                 id: region-1
                 key_directory: keys
                 aggregator_public_key_file: aggregator.public
+                non_private: true
                 alerts: \(alerts)
 
                 """.write(toFile: path, atomically: true, encoding: .utf8)

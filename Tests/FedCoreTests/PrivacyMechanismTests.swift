@@ -34,9 +34,9 @@ struct PrivacyMechanismTests {
         let round = await rounds.open(deadline: .now + .seconds(60))
         try await rounds.accept(ModelUpdate(agentID: "a", round: round,
                                             deltaSum: [Float](repeating: 0.01, count: shape.layout.count), users: 0,
-                                            clipCount: 9))
+                                            clipCount: 4))
         await rounds.close()
-        // 9 of the expected 10 users were within S: S grows by exp(−0.2 (0.9 − 0.5)).
+        // 9 of the expected 10 users were within S (released centred: 9 − 10/2 = 4): S grows by exp(−0.2 (0.9 − 0.5)).
         #expect(abs(await rounds.clipNorm - 2 * exp(-0.2 * 0.4)) < 1e-12)
         #expect(await rounds.checkpoint(shape: shape).clipNorm
             == (await rounds.clipNorm))
@@ -56,7 +56,7 @@ struct PrivacyMechanismTests {
         return (store, catalog, LSTMShape(categories: 32, embedding: 8, hidden: 8))
     }
 
-    @Test("The worker charges the update and the clip count before returning them, and refuses past the budget")
+    @Test("The worker charges the update and the clip count jointly before returning them, and refuses past the budget")
     func workerChargesBeforeRelease() throws {
         let directory = FileManager.default.temporaryDirectory.appendingPathComponent("feddrift-worker-\(UUID())")
         try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
@@ -68,23 +68,92 @@ struct PrivacyMechanismTests {
                                  sequenceLength: 10, clipCountNoiseMultiplier: 10))
         let budget = PrivacyBudget(epsilon: 50, delta: 1e-6)
         let ledger = try PrivacyLedger(path: directory.appendingPathComponent("privacy.sqlite").path, budget: budget)
-        let worker = StoreRoundWorker(store: store, catalog: catalog, evaluationUsers: 10, threads: 1, ledger: ledger)
+        let worker = StoreRoundWorker(store: store, catalog: catalog, evaluationUsers: 10, threads: 1, ledger: ledger,
+                                      floor: PrivacyFloor())
         let work = try worker.work(global: LSTMParameters(shape: shape, seed: 1), modelVersion: 0, round: open)
         #expect(work.submission.users == 0, "the exact user count is not released under noise")
         #expect(work.evaluation == nil, "no evaluation is released under a budget without evaluation noise")
-        #expect(try ledger.entries().map(\.mechanism).sorted() == ["clip_count", "model_update"])
-        let expected = RDP.epsilon(rdp: zip(RDP.subsampledGaussian(q: 0.5, noiseMultiplier: 1.2),
-                                            RDP.subsampledGaussian(q: 0.5, noiseMultiplier: 10)).map { $0 + $1 },
-                                   delta: 1e-6).epsilon
+        #expect(try ledger.entries().map(\.mechanism) == ["model_update+clip_count"])
+        // One subsampled Gaussian: (update / 1.2, centred count / 10) has L2 sensitivity √(1/1.2² + 0.05²).
+        let joint = 1 / (1 / (1.2 * 1.2) + 0.05 * 0.05).squareRoot()
+        let expected = RDP.epsilon(q: 0.5, noiseMultiplier: joint, rounds: 1, delta: 1e-6).epsilon
         #expect(abs(try ledger.spentEpsilon() - expected) < 1e-9)
+        // Control: charging update and count as two mechanisms costs less than the truth.
+        let separate = RDP.epsilon(rdp: zip(RDP.subsampledGaussian(q: 0.5, noiseMultiplier: 1.2),
+                                            RDP.subsampledGaussian(q: 0.5, noiseMultiplier: 20)).map { $0 + $1 },
+                                   delta: 1e-6).epsilon
+        #expect(separate < expected)
 
         let tight = try PrivacyLedger(path: directory.appendingPathComponent("privacy.sqlite").path,
                                       budget: PrivacyBudget(epsilon: expected * 1.01, delta: 1e-6))
-        let refusing = StoreRoundWorker(store: store, catalog: catalog, evaluationUsers: 10, threads: 1, ledger: tight)
+        let refusing = StoreRoundWorker(store: store, catalog: catalog, evaluationUsers: 10, threads: 1, ledger: tight,
+                                        floor: PrivacyFloor())
         #expect(throws: PrivacyLedgerError.self) {
             _ = try refusing.work(global: LSTMParameters(shape: shape, seed: 1), modelVersion: 0, round: open)
         }
-        #expect(try tight.entries().count == 2, "a refused round charges nothing")
+        #expect(try tight.entries().count == 1, "a refused round charges nothing")
+    }
+
+    @Test("Adaptive clipping is charged jointly: the reviewer's figures (count of sensitivity 1 = centred count at half the noise)")
+    func jointClippingMatchesReview() {
+        // A count of sensitivity 1 with noise σ is the centred count (sensitivity ½) with noise σ/2.
+        func epsilons(q: Double, z: Double, countSigma: Double, rounds: Int) -> (joint: Double, separate: Double) {
+            let joint = RoundReleasePlan(samplingRate: q, noiseMultiplier: z, clipCountNoiseMultiplier: countSigma / 2)
+            let separate = zip(RDP.subsampledGaussian(q: q, noiseMultiplier: z),
+                               RDP.subsampledGaussian(q: q, noiseMultiplier: countSigma)).map { ($0 + $1) * Double(rounds) }
+            return (RDP.epsilon(rdp: joint.rdp(rounds: rounds), delta: 1e-6).epsilon,
+                    RDP.epsilon(rdp: separate, delta: 1e-6).epsilon)
+        }
+        let a = epsilons(q: 0.1, z: 0.8, countSigma: 2, rounds: 200)
+        let b = epsilons(q: 0.5, z: 1, countSigma: 1, rounds: 20)
+        #expect(abs(a.joint - 22.4) < 0.1 && abs(a.separate - 19.8) < 0.1, "\(a)")
+        #expect(abs(b.joint - 31.3) < 0.1 && abs(b.separate - 26.7) < 0.1, "\(b)")
+        #expect(RoundReleasePlan.jointNoiseMultiplier(update: 1, clipCount: 0.5) == 1 / 2.0.squareRoot())
+    }
+
+    @Test("The agent's floor refuses rounds whose announced noise or sampling rate breaks it, before reading or charging anything")
+    func floorRefusesWeakRounds() throws {
+        let directory = FileManager.default.temporaryDirectory.appendingPathComponent("feddrift-floor-\(UUID())")
+        try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(at: directory) }
+        let (store, catalog, shape) = try Self.workerStore(in: directory)
+        let ledger = try PrivacyLedger(path: directory.appendingPathComponent("privacy.sqlite").path,
+                                       budget: PrivacyBudget(epsilon: 1_000, delta: 1e-6))
+        let floor = PrivacyFloor(minNoiseMultiplier: 0.8, maxSamplingRate: 0.2)
+        let alerting = StoreRoundWorker.Alerting(
+            detector: SwitchDetector.Settings(), rule: AlertRule(), calibration: .init(budgetPer10k: 50),
+            churn: ChurnDetector.Settings(), churnCheckSeconds: 3_600,
+            thresholds: { AlertThresholds(interestShift: 2, churnRisk: 5) })
+        let worker = StoreRoundWorker(store: store, catalog: catalog, evaluationUsers: 10, threads: 1, ledger: ledger,
+                                      floor: floor, alerting: alerting)
+        func round(q: Double, z: Double, countSigma: Double = 0, histogram: Double = 0) -> RoundPlan {
+            RoundPlan(round: 1, modelVersion: 0, deadlineMilliseconds: Int64(Date().timeIntervalSince1970 * 1000) + 60_000,
+                      minAgents: 1, hyperparameters: RoundHyperparameters(
+                          samplingRate: q, clipNorm: 1, noiseMultiplier: z, learningRate: 1, localSteps: 1,
+                          sequenceLength: 10, clipCountNoiseMultiplier: countSigma, histogramNoiseMultiplier: histogram))
+        }
+        let global = LSTMParameters<Float>(shape: shape, seed: 1)
+        let weak = [round(q: 0.1, z: 0), round(q: 0.1, z: 0.5), round(q: 0.5, z: 1),
+                    round(q: 0.1, z: 1, countSigma: 0.2),   // the joint multiplier drops to 0.37
+                    round(q: 0.1, z: 1, histogram: 1)]      // alert-rate counts accounted at 0.5
+        for plan in weak {
+            #expect(throws: RoundWorkError.self, "\(plan.hyperparameters)") {
+                _ = try worker.work(global: global, modelVersion: 0, round: plan)
+            }
+        }
+        #expect(try ledger.entries().isEmpty, "refused rounds charge nothing")
+        // Control: a round within the floor is trained and charged.
+        _ = try worker.work(global: global, modelVersion: 0, round: round(q: 0.2, z: 0.9, countSigma: 5, histogram: 2))
+        #expect(try ledger.entries().map(\.mechanism) == ["alert_rate", "model_update+clip_count"])
+        // NON-PRIVATE (no floor): the same weak round is released, and recorded at ε = ∞.
+        let open = try PrivacyLedger(path: directory.appendingPathComponent("open.sqlite").path,
+                                     budget: PrivacyBudget(epsilon: .infinity, delta: 1e-6))
+        let nonPrivate = StoreRoundWorker(store: store, catalog: catalog, evaluationUsers: 10, threads: 1, ledger: open,
+                                          floor: nil)
+        let work = try nonPrivate.work(global: global, modelVersion: 0, round: round(q: 1, z: 0))
+        #expect(work.evaluation != nil, "NON-PRIVATE agents report exact evaluations")
+        #expect(Set(try open.entries().map(\.mechanism)) == ["model_update", "evaluation"])
+        #expect(try open.spentEpsilon() == .infinity)
     }
 
     @Test("privacy-plan's composition is exactly what the round worker charges: update, clip count, alert-rate counts, evaluation")
@@ -100,7 +169,7 @@ struct PrivacyMechanismTests {
             churn: ChurnDetector.Settings(), churnCheckSeconds: 3_600,
             thresholds: { AlertThresholds(interestShift: 2, churnRisk: 5) })
         let worker = StoreRoundWorker(store: store, catalog: catalog, evaluationUsers: 10, threads: 1, ledger: ledger,
-                                      evaluationNoiseMultiplier: 3, alerting: alerting)
+                                      floor: PrivacyFloor(), evaluationNoiseMultiplier: 3, alerting: alerting)
         let rounds = 3
         for round in 1...rounds {
             let open = RoundPlan(round: UInt64(round), modelVersion: 0,
@@ -110,7 +179,7 @@ struct PrivacyMechanismTests {
                                      sequenceLength: 10, clipCountNoiseMultiplier: 10, histogramNoiseMultiplier: 2))
             _ = try worker.work(global: LSTMParameters(shape: shape, seed: 1), modelVersion: 0, round: open)
         }
-        #expect(Set(try ledger.entries().map(\.mechanism)) == ["model_update", "clip_count", "alert_rate", "evaluation"])
+        #expect(Set(try ledger.entries().map(\.mechanism)) == ["model_update+clip_count", "alert_rate", "evaluation"])
         let plan = RoundReleasePlan(samplingRate: 0.5, noiseMultiplier: 1.2, clipCountNoiseMultiplier: 10,
                                     alertRateNoiseMultiplier: 2, evaluationNoiseMultiplier: 3)
         let planned = RDP.epsilon(rdp: plan.rdp(rounds: rounds), delta: 1e-6).epsilon

@@ -21,8 +21,8 @@ struct BudgetAuditTests {
     @Test("Audit 6: an agent whose next release would exceed its budget stops training and releasing, says so, and keeps running")
     func exhaustionStopsReleases() async throws {
         let agents = [(id: "region-1", users: 30), (id: "region-2", users: 30)]
-        let federation = try await Federation(agents: agents, enrolled: agents.map(\.id), aggregatorSettings: Self.rounds)
-        try federation.appendLines("privacy: {epsilon: \(Self.budget), delta: 1.0e-6}\n", to: "region-1.yaml")
+        let federation = try await Federation(agents: agents, enrolled: agents.map(\.id), aggregatorSettings: Self.rounds,
+                                              budgets: ["region-1": Self.budget])
         let aggregator = try federation.start("aggregator", ["run", "--config", "aggregator.yaml", "--rounds", "6"])
         let limited = try federation.start("edge-agent", ["run", "--config", "region-1.yaml"])
         let other = try federation.start("edge-agent", ["run", "--config", "region-2.yaml"])
@@ -56,8 +56,7 @@ struct BudgetAuditTests {
         let federation = try await Federation(agents: agents, enrolled: ["region-1"], aggregatorSettings: """
             rounds: {min_agents: 1, timeout_seconds: 15, sampling_rate: 0.5, clip_norm: 1.0, noise_multiplier: 1.0, sequence_length: 20, expected_users: 150}
 
-            """)
-        try federation.appendLines("privacy: {epsilon: 1000, delta: 1.0e-6}\n", to: "region-1.yaml")
+            """, budgets: [:])
         let aggregator = try federation.start("aggregator", ["run", "--config", "aggregator.yaml"])
         defer { aggregator.terminate() }
         var random = SplitMix64(seed: UInt64(Date().timeIntervalSince1970))

@@ -103,7 +103,11 @@ package struct Federation {
     package let directory: URL
     package let port: Int
 
-    package init(agents: [String], enrolled: [String]) async throws {
+    /// `budgets` nil: both sides get `non_private: true` (exact updates, for tests that check arithmetic);
+    /// otherwise each agent gets `privacy: {epsilon: budgets[id], delta: 1e-6}` (default 1000) and the test
+    /// gives the aggregator its noise.
+    package init(agents: [String], enrolled: [String], budgets: [String: Double]? = nil) async throws {
+        let nonPrivate = budgets == nil
         directory = FileManager.default.temporaryDirectory.appendingPathComponent("feddrift-it-\(UUID().uuidString)")
         try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
         port = Int.random(in: 20_000..<60_000)
@@ -112,7 +116,7 @@ package struct Federation {
             try await require(keygen, seconds: 30, "keygen")
         }
         var yaml = "listen: tcp://127.0.0.1:\(port)\nannounce: tcp://127.0.0.1:\(port + 1)\n"
-            + "key_directory: keys/aggregator\nagents:\n"
+            + "key_directory: keys/aggregator\n" + (nonPrivate ? "non_private: true\n" : "") + "agents:\n"
         for agent in enrolled { yaml += "  - id: \(agent)\n    public_key_file: keys/\(agent)/identity.public\n" }
         try yaml.write(to: directory.appendingPathComponent("aggregator.yaml"), atomically: true, encoding: .utf8)
         for agent in agents {
@@ -122,6 +126,7 @@ package struct Federation {
                 announcements: tcp://127.0.0.1:\(port + 1)
                 aggregator_public_key_file: keys/aggregator/identity.public
                 key_directory: keys/\(agent)
+                \(budgets.map { "privacy: {epsilon: \($0[agent] ?? 1000), delta: 1.0e-6}" } ?? "non_private: true")
 
                 """
             try config.write(to: directory.appendingPathComponent("\(agent).yaml"), atomically: true, encoding: .utf8)
@@ -137,8 +142,9 @@ extension Federation {
     /// Simulates each agent's shoppers with the real `edge-agent simulate`, builds the shared catalog
     /// with `aggregator catalog build`, imports each region with `edge-agent import --config`, and adds
     /// `aggregatorSettings` (YAML lines) to the aggregator's configuration.
-    package init(agents: [(id: String, users: Int)], enrolled: [String], aggregatorSettings: String) async throws {
-        try await self.init(agents: agents.map(\.id), enrolled: enrolled)
+    package init(agents: [(id: String, users: Int)], enrolled: [String], aggregatorSettings: String,
+                 budgets: [String: Double]? = nil) async throws {
+        try await self.init(agents: agents.map(\.id), enrolled: enrolled, budgets: budgets)
         for (index, agent) in agents.enumerated() {
             let simulate = try start("edge-agent", ["simulate", "--users", "\(agent.users)", "--days", "3",
                                                     "--seed", "\(index + 1)", "--out", "\(agent.id).csv"])

@@ -19,24 +19,34 @@ struct PrivacyPlan: ParsableCommand {
             releases an agent makes every round to compose them too, exactly as the agent's ledger charges \
             them: the adaptive-clipping count, the alert-rate what-if counts (drift.histogram_noise_multiplier; \
             four sums, accounted at half the multiplier, subsampled like the update) and the held-out \
-            evaluation (privacy.evaluation_noise_multiplier; not subsampled).
+            evaluation (privacy.evaluation_noise_multiplier; not subsampled). With adaptive clipping the \
+            update and its clip count come from one sample and are charged as one mechanism. Or read it all \
+            from the configurations (--config, --agent-config): the result is the ε the agent's ledger will \
+            show after that many rounds. Also prints ρ of zero-concentrated DP (no subsampling amplification).
 
             Examples:
               aggregator privacy-plan --sampling-rate 0.01 --rounds 1000 --delta 1e-6 --noise-multiplier 1.0
               aggregator privacy-plan --sampling-rate 0.01 --rounds 1000 --delta 1e-6 --epsilon 2 --json
               aggregator privacy-plan --sampling-rate 0.5 --rounds 12 --delta 1e-6 --noise-multiplier 1 \
                 --alert-rate-noise-multiplier 2 --evaluation-noise-multiplier 5
+              aggregator privacy-plan --config configs/aggregator.yaml --agent-config configs/agent-1.yaml --rounds 100
             """
     )
 
-    @Option(name: .long, help: "q: the probability that a user takes part in a round.")
-    var samplingRate: Double
+    @Option(name: .long, help: "An aggregator configuration: q, z, the clip-count and alert-rate noise (and rounds.max_rounds) from it.")
+    var config: String?
 
-    @Option(name: .long, help: "Rounds composed.")
-    var rounds: Int
+    @Option(name: .long, help: "An agent configuration: δ, the budget and the evaluation noise from it.")
+    var agentConfig: String?
+
+    @Option(name: .long, help: "q: the probability that a user takes part in a round.")
+    var samplingRate: Double?
+
+    @Option(name: .long, help: "Rounds composed (default with --config: rounds.max_rounds).")
+    var rounds: Int?
 
     @Option(name: .long, help: "δ (per user).")
-    var delta: Double
+    var delta: Double?
 
     @Option(name: .long, help: "z: noise standard deviation ÷ clip norm. Prints ε.")
     var noiseMultiplier: Double?
@@ -56,12 +66,45 @@ struct PrivacyPlan: ParsableCommand {
     @Flag(name: .long, help: "One JSON object: epsilon, noise_multiplier, delta, rounds, sampling_rate, order.")
     var json = false
 
+    /// Every setting, from the options first, then the configurations.
+    private struct Settings {
+        var samplingRate: Double
+        var rounds: Int
+        var delta: Double
+        var noiseMultiplier: Double?
+        var clipCountNoiseMultiplier, alertRateNoiseMultiplier, evaluationNoiseMultiplier: Double?
+        var budget: PrivacyBudget?
+    }
+
+    private func resolve() throws -> Settings {
+        let aggregator = try config.map { try AggregatorConfiguration.load(path: $0) }
+        let agent = try agentConfig.map { try EdgeAgentConfiguration.load(path: $0) }
+        let h = aggregator?.rounds.hyperparameters
+        func positive(_ value: Double?) -> Double? { value.flatMap { $0 > 0 ? $0 : nil } }
+        guard let q = samplingRate ?? h?.samplingRate else { throw ValidationError("give --sampling-rate (or --config)") }
+        let configuredRounds = aggregator.flatMap { $0.rounds.maxRounds > 0 ? $0.rounds.maxRounds : nil }
+        guard let rounds = rounds ?? configuredRounds else {
+            throw ValidationError("give --rounds (the configuration's rounds.max_rounds is 0: until stopped)")
+        }
+        guard let delta = delta ?? agent?.privacy?.delta else { throw ValidationError("give --delta (or --agent-config)") }
+        let z = noiseMultiplier ?? (epsilon == nil ? h?.noiseMultiplier : nil)
+        return Settings(samplingRate: q, rounds: rounds, delta: delta, noiseMultiplier: z,
+                        clipCountNoiseMultiplier: clipCountNoiseMultiplier ?? positive(h?.clipCountNoiseMultiplier),
+                        alertRateNoiseMultiplier: alertRateNoiseMultiplier ?? positive(h?.histogramNoiseMultiplier),
+                        evaluationNoiseMultiplier: evaluationNoiseMultiplier
+                            ?? positive(agent?.privacy?.evaluationNoiseMultiplier),
+                        budget: agent?.privacy?.budget)
+    }
+
     func validate() throws {
-        guard samplingRate > 0, samplingRate <= 1 else { throw ValidationError("--sampling-rate must be in (0, 1]") }
-        guard rounds >= 1 else { throw ValidationError("--rounds must be at least 1") }
-        guard delta > 0, delta < 1 else { throw ValidationError("--delta must be in (0, 1)") }
-        guard (noiseMultiplier == nil) != (epsilon == nil) else {
-            throw ValidationError("give exactly one of --noise-multiplier (to get ε) or --epsilon (to get z)")
+        if let samplingRate, !(samplingRate > 0 && samplingRate <= 1) { throw ValidationError("--sampling-rate must be in (0, 1]") }
+        if let rounds, rounds < 1 { throw ValidationError("--rounds must be at least 1") }
+        if let delta, !(delta > 0 && delta < 1) { throw ValidationError("--delta must be in (0, 1)") }
+        guard noiseMultiplier == nil || epsilon == nil else {
+            throw ValidationError("give at most one of --noise-multiplier (to get ε) or --epsilon (to get z)")
+        }
+        guard noiseMultiplier != nil || epsilon != nil || config != nil else {
+            throw ValidationError("give --noise-multiplier (to get ε), --epsilon (to get z) or --config")
         }
         if let noiseMultiplier, noiseMultiplier <= 0 { throw ValidationError("--noise-multiplier must be positive") }
         for (option, value) in [("--clip-count-noise-multiplier", clipCountNoiseMultiplier),
@@ -73,65 +116,76 @@ struct PrivacyPlan: ParsableCommand {
     }
 
     /// Every release an agent makes in a round, with update noise `z`.
-    private func plan(_ z: Double) -> RoundReleasePlan {
-        RoundReleasePlan(samplingRate: samplingRate, noiseMultiplier: z, clipCountNoiseMultiplier: clipCountNoiseMultiplier,
-                         alertRateNoiseMultiplier: alertRateNoiseMultiplier,
-                         evaluationNoiseMultiplier: evaluationNoiseMultiplier)
+    private func plan(_ z: Double, _ settings: Settings) -> RoundReleasePlan {
+        RoundReleasePlan(samplingRate: settings.samplingRate, noiseMultiplier: z,
+                         clipCountNoiseMultiplier: settings.clipCountNoiseMultiplier,
+                         alertRateNoiseMultiplier: settings.alertRateNoiseMultiplier,
+                         evaluationNoiseMultiplier: settings.evaluationNoiseMultiplier)
     }
 
-    /// ε of `rounds` rounds of every planned release.
-    private func epsilon(_ z: Double) -> (epsilon: Double, order: Double) {
-        RDP.epsilon(rdp: plan(z).rdp(rounds: rounds), delta: delta)
+    /// ε of the rounds of every planned release.
+    private func epsilon(_ z: Double, _ settings: Settings) -> (epsilon: Double, order: Double) {
+        RDP.epsilon(rdp: plan(z, settings).rdp(rounds: settings.rounds), delta: settings.delta)
     }
 
-    private var composesOthers: Bool {
-        clipCountNoiseMultiplier != nil || alertRateNoiseMultiplier != nil || evaluationNoiseMultiplier != nil
-    }
-
-    private func calibrate(target: Double) -> Double? {
-        guard composesOthers else {
-            return RDP.calibrate(q: samplingRate, rounds: rounds, delta: delta, targetEpsilon: target, tolerance: 1e-6)
-        }
+    private func calibrate(target: Double, _ settings: Settings) -> Double? {
         var low = 1e-3, high = 1000.0
-        guard epsilon(high).epsilon <= target else { return nil }
+        guard epsilon(high, settings).epsilon <= target else { return nil }
         while high - low > 1e-6 {
             let middle = (low + high) / 2
-            if epsilon(middle).epsilon <= target { high = middle } else { low = middle }
+            if epsilon(middle, settings).epsilon <= target { high = middle } else { low = middle }
         }
         return high
     }
 
     func run() throws {
+        let settings = try resolve()
         let z: Double
-        if let noiseMultiplier {
-            z = noiseMultiplier
+        if let configured = settings.noiseMultiplier {
+            guard configured > 0 else {
+                throw ValidationError("the configuration's noise multiplier is 0 (NON-PRIVATE): ε = ∞")
+            }
+            z = configured
         } else if let epsilon {
-            guard let calibrated = calibrate(target: epsilon) else {
+            guard let calibrated = calibrate(target: epsilon, settings) else {
                 throw ValidationError("no noise multiplier up to 1000 reaches ε = \(epsilon) with these settings")
             }
             z = calibrated
         } else {
             return
         }
-        let (value, order) = epsilon(z)
+        let (value, order) = epsilon(z, settings)
+        let releases = plan(z, settings).releases(round: 1)
+        let rho = plan(z, settings).zCDP(rounds: settings.rounds)
         // Each mechanism alone over the same rounds, so the operator sees where the budget goes.
-        let alone = Dictionary(plan(z).releases(round: 1).map { release in
-            (release.mechanism, RDP.epsilon(rdp: release.rdp.map { $0 * Double(rounds) }, delta: delta).epsilon)
+        let alone = Dictionary(releases.map { release in
+            (release.mechanism, RDP.epsilon(rdp: release.rdp.map { $0 * Double(settings.rounds) },
+                                            delta: settings.delta).epsilon)
         }, uniquingKeysWith: { first, _ in first })
+        let multipliers = Dictionary(releases.map { ($0.mechanism, $0.noiseMultiplier) }, uniquingKeysWith: { a, _ in a })
         if json {
-            let object: [String: Any] = ["epsilon": value, "noise_multiplier": z, "delta": delta, "rounds": rounds,
-                                         "sampling_rate": samplingRate, "order": order, "epsilon_alone": alone]
+            var object: [String: Any] = [
+                "epsilon": value, "noise_multiplier": z, "delta": settings.delta, "rounds": settings.rounds,
+                "sampling_rate": settings.samplingRate, "order": order, "epsilon_alone": alone,
+                "accounted_noise_multipliers": multipliers, "zcdp_rho": rho,
+            ]
+            if let budget = settings.budget { object["epsilon_budget"] = budget.epsilon }
             let data = try JSONSerialization.data(withJSONObject: object, options: [.sortedKeys])
             print(String(decoding: data, as: UTF8.self))
         } else {
             print(String(format: "q = %g, %d rounds, δ = %g, noise multiplier z = %.6f  →  ε = %.4f (RDP order %g)",
-                         samplingRate, rounds, delta, z, value, order))
+                         settings.samplingRate, settings.rounds, settings.delta, z, value, order))
             print(String(format: "Each round's noise per coordinate has standard deviation z·S = %.4f·S; the average's is "
                          + "z·S / (q × users).", z))
-            if alone.count > 1 {
-                print("Each release alone over these rounds: " + alone.keys.sorted().map {
-                    String(format: "%@ ε = %.4f", $0, alone[$0] ?? 0)
-                }.joined(separator: ", ") + " (composed above, not added).")
+            print("Releases per round, as charged: " + releases.map {
+                String(format: "%@ (q = %g, z = %.4f) ε alone = %.4f", $0.mechanism, $0.samplingRate, $0.noiseMultiplier,
+                       alone[$0.mechanism] ?? 0)
+            }.joined(separator: "; ") + (releases.count > 1 ? " (composed above, not added)." : "."))
+            print(String(format: "zCDP: ρ = %.4f over these rounds (unamplified by subsampling; the ε above uses the "
+                         + "amplification).", rho))
+            if let budget = settings.budget {
+                print(String(format: "The agent's budget ε = %g at δ = %g: %@", budget.epsilon, budget.delta,
+                             value <= budget.epsilon ? "these rounds fit" : "these rounds do NOT fit; the agent stops releasing when the next release would exceed it"))
             }
         }
     }

@@ -47,11 +47,21 @@ struct Run: AsyncParsableCommand {
             agents[agent.id] = try KeyDirectory.readPublicIdentity(file: agent.publicKeyFile)
         }
         let context = try ZMQContext()
+        let label = configuration.isNonPrivate ? " │ NON-PRIVATE" : ""
         let server = try AggregatorServer(configuration: configuration, identity: identity, agents: agents,
                                           context: context, logger: logger) { report in
-            FileHandle.standardOutput.write(Data((ProgressLine.format(report) + "\n").utf8))
+                FileHandle.standardOutput.write(Data((ProgressLine.format(report) + label + "\n").utf8))
         }
         defer { server.close() }
+        if configuration.isNonPrivate {
+            logger.warning("""
+                NON-PRIVATE: non_private is true and rounds.noise_multiplier is 0: agents that are non_private too \
+                send exact updates; agents with a privacy budget refuse these rounds
+                """)
+        } else {
+            logger.info("Privacy: agents add noise at the announced multipliers and charge their own ledgers",
+                        metadata: configuration.privacySummary.mapValues { .string($0) })
+        }
         logger.info("Listening for enrolled agents", metadata: [
             "endpoint": "\(server.router.boundEndpoints.joined(separator: ","))",
             "announce": "\(server.publisher.boundEndpoints.joined(separator: ","))", "agents.enrolled": "\(agents.count)",

@@ -73,16 +73,20 @@ struct Run: AsyncParsableCommand {
             logger.warning("The store is empty: import events (edge-agent import) or configure 'ingest'")
         }
         let ledger = try PrivacyLedger(path: configuration.ledgerPath, budget: configuration.budget)
-        if configuration.privacy == nil {
-            logger.warning("No privacy budget configured: releases are recorded in the ledger but not limited", metadata: [
-                "ledger": "\(configuration.ledgerPath)",
-            ])
-        } else {
+        if let floor = configuration.floor {
             let spent = try ledger.spentEpsilon()
             logger.info("Privacy budget", metadata: [
                 "epsilon.budget": "\(configuration.budget.epsilon)", "delta": "\(configuration.budget.delta)",
                 "epsilon.spent": "\(spent)", "ledger": "\(configuration.ledgerPath)",
+                "floor.min_noise_multiplier": "\(floor.minNoiseMultiplier)",
+                "floor.max_sampling_rate": "\(floor.maxSamplingRate)",
             ])
+        } else {
+            logger.warning("""
+                NON-PRIVATE: non_private is true: this agent releases what the aggregator asks for, without a \
+                budget or a noise floor, and its held-out evaluations exactly (each release is recorded in the ledger \
+                at ε = ∞)
+                """, metadata: ["ledger": "\(configuration.ledgerPath)"])
         }
         var driftSettings = DriftEngine.Settings(region: configuration.id)
         driftSettings.coldStartThreshold = configuration.alerts.coldStartThreshold
@@ -95,7 +99,7 @@ struct Run: AsyncParsableCommand {
                                   thresholdsFile: configuration.thresholdsPath)
         defer { scoring.stop() }
         let worker = StoreRoundWorker(store: store, catalog: catalog, evaluationUsers: configuration.evaluationUsers,
-                                      threads: configuration.threads, ledger: ledger,
+                                      threads: configuration.threads, ledger: ledger, floor: configuration.floor,
                                       evaluationNoiseMultiplier: configuration.privacy?.evaluationNoiseMultiplier ?? 0,
                                       alerting: .init(detector: driftSettings.detector, rule: driftSettings.rule,
                                                       calibration: AlertRateCalibration.Settings(budgetPer10k: 50),

@@ -47,6 +47,8 @@ package struct AgentProtocol: Sendable {
         case budgetRefused(reason: String)
         /// The round closed while this agent trained: nothing was released or charged.
         case deadlinePassed(reason: String)
+        /// The announced parameters broke the agent's privacy floor: nothing was released; it stays in.
+        case refusedParameters(reason: String)
         case failed(reason: String)
     }
 
@@ -78,6 +80,9 @@ package struct AgentProtocol: Sendable {
         package var stoppedReason: String
         package var lastRound: UInt64
         package var modelVersion: UInt64
+        /// Rounds refused because their announced parameters broke the privacy floor, and the last reason.
+        package var refusedRounds = 0
+        package var lastRefusal = ""
     }
 
     /// Things worth a log line that need no other action.
@@ -88,6 +93,8 @@ package struct AgentProtocol: Sendable {
         case skippedTrainingStopped(round: UInt64, reason: String)
         case trainingStopped(round: UInt64, reason: String)
         case workFailed(round: UInt64, reason: String)
+        /// A round refused by the privacy floor (`refusedRounds` counts them).
+        case refusedRound(round: UInt64, reason: String)
         case updateAccepted(round: UInt64)
         case refused(round: UInt64, reason: String)
         case resending(round: UInt64)
@@ -127,6 +134,9 @@ package struct AgentProtocol: Sendable {
     package private(set) var lastWork: (round: RoundPlan, work: RoundWork)?
     /// Set once the privacy budget refused a release.
     package private(set) var trainingStopped: String?
+    /// Rounds refused by the privacy floor, and the last reason.
+    package private(set) var refusedRounds = 0
+    private var lastRefusal = ""
     private var chunks: [Int: [UInt8]] = [:]
     private var chunkVersion: UInt64?
     private var modelRequestedAt: Int64?
@@ -138,7 +148,7 @@ package struct AgentProtocol: Sendable {
     /// The status as it stands.
     package var status: Status {
         Status(participating: trainingStopped == nil, stoppedReason: trainingStopped ?? "", lastRound: handledRound,
-               modelVersion: modelVersion ?? 0)
+               modelVersion: modelVersion ?? 0, refusedRounds: refusedRounds, lastRefusal: lastRefusal)
     }
 
     /// Handles one event at wall-clock time `now` (Unix milliseconds); returns the actions to perform, in order.
@@ -256,6 +266,10 @@ package struct AgentProtocol: Sendable {
         case .budgetRefused(let reason):
             trainingStopped = reason
             actions = [.note(.trainingStopped(round: round.round, reason: reason))]
+        case .refusedParameters(let reason):
+            refusedRounds += 1
+            lastRefusal = reason
+            actions = [.note(.refusedRound(round: round.round, reason: reason))]
         case .deadlinePassed(let reason), .failed(let reason):
             actions = [.note(.workFailed(round: round.round, reason: reason))]
         }

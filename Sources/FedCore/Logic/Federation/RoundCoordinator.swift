@@ -233,7 +233,8 @@ package actor RoundCoordinator {
             case .contributingUsers: Double(received.reduce(0) { $0 + $1.users })
             }
             if population > 0 {
-                clipNorm = adaptiveClipping.next(clipNorm: clipNorm, unclipped: within / population)
+                // Each agent releases Σ (b − ½) over its sampled users (centred, sensitivity ½).
+                clipNorm = adaptiveClipping.next(clipNorm: clipNorm, unclipped: within / population + 0.5)
                 if verifier.clipNorm != nil { verifier.clipNorm = clipNorm }
             }
         }

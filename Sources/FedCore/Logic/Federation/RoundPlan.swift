@@ -13,8 +13,8 @@ package struct RoundHyperparameters: Sendable, Equatable {
     package var localSteps: UInt32
     /// Most recent events per user used for training.
     package var sequenceLength: UInt32
-    /// Adaptive clipping (Andrew et al. 2021): noise multiplier of the released count of sampled users
-    /// whose delta was within S (sensitivity 1); 0 = fixed clipping, no count released.
+    /// Adaptive clipping (Andrew et al. 2021): noise σ_b of the released centred count of sampled users
+    /// whose delta was within S (sensitivity ½); 0 = fixed clipping, no count released.
     package var clipCountNoiseMultiplier: Double
     /// Drift thresholds: noise multiplier of each agent's histogram of its users' drift scores (each
     /// Poisson-sampled user counted once, sensitivity 1); 0 = no histogram this round.
@@ -56,7 +56,8 @@ package struct LocalUpdate: Sendable, Equatable {
     package var round, modelVersion: UInt64
     /// Users in the sum; zero when privacy is on (the exact count is itself data-dependent).
     package var users: Int
-    /// Adaptive clipping: the noised count of sampled users whose delta was within S (0 when off).
+    /// Adaptive clipping: Σ (b − ½) over sampled users (b = 1 when the delta was within S), noised;
+    /// 0 when off.
     package var clipCount: Double
     package var values: [Float]
 

@@ -4,10 +4,11 @@ import Foundation
 /// Adaptive clipping (Andrew, Thakkar, McMahan, Ramaswamy 2021, "Differentially Private Learning with
 /// Adaptive Clipping"): the clip norm follows a target quantile γ of the users' update norms by a
 /// geometric update, S ← S · exp(−η_C (b̄ − γ)), where b̄ is the fraction of sampled users whose update
-/// was within S. Each agent releases the count of such users with Gaussian noise of multiplier σ_b
-/// (sensitivity 1: a user changes the count by at most one), charged to its ledger as its own
-/// subsampled Gaussian release; b̄ divides the summed noisy counts by the same fixed denominator as
-/// the model average.
+/// was within S. Each agent releases Σ (b − ½) over its sampled users (b = 1 within S; centred, so
+/// one user moves it by at most ½) plus N(0, σ_b²), from the update's own Poisson sample, so the
+/// ledger charges update and count as one subsampled Gaussian
+/// (``RoundReleasePlan/jointNoiseMultiplier(update:clipCount:)``); b̄ is the summed releases over the
+/// same fixed denominator as the model average, plus ½.
 package struct AdaptiveClipping: Sendable, Equatable {
     package var targetQuantile: Double
     package var learningRate: Double

@@ -1,4 +1,5 @@
 import FedModel
+import Foundation
 
 /// The (ε, δ) an agent may spend over its lifetime, for all its releases together.
 package struct PrivacyBudget: Sendable, Equatable, Codable {
@@ -37,10 +38,11 @@ package struct PlannedRelease: Sendable, Equatable {
 }
 
 /// The releases one agent makes in one round, as the round worker charges them: the model update
-/// (Poisson-subsampled Gaussian, multiplier z), the adaptive-clipping count (same sample, its own
-/// multiplier), the alert-rate what-if counts (same sampling rate; four clipped sums with multiplier
-/// z_h each, accounted as ``AlertRateCalibration/accountedNoiseMultiplier(_:)``) and the held-out
-/// evaluation (unsampled Gaussian, multiplier z_e). `aggregator privacy-plan` composes exactly these.
+/// (Poisson-subsampled Gaussian, multiplier z) — with adaptive clipping, jointly with the centred clip
+/// count released from the same sample (one mechanism, ``jointNoiseMultiplier(update:clipCount:)``) —
+/// the alert-rate what-if counts (same sampling rate; four clipped sums with multiplier z_h each,
+/// accounted as ``AlertRateCalibration/accountedNoiseMultiplier(_:)``) and the held-out evaluation
+/// (unsampled Gaussian, multiplier z_e). `aggregator privacy-plan` composes exactly these.
 package struct RoundReleasePlan: Sendable, Equatable {
     package var samplingRate: Double
     package var noiseMultiplier: Double
@@ -57,15 +59,28 @@ package struct RoundReleasePlan: Sendable, Equatable {
         self.evaluationNoiseMultiplier = evaluationNoiseMultiplier
     }
 
-    /// The model update: Poisson-subsampled Gaussian (q, z).
-    package func update(round: UInt64) -> PlannedRelease {
-        .subsampledGaussian(mechanism: "model_update", round: round, q: samplingRate, noiseMultiplier: noiseMultiplier)
+    /// The clip count's L2 sensitivity: each sampled user adds b − ½ with b ∈ {0, 1} (centred, as in
+    /// TensorFlow Federated's adaptive clipping), so adding or removing one user moves it by ½.
+    package static let clipCountSensitivity = 0.5
+
+    /// The noise multiplier of the update and the clip count released together from one Poisson
+    /// sample. Scaling the update by 1/(zS) and the count by 1/σ_b gives one vector with unit noise
+    /// per coordinate whose L2 sensitivity is √(1/z² + (½/σ_b)²): one subsampled Gaussian with
+    /// z_eff = (z⁻² + (2σ_b)⁻²)^(−½) (Andrew et al. 2021, Thm 1). Composing the two separately
+    /// under-charges (the sample is shared, so the releases are not independent mechanisms).
+    package static func jointNoiseMultiplier(update z: Double, clipCount sigma: Double) -> Double {
+        guard z > 0, sigma > 0 else { return 0 }
+        let ratio = clipCountSensitivity / sigma
+        return 1 / (1 / (z * z) + ratio * ratio).squareRoot()
     }
 
-    /// The adaptive-clipping count, when planned: the update's sample, its own multiplier.
-    package func clipCount(round: UInt64) -> PlannedRelease? {
-        guard let z = clipCountNoiseMultiplier, z > 0 else { return nil }
-        return .subsampledGaussian(mechanism: "clip_count", round: round, q: samplingRate, noiseMultiplier: z)
+    /// The model update (with the clip count, when adaptive clipping is on): Poisson-subsampled Gaussian.
+    package func update(round: UInt64) -> PlannedRelease {
+        if let sigma = clipCountNoiseMultiplier, sigma > 0 {
+            return .subsampledGaussian(mechanism: "model_update+clip_count", round: round, q: samplingRate,
+                                       noiseMultiplier: Self.jointNoiseMultiplier(update: noiseMultiplier, clipCount: sigma))
+        }
+        return .subsampledGaussian(mechanism: "model_update", round: round, q: samplingRate, noiseMultiplier: noiseMultiplier)
     }
 
     /// The alert-rate what-if counts, when planned.
@@ -83,7 +98,7 @@ package struct RoundReleasePlan: Sendable, Equatable {
 
     /// Round `round`'s releases, in the order the worker charges them.
     package func releases(round: UInt64) -> [PlannedRelease] {
-        [update(round: round)] + [clipCount(round: round), alertRate(round: round), evaluation(round: round)].compactMap { $0 }
+        [update(round: round)] + [alertRate(round: round), evaluation(round: round)].compactMap { $0 }
     }
 
     /// The RDP curve of `rounds` rounds (all releases composed).
@@ -91,5 +106,46 @@ package struct RoundReleasePlan: Sendable, Equatable {
         var total = [Double](repeating: 0, count: RDP.defaultOrders.count)
         for release in releases(round: 1) { total = zip(total, release.rdp).map { $0 + $1 } }
         return total.map { $0 * Double(rounds) }
+    }
+
+    /// ρ of `rounds` rounds in zero-concentrated DP (Bun, Steinke 2016): Σ 1/(2 z²) over releases. A
+    /// Gaussian of multiplier z is exactly 1/(2z²)-zCDP; Poisson subsampling gains nothing in zCDP
+    /// (its Rényi divergence tends to α/(2z²) as α grows), so this is the unamplified figure — the
+    /// (ε, δ) from the RDP curve is the one the budget uses.
+    package func zCDP(rounds: Int) -> Double {
+        releases(round: 1).reduce(0) { total, release in
+            total + (release.noiseMultiplier > 0 ? 1 / (2 * release.noiseMultiplier * release.noiseMultiplier) : .infinity)
+        } * Double(rounds)
+    }
+}
+
+/// An agent's own floor on the noise of what it releases, enforced whatever the aggregator announces
+/// (the aggregator is not trusted to keep privacy on): a round whose planned releases break it is
+/// refused before any data is read. The budget bounds the total; the floor bounds each round, so an
+/// aggregator cannot spend a whole budget in a few nearly noiseless rounds. A release's clip norm S
+/// enters only through the noise per unit of S (σ = z·S), so the floor on z is also the bound on S
+/// per unit of noise.
+package struct PrivacyFloor: Sendable, Equatable, Codable {
+    /// The smallest noise multiplier of any release, as accounted (update joint with the clip count,
+    /// alert-rate counts at their accounted multiplier, evaluations).
+    package var minNoiseMultiplier: Double
+    /// The largest Poisson sampling rate.
+    package var maxSamplingRate: Double
+
+    package init(minNoiseMultiplier: Double = 0.5, maxSamplingRate: Double = 0.5) {
+        (self.minNoiseMultiplier, self.maxSamplingRate) = (minNoiseMultiplier, maxSamplingRate)
+    }
+
+    /// Why `plan` breaks the floor, or nil when every release keeps it.
+    package func refusal(of plan: RoundReleasePlan) -> String? {
+        if !(plan.samplingRate <= maxSamplingRate) {
+            return String(format: "the announced sampling rate q = %g is above this agent's max_sampling_rate %g",
+                          plan.samplingRate, maxSamplingRate)
+        }
+        for release in plan.releases(round: 0) where !(release.noiseMultiplier >= minNoiseMultiplier) {
+            return String(format: "the %@ release would have noise multiplier %g (as accounted), below this agent's "
+                          + "min_noise_multiplier %g", release.mechanism, release.noiseMultiplier, minNoiseMultiplier)
+        }
+        return nil
     }
 }

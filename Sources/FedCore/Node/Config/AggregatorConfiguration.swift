@@ -17,7 +17,8 @@ package import FedModel
 /// - `model`: `preset` (`small` | `medium`, default small) and `seed` (default 1) of the initial model.
 /// - `rounds`: `min_agents` (quorum, default 1), `timeout_seconds` (deadline, default 60), `max_rounds`
 ///   (0 = until stopped), and the training hyper-parameters announced with every round:
-///   `sampling_rate` (q, default 0.1), `clip_norm` (S, default 1), `noise_multiplier` (z, default 0),
+///   `sampling_rate` (q, default 0.1), `clip_norm` (S, default 1), `noise_multiplier` (z, default 1, or
+///   0 with `non_private: true`; 0 only with `non_private: true`),
 ///   `learning_rate` (local η, default 1), `local_steps` (default 1), `sequence_length` (default 50);
 ///   `expected_users` (users of all agents; required with noise: the fixed denominator is q × it);
 ///   `adaptive_clipping` (optional: `target_quantile` γ, default 0.5; `learning_rate` η_C, default 0.2;
@@ -25,6 +26,9 @@ package import FedModel
 /// - `server_optimizer`: `kind` (`sgd` | `adam`, default sgd), `learning_rate` (default 1), `momentum`
 ///   (SGD, default 0), `max_update_norm` (absolute L2 bound of one agent's update, default 1e6).
 /// - `keep_models` (integer, default 5).
+/// - `non_private` (boolean, default false): `true` allows `rounds.noise_multiplier: 0` (exact updates);
+///   the aggregator then says NON-PRIVATE in its log, its progress lines and `status.json`. Agents
+///   refuse such rounds unless they are `non_private` too.
 /// - `agents` (list, required): the allow-list, each with `id` and `public_key_file` (the agent's
 ///   `identity.public`). Only these agents can connect or have envelopes opened.
 ///
@@ -64,7 +68,9 @@ package struct AggregatorConfiguration: Sendable, Decodable {
         /// sum by q × expected_users, a constant, so no user's presence changes the denominator.
         package var expectedUsers = 0
         package var adaptiveClipping: AdaptiveClipping?
-        package var hyperparameters = RoundHyperparameters(samplingRate: 0.1, clipNorm: 1, noiseMultiplier: 0,
+        /// Whether `noise_multiplier` was written (absent: 1, or 0 with `non_private: true`).
+        var noiseMultiplierGiven = false
+        package var hyperparameters = RoundHyperparameters(samplingRate: 0.1, clipNorm: 1, noiseMultiplier: 1,
                                                            learningRate: 1, localSteps: 1, sequenceLength: 50)
         package init() {}
         package init(from decoder: any Decoder) throws {
@@ -81,7 +87,10 @@ package struct AggregatorConfiguration: Sendable, Decodable {
             var h = hyperparameters
             h.samplingRate = try c.decodeIfPresent(Double.self, forKey: .samplingRate) ?? h.samplingRate
             h.clipNorm = try c.decodeIfPresent(Double.self, forKey: .clipNorm) ?? h.clipNorm
-            h.noiseMultiplier = try c.decodeIfPresent(Double.self, forKey: .noiseMultiplier) ?? h.noiseMultiplier
+            if let z = try c.decodeIfPresent(Double.self, forKey: .noiseMultiplier) {
+                h.noiseMultiplier = z
+                noiseMultiplierGiven = true
+            }
             h.learningRate = try c.decodeIfPresent(Double.self, forKey: .learningRate) ?? h.learningRate
             h.localSteps = try c.decodeIfPresent(UInt32.self, forKey: .localSteps) ?? h.localSteps
             h.sequenceLength = try c.decodeIfPresent(UInt32.self, forKey: .sequenceLength) ?? h.sequenceLength
@@ -148,6 +157,8 @@ package struct AggregatorConfiguration: Sendable, Decodable {
     package var keepModels = 5
     package var drift = Drift()
     package var agents: [EnrolledAgent]
+    /// `non_private: true`: the explicit opt-out that allows noise multiplier 0.
+    package var nonPrivate = false
 
     /// The federated alert threshold (`drift:`): `alert_budget_per_10k` (alerts per 10,000 scored events
     /// the operator wants, default 50), `initial_threshold` (the threshold before the first calibration,
@@ -213,6 +224,7 @@ package struct AggregatorConfiguration: Sendable, Decodable {
         case maxMessageBytes = "max_message_bytes"
         case serverOptimizer = "server_optimizer"
         case keepModels = "keep_models"
+        case nonPrivate = "non_private"
     }
 
     /// A configuration built in code (benchmarks, tests); the defaults are those of the YAML keys.
@@ -237,6 +249,8 @@ package struct AggregatorConfiguration: Sendable, Decodable {
         drift = try container.decodeIfPresent(Drift.self, forKey: .drift) ?? drift
         rounds.hyperparameters.histogramNoiseMultiplier = drift.histogramNoiseMultiplier
         agents = try container.decode([EnrolledAgent].self, forKey: .agents)
+        nonPrivate = try container.decodeIfPresent(Bool.self, forKey: .nonPrivate) ?? false
+        if nonPrivate && !rounds.noiseMultiplierGiven { rounds.hyperparameters.noiseMultiplier = 0 }
     }
 
     /// Loads and validates `path`, resolving relative paths against it.
@@ -291,6 +305,12 @@ package struct AggregatorConfiguration: Sendable, Decodable {
                                     reason: "need 0 ≤ target_quantile ≤ 1, learning_rate > 0, count_noise_multiplier > 0")
             }
         }
+        guard h.noiseMultiplier > 0 || nonPrivate else {
+            throw .invalidValue(key: "rounds.noise_multiplier", value: "\(h.noiseMultiplier)", reason: """
+                updates would carry no noise. Give a noise multiplier (e.g. 1.0; plan it with aggregator \
+                privacy-plan) or set non_private: true to run without differential privacy, labelled NON-PRIVATE
+                """)
+        }
         guard h.noiseMultiplier == 0 || rounds.expectedUsers > 0 else {
             throw .invalidValue(key: "rounds.expected_users", value: "\(rounds.expectedUsers)",
                                 reason: "with noise_multiplier > 0, declare the users of all agents together "
@@ -339,5 +359,20 @@ extension AggregatorConfiguration {
     package var denominator: FederatedAveraging.Denominator {
         let h = rounds.hyperparameters
         return h.noiseMultiplier > 0 ? .fixed(h.samplingRate * Double(rounds.expectedUsers)) : .contributingUsers
+    }
+}
+
+extension AggregatorConfiguration {
+    /// True when some round would be released without noise (`non_private: true` and z = 0).
+    package var isNonPrivate: Bool { nonPrivate && rounds.hyperparameters.noiseMultiplier == 0 }
+
+    /// What the aggregator announces, for its status and start-up log.
+    package var privacySummary: [String: String] {
+        let h = rounds.hyperparameters
+        var summary = ["mode": isNonPrivate ? "NON-PRIVATE" : "private", "sampling_rate": "\(h.samplingRate)",
+                       "noise_multiplier": "\(h.noiseMultiplier)",
+                       "alert_rate_noise_multiplier": "\(drift.histogramNoiseMultiplier)"]
+        if let adaptive = rounds.adaptiveClipping { summary["clip_count_noise_multiplier"] = "\(adaptive.countNoiseMultiplier)" }
+        return summary
     }
 }

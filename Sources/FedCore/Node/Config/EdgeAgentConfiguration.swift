@@ -35,11 +35,16 @@ import Foundation
 ///   (churn risk in nats, default 5, until the aggregator broadcasts one), `churn` (the churn detector's
 ///   settings: `session_gap_seconds`, `prior_sessions`, `prior_days`, `half_life_days`, `warm_up_sessions`).
 ///   Alerts are stored in `data_directory/alerts.sqlite` before they are published.
-/// - `privacy` (optional): `epsilon` and `delta`, this agent's lifetime budget for all its releases
-///   together (model updates, evaluation reports, drift histograms), enforced by the ledger in
-///   `data_directory/privacy.sqlite`; and `evaluation_noise_multiplier` (default 0 = send no held-out
-///   evaluation while a budget is set). Without `privacy`, releases are still recorded in the ledger,
-///   but nothing limits them.
+/// - `privacy` (required unless `non_private: true`): `epsilon` and `delta`, this agent's lifetime
+///   budget for all its releases together (model updates, evaluation reports, alert-rate counts),
+///   enforced by the ledger in `data_directory/privacy.sqlite`; its own floor on the noise of every
+///   release, whatever the aggregator announces: `min_noise_multiplier` (default 0.5) and
+///   `max_sampling_rate` (default 0.5) — a round that breaks it is refused, logged and counted in
+///   `status.json`; and `evaluation_noise_multiplier` (default 0 = send no held-out evaluation; else at
+///   least `min_noise_multiplier`).
+/// - `non_private` (boolean, default false): `true` runs the agent without differential privacy — no
+///   budget, no floor, exact evaluations — labelled NON-PRIVATE in its log and status. It cannot be
+///   combined with `privacy`.
 ///
 /// Relative paths are resolved against the configuration file's directory.
 package struct EdgeAgentConfiguration: Sendable, Decodable {
@@ -56,6 +61,8 @@ package struct EdgeAgentConfiguration: Sendable, Decodable {
     package var evaluationUsers: Int = 1000
     package var threads: Int = 1
     package var privacy: Privacy?
+    /// `non_private: true`: the explicit opt-out of differential privacy.
+    package var nonPrivate = false
     package var alerts = Alerts()
 
     package struct Alerts: Sendable, Decodable, Equatable {
@@ -98,20 +105,26 @@ package struct EdgeAgentConfiguration: Sendable, Decodable {
         package var epsilon: Double
         package var delta: Double
         package var evaluationNoiseMultiplier: Double = 0
-        package init(epsilon: Double, delta: Double, evaluationNoiseMultiplier: Double = 0) {
+        package var floor = PrivacyFloor()
+        package init(epsilon: Double, delta: Double, evaluationNoiseMultiplier: Double = 0, floor: PrivacyFloor = .init()) {
             self.epsilon = epsilon
             self.delta = delta
             self.evaluationNoiseMultiplier = evaluationNoiseMultiplier
+            self.floor = floor
         }
         package init(from decoder: any Decoder) throws {
             let c = try decoder.container(keyedBy: CodingKeys.self)
             epsilon = try c.decode(Double.self, forKey: .epsilon)
             delta = try c.decode(Double.self, forKey: .delta)
             evaluationNoiseMultiplier = try c.decodeIfPresent(Double.self, forKey: .evaluationNoiseMultiplier) ?? 0
+            floor.minNoiseMultiplier = try c.decodeIfPresent(Double.self, forKey: .minNoiseMultiplier)
+                ?? floor.minNoiseMultiplier
+            floor.maxSamplingRate = try c.decodeIfPresent(Double.self, forKey: .maxSamplingRate) ?? floor.maxSamplingRate
         }
         enum CodingKeys: String, CodingKey {
             case epsilon, delta
             case evaluationNoiseMultiplier = "evaluation_noise_multiplier"
+            case minNoiseMultiplier = "min_noise_multiplier", maxSamplingRate = "max_sampling_rate"
         }
         package var budget: PrivacyBudget { PrivacyBudget(epsilon: epsilon, delta: delta) }
     }
@@ -124,6 +137,7 @@ package struct EdgeAgentConfiguration: Sendable, Decodable {
         case dataDirectory = "data_directory"
         case ingestFormat = "ingest_format"
         case evaluationUsers = "evaluation_users"
+        case nonPrivate = "non_private"
     }
 
     /// The local event store.
@@ -135,8 +149,10 @@ package struct EdgeAgentConfiguration: Sendable, Decodable {
     package var alertFilePath: String { alerts.file ?? (dataDirectory as NSString).appendingPathComponent("alerts.jsonl") }
     /// The privacy ledger.
     package var ledgerPath: String { (dataDirectory as NSString).appendingPathComponent("privacy.sqlite") }
-    /// The budget the ledger enforces (unlimited when `privacy` is absent) .
+    /// The budget the ledger enforces (unlimited only when NON-PRIVATE).
     package var budget: PrivacyBudget { privacy?.budget ?? PrivacyBudget(epsilon: .infinity, delta: 1e-6) }
+    /// The floor the round worker enforces; nil only when NON-PRIVATE.
+    package var floor: PrivacyFloor? { nonPrivate ? nil : privacy?.floor }
     /// The newest global model received.
     package var modelPath: String { (dataDirectory as NSString).appendingPathComponent("model.fdlm") }
 
@@ -165,6 +181,7 @@ package struct EdgeAgentConfiguration: Sendable, Decodable {
         evaluationUsers = try container.decodeIfPresent(Int.self, forKey: .evaluationUsers) ?? evaluationUsers
         threads = try container.decodeIfPresent(Int.self, forKey: .threads) ?? threads
         privacy = try container.decodeIfPresent(Privacy.self, forKey: .privacy)
+        nonPrivate = try container.decodeIfPresent(Bool.self, forKey: .nonPrivate) ?? false
         alerts = try container.decodeIfPresent(Alerts.self, forKey: .alerts) ?? alerts
     }
 
@@ -211,11 +228,36 @@ package struct EdgeAgentConfiguration: Sendable, Decodable {
         guard evaluationUsers >= 0 else {
             throw .invalidValue(key: "evaluation_users", value: "\(evaluationUsers)", reason: "must be ≥ 0")
         }
-        if let privacy {
-            guard privacy.epsilon > 0, privacy.delta > 0, privacy.delta < 1, privacy.evaluationNoiseMultiplier >= 0 else {
+        switch (privacy, nonPrivate) {
+        case (nil, false):
+            throw .invalidValue(key: "privacy", value: "(missing)", reason: """
+                an agent releases nothing without a privacy budget. Add, for example, \
+                privacy: {epsilon: 8, delta: 1.0e-6} (plan it with aggregator privacy-plan), or set \
+                non_private: true to run without differential privacy, labelled NON-PRIVATE
+                """)
+        case (.some, true):
+            throw .invalidValue(key: "non_private", value: "true",
+                                reason: "give a privacy budget or non_private: true, not both")
+        case (.some(let privacy), false):
+            guard privacy.epsilon > 0, privacy.epsilon.isFinite, privacy.delta > 0, privacy.delta < 1 else {
                 throw .invalidValue(key: "privacy", value: "ε \(privacy.epsilon), δ \(privacy.delta)",
-                                    reason: "need ε > 0, 0 < δ < 1 and evaluation_noise_multiplier ≥ 0")
+                                    reason: "need a finite ε > 0 and 0 < δ < 1")
             }
+            let floor = privacy.floor
+            guard floor.minNoiseMultiplier > 0, floor.minNoiseMultiplier.isFinite,
+                  floor.maxSamplingRate > 0, floor.maxSamplingRate <= 1 else {
+                throw .invalidValue(key: "privacy.min_noise_multiplier",
+                                    value: "\(floor.minNoiseMultiplier), max_sampling_rate \(floor.maxSamplingRate)",
+                                    reason: "need min_noise_multiplier > 0 and 0 < max_sampling_rate ≤ 1")
+            }
+            let z = privacy.evaluationNoiseMultiplier
+            guard z == 0 || (z >= floor.minNoiseMultiplier && z.isFinite) else {
+                throw .invalidValue(key: "privacy.evaluation_noise_multiplier", value: "\(z)",
+                                    reason: "must be 0 (no evaluation releases) or at least min_noise_multiplier "
+                                        + "\(floor.minNoiseMultiplier)")
+            }
+        case (nil, true):
+            break
         }
         guard (1...256).contains(threads) else {
             throw .invalidValue(key: "threads", value: "\(threads)", reason: "must be between 1 and 256")

@@ -219,7 +219,8 @@ package final class AgentSession: Sendable {
                     if case .budgetExceeded = error { outcome = .budgetRefused(reason: error.description) }
                     else { outcome = .failed(reason: error.description) }
                 } catch let error as RoundWorkError {
-                    outcome = .deadlinePassed(reason: error.description)
+                    if case .belowFloor = error { outcome = .refusedParameters(reason: error.description) }
+                    else { outcome = .deadlinePassed(reason: error.description) }
                 } catch {
                     outcome = .failed(reason: "\(error)")
                 }
@@ -264,6 +265,10 @@ package final class AgentSession: Sendable {
         case .trainingStopped(let round, let reason):
             logger.error("Privacy budget exhausted: no more training or update releases; still ingesting and scoring",
                          metadata: ["round.id": "\(round)", "detail": "\(reason)"])
+        case .refusedRound(let round, let reason):
+            logger.warning("Round refused: the announced parameters break this agent's privacy floor", metadata: [
+                "round.id": "\(round)", "reason": "\(reason)",
+            ])
         case .workFailed(let round, let reason):
             logger.error("Round work failed", metadata: ["round.id": "\(round)", "error": "\(reason)"])
         case .updateAccepted(let round):
@@ -305,10 +310,12 @@ package final class AgentSession: Sendable {
     /// `data_directory/status.json`: whether this agent still trains, and its last round.
     private func writeStatus(_ status: AgentProtocol.Status) {
         guard let statusPath else { return }
-        let document: [String: Any] = [
+        var document: [String: Any] = [
             "agent_id": agentID, "participating": status.participating, "stopped_reason": status.stoppedReason,
             "last_round": status.lastRound, "model_version": status.modelVersion,
+            "refused_rounds": status.refusedRounds, "last_refusal": status.lastRefusal,
         ]
+        if let privacy = worker.privacyStatus() { document["privacy"] = privacy.document }
         do {
             let data = try JSONSerialization.data(withJSONObject: document, options: [.prettyPrinted, .sortedKeys])
             try data.write(to: URL(fileURLWithPath: statusPath), options: .atomic)

@@ -307,9 +307,11 @@ extension AggregatorServer {
             var rejectionsTotal: [String: Int]
             var agents: [String: [String: UInt64]]
             var thresholds: Thresholds?
+            /// "private" or "NON-PRIVATE", and what is announced.
+            var privacy: [String: String]
             enum CodingKeys: String, CodingKey {
                 case aggregatorID = "aggregator_id", lastRound = "last_round", rejectionsTotal = "rejections_total", agents
-                case thresholds
+                case thresholds, privacy
             }
         }
         let drift = configuration.drift
@@ -321,7 +323,7 @@ extension AggregatorServer {
                 Thresholds(interestShift: $0.interestShift, churnRisk: $0.churnRisk,
                            alertBudgetPer10k: drift.alertBudgetPer10k,
                            churnBudgetPer1kShopperDays: drift.churnBudgetPer1kShopperDays)
-            })
+            }, privacy: configuration.privacySummary)
         let encoder = JSONEncoder()
         encoder.outputFormatting = [.prettyPrinted, .sortedKeys]
         let path = (configuration.stateDirectory as NSString).appendingPathComponent("status.json")

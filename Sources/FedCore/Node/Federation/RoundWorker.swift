@@ -6,6 +6,8 @@ import Foundation
 /// Why a round's work produced nothing to send.
 package enum RoundWorkError: Error, CustomStringConvertible {
     case deadlinePassed(round: UInt64, seconds: Double)
+    /// The announced parameters break this agent's ``PrivacyFloor``: nothing was read, released or charged.
+    case belowFloor(round: UInt64, reason: String)
 
     package var description: String {
         switch self {
@@ -13,6 +15,10 @@ package enum RoundWorkError: Error, CustomStringConvertible {
             String(format: "round %llu closed while this agent trained (%.1f s): the update was discarded before "
                    + "release, nothing was charged. A faster node, fewer users per round (sampling_rate) or a longer "
                    + "rounds.timeout_seconds would let it take part", round, seconds)
+        case let .belowFloor(round, reason):
+            "round \(round) refused: \(reason). Nothing was released or charged; the agent takes part again when the "
+                + "aggregator announces parameters within its privacy floor (privacy.min_noise_multiplier, "
+                + "privacy.max_sampling_rate)"
         }
     }
 }
@@ -20,6 +26,30 @@ package enum RoundWorkError: Error, CustomStringConvertible {
 /// An agent's local work for a round. Runs on a dedicated thread (it is CPU-bound and synchronous).
 package protocol RoundWorker: Sendable {
     func work(global: LSTMParameters<Float>, modelVersion: UInt64, round: RoundPlan) throws -> RoundWork
+    /// What the agent's status file says about privacy; nil when the worker keeps no ledger.
+    func privacyStatus() -> AgentPrivacyStatus?
+}
+
+extension RoundWorker {
+    package func privacyStatus() -> AgentPrivacyStatus? { nil }
+}
+
+/// The privacy an agent runs with, for its status file and logs.
+package struct AgentPrivacyStatus: Sendable, Equatable {
+    /// False only with `non_private: true`.
+    package var isPrivate: Bool
+    package var budget: PrivacyBudget
+    package var epsilonSpent: Double
+    package var floor: PrivacyFloor?
+
+    /// `privacy` in `status.json`: NON-PRIVATE, or the budget, what is spent and the floor.
+    package var document: [String: Any] {
+        guard isPrivate, let floor else { return ["mode": "NON-PRIVATE"] }
+        return ["mode": "private", "epsilon_budget": budget.epsilon, "delta": budget.delta,
+                "epsilon_spent": epsilonSpent.isFinite ? epsilonSpent : -1,
+                "epsilon_left": max(0, budget.epsilon - (epsilonSpent.isFinite ? epsilonSpent : budget.epsilon)),
+                "min_noise_multiplier": floor.minNoiseMultiplier, "max_sampling_rate": floor.maxSamplingRate]
+    }
 }
 
 /// The real worker: reads each user's recent events from the store, holds out the most recent one,
@@ -52,6 +82,10 @@ package struct StoreRoundWorker: RoundWorker {
     package let evaluationUsers: Int
     package let threads: Int
     package let ledger: PrivacyLedger
+    /// This agent's floor on the noise of every release; nil only when it runs NON-PRIVATE
+    /// (`non_private: true`): then it releases what the aggregator asks, held-out evaluations exactly,
+    /// and the ledger records every release at ε = ∞.
+    package let floor: PrivacyFloor?
     /// With a finite budget, held-out evaluations are released only with this noise (0: not at all).
     package let evaluationNoiseMultiplier: Double
     /// The alert threshold's calibration: what the agent's live scoring does (detector settings, alert
@@ -61,15 +95,21 @@ package struct StoreRoundWorker: RoundWorker {
     static let lossClamp = 30.0
 
     package init(store: EventStore, catalog: CategoryCatalog, evaluationUsers: Int, threads: Int,
-                 ledger: PrivacyLedger, evaluationNoiseMultiplier: Double = 0,
+                 ledger: PrivacyLedger, floor: PrivacyFloor?, evaluationNoiseMultiplier: Double = 0,
                  alerting: Alerting? = nil) {
         self.alerting = alerting
+        self.floor = floor
         self.store = store
         self.catalog = catalog
         self.evaluationUsers = evaluationUsers
         self.threads = threads
         self.ledger = ledger
         self.evaluationNoiseMultiplier = evaluationNoiseMultiplier
+    }
+
+    package func privacyStatus() -> AgentPrivacyStatus? {
+        AgentPrivacyStatus(isPrivate: floor != nil, budget: ledger.budget,
+                           epsilonSpent: (try? ledger.spentEpsilon()) ?? .nan, floor: floor)
     }
 
     /// One pass over the store: each user's last `sequenceLength + 1` events. The training sequence
@@ -101,18 +141,21 @@ package struct StoreRoundWorker: RoundWorker {
                                     clipCountNoiseMultiplier: h.clipCountNoiseMultiplier,
                                     alertRateNoiseMultiplier: alerting != nil ? h.histogramNoiseMultiplier : nil,
                                     evaluationNoiseMultiplier: evaluationNoiseMultiplier)
+        // Fail closed: the aggregator announces q and the noise, but this agent decides what it releases.
+        if let floor, let reason = floor.refusal(of: plan) {
+            throw RoundWorkError.belowFloor(round: round.round, reason: reason)
+        }
         let update = plan.update(round: round.round)
-        let count = plan.clipCount(round: round.round)
         let histogram = plan.alertRate(round: round.round)
         // Refuse before spending any compute when the update could not be released anyway.
         var combined = update
-        for extra in [count, histogram].compactMap({ $0 }) { combined.rdp = zip(combined.rdp, extra.rdp).map { $0 + $1 } }
+        for extra in [histogram].compactMap({ $0 }) { combined.rdp = zip(combined.rdp, extra.rdp).map { $0 + $1 } }
         let projected = try ledger.epsilon(after: combined)
         guard projected <= ledger.budget.epsilon else {
             throw PrivacyLedgerError.budgetExceeded(spent: try ledger.spentEpsilon(), wouldBe: projected,
                                                     budget: ledger.budget, mechanism: update.mechanism)
         }
-        let evaluate = ledger.budget.epsilon.isInfinite || evaluationNoiseMultiplier > 0
+        let evaluate = floor == nil || evaluationNoiseMultiplier > 0
         let training = LocalTraining(hyperparameters: h, threads: threads)
         var random = SodiumRandom()
         let data = try Self.read(store: store, catalog: catalog, sequenceLength: Int(h.sequenceLength),
@@ -133,11 +176,11 @@ package struct StoreRoundWorker: RoundWorker {
             throw RoundWorkError.deadlinePassed(round: round.round, seconds: (ContinuousClock.now - started).inSeconds)
         }
         var clipCount = 0.0
-        if let count {
-            // Adaptive clipping: the noisy number of sampled users whose delta was within S.
-            clipCount = noise.noised(count: Double(result.sampledUsers - result.clippedUsers),
-                                     sigma: h.clipCountNoiseMultiplier)
-            try ledger.charge(count)
+        if h.clipCountNoiseMultiplier > 0 {
+            // Adaptive clipping: Σ (b − ½) over sampled users, b = 1 when the delta was within S (centred:
+            // sensitivity ½), noised, and charged with the update as one mechanism (`update` above).
+            let centred = Double(result.sampledUsers - result.clippedUsers) - 0.5 * Double(result.sampledUsers)
+            clipCount = noise.noised(count: centred, sigma: h.clipCountNoiseMultiplier)
         }
         var histogramReport: HistogramRelease?
         if let histogram, let alerting {
@@ -189,13 +232,14 @@ package struct StoreRoundWorker: RoundWorker {
         return counts
     }
 
-    /// The evaluation as released: exact without a budget; otherwise the vector (users, top-1 hits,
+    /// The evaluation as released: exact when NON-PRIVATE (recorded at ε = ∞); otherwise the vector (users, top-1 hits,
     /// top-10 hits, loss sum / clamp), whose L2 sensitivity to one user is 2, gets N(0, (2·z_e)²) per
     /// coordinate and is charged as a Gaussian mechanism with noise multiplier z_e.
     private func releaseEvaluation(_ measured: NextCategoryEvaluation, planned: PlannedRelease?, round: UInt64,
                                    modelVersion: UInt64,
                                    noise: inout GaussianNoise<SodiumRandom>) throws -> EvaluationRelease? {
-        guard ledger.budget.epsilon.isFinite else {
+        guard floor != nil else {
+            try ledger.charge(.gaussian(mechanism: "evaluation", round: round, noiseMultiplier: 0))
             return EvaluationRelease(round: round, modelVersion: modelVersion, users: measured.users,
                                      top1Hits: measured.top1Hits, top10Hits: measured.top10Hits, lossSum: measured.lossSum)
         }

@@ -116,6 +116,9 @@ package struct RoundBenchmark: Sendable {
         configuration.rounds.maxRounds = self.rounds + 1
         configuration.rounds.timeoutSeconds = 60
         configuration.rounds.hyperparameters.samplingRate = 1
+        // The agents send precomputed updates: this measures the round's transport and averaging, not DP.
+        configuration.nonPrivate = true
+        configuration.rounds.hyperparameters.noiseMultiplier = 0
         let context = try ZMQContext()
         let times = ReportLog()
         let server = try AggregatorServer(configuration: configuration, identity: aggregatorIdentity,
