@@ -91,6 +91,16 @@ package struct StoreRoundWorker: RoundWorker {
     /// The alert threshold's calibration: what the agent's live scoring does (detector settings, alert
     /// rule) and the threshold in force; nil: no alert-rate release.
     package let alerting: Alerting?
+    /// Deliberate mechanism faults, for the privacy audits' controls that must fail (noise scaled below
+    /// what the ledger charges, clipping switched off). No configuration key or command sets them.
+    package struct Faults: Sendable, Equatable {
+        package var noiseScale = 1.0
+        package var clipping = true
+        package init(noiseScale: Double = 1, clipping: Bool = true) {
+            (self.noiseScale, self.clipping) = (noiseScale, clipping)
+        }
+    }
+    package var faults = Faults()
     /// Per-user held-out loss is clamped to this many nats, so one user's share of the loss sum is bounded.
     static let lossClamp = 30.0
 
@@ -156,13 +166,15 @@ package struct StoreRoundWorker: RoundWorker {
                                                     budget: ledger.budget, mechanism: update.mechanism)
         }
         let evaluate = floor == nil || evaluationNoiseMultiplier > 0
-        let training = LocalTraining(hyperparameters: h, threads: threads)
+        var trained = h
+        if !faults.clipping { trained.clipNorm = .greatestFiniteMagnitude }
+        let training = LocalTraining(hyperparameters: trained, threads: threads)
         var random = SodiumRandom()
         let data = try Self.read(store: store, catalog: catalog, sequenceLength: Int(h.sequenceLength),
                                  evaluationUsers: evaluate ? evaluationUsers : 0) { training.isSampled($0, random: &random) }
         let result = training.run(global: global, users: data.training)
         var noise = GaussianNoise(generator: SodiumRandom())
-        let values = noise.noised(result.deltaSum, sigma: h.noiseMultiplier * h.clipNorm)
+        let values = noise.noised(result.deltaSum, sigma: h.noiseMultiplier * h.clipNorm * faults.noiseScale)
         var report: EvaluationRelease?
         if evaluate, !data.evaluation.isEmpty {
             let measured = NextCategoryEvaluation.evaluate(parameters: global, sequences: data.evaluation,
