@@ -25,12 +25,14 @@ struct LocalTrainingTests {
     }
 
     @Test("The batched one-step path equals training each user on its own copy", arguments: [0.05, 100.0])
-    func batchedEqualsPerUser(clipNorm: Double) {
+    func batchedEqualsPerUser(clipNorm: Double) throws {
         let global = LSTMParameters<Float>(shape: shape, seed: 2)
         let training = LocalTraining(hyperparameters: hyperparameters(clipNorm: clipNorm), threads: 2)
         let sequences = training.truncated(users(9, seed: 4))
-        let batched = training.runBatched(global: global, sequences: sequences)
-        let perUser = training.runPerUser(global: global, sequences: sequences)
+        let batched = try #require(training.runBatched(global: global, sequences: sequences))
+        let perUser = try #require(training.runPerUser(global: global, sequences: sequences))
+        #expect(training.runBatched(global: global, sequences: sequences, shouldStop: { true }) == nil,
+                "stopped work keeps nothing")
         let worst = zip(batched.deltaSum, perUser.deltaSum).map { abs($0 - $1) }.max() ?? 0
         let scale = perUser.deltaSum.map(abs).max() ?? 1
         #expect(worst <= 1e-4 * scale, "largest difference \(worst) of \(scale)")

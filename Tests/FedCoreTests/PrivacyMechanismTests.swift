@@ -94,6 +94,45 @@ struct PrivacyMechanismTests {
         #expect(try tight.entries().count == 1, "a refused round charges nothing")
     }
 
+    @Test("Fixed shape: past the cutoff the update is noise alone and still charged; evaluations are always sent; releases wait for the cutoff")
+    func fixedShapeReleases() throws {
+        let directory = FileManager.default.temporaryDirectory.appendingPathComponent("feddrift-shape-\(UUID())")
+        try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(at: directory) }
+        let (store, catalog, shape) = try Self.workerStore(in: directory)
+        let ledger = try PrivacyLedger(path: directory.appendingPathComponent("privacy.sqlite").path,
+                                       budget: PrivacyBudget(epsilon: 1_000, delta: 1e-6))
+        let hyperparameters = RoundHyperparameters(samplingRate: 0.5, clipNorm: 1, noiseMultiplier: 2, learningRate: 1,
+                                                   localSteps: 1, sequenceLength: 10)
+        let now = Int64(Date().timeIntervalSince1970 * 1000)
+        var worker = StoreRoundWorker(store: store, catalog: catalog, evaluationUsers: 0, threads: 1, ledger: ledger,
+                                      floor: PrivacyFloor(), evaluationNoiseMultiplier: 5)
+        let late = RoundPlan(round: 1, modelVersion: 0, deadlineMilliseconds: now + 2_000, minAgents: 1,
+                             hyperparameters: hyperparameters)
+        Thread.sleep(forTimeInterval: 1.8)  // the cutoff (≥ 250 ms before the deadline) has passed
+        let global = LSTMParameters<Float>(shape: shape, seed: 1)
+        let noiseOnly = try worker.work(global: global, modelVersion: 0, round: late)
+        #expect(noiseOnly.noiseOnly && noiseOnly.sampledUsers == 0)
+        let values = noiseOnly.submission.values.map(Double.init)
+        let mean = values.reduce(0, +) / Double(values.count)
+        let sd = (values.reduce(0) { $0 + ($1 - mean) * ($1 - mean) } / Double(values.count)).squareRoot()
+        #expect(abs(sd - 2) < 0.1 && abs(mean) < 0.1, "pure noise N(0, (zS)²): mean \(mean), sd \(sd)")
+        #expect(noiseOnly.evaluation != nil, "an evaluation is sent even with nothing evaluated (noise alone)")
+        #expect(try ledger.entries().map(\.mechanism) == ["evaluation", "model_update"], "noise-only releases are charged")
+
+        // Control: with time left the update carries the users' deltas, and with releaseAtCutoff the work
+        // returns no earlier than the cutoff.
+        worker.releaseAtCutoff = true
+        let start = Date().timeIntervalSince1970 * 1000
+        let open = RoundPlan(round: 2, modelVersion: 0, deadlineMilliseconds: Int64(start) + 3_000, minAgents: 1,
+                             hyperparameters: hyperparameters)
+        let cutoff = StoreRoundWorker.cutoff(deadlineMilliseconds: open.deadlineMilliseconds, now: start)
+        let trained = try worker.work(global: global, modelVersion: 0, round: open)
+        #expect(!trained.noiseOnly && trained.sampledUsers > 0)
+        #expect(Date().timeIntervalSince1970 * 1000 >= cutoff - 5, "released before the cutoff")
+        #expect(abs(cutoff - (start + 3_000 - 600)) < 50, "a fifth of the 3 s left before the deadline")
+    }
+
     @Test("Adaptive clipping is charged jointly: the reviewer's figures (count of sensitivity 1 = centred count at half the noise)")
     func jointClippingMatchesReview() {
         // A count of sensitivity 1 with noise σ is the centred count (sensitivity ½) with noise σ/2.

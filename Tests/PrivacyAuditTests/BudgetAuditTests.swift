@@ -11,7 +11,7 @@ import Testing
 @Suite("Audit 6: budget exhaustion and a ledger that survives SIGKILL", .serialized, .timeLimit(.minutes(4)))
 struct BudgetAuditTests {
     static let rounds = """
-        rounds: {min_agents: 1, timeout_seconds: 30, sampling_rate: 0.5, clip_norm: 1.0, noise_multiplier: 1.0, sequence_length: 20, expected_users: 60}
+        rounds: {min_agents: 1, timeout_seconds: 6, sampling_rate: 0.5, clip_norm: 1.0, noise_multiplier: 1.0, sequence_length: 20, expected_users: 60}
 
         """
 
@@ -54,7 +54,7 @@ struct BudgetAuditTests {
     func ledgerSurvivesSigkill() async throws {
         let agents = [(id: "region-1", users: 150)]
         let federation = try await Federation(agents: agents, enrolled: ["region-1"], aggregatorSettings: """
-            rounds: {min_agents: 1, timeout_seconds: 15, sampling_rate: 0.5, clip_norm: 1.0, noise_multiplier: 1.0, sequence_length: 20, expected_users: 150}
+            rounds: {min_agents: 1, timeout_seconds: 5, sampling_rate: 0.5, clip_norm: 1.0, noise_multiplier: 1.0, sequence_length: 20, expected_users: 150}
 
             """, budgets: [:])
         let aggregator = try federation.start("aggregator", ["run", "--config", "aggregator.yaml"])

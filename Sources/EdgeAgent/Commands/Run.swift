@@ -98,7 +98,7 @@ struct Run: AsyncParsableCommand {
         let scoring = LiveScoring(catalog: catalog, settings: driftSettings, store: store, logger: logger,
                                   thresholdsFile: configuration.thresholdsPath)
         defer { scoring.stop() }
-        let worker = StoreRoundWorker(store: store, catalog: catalog, evaluationUsers: configuration.evaluationUsers,
+        var worker = StoreRoundWorker(store: store, catalog: catalog, evaluationUsers: configuration.evaluationUsers,
                                       threads: configuration.threads, ledger: ledger, floor: configuration.floor,
                                       evaluationNoiseMultiplier: configuration.privacy?.evaluationNoiseMultiplier ?? 0,
                                       alerting: .init(detector: driftSettings.detector, rule: driftSettings.rule,
@@ -106,6 +106,7 @@ struct Run: AsyncParsableCommand {
                                                       churn: driftSettings.churn,
                                                       churnCheckSeconds: driftSettings.churnCheckSeconds,
                                                       thresholds: { scoring.thresholds }))
+        worker.releaseAtCutoff = configuration.floor != nil && configuration.privacy?.releaseWhenReady == false
         let alertChannel = try configuration.alerts.publish.map { endpoint in
             try ZMQChannel(context: context, configuration: .init(kind: .pub, bind: [endpoint]))
         }

@@ -12,6 +12,11 @@ package struct LocalTraining: Sendable {
         package var clippedUsers: Int
         /// Mean training loss of the sampled users before their update.
         package var meanLoss: Double
+
+        /// No users: a zero sum of `count` parameters.
+        package static func empty(count: Int) -> Result {
+            Result(deltaSum: [Float](repeating: 0, count: count), sampledUsers: 0, clippedUsers: 0, meanLoss: 0)
+        }
     }
 
     package var hyperparameters: RoundHyperparameters
@@ -41,13 +46,21 @@ package struct LocalTraining: Sendable {
     /// gradient to S/η, and the whole sum comes from one batched per-example pass. With more local
     /// steps each user trains on its own copy of the model.
     package func run(global: LSTMParameters<Float>, users: [EventSequence]) -> Result {
+        run(global: global, users: users, shouldStop: { false }) ?? Result(
+            deltaSum: [Float](repeating: 0, count: global.values.count), sampledUsers: 0, clippedUsers: 0, meanLoss: 0)
+    }
+
+    /// Trains `users` unless `shouldStop` says so between mini-batches (or users): then nil, and nothing
+    /// of the partial sum is kept.
+    package func run(global: LSTMParameters<Float>, users: [EventSequence], shouldStop: () -> Bool) -> Result? {
         let count = global.values.count
         guard !users.isEmpty else {
             return Result(deltaSum: [Float](repeating: 0, count: count), sampledUsers: 0, clippedUsers: 0, meanLoss: 0)
         }
         let sequences = truncated(users)
         return hyperparameters.localSteps <= 1
-            ? runBatched(global: global, sequences: sequences) : runPerUser(global: global, sequences: sequences)
+            ? runBatched(global: global, sequences: sequences, shouldStop: shouldStop)
+            : runPerUser(global: global, sequences: sequences, shouldStop: shouldStop)
     }
 
     /// Truncates to the announced sequence length (most recent events).
@@ -62,7 +75,7 @@ package struct LocalTraining: Sendable {
     }
 
     /// One local SGD step for every user at once, through the per-example clipped gradient sum.
-    func runBatched(global: LSTMParameters<Float>, sequences: [EventSequence]) -> Result {
+    func runBatched(global: LSTMParameters<Float>, sequences: [EventSequence], shouldStop: () -> Bool = { false }) -> Result? {
         let S = hyperparameters.clipNorm, eta = hyperparameters.learningRate
         let trainer = ParallelTrainer<Float>(shape: global.shape, threads: threads)
         var total = [Float](repeating: 0, count: global.values.count)
@@ -70,6 +83,7 @@ package struct LocalTraining: Sendable {
         var clipped = 0, loss = 0.0
         // Mini-batches bound memory: activations grow with batch × steps × categories.
         for start in stride(from: 0, to: sequences.count, by: Self.miniBatch) {
+            if shouldStop() { return nil }
             let slice = Array(sequences[start..<min(start + Self.miniBatch, sequences.count)])
             let examples = trainer.clippedGradientSum(parameters: global, sequences: slice, clipNorm: S / eta, into: &part)
             for index in total.indices { total[index] += part[index] }
@@ -81,7 +95,7 @@ package struct LocalTraining: Sendable {
     }
 
     /// `localSteps` SGD steps per user on its own copy of the model, then the delta is clipped.
-    func runPerUser(global: LSTMParameters<Float>, sequences: [EventSequence]) -> Result {
+    func runPerUser(global: LSTMParameters<Float>, sequences: [EventSequence], shouldStop: () -> Bool = { false }) -> Result? {
         let S = hyperparameters.clipNorm, eta = hyperparameters.learningRate
         let count = global.values.count
         var sum = [Double](repeating: 0, count: count)
@@ -89,6 +103,7 @@ package struct LocalTraining: Sendable {
         let workspace = LSTMWorkspace<Float>(shape: global.shape)
         var gradient: [Float] = []
         for sequence in sequences {
+            if shouldStop() { return nil }
             var local = global
             var optimizer = SGD(learningRate: eta)
             let batch = SequenceBatch([sequence])

@@ -101,9 +101,12 @@ package struct RoundWork: Sendable, Equatable {
     package var histogram: HistogramRelease?
     package var sampledUsers, clippedUsers: Int
     package var meanLoss, seconds: Double
+    /// Training missed the cutoff: the update (and what-if counts) are noise alone, still charged.
+    package var noiseOnly: Bool
 
     package init(submission: LocalUpdate, evaluation: EvaluationRelease?, histogram: HistogramRelease? = nil,
-                 sampledUsers: Int, clippedUsers: Int, meanLoss: Double, seconds: Double) {
+                 sampledUsers: Int, clippedUsers: Int, meanLoss: Double, seconds: Double, noiseOnly: Bool = false) {
+        self.noiseOnly = noiseOnly
         (self.submission, self.evaluation, self.histogram) = (submission, evaluation, histogram)
         (self.sampledUsers, self.clippedUsers) = (sampledUsers, clippedUsers)
         (self.meanLoss, self.seconds) = (meanLoss, seconds)

@@ -40,8 +40,10 @@ import Foundation
 ///   enforced by the ledger in `data_directory/privacy.sqlite`; its own floor on the noise of every
 ///   release, whatever the aggregator announces: `min_noise_multiplier` (default 0.5) and
 ///   `max_sampling_rate` (default 0.5) — a round that breaks it is refused, logged and counted in
-///   `status.json`; and `evaluation_noise_multiplier` (default 0 = send no held-out evaluation; else at
-///   least `min_noise_multiplier`).
+///   `status.json`; `evaluation_noise_multiplier` (default 0 = send no held-out evaluation; else at
+///   least `min_noise_multiplier`); and `release` (`at_cutoff`, default: every round's releases leave at
+///   a fixed time before the deadline, noise alone if training is not done by then; `when_ready`: as
+///   soon as computed, so their timing reveals roughly how many users were sampled).
 /// - `non_private` (boolean, default false): `true` runs the agent without differential privacy — no
 ///   budget, no floor, exact evaluations — labelled NON-PRIVATE in its log and status. It cannot be
 ///   combined with `privacy`.
@@ -106,6 +108,10 @@ package struct EdgeAgentConfiguration: Sendable, Decodable {
         package var delta: Double
         package var evaluationNoiseMultiplier: Double = 0
         package var floor = PrivacyFloor()
+        /// `release`: `at_cutoff` (default) holds every round's releases until a fixed time before the
+        /// deadline, so their timing says nothing about the data; `when_ready` sends them as soon as they
+        /// are computed (faster rounds; the time then reveals roughly how many users were sampled).
+        package var releaseWhenReady = false
         package init(epsilon: Double, delta: Double, evaluationNoiseMultiplier: Double = 0, floor: PrivacyFloor = .init()) {
             self.epsilon = epsilon
             self.delta = delta
@@ -120,11 +126,18 @@ package struct EdgeAgentConfiguration: Sendable, Decodable {
             floor.minNoiseMultiplier = try c.decodeIfPresent(Double.self, forKey: .minNoiseMultiplier)
                 ?? floor.minNoiseMultiplier
             floor.maxSamplingRate = try c.decodeIfPresent(Double.self, forKey: .maxSamplingRate) ?? floor.maxSamplingRate
+            switch try c.decodeIfPresent(String.self, forKey: .release) ?? "at_cutoff" {
+            case "at_cutoff": releaseWhenReady = false
+            case "when_ready": releaseWhenReady = true
+            case let other:
+                throw DecodingError.dataCorruptedError(forKey: .release, in: c,
+                                                       debugDescription: "'\(other)': must be at_cutoff or when_ready")
+            }
         }
         enum CodingKeys: String, CodingKey {
             case epsilon, delta
             case evaluationNoiseMultiplier = "evaluation_noise_multiplier"
-            case minNoiseMultiplier = "min_noise_multiplier", maxSamplingRate = "max_sampling_rate"
+            case minNoiseMultiplier = "min_noise_multiplier", maxSamplingRate = "max_sampling_rate", release
         }
         package var budget: PrivacyBudget { PrivacyBudget(epsilon: epsilon, delta: delta) }
     }

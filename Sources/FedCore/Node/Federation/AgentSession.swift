@@ -227,6 +227,13 @@ package final class AgentSession: Sendable {
                 continuation.yield(.finished(round: plan, outcome))
             }
         case .send(let work, let round):
+            if work.noiseOnly {
+                logger.warning("""
+                    Training was not done by the round's cutoff: released noise alone (charged), so that whether \
+                    and when this agent releases does not depend on its data. Fewer users per round (sampling_rate) \
+                    or a longer rounds.timeout_seconds let it contribute
+                    """, metadata: ["round.id": "\(round.round)"])
+            }
             logger.info("Trained local update", metadata: [
                 "round.id": "\(round.round)", "users.sampled": "\(work.sampledUsers)",
                 "users.clipped": "\(work.clippedUsers)", "loss.mean": "\(work.meanLoss)", "seconds": "\(work.seconds)",

@@ -101,6 +101,16 @@ package struct StoreRoundWorker: RoundWorker {
         }
     }
     package var faults = Faults()
+    /// Hold the round's releases until the cutoff, so their timing does not depend on the data (private
+    /// agents by default; `privacy.release: when_ready` turns it off, NON-PRIVATE agents never hold).
+    package var releaseAtCutoff = false
+
+    /// Work stops, and releases leave, this long before the round's deadline: a fifth of a 10-second
+    /// round, at most 2 s, at least 250 ms (sealing, sending and clock skew).
+    package static func cutoff(deadlineMilliseconds: Int64, now: Double = Date().timeIntervalSince1970 * 1000) -> Double {
+        let remaining = Double(deadlineMilliseconds) - now
+        return Double(deadlineMilliseconds) - min(2_000, max(250, 0.2 * remaining))
+    }
     /// Per-user held-out loss is clamped to this many nats, so one user's share of the loss sum is bounded.
     static let lossClamp = 30.0
 
@@ -166,27 +176,30 @@ package struct StoreRoundWorker: RoundWorker {
                                                     budget: ledger.budget, mechanism: update.mechanism)
         }
         let evaluate = floor == nil || evaluationNoiseMultiplier > 0
+        // Fixed shape: every release is made whatever the data. Work that is not done by the cutoff is
+        // dropped and replaced by noise alone (still charged), so whether a release exists, and — with
+        // `releaseAtCutoff` — when it leaves, does not depend on how many users were sampled.
+        let cutoff = Self.cutoff(deadlineMilliseconds: round.deadlineMilliseconds)
+        let pastCutoff = { Date().timeIntervalSince1970 * 1000 >= cutoff }
         var trained = h
         if !faults.clipping { trained.clipNorm = .greatestFiniteMagnitude }
         let training = LocalTraining(hyperparameters: trained, threads: threads)
         var random = SodiumRandom()
         let data = try Self.read(store: store, catalog: catalog, sequenceLength: Int(h.sequenceLength),
                                  evaluationUsers: evaluate ? evaluationUsers : 0) { training.isSampled($0, random: &random) }
-        let result = training.run(global: global, users: data.training)
         var noise = GaussianNoise(generator: SodiumRandom())
-        let values = noise.noised(result.deltaSum, sigma: h.noiseMultiplier * h.clipNorm * faults.noiseScale)
         var report: EvaluationRelease?
-        if evaluate, !data.evaluation.isEmpty {
-            let measured = NextCategoryEvaluation.evaluate(parameters: global, sequences: data.evaluation,
-                                                           outOfVocabulary: catalog.outOfVocabulary,
-                                                           lossClamp: Self.lossClamp)
+        if evaluate {
+            let measured = data.evaluation.isEmpty || pastCutoff() ? NextCategoryEvaluation()
+                : NextCategoryEvaluation.evaluate(parameters: global, sequences: data.evaluation,
+                                                  outOfVocabulary: catalog.outOfVocabulary, lossClamp: Self.lossClamp)
             report = try releaseEvaluation(measured, planned: plan.evaluation(round: round.round), round: round.round,
                                            modelVersion: modelVersion, noise: &noise)
         }
-        // A round that closed while this agent trained would refuse the update: release nothing, charge nothing.
-        guard Date().timeIntervalSince1970 * 1000 < Double(round.deadlineMilliseconds) else {
-            throw RoundWorkError.deadlinePassed(round: round.round, seconds: (ContinuousClock.now - started).inSeconds)
-        }
+        let trainedResult = training.run(global: global, users: data.training, shouldStop: pastCutoff)
+        let noiseOnly = trainedResult == nil
+        let result = trainedResult ?? .empty(count: global.values.count)
+        let values = noise.noised(result.deltaSum, sigma: h.noiseMultiplier * h.clipNorm * faults.noiseScale)
         var clipCount = 0.0
         if h.clipCountNoiseMultiplier > 0 {
             // Adaptive clipping: Σ (b − ½) over sampled users, b = 1 when the delta was within S (centred:
@@ -198,36 +211,50 @@ package struct StoreRoundWorker: RoundWorker {
         if let histogram, let alerting {
             // What-if at the thresholds in force over Poisson-sampled users' recent events (each user's
             // four counts clipped: L2 sensitivity 2 of the scaled vector, accounted as z / 2).
-            let counts = try whatIfCounts(alerting, global: global, samplingRate: h.samplingRate, random: &random)
+            let counts = noiseOnly ? [] : try whatIfCounts(alerting, global: global, samplingRate: h.samplingRate,
+                                                           random: &random, shouldStop: pastCutoff) ?? []
             let released = AlertRateCalibration.release(counts, settings: alerting.calibration,
                                                         churn: alerting.churnCalibration,
                                                         noiseMultiplier: h.histogramNoiseMultiplier, noise: &noise)
             try ledger.charge(histogram)
             histogramReport = HistogramRelease(round: round.round, counts: released.values)
         }
+        // Past the deadline itself the aggregator refuses the round's messages: release nothing, charge nothing.
+        guard Date().timeIntervalSince1970 * 1000 < Double(round.deadlineMilliseconds) else {
+            throw RoundWorkError.deadlinePassed(round: round.round, seconds: (ContinuousClock.now - started).inSeconds)
+        }
         try ledger.charge(update)
+        if releaseAtCutoff {
+            let wait = cutoff / 1000 - Date().timeIntervalSince1970
+            if wait > 0 { Thread.sleep(forTimeInterval: wait) }  // a dedicated thread, never the cooperative pool
+        }
         return RoundWork(
             submission: LocalUpdate(round: round.round, modelVersion: modelVersion,
                                     users: h.noiseMultiplier > 0 ? 0 : result.sampledUsers,
                                          clipCount: clipCount, values: values),
             evaluation: report, histogram: histogramReport, sampledUsers: result.sampledUsers,
             clippedUsers: result.clippedUsers,
-            meanLoss: result.meanLoss, seconds: (ContinuousClock.now - started).inSeconds)
+            meanLoss: result.meanLoss, seconds: (ContinuousClock.now - started).inSeconds, noiseOnly: noiseOnly)
     }
 
     /// Each Poisson-sampled user's exact, clipped what-if counts: their most recent events replayed
     /// through a fresh detector (prior: the global model's), alerts at the threshold in force; and the
     /// churn warnings the live clock would have raised in the last days before the store's newest event.
     private func whatIfCounts(_ alerting: Alerting, global: LSTMParameters<Float>, samplingRate: Double,
-                              random: inout SodiumRandom) throws -> [AlertRateCalibration.Counts] {
+                              random: inout SodiumRandom, shouldStop: () -> Bool) throws -> [AlertRateCalibration.Counts]? {
         let detector = SwitchDetector(settings: alerting.detector,
                                       prior: StreamingScorer(parameters: global).initialDistribution())
         let churn = ChurnDetector(settings: alerting.churn)
         let thresholds = alerting.thresholds()
         let now = try store.latestEventTime() ?? 0
         var counts: [AlertRateCalibration.Counts] = []
+        var stopped = false
         try store.forEachRecentSequence(limit: alerting.calibration.eventWindow) { _, events in
-            guard Double.random(in: 0..<1, using: &random) < samplingRate else { return }
+            guard Double.random(in: 0..<1, using: &random) < samplingRate, !stopped else { return }
+            if counts.count % 64 == 0 && shouldStop() {
+                stopped = true
+                return
+            }
             var state = SwitchDetector.UserState()
             let series = events.map { detector.update(&state, category: catalog.modelIndex(of: $0.category)) }
             var user = AlertRateCalibration.userCounts(series, threshold: thresholds.interestShift, rule: alerting.rule,
@@ -241,7 +268,7 @@ package struct StoreRoundWorker: RoundWorker {
             user.shopperDays = warnings.days
             counts.append(user)
         }
-        return counts
+        return stopped ? nil : counts
     }
 
     /// The evaluation as released: exact when NON-PRIVATE (recorded at ε = ∞); otherwise the vector (users, top-1 hits,
