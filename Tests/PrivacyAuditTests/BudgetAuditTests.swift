@@ -11,12 +11,15 @@ import Testing
 @Suite("Audit 6: budget exhaustion and a ledger that survives SIGKILL", .serialized, .timeLimit(.minutes(4)))
 struct BudgetAuditTests {
     static let rounds = """
-        rounds: {min_agents: 1, timeout_seconds: 6, sampling_rate: 0.5, clip_norm: 1.0, noise_multiplier: 1.0, sequence_length: 20, expected_users: 60}
+        rounds: {min_agents: 1, timeout_seconds: 12, sampling_rate: 0.5, clip_norm: 1.0, noise_multiplier: 1.0, sequence_length: 20, expected_users: 60}
 
         """
 
     /// Budget for exactly three model updates at q = 0.5, z = 1 (δ = 1e-6), plus a hair.
-    static let budget = RDP.epsilon(q: 0.5, noiseMultiplier: 1.0, rounds: 3, delta: 1e-6).epsilon * 1.0001
+    /// (The agent's update is the discrete Gaussian on the quantised sum of the default small model.)
+    static let budget = RDP.epsilon(rdp: RoundReleasePlan(samplingRate: 0.5, noiseMultiplier: 1.0,
+                                                          dimension: LSTMShape.small.layout.count).rdp(rounds: 3),
+                                    delta: 1e-6).epsilon * 1.0001
 
     @Test("Audit 6: an agent whose next release would exceed its budget stops training and releasing, says so, and keeps running")
     func exhaustionStopsReleases() async throws {
@@ -54,7 +57,7 @@ struct BudgetAuditTests {
     func ledgerSurvivesSigkill() async throws {
         let agents = [(id: "region-1", users: 150)]
         let federation = try await Federation(agents: agents, enrolled: ["region-1"], aggregatorSettings: """
-            rounds: {min_agents: 1, timeout_seconds: 5, sampling_rate: 0.5, clip_norm: 1.0, noise_multiplier: 1.0, sequence_length: 20, expected_users: 150}
+            rounds: {min_agents: 1, timeout_seconds: 12, sampling_rate: 0.5, clip_norm: 1.0, noise_multiplier: 1.0, sequence_length: 20, expected_users: 150}
 
             """, budgets: [:])
         let aggregator = try federation.start("aggregator", ["run", "--config", "aggregator.yaml"])
@@ -63,8 +66,8 @@ struct BudgetAuditTests {
         for kill in 0..<4 {
             let agent = try federation.start("edge-agent", ["run", "--config", "region-1.yaml"])
             #expect(await agent.waitForOutput("Round open: training", seconds: 60), "\(agent.output)")
-            // Somewhere in training, charging, sending or waiting for the next round.
-            try await Task.sleep(for: .milliseconds(Int(random.next() % 3_000)))
+            // Somewhere in training, noising, charging, holding until the cutoff (≈ 9.6 s), sending or waiting.
+            try await Task.sleep(for: .milliseconds(Int(random.next() % 11_000)))
             agent.kill()
             _ = kill
         }

@@ -64,6 +64,8 @@ package struct ShopperCanaryAudit: Sendable {
         /// The norm of a canary's unclipped update, in units of S, and the share of it on its own rows.
         package var canaryNormOverClip: Double
         package var ownShare: Double
+        /// Parameters of the audited model.
+        package var dimension: Int
 
         package var description: String {
             String(format: "claimed ε %.3f; lower bound %.3f (%d/%d right, certifiable up to %.2f); μ̂ %.3f ± %.3f → "
@@ -188,7 +190,8 @@ package struct ShopperCanaryAudit: Sendable {
                       mu: mu, muStandardError: standardError,
                       estimatedEpsilon: Self.gaussianEpsilon(mu: max(0, mu), delta: s.delta),
                       estimatedEpsilonUpper: Self.gaussianEpsilon(mu: max(0, mu + 3 * standardError), delta: s.delta),
-                      canaryNormOverClip: canaryNorm, ownShare: patternNorm / (canaryNorm * s.clipNorm))
+                      canaryNormOverClip: canaryNorm, ownShare: patternNorm / (canaryNorm * s.clipNorm),
+                      dimension: shape.layout.count)
     }
 
     /// ε at `delta` of μ-Gaussian differential privacy (Dong, Roth, Su 2019, Cor. 2.13):

@@ -63,6 +63,9 @@ struct PrivacyPlan: ParsableCommand {
     @Option(name: .long, help: "privacy.evaluation_noise_multiplier: each agent's held-out evaluation every round (composed).")
     var evaluationNoiseMultiplier: Double?
 
+    @Option(name: .long, help: "The model preset (small, medium): charges the agents' discrete Gaussian on the quantised update exactly (default with --config: its model.preset; without either, the continuous Gaussian).")
+    var model: String?
+
     @Flag(name: .long, help: "One JSON object: epsilon, noise_multiplier, delta, rounds, sampling_rate, order.")
     var json = false
 
@@ -74,6 +77,7 @@ struct PrivacyPlan: ParsableCommand {
         var noiseMultiplier: Double?
         var clipCountNoiseMultiplier, alertRateNoiseMultiplier, evaluationNoiseMultiplier: Double?
         var budget: PrivacyBudget?
+        var dimension: Int?
     }
 
     private func resolve() throws -> Settings {
@@ -93,7 +97,8 @@ struct PrivacyPlan: ParsableCommand {
                         alertRateNoiseMultiplier: alertRateNoiseMultiplier ?? positive(h?.histogramNoiseMultiplier),
                         evaluationNoiseMultiplier: evaluationNoiseMultiplier
                             ?? positive(agent?.privacy?.evaluationNoiseMultiplier),
-                        budget: agent?.privacy?.budget)
+                        budget: agent?.privacy?.budget,
+                        dimension: (model ?? aggregator?.model.preset).flatMap { LSTMShape.preset(named: $0)?.layout.count })
     }
 
     func validate() throws {
@@ -113,6 +118,7 @@ struct PrivacyPlan: ParsableCommand {
             if let value, !(value > 0 && value.isFinite) { throw ValidationError("\(option) must be positive") }
         }
         if let epsilon, epsilon <= 0 { throw ValidationError("--epsilon must be positive") }
+        if let model, LSTMShape.preset(named: model) == nil { throw ValidationError("--model must be small or medium") }
     }
 
     /// Every release an agent makes in a round, with update noise `z`.
@@ -120,7 +126,7 @@ struct PrivacyPlan: ParsableCommand {
         RoundReleasePlan(samplingRate: settings.samplingRate, noiseMultiplier: z,
                          clipCountNoiseMultiplier: settings.clipCountNoiseMultiplier,
                          alertRateNoiseMultiplier: settings.alertRateNoiseMultiplier,
-                         evaluationNoiseMultiplier: settings.evaluationNoiseMultiplier)
+                         evaluationNoiseMultiplier: settings.evaluationNoiseMultiplier, dimension: settings.dimension)
     }
 
     /// ε of the rounds of every planned release.
@@ -181,6 +187,13 @@ struct PrivacyPlan: ParsableCommand {
                 String(format: "%@ (q = %g, z = %.4f) ε alone = %.4f", $0.mechanism, $0.samplingRate, $0.noiseMultiplier,
                        alone[$0.mechanism] ?? 0)
             }.joined(separator: "; ") + (releases.count > 1 ? " (composed above, not added)." : "."))
+            if let dimension = settings.dimension {
+                print("The update is the discrete Gaussian on the sum quantised to S/2^\(QuantisedRelease.bits) "
+                      + "(\(dimension) parameters): charged at the accounted multiplier above, at integer RDP orders.")
+            } else {
+                print("Continuous-Gaussian figure; the agents' exact (discrete) update noise costs slightly more: give "
+                      + "--model or --config for what their ledgers charge.")
+            }
             print(String(format: "zCDP: ρ = %.4f over these rounds (unamplified by subsampling; the ε above uses the "
                          + "amplification).", rho))
             if let budget = settings.budget {

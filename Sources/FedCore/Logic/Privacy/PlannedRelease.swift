@@ -51,9 +51,15 @@ package struct RoundReleasePlan: Sendable, Equatable {
     package var alertRateNoiseMultiplier: Double?
     /// The agent's `privacy.evaluation_noise_multiplier`.
     package var evaluationNoiseMultiplier: Double?
+    /// Parameters of the model, when the update is released with the discrete Gaussian on the
+    /// quantised sum (``QuantisedRelease``): the rounding's extra sensitivity is charged, at integer
+    /// orders. nil: the continuous Gaussian (the simulator's and the plan's model-free figures).
+    package var dimension: Int?
 
     package init(samplingRate: Double, noiseMultiplier: Double, clipCountNoiseMultiplier: Double? = nil,
-                 alertRateNoiseMultiplier: Double? = nil, evaluationNoiseMultiplier: Double? = nil) {
+                 alertRateNoiseMultiplier: Double? = nil, evaluationNoiseMultiplier: Double? = nil,
+                 dimension: Int? = nil) {
+        self.dimension = dimension
         (self.samplingRate, self.noiseMultiplier) = (samplingRate, noiseMultiplier)
         (self.clipCountNoiseMultiplier, self.alertRateNoiseMultiplier) = (clipCountNoiseMultiplier, alertRateNoiseMultiplier)
         self.evaluationNoiseMultiplier = evaluationNoiseMultiplier
@@ -76,11 +82,16 @@ package struct RoundReleasePlan: Sendable, Equatable {
 
     /// The model update (with the clip count, when adaptive clipping is on): Poisson-subsampled Gaussian.
     package func update(round: UInt64) -> PlannedRelease {
+        let z = dimension.map { QuantisedRelease.accountedNoiseMultiplier(noiseMultiplier, dimension: $0) } ?? noiseMultiplier
+        var release: PlannedRelease
         if let sigma = clipCountNoiseMultiplier, sigma > 0 {
-            return .subsampledGaussian(mechanism: "model_update+clip_count", round: round, q: samplingRate,
-                                       noiseMultiplier: Self.jointNoiseMultiplier(update: noiseMultiplier, clipCount: sigma))
+            release = .subsampledGaussian(mechanism: "model_update+clip_count", round: round, q: samplingRate,
+                                          noiseMultiplier: Self.jointNoiseMultiplier(update: z, clipCount: sigma))
+        } else {
+            release = .subsampledGaussian(mechanism: "model_update", round: round, q: samplingRate, noiseMultiplier: z)
         }
-        return .subsampledGaussian(mechanism: "model_update", round: round, q: samplingRate, noiseMultiplier: noiseMultiplier)
+        if dimension != nil { release.rdp = RDP.integerOrdersOnly(release.rdp) }
+        return release
     }
 
     /// The alert-rate what-if counts, when planned.

@@ -53,6 +53,12 @@ package enum RDP {
         sigma == 0 ? .infinity : alpha / (2 * sigma * sigma)
     }
 
+    /// `curve` (over ``defaultOrders``) with every fractional order set to +∞, so that only integer
+    /// orders convert to ε: the discrete Gaussian's subsampled bound is proved at integer orders.
+    package static func integerOrdersOnly(_ curve: [Double], orders: [Double] = defaultOrders) -> [Double] {
+        zip(curve, orders).map { value, order in order == order.rounded() ? value : .infinity }
+    }
+
     /// One round's RDP at every order of `orders`.
     package static func subsampledGaussian(q: Double, noiseMultiplier z: Double, orders: [Double] = defaultOrders,
                                            series: FractionalSeries = .exact) -> [Double] {

@@ -160,7 +160,8 @@ package struct StoreRoundWorker: RoundWorker {
         let plan = RoundReleasePlan(samplingRate: h.samplingRate, noiseMultiplier: h.noiseMultiplier,
                                     clipCountNoiseMultiplier: h.clipCountNoiseMultiplier,
                                     alertRateNoiseMultiplier: alerting != nil ? h.histogramNoiseMultiplier : nil,
-                                    evaluationNoiseMultiplier: evaluationNoiseMultiplier)
+                                    evaluationNoiseMultiplier: evaluationNoiseMultiplier,
+                                    dimension: global.values.count)
         // Fail closed: the aggregator announces q and the noise, but this agent decides what it releases.
         if let floor, let reason = floor.refusal(of: plan) {
             throw RoundWorkError.belowFloor(round: round.round, reason: reason)
@@ -199,7 +200,10 @@ package struct StoreRoundWorker: RoundWorker {
         let trainedResult = training.run(global: global, users: data.training, shouldStop: pastCutoff)
         let noiseOnly = trainedResult == nil
         let result = trainedResult ?? .empty(count: global.values.count)
-        let values = noise.noised(result.deltaSum, sigma: h.noiseMultiplier * h.clipNorm * faults.noiseScale)
+        // The update: quantised, plus discrete Gaussian noise sampled exactly from the CSPRNG.
+        var exact = SodiumStream()
+        let values = QuantisedRelease.noised(result.deltaSum, clipNorm: h.clipNorm, noiseMultiplier: h.noiseMultiplier,
+                                             noiseScale: faults.noiseScale, random: &exact)
         var clipCount = 0.0
         if h.clipCountNoiseMultiplier > 0 {
             // Adaptive clipping: Σ (b − ½) over sampled users, b = 1 when the delta was within S (centred:
