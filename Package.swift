@@ -136,7 +136,10 @@ let package = Package(
         ),
         .testTarget(
             name: "PrivacyAuditTests",
-            dependencies: ["FedIO", "FedModel", "FedLogic", "FedNode", "FedTools", "TestSupport"],
+            dependencies: ["FedIO", "FedModel", "FedLogic", "FedNode", "FedTools", "TestSupport",
+                // Audit 9 edits ledger rows directly, as an attacker with the file would.
+                .product(name: "GRDB", package: "GRDB.swift"),
+            ],
             swiftSettings: strictSettings
         ),
     ]

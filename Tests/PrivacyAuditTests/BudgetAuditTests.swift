@@ -51,6 +51,10 @@ struct BudgetAuditTests {
         let report = try federation.start("edge-agent", ["privacy", "--config", "region-1.yaml"])
         #expect(await report.waitForExit(seconds: 30) == 0)
         #expect(report.output.contains("over 3 releases"), "\(report.output)")
+        // The real agent signed every entry it charged: the chain verifies against its public key.
+        let verify = try federation.start("edge-agent", ["privacy", "--config", "region-1.yaml", "--verify"])
+        #expect(await verify.waitForExit(seconds: 30) == 0, "\(verify.output)")
+        #expect(verify.output.contains("chain intact — 3 entries, 3 signed"), "\(verify.output)")
     }
 
     @Test("Audit 6: killed with SIGKILL at arbitrary moments, the agent's ledger never counts fewer releases than the aggregator received")

@@ -12,7 +12,9 @@ struct Privacy: ParsableCommand {
         discussion: """
             Every release that leaves the agent (model updates, held-out evaluations, drift histograms) is \
             charged to data_directory/privacy.sqlite before it is sent; ε is of all releases composed, at the \
-            budget's δ. Safe to run while the agent runs.
+            budget's δ. Safe to run while the agent runs. The ledger is a hash chain signed by the agent: \
+            --verify recomputes every link and checks every signature against key_directory/identity.public, \
+            and exits non-zero if an entry was changed, removed, inserted or reordered.
             """
     )
 
@@ -22,12 +24,31 @@ struct Privacy: ParsableCommand {
     @Flag(name: .long, help: "One JSON object.")
     var json = false
 
+    @Flag(name: .long, help: "Verify the ledger's signed hash chain (exit status 1 if it is broken).")
+    var verify = false
+
+    @Option(name: .long, help: "With --verify: a head printed by an earlier --verify (hex prefix); the chain must still contain it.")
+    var head: String?
+
     func run() throws {
         let configuration = try EdgeAgentConfiguration.load(path: config)
         guard FileManager.default.fileExists(atPath: configuration.ledgerPath) else {
             throw ValidationError("no ledger at \(configuration.ledgerPath): this agent has released nothing yet")
         }
         let ledger = try PrivacyLedger(path: configuration.ledgerPath, budget: configuration.budget)
+        if verify {
+            let key = try KeyDirectory.readPublicIdentity(
+                file: (configuration.keyDirectory as NSString).appendingPathComponent("identity.public")).signing
+            let result = try ledger.verify(signer: key, knownHead: head)
+            if let broken = result.broken {
+                print("Privacy ledger \(configuration.ledgerPath): BROKEN at entry \(broken.id) of \(result.entries): \(broken.reason).")
+                throw ExitCode(1)
+            }
+            print("Privacy ledger \(configuration.ledgerPath): chain intact — \(result.entries) entries, \(result.signed) "
+                  + "signed by \(key.description)" + (result.unchained > 0 ? ", \(result.unchained) from before chaining" : "")
+                  + (result.head.isEmpty ? "" : "; head \(result.head.prefix(16))…"))
+            return
+        }
         let entries = try ledger.entries()
         let spent = try ledger.spentEpsilon()
         let byMechanism = try ledger.epsilonByMechanism()
@@ -49,7 +70,7 @@ struct Privacy: ParsableCommand {
         func show(_ value: Double) -> String { value.isFinite ? String(format: "%.4f", value) : "∞" }
         print("Privacy ledger \(configuration.ledgerPath) — agent \(configuration.id)")
         print("  budget:    ε = \(show(budget.epsilon)) at δ = \(budget.delta)"
-              + (configuration.privacy == nil ? "  (no budget configured: releases are not limited)" : ""))
+              + (configuration.nonPrivate ? "  (NON-PRIVATE: non_private is true; releases are recorded, not limited)" : ""))
         print("  spent:     ε = \(show(spent)) over \(entries.count) releases")
         print("  remaining: ε = \(show(remaining))")
         print("  per mechanism (each alone, composed over its releases):")

@@ -72,7 +72,8 @@ struct Run: AsyncParsableCommand {
         if events == 0 {
             logger.warning("The store is empty: import events (edge-agent import) or configure 'ingest'")
         }
-        let ledger = try PrivacyLedger(path: configuration.ledgerPath, budget: configuration.budget)
+        let ledger = try PrivacyLedger(path: configuration.ledgerPath, budget: configuration.budget,
+                                       signer: identity.signing)
         if let floor = configuration.floor {
             let spent = try ledger.spentEpsilon()
             logger.info("Privacy budget", metadata: [

@@ -45,3 +45,16 @@ package final class SodiumStream: RandomNumberGenerator {
         index = 0
     }
 }
+
+/// BLAKE2b-256 (libsodium's `crypto_generichash`): the privacy ledger's chain links.
+package enum Digest {
+    package static let byteCount = 32
+
+    package static func blake2b256(_ bytes: [UInt8]) -> [UInt8] {
+        var out = [UInt8](repeating: 0, count: byteCount)
+        bytes.withUnsafeBufferPointer { input in
+            _ = crypto_generichash(&out, byteCount, input.baseAddress, UInt64(input.count), nil, 0)
+        }
+        return out
+    }
+}

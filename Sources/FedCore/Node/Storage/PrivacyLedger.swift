@@ -1,4 +1,4 @@
-import FedIO
+package import FedIO
 package import FedLogic
 import FedModel
 import Foundation
@@ -27,6 +27,11 @@ package enum PrivacyLedgerError: Error, CustomStringConvertible, Sendable {
 /// budget's δ would exceed the budget, and otherwise commits a row durably, and only then returns.
 /// A crash after the commit and before the send over-counts (a charged release that never left);
 /// nothing can under-count, because nothing is sent without a committed row.
+///
+/// The rows form a **hash chain signed by the agent**: each entry's hash is BLAKE2b-256 over the
+/// previous entry's hash and every field of the entry, and the agent signs it with its Ed25519 key,
+/// so an edited, deleted, inserted or reordered entry — or a ledger emptied and restarted — no longer
+/// verifies against the agent's public key (``verify(signer:)``, `edge-agent privacy --verify`).
 package final class PrivacyLedger: Sendable {
     package struct Entry: Sendable, Equatable {
         package var id: Int64
@@ -42,10 +47,13 @@ package final class PrivacyLedger: Sendable {
     package let path: String
     package let budget: PrivacyBudget
     private let queue: DatabaseQueue
+    private let signer: SigningKeyPair?
 
-    package init(path: String, budget: PrivacyBudget) throws(StorageError) {
+    /// `signer`: the agent's signing keys (entries are chained but unsigned without them: tests, tools).
+    package init(path: String, budget: PrivacyBudget, signer: SigningKeyPair? = nil) throws(StorageError) {
         self.path = path
         self.budget = budget
+        self.signer = signer
         queue = try DatabaseQueue.durable(path: path, what: "privacy ledger") { migrator in
             migrator.registerMigration("v1: releases") { db in
                 try db.create(table: "release") { table in
@@ -57,6 +65,13 @@ package final class PrivacyLedger: Sendable {
                     table.column("rdp", .blob).notNull()  // float64 × RDP.defaultOrders.count
                     table.column("epsilon_after", .double).notNull()
                     table.column("created_at_ms", .integer).notNull()
+                }
+            }
+            migrator.registerMigration("v2: signed hash chain") { db in
+                try db.alter(table: "release") { table in
+                    table.add(column: "previous_hash", .blob)
+                    table.add(column: "entry_hash", .blob)
+                    table.add(column: "signature", .blob)
                 }
             }
         }
@@ -99,11 +114,20 @@ package final class PrivacyLedger: Sendable {
                                                     mechanism: release.mechanism))
                 }
                 let rdp = release.rdp.withUnsafeBytes { Data($0) }
+                let created = Int64(Date().timeIntervalSince1970 * 1000)
+                let previous = try Data.fetchOne(db, sql: "SELECT entry_hash FROM release ORDER BY id DESC LIMIT 1")
+                    .map { [UInt8]($0) } ?? Self.genesis
+                let hash = Self.entryHash(previous: previous, round: release.round, mechanism: release.mechanism,
+                                          samplingRate: release.samplingRate, noiseMultiplier: release.noiseMultiplier,
+                                          rdp: rdp, epsilonAfter: after, createdAtMilliseconds: created)
+                let signature = signer.map { key in hash.withUnsafeBytes { key.sign($0) } }
                 try db.execute(sql: """
-                    INSERT INTO release (round, mechanism, sampling_rate, noise_multiplier, rdp, epsilon_after, created_at_ms)
-                    VALUES (?, ?, ?, ?, ?, ?, ?)
+                    INSERT INTO release (round, mechanism, sampling_rate, noise_multiplier, rdp, epsilon_after, created_at_ms,
+                                         previous_hash, entry_hash, signature)
+                    VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
                     """, arguments: [Int64(bitPattern: release.round), release.mechanism, release.samplingRate,
-                                     release.noiseMultiplier, rdp, after, Int64(Date().timeIntervalSince1970 * 1000)])
+                                     release.noiseMultiplier, rdp, after, created, Data(previous), Data(hash),
+                                     signature.map { Data($0) }])
                 return .success(after)
             }
         } catch {
@@ -143,6 +167,112 @@ package final class PrivacyLedger: Sendable {
             return curves.mapValues { RDP.epsilon(rdp: $0, delta: budget.delta).epsilon }
         } catch {
             throw StorageError(path: path, operation: "read privacy ledger", reason: "\(error)")
+        }
+    }
+
+    /// The hash before the first entry.
+    static let genesis = [UInt8](repeating: 0, count: Digest.byteCount)
+
+    /// BLAKE2b-256 of the previous hash and every field, in a fixed binary layout.
+    static func entryHash(previous: [UInt8], round: UInt64, mechanism: String, samplingRate: Double,
+                          noiseMultiplier: Double, rdp: Data, epsilonAfter: Double,
+                          createdAtMilliseconds: Int64) -> [UInt8] {
+        var bytes = previous
+        func append<T: FixedWidthInteger>(_ value: T) { withUnsafeBytes(of: value.littleEndian) { bytes += $0 } }
+        append(round)
+        append(UInt32(mechanism.utf8.count))
+        bytes += Array(mechanism.utf8)
+        append(samplingRate.bitPattern)
+        append(noiseMultiplier.bitPattern)
+        append(UInt32(rdp.count))
+        bytes += Array(rdp)
+        append(epsilonAfter.bitPattern)
+        append(createdAtMilliseconds)
+        return Digest.blake2b256(bytes)
+    }
+
+    /// What ``verify(signer:)`` found.
+    package struct Verification: Sendable, Equatable {
+        package var entries: Int
+        /// Entries written before the chain existed (ledger format v1), not covered.
+        package var unchained: Int
+        package var signed: Int
+        /// The head: the last entry's hash (hex), empty for an empty ledger.
+        package var head: String
+        /// The first entry that does not verify and why; nil when the whole chain holds.
+        package var broken: (id: Int64, reason: String)?
+
+        package static func == (a: Verification, b: Verification) -> Bool {
+            (a.entries, a.unchained, a.signed, a.head) == (b.entries, b.unchained, b.signed, b.head)
+                && a.broken?.id == b.broken?.id && a.broken?.reason == b.broken?.reason
+        }
+    }
+
+    /// Recomputes every link and checks every signature against `signer` (the agent's public key). The
+    /// chain is broken by any changed field, a removed, inserted or reordered entry, a signature by
+    /// another key, or a signed ledger whose entries are missing their signature.
+    ///
+    /// The chain alone cannot show that entries were cut from its end (or that the whole ledger was
+    /// replaced by an empty one): give `knownHead`, a head recorded earlier (hex, or a prefix of it), and
+    /// the chain must still contain it.
+    package func verify(signer: SigningPublicKey?, knownHead: String? = nil) throws(StorageError) -> Verification {
+        do {
+            return try queue.read { db in
+                var result = Verification(entries: 0, unchained: 0, signed: 0, head: "", broken: nil)
+                var previous = Self.genesis
+                var chainStarted = false
+                var sawKnownHead = knownHead == nil
+                let rows = try Row.fetchCursor(db, sql: "SELECT * FROM release ORDER BY id")
+                while let row = try rows.next() {
+                    result.entries += 1
+                    let id: Int64 = row["id"]
+                    guard let stored = (row["entry_hash"] as Data?).map({ [UInt8]($0) }) else {
+                        if chainStarted {
+                            result.broken = result.broken ?? (id, "an entry without a hash after the chain began")
+                        }
+                        result.unchained += 1
+                        continue
+                    }
+                    let link = (row["previous_hash"] as Data?).map { [UInt8]($0) } ?? []
+                    // The first chained entry links to the genesis hash, even after v1 entries.
+                    let expectedPrevious = chainStarted ? previous : Self.genesis
+                    chainStarted = true
+                    let recomputed = Self.entryHash(
+                        previous: link, round: UInt64(bitPattern: row["round"] as Int64), mechanism: row["mechanism"],
+                        samplingRate: row["sampling_rate"], noiseMultiplier: row["noise_multiplier"], rdp: row["rdp"],
+                        epsilonAfter: row["epsilon_after"], createdAtMilliseconds: row["created_at_ms"])
+                    if result.broken == nil {
+                        if link != expectedPrevious {
+                            result.broken = (id, "it does not link to the entry before it (an entry was removed, inserted or reordered)")
+                        } else if recomputed != stored {
+                            result.broken = (id, "its fields do not match its hash (the entry was changed)")
+                        } else if let signer {
+                            if let signature = (row["signature"] as Data?).map({ [UInt8]($0) }) {
+                                if signer.verify(signature: signature, of: stored) {
+                                    result.signed += 1
+                                } else {
+                                    result.broken = (id, "its signature is not the agent's")
+                                }
+                            } else {
+                                result.broken = (id, "it is not signed")
+                            }
+                        }
+                    }
+                    previous = stored
+                    if let knownHead, !knownHead.isEmpty,
+                       stored.map({ String(format: "%02x", $0) }).joined().hasPrefix(knownHead.lowercased()) {
+                        sawKnownHead = true
+                    }
+                }
+                if !sawKnownHead && result.broken == nil {
+                    result.broken = (Int64(result.entries), "the recorded head \(knownHead ?? "") is not in the chain "
+                                        + "(entries were removed from its end, or the ledger was replaced)")
+                }
+                result.head = chainStarted ? previous.map { String(format: "%02x", $0) }.joined() : ""
+                return result
+            }
+        } catch {
+            throw StorageError(path: path, operation: "verify privacy ledger", reason: "\(error)")
         }
     }
 
