@@ -94,7 +94,7 @@ struct AlertCalibrationTests {
     private static func calibrate(budget: Double, seed: UInt64, q: Double = 0.5, z: Double = 2) -> Double {
         let settings = AlertRateCalibration.Settings(budgetPer10k: budget)
         var random = SplitMix64(seed: seed)
-        var noise = GaussianNoise(generator: SplitMix64(seed: seed &+ 0x9E37))
+        var noise = SplitMix64(seed: seed &+ 0x9E37)
         var threshold = 2.0  // cold start
         for _ in 0..<12 {
             var merged = AlertRateCalibration.Counts(alerts: 0, events: 0)
@@ -106,7 +106,7 @@ struct AlertCalibrationTests {
                 }
                 merged = merged + AlertRateCalibration.release(sampled, settings: settings,
                                                                churn: ChurnRateCalibration.Settings(budgetPer1kDays: 5),
-                                                               noiseMultiplier: z, noise: &noise)
+                                                               noiseMultiplier: z, random: &noise)
             }
             threshold = AlertRateCalibration.next(threshold: threshold, merged: merged, settings: settings)
         }
@@ -150,7 +150,7 @@ struct AlertCalibrationTests {
     private static func calibrateChurn(budget: Double, seed: UInt64, q: Double = 0.5, z: Double = 2) -> Double {
         let settings = ChurnRateCalibration.Settings(budgetPer1kDays: budget)
         var random = SplitMix64(seed: seed)
-        var noise = GaussianNoise(generator: SplitMix64(seed: seed &+ 0x51ED))
+        var noise = SplitMix64(seed: seed &+ 0x51ED)
         var threshold = 5.0  // cold start
         for _ in 0..<12 {
             var merged = AlertRateCalibration.Counts.zero
@@ -162,7 +162,7 @@ struct AlertCalibrationTests {
                                          shopperDays: user.days))
                 }
                 merged = merged + AlertRateCalibration.release(sampled, settings: .init(budgetPer10k: 50), churn: settings,
-                                                               noiseMultiplier: z, noise: &noise)
+                                                               noiseMultiplier: z, random: &noise)
             }
             threshold = ChurnRateCalibration.next(threshold: threshold, warnings: merged.churnWarnings,
                                                   days: merged.shopperDays, settings: settings) ?? threshold

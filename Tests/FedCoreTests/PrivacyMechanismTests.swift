@@ -74,10 +74,12 @@ struct PrivacyMechanismTests {
         #expect(work.submission.users == 0, "the exact user count is not released under noise")
         #expect(work.evaluation == nil, "no evaluation is released under a budget without evaluation noise")
         #expect(try ledger.entries().map(\.mechanism) == ["model_update+clip_count"])
-        // One subsampled Gaussian: (update / z_u, centred count / 10) has L2 sensitivity √(1/z_u² + 0.05²), where
-        // z_u = 1.2 / (1 + γ√d/S) charges the quantised update's rounding; integer orders only.
+        // One subsampled Gaussian: (update / z_u, centred count / (2·10)) has L2 sensitivity √(1/z_u² + 1/z_c²),
+        // where z_u = 1.2 / (1 + γ√d/S) and z_c = 20 / (1 + γ) charge the quantised grids' rounding (γ = 2⁻²⁰
+        // of the unit); integer orders only.
         let update = 1.2 / (1 + Double(shape.layout.count).squareRoot() / 1_048_576)
-        let joint = 1 / (1 / (update * update) + 0.05 * 0.05).squareRoot()
+        let count = 20 / (1 + 1.0 / 1_048_576)
+        let joint = 1 / (1 / (update * update) + 1 / (count * count)).squareRoot()
         let expected = RDP.epsilon(rdp: RDP.integerOrdersOnly(RDP.subsampledGaussian(q: 0.5, noiseMultiplier: joint)),
                                    delta: 1e-6).epsilon
         #expect(abs(try ledger.spentEpsilon() - expected) < 1e-9)

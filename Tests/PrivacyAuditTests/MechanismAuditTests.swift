@@ -74,14 +74,15 @@ struct MechanismAuditTests {
     /// Audit 3: over many releases of an all-zero sum, the empirical variance of the noise matches
     /// (zS)² (chi-square test of the variance at 99.9 %), its distribution is normal (Kolmogorov–Smirnov
     /// at 99.9 %), and the noise of two releases is uncorrelated — all drawn by the production path
-    /// (``GaussianNoise`` over ``SodiumRandom``, with snapping).
+    /// (``QuantisedRelease``: the discrete Gaussian on the S/2²⁰ grid over ``SodiumStream``).
     @Test("Audit 3: noise of zero-input releases has variance (zS)² (χ² at 99.9%), is normal (KS at 99.9%), and releases are independent")
     func noiseIsCalibrated() {
         let z = 1.1, S = 0.8, sigma = z * S
         let count = 200_000
-        var noise = GaussianNoise(generator: SodiumRandom())
-        let first = noise.noised([Float](repeating: 0, count: count), sigma: sigma).map(Double.init)
-        let second = noise.noised([Float](repeating: 0, count: count), sigma: sigma).map(Double.init)
+        var random = SodiumStream()
+        let zeros = [Float](repeating: 0, count: count)
+        let first = QuantisedRelease.noised(zeros, clipNorm: S, noiseMultiplier: z, random: &random).map(Double.init)
+        let second = QuantisedRelease.noised(zeros, clipNorm: S, noiseMultiplier: z, random: &random).map(Double.init)
         let n = Double(count)
         let mean = first.reduce(0, +) / n
         let variance = first.reduce(0) { $0 + ($1 - mean) * ($1 - mean) } / (n - 1)
@@ -105,14 +106,15 @@ struct MechanismAuditTests {
         #expect(first != second)
     }
 
-    /// Audit 3 (snapping): every released value lies on the fixed grid 2^(⌈log₂σ⌉−20), independent of the input.
-    @Test("Audit 3: released values are snapped to a fixed grid independent of the input")
-    func noiseIsSnapped() {
-        let sigma = 0.9
-        let grid = GaussianNoise<SodiumRandom>.grid(sigma: sigma)
+    /// Audit 3 (grid): every released value is an integer multiple of S/2²⁰, whatever the input — the
+    /// release is a function of the quantised sum and integer noise only.
+    @Test("Audit 3: released values lie on the fixed grid S/2²⁰ whatever the input")
+    func noiseIsOnTheGrid() {
+        let grid = QuantisedRelease.step(clipNorm: 1)
         #expect(grid == 0x1.0p-20)
-        var noise = GaussianNoise(generator: SodiumRandom())
-        let released = noise.noised([0.123456789, -3.3, 1e-9, 2.5], sigma: sigma)
+        var random = SodiumStream()
+        let released = QuantisedRelease.noised([0.123456789, -3.3, 1e-9, 2.5], clipNorm: 1, noiseMultiplier: 0.9,
+                                               random: &random)
         for value in released {
             let steps = Double(value) / grid
             #expect(steps == steps.rounded(), "\(value) is not on the grid")

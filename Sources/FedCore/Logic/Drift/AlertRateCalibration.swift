@@ -124,14 +124,15 @@ package enum AlertRateCalibration {
     /// An agent's release over its sampled users' exact counts: each sum plus N(0, (z·clip)²), snapped.
     package static func release<G: RandomNumberGenerator>(_ users: [Counts], settings: Settings,
                                                           churn: ChurnRateCalibration.Settings,
-                                                          noiseMultiplier z: Double,
-                                                          noise: inout GaussianNoise<G>) -> Counts {
+                                                          noiseMultiplier z: Double, random: inout G) -> Counts {
         let exact = users.reduce(Counts.zero, +)
         guard z > 0 else { return exact }
-        return Counts(alerts: noise.noised(count: exact.alerts, sigma: z * Double(settings.alertClip)),
-                      events: noise.noised(count: exact.events, sigma: z * Double(settings.eventWindow)),
-                      churnWarnings: noise.noised(count: exact.churnWarnings, sigma: z * Double(churn.warningClip)),
-                      shopperDays: noise.noised(count: exact.shopperDays, sigma: z * churn.windowDays))
+        // Each sum over its per-user clip, quantised, with exact discrete Gaussian noise (``QuantisedRelease``).
+        let noised = QuantisedRelease.noisedSums(
+            [exact.alerts, exact.events, exact.churnWarnings, exact.shopperDays],
+            scales: [Double(settings.alertClip), Double(settings.eventWindow), Double(churn.warningClip), churn.windowDays],
+            noiseMultiplier: z, random: &random)
+        return Counts(alerts: noised[0], events: noised[1], churnWarnings: noised[2], shopperDays: noised[3])
     }
 
     /// Coordinates of the release: alerts, events, churn warnings, shopper-days.

@@ -131,6 +131,33 @@ package enum QuantisedRelease {
         z / (1 + step(clipNorm: clipNorm) * Double(dimension).squareRoot() / clipNorm)
     }
 
+    /// A few sums, each of whose per-user contributions is at most `scales[i]` in absolute value: each sum
+    /// divided by its scale is quantised to the grid 2^−bits by randomized rounding, gets N_ℤ(0, (z·2^bits)²),
+    /// and is multiplied back. k sums have per-user L2 sensitivity √k in scaled units, √k·(2^bits + 1) on
+    /// the grid, so the release is charged at ``accountedSumsNoiseMultiplier(_:count:)``.
+    package static func noisedSums<G: RandomNumberGenerator>(_ sums: [Double], scales: [Double], noiseMultiplier z: Double,
+                                                             random: inout G) -> [Double] {
+        precondition(sums.count == scales.count)
+        guard z > 0 else { return sums }
+        let grid = Double(1 << bits)
+        let sigma = z * grid
+        let sigma2 = UInt128((sigma * sigma).rounded(.up))
+        var sampler = DiscreteGaussian(generator: random)
+        defer { random = sampler.generator }
+        return zip(sums, scales).map { sum, scale in
+            let scaled = sum / scale * grid
+            let floor = scaled.rounded(.down)
+            let up = Double(sampler.generator.next() >> 11) * 0x1.0p-53 < scaled - floor
+            return (floor + (up ? 1 : 0) + Double(sampler.sample(variance: sigma2))) / grid * scale
+        }
+    }
+
+    /// The noise multiplier charged for `count` sums released by ``noisedSums(_:scales:noiseMultiplier:random:)``
+    /// with multiplier `z` each.
+    package static func accountedSumsNoiseMultiplier(_ z: Double, count: Int) -> Double {
+        z / Double(count).squareRoot() / (1 + 1 / Double(1 << bits))
+    }
+
     /// `values` quantised to the grid by randomized rounding, plus N_ℤ(0, σ²) per coordinate, as float32
     /// multiples of the step (the conversion is post-processing). `noiseScale` only for audit controls.
     package static func noised<G: RandomNumberGenerator>(_ values: [Float], clipNorm: Double, noiseMultiplier z: Double,

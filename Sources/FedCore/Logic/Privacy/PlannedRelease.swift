@@ -85,8 +85,10 @@ package struct RoundReleasePlan: Sendable, Equatable {
         let z = dimension.map { QuantisedRelease.accountedNoiseMultiplier(noiseMultiplier, dimension: $0) } ?? noiseMultiplier
         var release: PlannedRelease
         if let sigma = clipCountNoiseMultiplier, sigma > 0 {
+            // Exact mode: the count's grid adds one step to its sensitivity (``QuantisedRelease/noisedSums``).
+            let count = dimension == nil ? sigma : sigma / (1 + 1 / Double(1 << QuantisedRelease.bits))
             release = .subsampledGaussian(mechanism: "model_update+clip_count", round: round, q: samplingRate,
-                                          noiseMultiplier: Self.jointNoiseMultiplier(update: z, clipCount: sigma))
+                                          noiseMultiplier: Self.jointNoiseMultiplier(update: z, clipCount: count))
         } else {
             release = .subsampledGaussian(mechanism: "model_update", round: round, q: samplingRate, noiseMultiplier: z)
         }
@@ -94,17 +96,26 @@ package struct RoundReleasePlan: Sendable, Equatable {
         return release
     }
 
-    /// The alert-rate what-if counts, when planned.
+    /// The alert-rate what-if counts, when planned (exact mode: four quantised sums, integer orders).
     package func alertRate(round: UInt64) -> PlannedRelease? {
         guard let z = alertRateNoiseMultiplier, z > 0 else { return nil }
-        return .subsampledGaussian(mechanism: "alert_rate", round: round, q: samplingRate,
-                                   noiseMultiplier: AlertRateCalibration.accountedNoiseMultiplier(z))
+        guard dimension != nil else {
+            return .subsampledGaussian(mechanism: "alert_rate", round: round, q: samplingRate,
+                                       noiseMultiplier: AlertRateCalibration.accountedNoiseMultiplier(z))
+        }
+        var release = PlannedRelease.subsampledGaussian(
+            mechanism: "alert_rate", round: round, q: samplingRate,
+            noiseMultiplier: QuantisedRelease.accountedSumsNoiseMultiplier(z, count: AlertRateCalibration.releasedCoordinates))
+        release.rdp = RDP.integerOrdersOnly(release.rdp)
+        return release
     }
 
-    /// The held-out evaluation, when planned: not subsampled.
+    /// The held-out evaluation, when planned: not subsampled (exact mode: four quantised sums, each
+    /// moved by at most 1 by one user, noise 2·z_e each).
     package func evaluation(round: UInt64) -> PlannedRelease? {
         guard let z = evaluationNoiseMultiplier, z > 0 else { return nil }
-        return .gaussian(mechanism: "evaluation", round: round, noiseMultiplier: z)
+        let accounted = dimension == nil ? z : QuantisedRelease.accountedSumsNoiseMultiplier(2 * z, count: 4)
+        return .gaussian(mechanism: "evaluation", round: round, noiseMultiplier: accounted)
     }
 
     /// Round `round`'s releases, in the order the worker charges them.

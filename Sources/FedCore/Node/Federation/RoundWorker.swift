@@ -188,20 +188,20 @@ package struct StoreRoundWorker: RoundWorker {
         var random = SodiumRandom()
         let data = try Self.read(store: store, catalog: catalog, sequenceLength: Int(h.sequenceLength),
                                  evaluationUsers: evaluate ? evaluationUsers : 0) { training.isSampled($0, random: &random) }
-        var noise = GaussianNoise(generator: SodiumRandom())
+        // Every release's noise: exact discrete Gaussian samples over the buffered CSPRNG.
+        var exact = SodiumStream()
         var report: EvaluationRelease?
         if evaluate {
             let measured = data.evaluation.isEmpty || pastCutoff() ? NextCategoryEvaluation()
                 : NextCategoryEvaluation.evaluate(parameters: global, sequences: data.evaluation,
                                                   outOfVocabulary: catalog.outOfVocabulary, lossClamp: Self.lossClamp)
             report = try releaseEvaluation(measured, planned: plan.evaluation(round: round.round), round: round.round,
-                                           modelVersion: modelVersion, noise: &noise)
+                                           modelVersion: modelVersion, random: &exact)
         }
         let trainedResult = training.run(global: global, users: data.training, shouldStop: pastCutoff)
         let noiseOnly = trainedResult == nil
         let result = trainedResult ?? .empty(count: global.values.count)
         // The update: quantised, plus discrete Gaussian noise sampled exactly from the CSPRNG.
-        var exact = SodiumStream()
         let values = QuantisedRelease.noised(result.deltaSum, clipNorm: h.clipNorm, noiseMultiplier: h.noiseMultiplier,
                                              noiseScale: faults.noiseScale, random: &exact)
         var clipCount = 0.0
@@ -209,7 +209,9 @@ package struct StoreRoundWorker: RoundWorker {
             // Adaptive clipping: Σ (b − ½) over sampled users, b = 1 when the delta was within S (centred:
             // sensitivity ½), noised, and charged with the update as one mechanism (`update` above).
             let centred = Double(result.sampledUsers - result.clippedUsers) - 0.5 * Double(result.sampledUsers)
-            clipCount = noise.noised(count: centred, sigma: h.clipCountNoiseMultiplier)
+            clipCount = QuantisedRelease.noisedSums([centred], scales: [RoundReleasePlan.clipCountSensitivity],
+                                                    noiseMultiplier: h.clipCountNoiseMultiplier / RoundReleasePlan.clipCountSensitivity,
+                                                    random: &exact)[0]
         }
         var histogramReport: HistogramRelease?
         if let histogram, let alerting {
@@ -219,7 +221,7 @@ package struct StoreRoundWorker: RoundWorker {
                                                            random: &random, shouldStop: pastCutoff) ?? []
             let released = AlertRateCalibration.release(counts, settings: alerting.calibration,
                                                         churn: alerting.churnCalibration,
-                                                        noiseMultiplier: h.histogramNoiseMultiplier, noise: &noise)
+                                                        noiseMultiplier: h.histogramNoiseMultiplier, random: &exact)
             try ledger.charge(histogram)
             histogramReport = HistogramRelease(round: round.round, counts: released.values)
         }
@@ -280,7 +282,7 @@ package struct StoreRoundWorker: RoundWorker {
     /// coordinate and is charged as a Gaussian mechanism with noise multiplier z_e.
     private func releaseEvaluation(_ measured: NextCategoryEvaluation, planned: PlannedRelease?, round: UInt64,
                                    modelVersion: UInt64,
-                                   noise: inout GaussianNoise<SodiumRandom>) throws -> EvaluationRelease? {
+                                   random: inout SodiumStream) throws -> EvaluationRelease? {
         guard floor != nil else {
             try ledger.charge(.gaussian(mechanism: "evaluation", round: round, noiseMultiplier: 0))
             return EvaluationRelease(round: round, modelVersion: modelVersion, users: measured.users,
@@ -288,11 +290,14 @@ package struct StoreRoundWorker: RoundWorker {
         }
         guard let release = planned else { return nil }
         guard try ledger.epsilon(after: release) <= ledger.budget.epsilon else { return nil }
-        let sigma = 2 * evaluationNoiseMultiplier
-        let users = max(0, noise.noised(count: Double(measured.users), sigma: sigma).rounded())
-        let top10 = min(users, max(0, noise.noised(count: Double(measured.top10Hits), sigma: sigma).rounded()))
-        let top1 = min(top10, max(0, noise.noised(count: Double(measured.top1Hits), sigma: sigma).rounded()))
-        let loss = max(0, noise.noised(count: measured.lossSum / Self.lossClamp, sigma: sigma)) * Self.lossClamp
+        // Four sums each moved by at most 1 by one user, noise 2·z_e each (exact discrete Gaussian).
+        let noised = QuantisedRelease.noisedSums(
+            [Double(measured.users), Double(measured.top10Hits), Double(measured.top1Hits), measured.lossSum / Self.lossClamp],
+            scales: [1, 1, 1, 1], noiseMultiplier: 2 * evaluationNoiseMultiplier, random: &random)
+        let users = max(0, noised[0].rounded())
+        let top10 = min(users, max(0, noised[1].rounded()))
+        let top1 = min(top10, max(0, noised[2].rounded()))
+        let loss = max(0, noised[3]) * Self.lossClamp
         try ledger.charge(release)
         return EvaluationRelease(round: round, modelVersion: modelVersion, users: Int(users), top1Hits: Int(top1),
                                  top10Hits: Int(top10), lossSum: loss)
