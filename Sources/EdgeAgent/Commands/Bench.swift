@@ -9,7 +9,8 @@ import Foundation
 struct Bench: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Measure this node (release builds only give meaningful numbers).",
-        subcommands: [BenchTransport.self, BenchTrain.self, BenchScore.self, BenchDrift.self, BenchAgent.self]
+        subcommands: [BenchTransport.self, BenchTrain.self, BenchScore.self, BenchDrift.self, BenchAgent.self,
+                      BenchNoise.self]
     )
 }
 
@@ -218,6 +219,45 @@ struct BenchDrift: ParsableCommand {
             print(String(format: "%@, %d users resident: p50 %.2f µs, p99 %.2f µs, %.0f events/s, %.0f bytes per user state, "
                          + "%d alerts", model, result.users, result.p50Microseconds, result.p99Microseconds,
                          result.eventsPerSecond, result.bytesPerUser, result.alerts))
+        }
+    }
+}
+
+struct BenchNoise: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "noise",
+        abstract: "The update's exact noise: the discrete Gaussian on the quantised sum beside a snapped float Gaussian.",
+        discussion: """
+            Times one release of a whole model update (noise multiplier 1.6, S = 1): the quantisation to S/2^20 \
+            and the Canonne–Kamath–Steinke sampler over the buffered CSPRNG, as agents do it, and, in the same \
+            run over the same CSPRNG, the snapped Box–Muller noise it replaced. Medians of --repeats runs.
+            """
+    )
+
+    @Option(name: .long, help: "Model preset: small or medium.")
+    var model = "small"
+
+    @Option(name: .long, help: "Timed runs of each.")
+    var repeats = 5
+
+    @Flag(name: .long, help: "One JSON object.")
+    var json = false
+
+    func validate() throws {
+        guard LSTMShape.preset(named: model) != nil else { throw ValidationError("--model must be small or medium") }
+        guard repeats >= 1 else { throw ValidationError("--repeats must be at least 1") }
+    }
+
+    func run() throws {
+        guard let shape = LSTMShape.preset(named: model) else { return }
+        let result = NoiseBenchmark.run(shape: shape, repeats: repeats)
+        if json {
+            print(result.jsonLine)
+        } else {
+            print(String(format: "%@ (%d parameters): discrete Gaussian %.1f ms (%.1f ns per coordinate), snapped float "
+                         + "Gaussian %.1f ms: %.2f× the time", model, result.parameters, result.discreteSeconds * 1000,
+                         result.discreteSeconds / Double(result.parameters) * 1e9, result.floatingSeconds * 1000,
+                         result.discreteSeconds / result.floatingSeconds))
         }
     }
 }

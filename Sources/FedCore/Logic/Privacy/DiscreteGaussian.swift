@@ -14,18 +14,19 @@ import Foundation
 package struct DiscreteGaussian<Generator: RandomNumberGenerator> {
     package var generator: Generator
 
-    package init(generator: Generator) { self.generator = generator }
+    @inlinable package init(generator: Generator) { self.generator = generator }
 
     /// A uniform integer in [0, n), n > 0, without bias: Lemire's multiply-and-reject below 2⁶⁴, masked
     /// rejection above (concrete arithmetic: this runs for every noised coordinate).
-    mutating func uniform(below n: UInt128) -> UInt128 {
+    @inlinable package mutating func uniform(below n: UInt128) -> UInt128 {
         if n <= UInt128(UInt64.max) {
             let bound = UInt64(truncatingIfNeeded: n)
-            let threshold = (0 &- bound) % bound
-            while true {
-                let product = generator.next().multipliedFullWidth(by: bound)
-                if product.low >= threshold { return UInt128(product.high) }
+            var product = generator.next().multipliedFullWidth(by: bound)
+            if product.low < bound {  // rarely: only then is the (slow) exact threshold needed
+                let threshold = (0 &- bound) % bound
+                while product.low < threshold { product = generator.next().multipliedFullWidth(by: bound) }
             }
+            return UInt128(product.high)
         }
         let mask = UInt128.max >> n.leadingZeroBitCount
         while true {
@@ -35,13 +36,13 @@ package struct DiscreteGaussian<Generator: RandomNumberGenerator> {
     }
 
     /// Bernoulli(numerator / denominator), 0 ≤ numerator ≤ denominator, denominator > 0.
-    mutating func bernoulli(_ numerator: UInt128, _ denominator: UInt128) -> Bool {
+    @inlinable package mutating func bernoulli(_ numerator: UInt128, _ denominator: UInt128) -> Bool {
         uniform(below: denominator) < numerator
     }
 
     /// Bernoulli(exp(−numerator / denominator)) for numerator / denominator ∈ [0, 1] (CKS Algorithm 1:
     /// flip Bernoulli(γ/k) for k = 1, 2, … until one fails; the last k is odd with probability e^−γ).
-    mutating func bernoulliExpMinusUnit(_ numerator: UInt128, _ denominator: UInt128) -> Bool {
+    @inlinable package mutating func bernoulliExpMinusUnit(_ numerator: UInt128, _ denominator: UInt128) -> Bool {
         var k: UInt128 = 1
         while true {
             let (scaled, overflow) = denominator.multipliedReportingOverflow(by: k)
@@ -52,7 +53,7 @@ package struct DiscreteGaussian<Generator: RandomNumberGenerator> {
     }
 
     /// Bernoulli(exp(−numerator / denominator)) for any non-negative ratio: e^−γ = (e^−1)^⌊γ⌋ · e^−(γ−⌊γ⌋).
-    mutating func bernoulliExpMinus(_ numerator: UInt128, _ denominator: UInt128) -> Bool {
+    @inlinable package mutating func bernoulliExpMinus(_ numerator: UInt128, _ denominator: UInt128) -> Bool {
         var remaining = numerator
         while remaining > denominator {
             if !bernoulliExpMinusUnit(1, 1) { return false }
@@ -62,7 +63,7 @@ package struct DiscreteGaussian<Generator: RandomNumberGenerator> {
     }
 
     /// The discrete Laplace distribution with scale t: P[X = x] ∝ exp(−|x|/t) (CKS Algorithm 2).
-    mutating func discreteLaplace(scale t: UInt128) -> Int128? {
+    @inlinable package mutating func discreteLaplace(scale t: UInt128) -> Int128? {
         while true {
             let u = uniform(below: t)
             guard bernoulliExpMinus(u, t) else { continue }
@@ -79,9 +80,13 @@ package struct DiscreteGaussian<Generator: RandomNumberGenerator> {
 
     /// One sample of N_ℤ(0, σ²) for integer σ² ≥ 1 (CKS Algorithm 3: discrete Laplace proposals with
     /// t = ⌊σ⌋ + 1, accepted with probability exp(−(|y| − σ²/t)² / (2σ²))).
-    package mutating func sample(variance sigma2: UInt128) -> Int128 {
+    @inlinable package mutating func sample(variance sigma2: UInt128) -> Int128 {
+        sample(variance: sigma2, scale: Self.integerSquareRoot(sigma2) + 1)
+    }
+
+    /// ``sample(variance:)`` with the proposal's scale t = ⌊σ⌋ + 1 computed once by the caller.
+    @inlinable package mutating func sample(variance sigma2: UInt128, scale t: UInt128) -> Int128 {
         precondition(sigma2 >= 1)
-        let t = Self.integerSquareRoot(sigma2) + 1
         while true {
             guard let y = discreteLaplace(scale: t) else { continue }
             // (|y| − σ²/t)² / (2σ²) = (|y|·t − σ²)² / (2·σ²·t²)
@@ -97,7 +102,7 @@ package struct DiscreteGaussian<Generator: RandomNumberGenerator> {
     }
 
     /// ⌊√n⌋ by Newton's method on integers.
-    static func integerSquareRoot(_ n: UInt128) -> UInt128 {
+    @inlinable package static func integerSquareRoot(_ n: UInt128) -> UInt128 {
         guard n > 1 else { return n }
         var x = UInt128(Double(n).squareRoot())
         while x * x > n { x -= 1 }
@@ -116,12 +121,12 @@ package struct DiscreteGaussian<Generator: RandomNumberGenerator> {
 /// at integer Rényi orders only (``RDP/integerOrdersOnly(_:)``).
 package enum QuantisedRelease {
     /// Grid steps per clip norm: 2²⁰, so the rounding costs ≤ 0.1 % of the noise for a 900k-parameter model.
-    package static let bits = 20
+    @usableFromInline package static let bits = 20
 
-    package static func step(clipNorm: Double) -> Double { clipNorm / Double(1 << bits) }
+    @inlinable package static func step(clipNorm: Double) -> Double { clipNorm / Double(1 << bits) }
 
     /// σ² in grid units, rounded up to an integer (more noise than accounted, never less).
-    package static func variance(noiseMultiplier z: Double, clipNorm: Double) -> UInt128 {
+    @inlinable package static func variance(noiseMultiplier z: Double, clipNorm: Double) -> UInt128 {
         let sigma = z * clipNorm / step(clipNorm: clipNorm)
         return UInt128((sigma * sigma).rounded(.up))
     }
@@ -135,7 +140,7 @@ package enum QuantisedRelease {
     /// divided by its scale is quantised to the grid 2^−bits by randomized rounding, gets N_ℤ(0, (z·2^bits)²),
     /// and is multiplied back. k sums have per-user L2 sensitivity √k in scaled units, √k·(2^bits + 1) on
     /// the grid, so the release is charged at ``accountedSumsNoiseMultiplier(_:count:)``.
-    package static func noisedSums<G: RandomNumberGenerator>(_ sums: [Double], scales: [Double], noiseMultiplier z: Double,
+    @inlinable package static func noisedSums<G: RandomNumberGenerator>(_ sums: [Double], scales: [Double], noiseMultiplier z: Double,
                                                              random: inout G) -> [Double] {
         precondition(sums.count == scales.count)
         guard z > 0 else { return sums }
@@ -144,11 +149,12 @@ package enum QuantisedRelease {
         let sigma2 = UInt128((sigma * sigma).rounded(.up))
         var sampler = DiscreteGaussian(generator: random)
         defer { random = sampler.generator }
+        let t = DiscreteGaussian<G>.integerSquareRoot(sigma2) + 1
         return zip(sums, scales).map { sum, scale in
             let scaled = sum / scale * grid
             let floor = scaled.rounded(.down)
             let up = Double(sampler.generator.next() >> 11) * 0x1.0p-53 < scaled - floor
-            return (floor + (up ? 1 : 0) + Double(sampler.sample(variance: sigma2))) / grid * scale
+            return (floor + (up ? 1 : 0) + Double(sampler.sample(variance: sigma2, scale: t))) / grid * scale
         }
     }
 
@@ -160,19 +166,20 @@ package enum QuantisedRelease {
 
     /// `values` quantised to the grid by randomized rounding, plus N_ℤ(0, σ²) per coordinate, as float32
     /// multiples of the step (the conversion is post-processing). `noiseScale` only for audit controls.
-    package static func noised<G: RandomNumberGenerator>(_ values: [Float], clipNorm: Double, noiseMultiplier z: Double,
+    @inlinable package static func noised<G: RandomNumberGenerator>(_ values: [Float], clipNorm: Double, noiseMultiplier z: Double,
                                                          noiseScale: Double = 1, random: inout G) -> [Float] {
         guard z > 0 else { return values }
         let gamma = step(clipNorm: clipNorm)
         let sigma2 = variance(noiseMultiplier: z * noiseScale, clipNorm: clipNorm)
         var sampler = DiscreteGaussian(generator: random)
         defer { random = sampler.generator }
+        let t = DiscreteGaussian<G>.integerSquareRoot(sigma2) + 1
         return values.map { value in
             let scaled = Double(value) / gamma
             let floor = scaled.rounded(.down)
             let up = Double(sampler.generator.next() >> 11) * 0x1.0p-53 < scaled - floor
             let quantised = (floor + (up ? 1 : 0))
-            let noisy = quantised + Double(sampler.sample(variance: sigma2))
+            let noisy = quantised + Double(sampler.sample(variance: sigma2, scale: t))
             return Float(noisy * gamma)
         }
     }
