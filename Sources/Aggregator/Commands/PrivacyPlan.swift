@@ -12,7 +12,10 @@ struct PrivacyPlan: ParsableCommand {
         abstract: "Plan a federation's privacy: ε for a noise multiplier, or the smallest noise multiplier for an ε.",
         discussion: """
             User-level DP-FedAvg: every round each agent Poisson-samples its users with probability q, clips \
-            each user's update to L2 norm S and adds N(0, z²S²) per coordinate. The accountant composes the \
+            each user's update to L2 norm S and adds noise of standard deviation z·S per coordinate (agents: the \
+            discrete Gaussian on the sum quantised to S/2^20, charged at integer orders with the rounding's extra \
+            sensitivity — give --model or --config to plan exactly that; without them, the continuous Gaussian, \
+            whose figures match dp-accounting). The accountant composes the \
             rounds in Rényi DP (Poisson-subsampled Gaussian, Mironov-Talwar-Zhang 2019, exact signed series \
             for fractional orders, dp-accounting's 156 default orders) and converts to (ε, δ) as Google's \
             dp-accounting does. δ is per user: choose it well below 1 / (number of users). Give the other \
@@ -66,7 +69,7 @@ struct PrivacyPlan: ParsableCommand {
     @Option(name: .long, help: "The model preset (small, medium): charges the agents' discrete Gaussian on the quantised update exactly (default with --config: its model.preset; without either, the continuous Gaussian).")
     var model: String?
 
-    @Flag(name: .long, help: "One JSON object: epsilon, noise_multiplier, delta, rounds, sampling_rate, order.")
+    @Flag(name: .long, help: "One JSON object: epsilon, noise_multiplier, delta, rounds, sampling_rate, order, epsilon_alone, accounted_noise_multipliers, zcdp_rho (and epsilon_budget with --agent-config).")
     var json = false
 
     /// Every setting, from the options first, then the configurations.
