@@ -21,7 +21,8 @@ struct CheckpointTests {
         let store = try store()
         #expect(try store.load() == nil)
         let first = AggregatorCheckpoint(round: 3, modelVersion: 3, parameters: LSTMParameters(shape: shape, seed: 1),
-                                         optimizerState: [0.5, -1], agents: ["a": .init(lastRound: 3, acceptedUpdates: 3),
+                                         optimizerState: [0.5, -1], agents: ["a": .init(lastRound: 3, acceptedUpdates: 3,
+                                                                                  ledgerSequence: 9, ledgerHead: "c0ffee"),
                                                                             "b": .init(lastRound: 2, rejectedUpdates: 1)])
         try store.save(first)
         #expect(try CheckpointStore(path: store.path).load() == first)

@@ -46,6 +46,35 @@ struct RoundTests {
         #expect(parameters == [1.5])  // 1, then 0 + 0.5·1
     }
 
+    @Test("A private federation accepts an update only after that round's verified ledger receipt, whose entries move past those seen before")
+    func receiptsGateUpdates() async throws {
+        let rounds = RoundCoordinator(parameters: start, round: 0, enrolled: ["a", "b"], minAgents: 1, maxUpdateNorm: 100,
+                                      averaging: FederatedAveraging(denominator: .contributingUsers), requireReceipts: true)
+        let round = await rounds.open(deadline: .now + .seconds(60))
+        let update = ModelUpdate(agentID: "a", round: round, deltaSum: [0, 0, 0, 0], users: 1)
+        await #expect(throws: UpdateRejection.missingReceipt(agentID: "a")) { try await rounds.accept(update) }
+        #expect(await rounds.recordReceipt(agentID: "a", round: round + 1, sequence: 3, head: "aa") == false, "not the open round")
+        #expect(await rounds.recordReceipt(agentID: "a", round: round, sequence: 3, head: "aa"))
+        try await rounds.accept(update)
+        // The receipt of one agent does not admit another.
+        await #expect(throws: UpdateRejection.missingReceipt(agentID: "b")) {
+            try await rounds.accept(ModelUpdate(agentID: "b", round: round, deltaSum: [0, 0, 0, 0], users: 1))
+        }
+        await rounds.close()
+        let next = await rounds.open(deadline: .now + .seconds(60))
+        // A ledger that starts again (emptied, cut, replaced) cannot show entries past the head seen before.
+        #expect(await rounds.recordReceipt(agentID: "a", round: next, sequence: 2, head: "bb") == false)
+        await #expect(throws: UpdateRejection.missingReceipt(agentID: "a")) {
+            try await rounds.accept(ModelUpdate(agentID: "a", round: next, deltaSum: [0, 0, 0, 0], users: 1))
+        }
+        let saved = await rounds.agentRecords["a"]  // what checkpoints save (CheckpointStore's v4 columns)
+        #expect(saved?.ledgerSequence == 3 && saved?.ledgerHead == "aa")
+        // Control: without the requirement (NON-PRIVATE federations) updates need no receipt.
+        let open = coordinator()
+        let r = await open.open(deadline: .now + .seconds(60))
+        try await open.accept(ModelUpdate(agentID: "a", round: r, deltaSum: [0, 0, 0, 0], users: 1))
+    }
+
     @Test("Late, duplicate, unknown, wrongly sized, NaN and oversized updates are refused by reason")
     func rejections() async throws {
         let rounds = coordinator()

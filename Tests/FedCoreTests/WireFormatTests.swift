@@ -63,6 +63,20 @@ struct WireFormatTests {
         }
     }
 
+    @Test("A ledger receipt round-trips; no entries, too many, or a truncated body are refused")
+    func ledgerReceipt() throws {
+        let entry = LedgerReceiptMessage.Entry(
+            id: 7, previousHash: [UInt8](repeating: 1, count: 32), round: 3, mechanism: "model_update", samplingRate: 0.5,
+            noiseMultiplier: 1.6, rdp: [UInt8](repeating: 2, count: 1248), epsilonAfter: 2.5, createdAtMilliseconds: 99,
+            hash: [UInt8](repeating: 3, count: 32), signature: [UInt8](repeating: 4, count: 64))
+        let message = LedgerReceiptMessage(round: 3, entries: [entry, entry])
+        #expect(try LedgerReceiptMessage(decoding: message.encoded()) == message)
+        #expect(throws: WireError.self) { try LedgerReceiptMessage(decoding: LedgerReceiptMessage(round: 3, entries: []).encoded()) }
+        let many = LedgerReceiptMessage(round: 3, entries: Array(repeating: entry, count: LedgerReceiptMessage.maxEntries + 1))
+        #expect(throws: WireError.self) { try LedgerReceiptMessage(decoding: many.encoded()) }
+        #expect(throws: WireError.self) { try LedgerReceiptMessage(decoding: Array(message.encoded().dropLast(10))) }
+    }
+
     @Test("Truncated and padded bodies are refused")
     func truncated() {
         let bytes = Heartbeat(sentAtMilliseconds: 1, round: 2).encoded()

@@ -55,6 +55,8 @@ struct BudgetAuditTests {
         let verify = try federation.start("edge-agent", ["privacy", "--config", "region-1.yaml", "--verify"])
         #expect(await verify.waitForExit(seconds: 30) == 0, "\(verify.output)")
         #expect(verify.output.contains("chain intact — 3 entries, 3 signed"), "\(verify.output)")
+        // The aggregator accepted each update with its verified ledger receipt and kept the newest entry seen.
+        #expect(record?["ledger_sequence"] as? Int == 3, "\(String(describing: record))")
     }
 
     @Test("Audit 6: killed with SIGKILL at arbitrary moments, the agent's ledger never counts fewer releases than the aggregator received")

@@ -32,6 +32,23 @@ struct LedgerAuditTests {
         try queue.write { try $0.execute(sql: sql) }
     }
 
+    /// Claim: a receipt (the entries a round charged) verifies against the agent's key only as written:
+    /// a changed field, a foreign signature or a missing entry between two is refused. Control: as written.
+    @Test("Audit 9: a round's ledger receipt verifies as written and is refused when changed, re-signed by another key or gapped")
+    func receiptsVerify() throws {
+        let (path, key, _) = try Self.ledger()
+        let ledger = try PrivacyLedger(path: path, budget: PrivacyBudget(epsilon: 100, delta: 1e-6))
+        let receipt = try ledger.records(after: 2)
+        #expect(receipt.map(\.id) == [3, 4, 5])
+        #expect(PrivacyLedger.refusal(ofReceipt: receipt, signer: key.signing.publicKey) == nil)
+        var lowered = receipt
+        lowered[1].noiseMultiplier = 9
+        #expect(PrivacyLedger.refusal(ofReceipt: lowered, signer: key.signing.publicKey) != nil)
+        #expect(PrivacyLedger.refusal(ofReceipt: receipt, signer: NodeIdentity().signing.publicKey) != nil)
+        #expect(PrivacyLedger.refusal(ofReceipt: [receipt[0], receipt[2]], signer: key.signing.publicKey) != nil)
+        #expect(try ledger.lastID() == 5)
+    }
+
     /// Claim: every change that does not come from the agent's key is detected, with the entry named; the
     /// untouched ledger (the control) verifies, so the check is not vacuous. Deterministic: no false failure.
     @Test("Audit 9: edits, re-hashed edits, deletions, reordering, a foreign key and a cut tail are detected; the untouched ledger verifies")

@@ -24,6 +24,8 @@ package enum MessageKind: UInt16, Sendable, CaseIterable {
     case modelRequest = 10
     /// Agent → aggregator (sealed): DP histogram of its users' drift scores.
     case driftHistogram = 11
+    /// Agent → aggregator (sealed): the privacy-ledger entries charged for the round's releases.
+    case ledgerReceipt = 12
 }
 
 /// The first frame of every FedDrift message: `F` `D`, protocol version, kind (u16 LE).

@@ -353,3 +353,80 @@ package struct DriftHistogramReport: WireMessage {
         self.counts = counts
     }
 }
+
+/// An agent's receipt for a round: the entries of its signed, hash-chained privacy ledger that the
+/// round's releases charged, sent before the update. Layout: round (u64) · count (u16) · per entry: id
+/// (i64) · previous hash · round (u64) · mechanism (str) · q (f64) · z (f64) · RDP curve (bytes) · ε after
+/// (f64) · time (i64) · hash · signature (byte strings length-prefixed).
+package struct LedgerReceiptMessage: WireMessage {
+    package static let kind = MessageKind.ledgerReceipt
+    package struct Entry: Sendable, Equatable {
+        package var id: Int64
+        package var previousHash: [UInt8]
+        package var round: UInt64
+        package var mechanism: String
+        package var samplingRate, noiseMultiplier: Double
+        package var rdp: [UInt8]
+        package var epsilonAfter: Double
+        package var createdAtMilliseconds: Int64
+        package var hash, signature: [UInt8]
+
+        package init(id: Int64, previousHash: [UInt8], round: UInt64, mechanism: String, samplingRate: Double,
+                     noiseMultiplier: Double, rdp: [UInt8], epsilonAfter: Double, createdAtMilliseconds: Int64,
+                     hash: [UInt8], signature: [UInt8]) {
+            (self.id, self.previousHash, self.round, self.mechanism) = (id, previousHash, round, mechanism)
+            (self.samplingRate, self.noiseMultiplier, self.rdp) = (samplingRate, noiseMultiplier, rdp)
+            (self.epsilonAfter, self.createdAtMilliseconds, self.hash, self.signature) =
+                (epsilonAfter, createdAtMilliseconds, hash, signature)
+        }
+    }
+    package var round: UInt64
+    package var entries: [Entry]
+
+    package init(round: UInt64, entries: [Entry]) {
+        self.round = round
+        self.entries = entries
+    }
+
+    /// The most entries one receipt may carry (a round charges at most three).
+    package static let maxEntries = 64
+
+    package func encode(into writer: inout ByteWriter) {
+        writer.write(round)
+        writer.write(UInt16(entries.count))
+        for entry in entries {
+            writer.write(entry.id)
+            writer.write(lengthPrefixed: entry.previousHash)
+            writer.write(entry.round)
+            writer.write(string: entry.mechanism)
+            writer.write(entry.samplingRate)
+            writer.write(entry.noiseMultiplier)
+            writer.write(lengthPrefixed: entry.rdp)
+            writer.write(entry.epsilonAfter)
+            writer.write(entry.createdAtMilliseconds)
+            writer.write(lengthPrefixed: entry.hash)
+            writer.write(lengthPrefixed: entry.signature)
+        }
+    }
+
+    package init(from reader: inout ByteReader) throws(WireError) {
+        round = try reader.read(field: "round")
+        let count = Int(try reader.read(UInt16.self, field: "entries"))
+        guard (1...Self.maxEntries).contains(count) else {
+            throw .invalidValue(field: "entries", reason: "\(count), expected 1...\(Self.maxEntries)")
+        }
+        entries = []
+        for _ in 0..<count {
+            entries.append(Entry(
+                id: try reader.read(field: "id"), previousHash: try reader.readLengthPrefixed(field: "previous_hash", limit: 64),
+                round: try reader.read(field: "entry_round"), mechanism: try reader.readString(field: "mechanism", limit: 64),
+                samplingRate: try reader.readDouble(field: "sampling_rate"),
+                noiseMultiplier: try reader.readDouble(field: "noise_multiplier"),
+                rdp: try reader.readLengthPrefixed(field: "rdp", limit: 16_384),
+                epsilonAfter: try reader.readDouble(field: "epsilon_after"),
+                createdAtMilliseconds: try reader.read(field: "created_at"),
+                hash: try reader.readLengthPrefixed(field: "hash", limit: 64),
+                signature: try reader.readLengthPrefixed(field: "signature", limit: 128)))
+        }
+    }
+}

@@ -7,10 +7,17 @@ package struct AggregatorCheckpoint: Sendable, Equatable {
         package var lastRound: UInt64
         package var acceptedUpdates: Int
         package var rejectedUpdates: Int
-        package init(lastRound: UInt64 = 0, acceptedUpdates: Int = 0, rejectedUpdates: Int = 0) {
+        /// The newest entry of the agent's privacy ledger a verified receipt showed: its id and hash (hex).
+        /// Receipts must move past it, so a ledger that was emptied, cut or replaced is noticed.
+        package var ledgerSequence: Int64 = 0
+        package var ledgerHead = ""
+        package init(lastRound: UInt64 = 0, acceptedUpdates: Int = 0, rejectedUpdates: Int = 0,
+                     ledgerSequence: Int64 = 0, ledgerHead: String = "") {
             self.lastRound = lastRound
             self.acceptedUpdates = acceptedUpdates
             self.rejectedUpdates = rejectedUpdates
+            self.ledgerSequence = ledgerSequence
+            self.ledgerHead = ledgerHead
         }
     }
 

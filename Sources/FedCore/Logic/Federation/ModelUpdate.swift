@@ -32,6 +32,8 @@ package enum UpdateRejection: Error, Equatable, Sendable, CustomStringConvertibl
     case nonFinite(index: Int)
     case normTooLarge(norm: Double, bound: Double)
     case invalidUserCount(Int)
+    /// No verified ledger receipt from this agent for the round (private federations require one).
+    case missingReceipt(agentID: String)
 
     package var reason: String {
         switch self {
@@ -43,6 +45,7 @@ package enum UpdateRejection: Error, Equatable, Sendable, CustomStringConvertibl
         case .nonFinite: "non_finite"
         case .normTooLarge: "norm_too_large"
         case .invalidUserCount: "invalid_user_count"
+        case .missingReceipt: "no_ledger_receipt"
         }
     }
 
@@ -50,6 +53,7 @@ package enum UpdateRejection: Error, Equatable, Sendable, CustomStringConvertibl
         switch self {
         case let .wrongRound(expected, found): "update for round \(found) while round \(expected) is open (late or replayed)"
         case .noRoundOpen: "no round is open"
+        case let .missingReceipt(agent): "agent '\(agent)' sent no verified privacy-ledger receipt for this round"
         case let .duplicate(agent): "agent '\(agent)' already submitted in this round"
         case let .unknownAgent(agent): "agent '\(agent)' is not enrolled"
         case let .wrongSize(expected, found): "update has \(found) values, the model has \(expected)"

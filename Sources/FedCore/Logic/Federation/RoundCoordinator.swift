@@ -59,6 +59,10 @@ package actor RoundCoordinator {
     /// The clip norm announced with the next round (moves only with adaptive clipping).
     package private(set) var clipNorm: Double
     private let adaptiveClipping: AdaptiveClipping?
+    /// Refuse updates without a verified ledger receipt for the round (every private federation).
+    package private(set) var requireReceipts: Bool
+    /// Agents whose receipt for the open round was verified.
+    private var receipts: Set<String> = []
 
     /// - Parameters:
     ///   - round: the last completed round (0 for a new federation, the checkpoint's round on resume).
@@ -67,7 +71,8 @@ package actor RoundCoordinator {
                  maxUpdateNorm: Double, clipNorm: Double? = nil, averaging: FederatedAveraging,
                  optimizerState: [Double] = [], agentRecords: [String: AgentRecord] = [:],
                  adaptiveClipping: AdaptiveClipping? = nil, initialClipNorm: Double = 1,
-                 thresholds: AlertThresholds? = nil) {
+                 thresholds: AlertThresholds? = nil, requireReceipts: Bool = false) {
+        self.requireReceipts = requireReceipts
         precondition(minAgents >= 1 && minAgents <= enrolled.count, "quorum must be between 1 and the enrolled agents")
         self.thresholds = thresholds
         self.parameters = parameters
@@ -120,6 +125,7 @@ package actor RoundCoordinator {
         precondition(phase == .idle, "a round is already open")
         round += 1
         updates = [:]
+        receipts = []
         evaluation = Evaluation(modelVersion: modelVersion)
         alertCounts = AlertRateCalibration.Counts.zero
         alertAgents = []
@@ -148,6 +154,9 @@ package actor RoundCoordinator {
             guard update.round == open else { throw .wrongRound(expected: open, found: update.round) }
             guard enrolled.contains(update.agentID) else { throw .unknownAgent(update.agentID) }
             guard updates[update.agentID] == nil else { throw .duplicate(agentID: update.agentID) }
+            guard !requireReceipts || receipts.contains(update.agentID) else {
+                throw .missingReceipt(agentID: update.agentID)
+            }
             try verifier.verify(update)
             updates[update.agentID] = update
             agentRecords[update.agentID, default: AgentRecord()].acceptedUpdates += 1
@@ -156,6 +165,22 @@ package actor RoundCoordinator {
             recordRejection(reason: error.reason, agentID: enrolled.contains(update.agentID) ? update.agentID : nil)
             throw error
         }
+    }
+
+    /// The newest ledger entry id a verified receipt from `agentID` showed (0: none yet).
+    package func ledgerSequence(of agentID: String) -> Int64 { agentRecords[agentID]?.ledgerSequence ?? 0 }
+
+    /// Records a receipt the node layer verified (signatures, chain, parameters) for the open round:
+    /// the agent's update for that round may now be accepted. False when `round` is not open or the
+    /// receipt does not move past the newest entry seen before.
+    @discardableResult
+    package func recordReceipt(agentID: String, round: UInt64, sequence: Int64, head: String) -> Bool {
+        guard case .collecting(let open, _) = phase, round == open, enrolled.contains(agentID),
+              sequence > ledgerSequence(of: agentID) else { return false }
+        receipts.insert(agentID)
+        agentRecords[agentID, default: AgentRecord()].ledgerSequence = sequence
+        agentRecords[agentID, default: AgentRecord()].ledgerHead = head
+        return true
     }
 
     /// Counts a refusal decided before the update reached the round (envelope, decoding).

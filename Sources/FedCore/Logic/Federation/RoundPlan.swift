@@ -103,10 +103,14 @@ package struct RoundWork: Sendable, Equatable {
     package var meanLoss, seconds: Double
     /// Training missed the cutoff: the update (and what-if counts) are noise alone, still charged.
     package var noiseOnly: Bool
+    /// The ledger entries this work charged (signed, chained), sent before the update as its receipt.
+    package var receipt: [LedgerRecord] = []
 
     package init(submission: LocalUpdate, evaluation: EvaluationRelease?, histogram: HistogramRelease? = nil,
-                 sampledUsers: Int, clippedUsers: Int, meanLoss: Double, seconds: Double, noiseOnly: Bool = false) {
+                 sampledUsers: Int, clippedUsers: Int, meanLoss: Double, seconds: Double, noiseOnly: Bool = false,
+                 receipt: [LedgerRecord] = []) {
         self.noiseOnly = noiseOnly
+        self.receipt = receipt
         (self.submission, self.evaluation, self.histogram) = (submission, evaluation, histogram)
         (self.sampledUsers, self.clippedUsers) = (sampledUsers, clippedUsers)
         (self.meanLoss, self.seconds) = (meanLoss, seconds)

@@ -171,3 +171,32 @@ package struct PrivacyFloor: Sendable, Equatable, Codable {
         return nil
     }
 }
+
+/// One entry of an agent's signed, hash-chained privacy ledger, as it travels in a ledger receipt.
+package struct LedgerRecord: Sendable, Equatable {
+    package var id: Int64
+    package var previousHash: [UInt8]
+    package var round: UInt64
+    package var mechanism: String
+    package var samplingRate: Double
+    package var noiseMultiplier: Double
+    /// The RDP curve as stored (float64 × ``RDP/defaultOrders``).
+    package var rdp: [UInt8]
+    package var epsilonAfter: Double
+    package var createdAtMilliseconds: Int64
+    package var hash: [UInt8]
+    /// The agent's Ed25519 signature of `hash` (empty when the ledger has no signer).
+    package var signature: [UInt8]
+
+    package init(id: Int64, previousHash: [UInt8], round: UInt64, mechanism: String, samplingRate: Double,
+                 noiseMultiplier: Double, rdp: [UInt8], epsilonAfter: Double, createdAtMilliseconds: Int64,
+                 hash: [UInt8], signature: [UInt8]) {
+        (self.id, self.previousHash, self.round, self.mechanism) = (id, previousHash, round, mechanism)
+        (self.samplingRate, self.noiseMultiplier, self.rdp) = (samplingRate, noiseMultiplier, rdp)
+        (self.epsilonAfter, self.createdAtMilliseconds, self.hash, self.signature) =
+            (epsilonAfter, createdAtMilliseconds, hash, signature)
+    }
+
+    /// Whether this entry charges a round's model update (alone or with the clip count).
+    package var isUpdate: Bool { mechanism.hasPrefix("model_update") }
+}

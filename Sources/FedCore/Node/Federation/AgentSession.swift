@@ -290,6 +290,9 @@ package final class AgentSession: Sendable {
     private func submit(_ work: RoundWork, round: RoundPlan) async {
         if let evaluation = work.evaluation { await send(evaluation.wire) }
         if let histogram = work.histogram { await send(histogram.wire) }
+        if !work.receipt.isEmpty {
+            await send(LedgerReceiptMessage(round: round.round, entries: work.receipt.map(\.wire)))
+        }
         await send(work.submission.wire, round: round.round)
     }
 

@@ -19,6 +19,7 @@ package struct AggregatorGate: Sendable {
         case evaluation(EvaluationReport)
         case heartbeat(Heartbeat)
         case histogram(DriftHistogramReport)
+        case receipt(LedgerReceiptMessage)
     }
 
     package struct Request: Sendable {
@@ -53,6 +54,9 @@ package struct AggregatorGate: Sendable {
     }
 
     package var enrolledAgents: [String] { agents.keys.sorted() }
+
+    /// An enrolled agent's signing key (its privacy-ledger entries are signed with it).
+    package func signingKey(of agentID: String) -> SigningPublicKey? { agents[agentID]?.signing }
 
     /// Opens one message from the agent-facing ROUTER. `openRound` is the round updates must be sealed for.
     package func open(_ message: ZMQMessage, openRound: UInt64?) -> Result<Request, Rejection> {
@@ -103,6 +107,7 @@ package struct AggregatorGate: Sendable {
             case .metrics: body = .evaluation(try EvaluationReport(decoding: opened.payload))
             case .heartbeat: body = .heartbeat(try Heartbeat(decoding: opened.payload))
             case .driftHistogram: body = .histogram(try DriftHistogramReport(decoding: opened.payload))
+            case .ledgerReceipt: body = .receipt(try LedgerReceiptMessage(decoding: opened.payload))
             default:
                 return reject("unexpected_kind", "\(kind) is not accepted from agents", kind: kind)
             }

@@ -138,7 +138,9 @@ package final class AggregatorServer: Sendable {
                                           serverOptimizer: configuration.serverOptimizer.make()),
             optimizerState: checkpoint?.optimizerState ?? [], agentRecords: checkpoint?.agents ?? [:],
             adaptiveClipping: configuration.rounds.adaptiveClipping, initialClipNorm: checkpoint?.clipNorm ?? h.clipNorm,
-            thresholds: checkpoint?.thresholds)
+            thresholds: checkpoint?.thresholds,
+            // A private federation accepts an update only with its verified privacy-ledger receipt.
+            requireReceipts: !configuration.isNonPrivate)
         modelFile = Mutex(ModelFile.encode(parameters, modelVersion: checkpoint?.modelVersion ?? 0))
         let timeout = configuration.rounds.timeoutSeconds
         driverSettings = RoundDriver.Settings(

@@ -1,5 +1,6 @@
 import FedIO
 package import FedLogic
+import FedModel
 import Foundation
 import Logging
 import ServiceLifecycle
@@ -65,6 +66,8 @@ package struct UpdateIntakeService: Service {
             await coordinator.record(EvaluationRelease(report))
         case .histogram(let report):
             await coordinator.record(HistogramRelease(report), from: agentID)
+        case .receipt(let message):
+            await verifyReceipt(message, from: agentID)
         case .update(let submission):
             do {
                 try await coordinator.accept(ModelUpdate(submission, from: agentID))
@@ -82,6 +85,55 @@ package struct UpdateIntakeService: Service {
                 await server.reply(Verdict(round: submission.round, accepted: false, reason: error.reason), to: agentID,
                                    routingID: request.routingID)
             }
+        }
+    }
+}
+
+extension UpdateIntakeService {
+    /// Checks an agent's privacy-ledger receipt for the open round: the entries are the agent's (hashes
+    /// recompute, its signatures), chained, newer than the newest entry seen from it, and include exactly
+    /// one model-update charge for this round at the sampling rate and accounted noise the round
+    /// announced. Only then may its update be accepted (``RoundCoordinator/requireReceipts``).
+    fileprivate func verifyReceipt(_ message: LedgerReceiptMessage, from agentID: String) async {
+        let coordinator = server.coordinator, logger = server.logger
+        let records = message.entries.map(LedgerRecord.init)
+        let snapshot = await coordinator.snapshot(for: agentID)
+        var problem: String?
+        if let open = snapshot.open, open.round == message.round, let key = server.gate.signingKey(of: agentID) {
+            problem = PrivacyLedger.refusal(ofReceipt: records, signer: key)
+            let h = open.hyperparameters
+            let expected = RoundReleasePlan(
+                samplingRate: h.samplingRate, noiseMultiplier: h.noiseMultiplier,
+                clipCountNoiseMultiplier: h.clipCountNoiseMultiplier > 0 ? h.clipCountNoiseMultiplier : nil,
+                dimension: server.configuration.model.shape?.layout.count).update(round: open.round)
+            let charges = records.filter { $0.isUpdate && $0.round == open.round }
+            if problem == nil, charges.count != 1 {
+                problem = "\(charges.count) model-update entries for round \(open.round), expected one"
+            } else if problem == nil, let charge = charges.first,
+                      charge.samplingRate != h.samplingRate || charge.mechanism != expected.mechanism
+                        || abs(charge.noiseMultiplier - expected.noiseMultiplier) > 1e-9 * max(1, expected.noiseMultiplier) {
+                problem = String(format: "the ledger charged %@ at q = %g, z = %g; the round announced q = %g, accounted z = %g",
+                                 charge.mechanism, charge.samplingRate, charge.noiseMultiplier, h.samplingRate,
+                                 expected.noiseMultiplier)
+            }
+            if problem == nil, let last = records.last {
+                let head = last.hash.map { String(format: "%02x", $0) }.joined()
+                let before = await coordinator.ledgerSequence(of: agentID)
+                if !(await coordinator.recordReceipt(agentID: agentID, round: open.round, sequence: last.id, head: head)) {
+                    problem = "its newest entry \(last.id) does not move past entry \(before) seen before "
+                        + "(was the ledger emptied, cut or replaced?)"
+                }
+            }
+        } else {
+            problem = "round \(message.round) is not open"
+        }
+        if let problem {
+            logger.warning("Ledger receipt refused: the agent's update for this round will be refused", metadata: [
+                "agent.id": "\(agentID)", "round.id": "\(message.round)", "reason": "\(problem)",
+            ])
+            await coordinator.recordRejection(reason: "bad_ledger_receipt", agentID: agentID)
+        } else {
+            logger.debug("Ledger receipt verified", metadata: ["agent.id": "\(agentID)", "round.id": "\(message.round)"])
         }
     }
 }
@@ -318,7 +370,8 @@ extension AggregatorServer {
         let status = Status(
             aggregatorID: configuration.id, lastRound: report, rejectionsTotal: rejectionsTotal,
             agents: records.mapValues { ["last_round": $0.lastRound, "accepted": UInt64($0.acceptedUpdates),
-                                         "rejected": UInt64($0.rejectedUpdates)] },
+                                         "rejected": UInt64($0.rejectedUpdates),
+                                         "ledger_sequence": UInt64(max(0, $0.ledgerSequence))] },
             thresholds: thresholds.map {
                 Thresholds(interestShift: $0.interestShift, churnRisk: $0.churnRisk,
                            alertBudgetPer10k: drift.alertBudgetPer10k,

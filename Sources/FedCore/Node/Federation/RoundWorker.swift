@@ -177,6 +177,7 @@ package struct StoreRoundWorker: RoundWorker {
                                                     budget: ledger.budget, mechanism: update.mechanism)
         }
         let evaluate = floor == nil || evaluationNoiseMultiplier > 0
+        let chargedBefore = try ledger.lastID()
         // Fixed shape: every release is made whatever the data. Work that is not done by the cutoff is
         // dropped and replaced by noise alone (still charged), so whether a release exists, and — with
         // `releaseAtCutoff` — when it leaves, does not depend on how many users were sampled.
@@ -230,6 +231,8 @@ package struct StoreRoundWorker: RoundWorker {
             throw RoundWorkError.deadlinePassed(round: round.round, seconds: (ContinuousClock.now - started).inSeconds)
         }
         try ledger.charge(update)
+        // The receipt: the signed ledger entries this round's releases charged, for the aggregator to check.
+        let receipt = try ledger.records(after: chargedBefore)
         if releaseAtCutoff {
             let wait = cutoff / 1000 - Date().timeIntervalSince1970
             if wait > 0 { Thread.sleep(forTimeInterval: wait) }  // a dedicated thread, never the cooperative pool
@@ -240,7 +243,8 @@ package struct StoreRoundWorker: RoundWorker {
                                          clipCount: clipCount, values: values),
             evaluation: report, histogram: histogramReport, sampledUsers: result.sampledUsers,
             clippedUsers: result.clippedUsers,
-            meanLoss: result.meanLoss, seconds: (ContinuousClock.now - started).inSeconds, noiseOnly: noiseOnly)
+            meanLoss: result.meanLoss, seconds: (ContinuousClock.now - started).inSeconds, noiseOnly: noiseOnly,
+            receipt: receipt)
     }
 
     /// Each Poisson-sampled user's exact, clipped what-if counts: their most recent events replayed

@@ -68,3 +68,19 @@ extension HistogramRelease {
     package init(_ wire: DriftHistogramReport) { self.init(round: wire.round, counts: wire.counts) }
     package var wire: DriftHistogramReport { DriftHistogramReport(round: round, counts: counts) }
 }
+
+extension LedgerRecord {
+    package init(_ wire: LedgerReceiptMessage.Entry) {
+        self.init(id: wire.id, previousHash: wire.previousHash, round: wire.round, mechanism: wire.mechanism,
+                  samplingRate: wire.samplingRate, noiseMultiplier: wire.noiseMultiplier, rdp: wire.rdp,
+                  epsilonAfter: wire.epsilonAfter, createdAtMilliseconds: wire.createdAtMilliseconds, hash: wire.hash,
+                  signature: wire.signature)
+    }
+
+    package var wire: LedgerReceiptMessage.Entry {
+        LedgerReceiptMessage.Entry(id: id, previousHash: previousHash, round: round, mechanism: mechanism,
+                                   samplingRate: samplingRate, noiseMultiplier: noiseMultiplier, rdp: rdp,
+                                   epsilonAfter: epsilonAfter, createdAtMilliseconds: createdAtMilliseconds, hash: hash,
+                                   signature: signature)
+    }
+}

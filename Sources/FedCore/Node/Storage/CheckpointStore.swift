@@ -38,6 +38,12 @@ package final class CheckpointStore: Sendable {
                     table.add(column: "churn_threshold", .double)
                 }
             }
+            migrator.registerMigration("v4: privacy-ledger heads") { db in
+                try db.alter(table: "agent") { table in
+                    table.add(column: "ledger_sequence", .integer).notNull().defaults(to: 0)
+                    table.add(column: "ledger_head", .text).notNull().defaults(to: "")
+                }
+            }
         }
     }
 
@@ -65,9 +71,11 @@ package final class CheckpointStore: Sendable {
                                      checkpoint.thresholds?.churnRisk])
                 try db.execute(sql: "DELETE FROM agent")
                 for (id, record) in checkpoint.agents {
-                    try db.execute(sql: "INSERT INTO agent (id, last_round, accepted, rejected) VALUES (?, ?, ?, ?)",
-                                   arguments: [id, Int64(bitPattern: record.lastRound), record.acceptedUpdates,
-                                               record.rejectedUpdates])
+                    try db.execute(sql: """
+                        INSERT INTO agent (id, last_round, accepted, rejected, ledger_sequence, ledger_head)
+                        VALUES (?, ?, ?, ?, ?, ?)
+                        """, arguments: [id, Int64(bitPattern: record.lastRound), record.acceptedUpdates,
+                                         record.rejectedUpdates, record.ledgerSequence, record.ledgerHead])
                 }
             }
         } catch {
@@ -98,7 +106,8 @@ package final class CheckpointStore: Sendable {
         var agents: [String: AggregatorCheckpoint.AgentRecord] = [:]
         for agent in agentRows {
             agents[agent["id"]] = .init(lastRound: UInt64(bitPattern: agent["last_round"] as Int64),
-                                        acceptedUpdates: agent["accepted"], rejectedUpdates: agent["rejected"])
+                                        acceptedUpdates: agent["accepted"], rejectedUpdates: agent["rejected"],
+                                        ledgerSequence: agent["ledger_sequence"], ledgerHead: agent["ledger_head"])
         }
         var thresholds: AlertThresholds?
         if let shift = row["interest_shift_threshold"] as Double?, let churn = row["churn_threshold"] as Double? {

@@ -170,6 +170,57 @@ package final class PrivacyLedger: Sendable {
         }
     }
 
+    /// The id of the newest entry (0 for an empty ledger).
+    package func lastID() throws(StorageError) -> Int64 {
+        do {
+            return try queue.read { db in try Int64.fetchOne(db, sql: "SELECT MAX(id) FROM release") ?? 0 }
+        } catch {
+            throw StorageError(path: path, operation: "read privacy ledger", reason: "\(error)")
+        }
+    }
+
+    /// Every entry after `id`, whole (hashes and signatures), oldest first: a round's receipt.
+    package func records(after id: Int64) throws(StorageError) -> [LedgerRecord] {
+        do {
+            return try queue.read { db in
+                try Row.fetchAll(db, sql: "SELECT * FROM release WHERE id > ? ORDER BY id", arguments: [id]).map { row in
+                    LedgerRecord(id: row["id"], previousHash: [UInt8]((row["previous_hash"] as Data?) ?? Data()),
+                                 round: UInt64(bitPattern: row["round"] as Int64), mechanism: row["mechanism"],
+                                 samplingRate: row["sampling_rate"], noiseMultiplier: row["noise_multiplier"],
+                                 rdp: [UInt8](row["rdp"] as Data), epsilonAfter: row["epsilon_after"],
+                                 createdAtMilliseconds: row["created_at_ms"],
+                                 hash: [UInt8]((row["entry_hash"] as Data?) ?? Data()),
+                                 signature: [UInt8]((row["signature"] as Data?) ?? Data()))
+                }
+            }
+        } catch {
+            throw StorageError(path: path, operation: "read privacy ledger", reason: "\(error)")
+        }
+    }
+
+    /// Why `records` (a receipt) is not a piece of `signer`'s ledger, or nil when it is: every entry's
+    /// hash recomputes from its fields, every entry is signed by `signer`, and each links to the one
+    /// before it.
+    package static func refusal(ofReceipt records: [LedgerRecord], signer: SigningPublicKey) -> String? {
+        guard !records.isEmpty else { return "an empty receipt" }
+        for (index, record) in records.enumerated() {
+            let recomputed = entryHash(previous: record.previousHash, round: record.round, mechanism: record.mechanism,
+                                       samplingRate: record.samplingRate, noiseMultiplier: record.noiseMultiplier,
+                                       rdp: Data(record.rdp), epsilonAfter: record.epsilonAfter,
+                                       createdAtMilliseconds: record.createdAtMilliseconds)
+            guard recomputed == record.hash else { return "entry \(record.id): its fields do not match its hash" }
+            guard signer.verify(signature: record.signature, of: record.hash) else {
+                return "entry \(record.id): not signed by the agent's key"
+            }
+            if index > 0 {
+                guard record.previousHash == records[index - 1].hash, record.id > records[index - 1].id else {
+                    return "entry \(record.id) does not follow entry \(records[index - 1].id)"
+                }
+            }
+        }
+        return nil
+    }
+
     /// The hash before the first entry.
     static let genesis = [UInt8](repeating: 0, count: Digest.byteCount)
 
