@@ -16,7 +16,7 @@ package struct BoxPublicKey: Hashable, Sendable, CustomStringConvertible {
     /// Standard base64, as written in key files.
     package var base64: String { Data(bytes).base64EncodedString() }
     /// A short, stable name for logs: the first 8 bytes of the key in hex.
-    package var fingerprint: String { bytes.prefix(8).map { String(format: "%02x", $0) }.joined() }
+    package var fingerprint: String { Digest.hex(bytes.prefix(8)) }
     package var description: String { "box:\(fingerprint)" }
 }
 
@@ -34,7 +34,7 @@ package struct SigningPublicKey: Hashable, Sendable, CustomStringConvertible {
     }
 
     package var base64: String { Data(bytes).base64EncodedString() }
-    package var fingerprint: String { bytes.prefix(8).map { String(format: "%02x", $0) }.joined() }
+    package var fingerprint: String { Digest.hex(bytes.prefix(8)) }
     package var description: String { "sign:\(fingerprint)" }
 
     /// Whether `signature` is this key's Ed25519 signature of `message`.

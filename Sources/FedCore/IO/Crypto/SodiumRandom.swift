@@ -63,4 +63,10 @@ package enum Digest {
         }
         return out
     }
+
+    /// Lower-case hexadecimal, two digits per byte (hashes, key fingerprints).
+    package static func hex(_ bytes: some Sequence<UInt8>) -> String {
+        let digits = Array("0123456789abcdef")
+        return String(bytes.flatMap { [digits[Int($0 >> 4)], digits[Int($0 & 0xf)]] })
+    }
 }

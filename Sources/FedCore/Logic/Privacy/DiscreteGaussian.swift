@@ -151,10 +151,7 @@ package enum QuantisedRelease {
         defer { random = sampler.generator }
         let t = DiscreteGaussian<G>.integerSquareRoot(sigma2) + 1
         return zip(sums, scales).map { sum, scale in
-            let scaled = sum / scale * grid
-            let floor = scaled.rounded(.down)
-            let up = Double(sampler.generator.next() >> 11) * 0x1.0p-53 < scaled - floor
-            return (floor + (up ? 1 : 0) + Double(sampler.sample(variance: sigma2, scale: t))) / grid * scale
+            roundedWithNoise(sum / scale * grid, variance: sigma2, scale: t, sampler: &sampler) / grid * scale
         }
     }
 
@@ -175,12 +172,17 @@ package enum QuantisedRelease {
         defer { random = sampler.generator }
         let t = DiscreteGaussian<G>.integerSquareRoot(sigma2) + 1
         return values.map { value in
-            let scaled = Double(value) / gamma
-            let floor = scaled.rounded(.down)
-            let up = Double(sampler.generator.next() >> 11) * 0x1.0p-53 < scaled - floor
-            let quantised = (floor + (up ? 1 : 0))
-            let noisy = quantised + Double(sampler.sample(variance: sigma2, scale: t))
-            return Float(noisy * gamma)
+            Float(roundedWithNoise(Double(value) / gamma, variance: sigma2, scale: t, sampler: &sampler) * gamma)
         }
+    }
+
+    /// `scaled` (in grid steps) rounded to an integer by unbiased randomized rounding, plus one
+    /// N_ℤ(0, σ²) sample: the one step every release applies to each coordinate.
+    @inlinable static func roundedWithNoise<G: RandomNumberGenerator>(_ scaled: Double, variance sigma2: UInt128,
+                                                                      scale t: UInt128,
+                                                                      sampler: inout DiscreteGaussian<G>) -> Double {
+        let floor = scaled.rounded(.down)
+        let up = Double(sampler.generator.next() >> 11) * 0x1.0p-53 < scaled - floor
+        return floor + (up ? 1 : 0) + Double(sampler.sample(variance: sigma2, scale: t))
     }
 }

@@ -117,7 +117,7 @@ extension UpdateIntakeService {
                                  expected.noiseMultiplier)
             }
             if problem == nil, let last = records.last {
-                let head = last.hash.map { String(format: "%02x", $0) }.joined()
+                let head = Digest.hex(last.hash)
                 let before = await coordinator.ledgerSequence(of: agentID)
                 if !(await coordinator.recordReceipt(agentID: agentID, round: open.round, sequence: last.id, head: head)) {
                     problem = "its newest entry \(last.id) does not move past entry \(before) seen before "

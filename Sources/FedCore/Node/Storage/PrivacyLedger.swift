@@ -251,11 +251,11 @@ package final class PrivacyLedger: Sendable {
         /// The head: the last entry's hash (hex), empty for an empty ledger.
         package var head: String
         /// The first entry that does not verify and why; nil when the whole chain holds.
-        package var broken: (id: Int64, reason: String)?
+        package var broken: Break?
 
-        package static func == (a: Verification, b: Verification) -> Bool {
-            (a.entries, a.unchained, a.signed, a.head) == (b.entries, b.unchained, b.signed, b.head)
-                && a.broken?.id == b.broken?.id && a.broken?.reason == b.broken?.reason
+        package struct Break: Sendable, Equatable {
+            package var id: Int64
+            package var reason: String
         }
     }
 
@@ -279,7 +279,7 @@ package final class PrivacyLedger: Sendable {
                     let id: Int64 = row["id"]
                     guard let stored = (row["entry_hash"] as Data?).map({ [UInt8]($0) }) else {
                         if chainStarted {
-                            result.broken = result.broken ?? (id, "an entry without a hash after the chain began")
+                            result.broken = result.broken ?? Verification.Break(id: id, reason: "an entry without a hash after the chain began")
                         }
                         result.unchained += 1
                         continue
@@ -294,32 +294,34 @@ package final class PrivacyLedger: Sendable {
                         epsilonAfter: row["epsilon_after"], createdAtMilliseconds: row["created_at_ms"])
                     if result.broken == nil {
                         if link != expectedPrevious {
-                            result.broken = (id, "it does not link to the entry before it (an entry was removed, inserted or reordered)")
+                            result.broken = Verification.Break(
+                                id: id, reason: "it does not link to the entry before it (an entry was removed, inserted or reordered)")
                         } else if recomputed != stored {
-                            result.broken = (id, "its fields do not match its hash (the entry was changed)")
+                            result.broken = Verification.Break(id: id, reason: "its fields do not match its hash (the entry was changed)")
                         } else if let signer {
                             if let signature = (row["signature"] as Data?).map({ [UInt8]($0) }) {
                                 if signer.verify(signature: signature, of: stored) {
                                     result.signed += 1
                                 } else {
-                                    result.broken = (id, "its signature is not the agent's")
+                                    result.broken = Verification.Break(id: id, reason: "its signature is not the agent's")
                                 }
                             } else {
-                                result.broken = (id, "it is not signed")
+                                result.broken = Verification.Break(id: id, reason: "it is not signed")
                             }
                         }
                     }
                     previous = stored
                     if let knownHead, !knownHead.isEmpty,
-                       stored.map({ String(format: "%02x", $0) }).joined().hasPrefix(knownHead.lowercased()) {
+                       Digest.hex(stored).hasPrefix(knownHead.lowercased()) {
                         sawKnownHead = true
                     }
                 }
                 if !sawKnownHead && result.broken == nil {
-                    result.broken = (Int64(result.entries), "the recorded head \(knownHead ?? "") is not in the chain "
-                                        + "(entries were removed from its end, or the ledger was replaced)")
+                    result.broken = Verification.Break(
+                        id: Int64(result.entries), reason: "the recorded head \(knownHead ?? "") is not in the chain "
+                            + "(entries were removed from its end, or the ledger was replaced)")
                 }
-                result.head = chainStarted ? previous.map { String(format: "%02x", $0) }.joined() : ""
+                result.head = chainStarted ? Digest.hex(previous) : ""
                 return result
             }
         } catch {
