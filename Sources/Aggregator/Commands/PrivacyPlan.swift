@@ -6,6 +6,10 @@ import FedNode
 import FedTools
 import Foundation
 
+enum PlanAccountant: String, ExpressibleByArgument, CaseIterable, Sendable {
+    case rdp, pld
+}
+
 struct PrivacyPlan: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "privacy-plan",
@@ -27,12 +31,20 @@ struct PrivacyPlan: ParsableCommand {
             from the configurations (--config, --agent-config): the result is the ε the agent's ledger will \
             show after that many rounds. Also prints ρ of zero-concentrated DP (no subsampling amplification).
 
+            --accountant pld composes the same releases as privacy loss distributions instead (connect-the-dots \
+            discretisation at Δ = 1e-4, FFT composition: dp-accounting's PLDAccountant, to within 1e-4 relative on its \
+            reference grid) and calibrates z on that: ε is tighter (often 5–40 % lower) than the RDP conversion. The \
+            agents' ledgers charge RDP, so this is the figure for planning and publication with continuous-Gaussian \
+            mechanisms; for the agents' discrete releases it models each as the Gaussian at its accounted multiplier \
+            and is an estimate. The RDP ε is printed beside it.
+
             Examples:
               aggregator privacy-plan --sampling-rate 0.01 --rounds 1000 --delta 1e-6 --noise-multiplier 1.0
               aggregator privacy-plan --sampling-rate 0.01 --rounds 1000 --delta 1e-6 --epsilon 2 --json
               aggregator privacy-plan --sampling-rate 0.5 --rounds 12 --delta 1e-6 --noise-multiplier 1 \
                 --alert-rate-noise-multiplier 2 --evaluation-noise-multiplier 5
               aggregator privacy-plan --config configs/aggregator.yaml --agent-config configs/agent-1.yaml --rounds 100
+              aggregator privacy-plan --accountant pld --sampling-rate 0.01 --rounds 100 --delta 1e-6 --epsilon 1
             """
     )
 
@@ -69,7 +81,10 @@ struct PrivacyPlan: ParsableCommand {
     @Option(name: .long, help: "The model preset (small, medium): charges the agents' discrete Gaussian on the quantised update exactly (default with --config: its model.preset; without either, the continuous Gaussian).")
     var model: String?
 
-    @Flag(name: .long, help: "One JSON object: epsilon, noise_multiplier, delta, rounds, sampling_rate, order, epsilon_alone, accounted_noise_multipliers, zcdp_rho (and epsilon_budget with --agent-config).")
+    @Option(name: .long, help: "rdp (what the agents' ledgers charge) or pld (privacy loss distributions: tighter; the RDP ε is shown beside it).")
+    var accountant: PlanAccountant = .rdp
+
+    @Flag(name: .long, help: "One JSON object: accountant, epsilon, noise_multiplier, delta, rounds, sampling_rate, order (RDP), epsilon_rdp, epsilon_alone, accounted_noise_multipliers, zcdp_rho (and epsilon_pld with --accountant pld, epsilon_budget with --agent-config).")
     var json = false
 
     /// Every setting, from the options first, then the configurations.
@@ -132,17 +147,47 @@ struct PrivacyPlan: ParsableCommand {
                          evaluationNoiseMultiplier: settings.evaluationNoiseMultiplier, dimension: settings.dimension)
     }
 
-    /// ε of the rounds of every planned release.
+    /// ε of the rounds of every planned release (RDP: what the ledgers charge).
     private func epsilon(_ z: Double, _ settings: Settings) -> (epsilon: Double, order: Double) {
         RDP.epsilon(rdp: plan(z, settings).rdp(rounds: settings.rounds), delta: settings.delta)
     }
 
+    /// ε of the same releases by privacy loss distributions (+∞ when the noise is too small for a PLD).
+    private func epsilonPLD(_ z: Double, _ settings: Settings) -> Double {
+        (try? plan(z, settings).privacyLossDistribution(rounds: settings.rounds).epsilon(delta: settings.delta))
+            ?? .infinity
+    }
+
+    /// The smallest z (to 1e-6) whose ε is at most `target` by the RDP accountant.
     private func calibrate(target: Double, _ settings: Settings) -> Double? {
-        var low = 1e-3, high = 1000.0
-        guard epsilon(high, settings).epsilon <= target else { return nil }
-        while high - low > 1e-6 {
+        bisect(low: 1e-3, high: 1000, width: 1e-6) { epsilon($0, settings).epsilon <= target }
+    }
+
+    /// The same by PLD, searched near the RDP answer (PLD is almost always tighter) to keep the
+    /// number of compositions small; every probe is a full composition.
+    private func calibratePLD(target: Double, _ settings: Settings) -> Double? {
+        let fits = { (z: Double) in epsilonPLD(z, settings) <= target }
+        var high = calibrate(target: target, settings) ?? 1000
+        while !fits(high) {
+            guard high < 1000 else { return nil }
+            high = min(1000, high * 1.25)
+        }
+        var low = high / 2
+        while fits(low) {
+            guard low > 1e-3 else { return low }
+            high = low
+            low /= 2
+        }
+        return bisect(low: low, high: high, width: 1e-5 * high, fits)
+    }
+
+    /// Bisection for the smallest value in [low, high] that fits (fits is monotone; high must fit).
+    private func bisect(low: Double, high: Double, width: Double, _ fits: (Double) -> Bool) -> Double? {
+        guard fits(high) else { return nil }
+        var (low, high) = (low, high)
+        while high - low > width {
             let middle = (low + high) / 2
-            if epsilon(middle, settings).epsilon <= target { high = middle } else { low = middle }
+            if fits(middle) { high = middle } else { low = middle }
         }
         return high
     }
@@ -156,34 +201,49 @@ struct PrivacyPlan: ParsableCommand {
             }
             z = configured
         } else if let epsilon {
-            guard let calibrated = calibrate(target: epsilon, settings) else {
+            let calibrated = accountant == .pld ? calibratePLD(target: epsilon, settings) : calibrate(target: epsilon, settings)
+            guard let calibrated else {
                 throw ValidationError("no noise multiplier up to 1000 reaches ε = \(epsilon) with these settings")
             }
             z = calibrated
         } else {
             return
         }
-        let (value, order) = epsilon(z, settings)
+        let (rdpEpsilon, order) = epsilon(z, settings)
+        let pldEpsilon = accountant == .pld ? epsilonPLD(z, settings) : nil
+        let value = pldEpsilon ?? rdpEpsilon
         let releases = plan(z, settings).releases(round: 1)
         let rho = plan(z, settings).zCDP(rounds: settings.rounds)
         // Each mechanism alone over the same rounds, so the operator sees where the budget goes.
         let alone = Dictionary(releases.map { release in
-            (release.mechanism, RDP.epsilon(rdp: release.rdp.map { $0 * Double(settings.rounds) },
-                                            delta: settings.delta).epsilon)
+            let epsilon = accountant == .pld
+                ? ((try? PrivacyLossDistribution.composition(of: [(release.samplingRate, release.noiseMultiplier,
+                                                                    settings.rounds)]).epsilon(delta: settings.delta))
+                    ?? .infinity)
+                : RDP.epsilon(rdp: release.rdp.map { $0 * Double(settings.rounds) }, delta: settings.delta).epsilon
+            return (release.mechanism, epsilon)
         }, uniquingKeysWith: { first, _ in first })
         let multipliers = Dictionary(releases.map { ($0.mechanism, $0.noiseMultiplier) }, uniquingKeysWith: { a, _ in a })
         if json {
             var object: [String: Any] = [
-                "epsilon": value, "noise_multiplier": z, "delta": settings.delta, "rounds": settings.rounds,
-                "sampling_rate": settings.samplingRate, "order": order, "epsilon_alone": alone,
+                "accountant": accountant.rawValue, "epsilon": value, "epsilon_rdp": rdpEpsilon, "noise_multiplier": z,
+                "delta": settings.delta, "rounds": settings.rounds, "sampling_rate": settings.samplingRate, "order": order,
+                "epsilon_alone": alone.mapValues { $0.isFinite ? $0 : Double.greatestFiniteMagnitude },
                 "accounted_noise_multipliers": multipliers, "zcdp_rho": rho,
             ]
+            if let pldEpsilon { object["epsilon_pld"] = pldEpsilon.isFinite ? pldEpsilon : Double.greatestFiniteMagnitude }
             if let budget = settings.budget { object["epsilon_budget"] = budget.epsilon }
             let data = try JSONSerialization.data(withJSONObject: object, options: [.sortedKeys])
             print(String(decoding: data, as: UTF8.self))
         } else {
-            print(String(format: "q = %g, %d rounds, δ = %g, noise multiplier z = %.6f  →  ε = %.4f (RDP order %g)",
-                         settings.samplingRate, settings.rounds, settings.delta, z, value, order))
+            if let pldEpsilon {
+                print(String(format: "q = %g, %d rounds, δ = %g, noise multiplier z = %.6f  →  ε = %.4f (PLD; RDP: %.4f at "
+                             + "order %g, what the agents' ledgers charge)", settings.samplingRate, settings.rounds,
+                             settings.delta, z, pldEpsilon, rdpEpsilon, order))
+            } else {
+                print(String(format: "q = %g, %d rounds, δ = %g, noise multiplier z = %.6f  →  ε = %.4f (RDP order %g)",
+                             settings.samplingRate, settings.rounds, settings.delta, z, rdpEpsilon, order))
+            }
             print(String(format: "Each round's noise per coordinate has standard deviation z·S = %.4f·S; the average's is "
                          + "z·S / (q × users).", z))
             print("Releases per round, as charged: " + releases.map {
@@ -201,7 +261,7 @@ struct PrivacyPlan: ParsableCommand {
                          + "amplification).", rho))
             if let budget = settings.budget {
                 print(String(format: "The agent's budget ε = %g at δ = %g: %@", budget.epsilon, budget.delta,
-                             value <= budget.epsilon ? "these rounds fit" : "these rounds do NOT fit; the agent stops releasing when the next release would exceed it"))
+                             rdpEpsilon <= budget.epsilon ? "these rounds fit (by the RDP its ledger charges)" : "these rounds do NOT fit; the agent stops releasing when the next release would exceed it"))
             }
         }
     }

@@ -130,6 +130,19 @@ package struct RoundReleasePlan: Sendable, Equatable {
         return total.map { $0 * Double(rounds) }
     }
 
+    /// The privacy loss distribution of `rounds` rounds: every release as the Gaussian mechanism at its
+    /// accounted multiplier (Poisson-subsampled at q when it is), composed over the rounds and across
+    /// releases — tighter than the RDP conversion, as dp-accounting's `PLDAccountant`. For the agents'
+    /// discrete releases this models each as the continuous Gaussian at the accounted multiplier (an
+    /// estimate: the bound FedDrift proves for them, and the ledger charges, is RDP at integer orders).
+    package func privacyLossDistribution(rounds: Int) throws(PrivacyLossDistribution.TooLarge)
+        -> PrivacyLossDistribution
+    {
+        try PrivacyLossDistribution.composition(of: releases(round: 1).map {
+            (samplingRate: $0.samplingRate, noiseMultiplier: $0.noiseMultiplier, count: rounds)
+        })
+    }
+
     /// ρ of `rounds` rounds in zero-concentrated DP (Bun, Steinke 2016): Σ 1/(2 z²) over releases. A
     /// Gaussian of multiplier z is exactly 1/(2z²)-zCDP; Poisson subsampling gains nothing in zCDP
     /// (its Rényi divergence tends to α/(2z²) as α grows), so this is the unamplified figure — the
