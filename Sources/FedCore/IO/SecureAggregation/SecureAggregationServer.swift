@@ -127,10 +127,13 @@ package struct SecureAggregationServer: Sendable {
                 words.withUnsafeBufferPointer { for i in 0..<$0.count { sum[i] &+= $0[i] } }
             }
         }
+        // The same responders' shares for every secret, so the Lagrange weights are computed once.
+        let responders = responses.keys.sorted().compactMap { responses[$0] }
+        var reconstructor = Shamir.Reconstructor(threshold: threshold)
         // Self masks of the survivors.
         for v in survivors {
             var seed: [UInt8]
-            do { seed = try Shamir.combine(responses.values.compactMap { $0.selfMaskShares[v] }, threshold: threshold) }
+            do { seed = try reconstructor.combine(responders.compactMap { $0.selfMaskShares[v] }) }
             catch { throw .reconstruction(party: v, error) }
             MaskCrypto.applyMask(seed: seed, stream: SecureAggregation.selfStream, sign: -1, to: &total)
             Sodium.wipe(&seed)
@@ -139,7 +142,7 @@ package struct SecureAggregationServer: Sendable {
         for v in sharers.subtracting(survivors).sorted() {
             guard let advertised = roster[v] else { continue }
             var secret: [UInt8]
-            do { secret = try Shamir.combine(responses.values.compactMap { $0.maskKeyShares[v] }, threshold: threshold) }
+            do { secret = try reconstructor.combine(responders.compactMap { $0.maskKeyShares[v] }) }
             catch { throw .reconstruction(party: v, error) }
             let dropped: BoxKeyPair
             do { dropped = BoxKeyPair(secret: try SecretBytes(wiping: &secret, expectedCount: BoxKeyPair.secretByteCount)) }

@@ -106,32 +106,54 @@ package enum Shamir {
 
     /// The secret from any `threshold` of its shares (extra shares are ignored).
     package static func combine(_ shares: [Share], threshold: Int) throws(Failure) -> [UInt8] {
-        guard threshold >= 1 else { throw .badThreshold(threshold: threshold, parties: shares.count) }
-        var used: [Share] = []
-        for share in shares where !used.contains(where: { $0.x == share.x }) {
-            guard share.values.count == chunkCount, share.values.allSatisfy({ $0 < prime }) else { throw .malformedShare }
-            guard share.x != 0, share.x < prime else { throw .badPoint(share.x) }
-            used.append(share)
-            if used.count == threshold { break }
-        }
-        guard used.count == threshold else { throw .tooFewShares(have: used.count, need: threshold) }
-        // Lagrange basis at 0: ℓ_j(0) = Π_{m≠j} x_m / (x_m − x_j).
-        let weights = used.indices.map { j in
-            used.indices.reduce(UInt64(1)) { product, m in
-                m == j ? product
-                    : multiply(product, multiply(used[m].x, inverse(subtract(used[m].x, used[j].x))))
+        var reconstructor = Reconstructor(threshold: threshold)
+        return try reconstructor.combine(shares)
+    }
+
+    /// Rebuilds many secrets shared among the same parties: the Lagrange weights depend only on which
+    /// parties' shares are used, so they are computed once per set of points, not once per secret.
+    package struct Reconstructor: Sendable {
+        package let threshold: Int
+        private var weightsByPoints: [[UInt64]: [UInt64]] = [:]
+
+        package init(threshold: Int) { self.threshold = threshold }
+
+        package mutating func combine(_ shares: [Share]) throws(Failure) -> [UInt8] {
+            guard threshold >= 1 else { throw .badThreshold(threshold: threshold, parties: shares.count) }
+            var used: [Share] = []
+            for share in shares where !used.contains(where: { $0.x == share.x }) {
+                guard share.values.count == chunkCount, share.values.allSatisfy({ $0 < prime }) else { throw .malformedShare }
+                guard share.x != 0, share.x < prime else { throw .badPoint(share.x) }
+                used.append(share)
+                if used.count == threshold { break }
             }
+            guard used.count == threshold else { throw .tooFewShares(have: used.count, need: threshold) }
+            let points = used.map(\.x)
+            let weights = weightsByPoints[points] ?? Shamir.lagrangeWeightsAtZero(points)
+            weightsByPoints[points] = weights
+            var secret = [UInt8]()
+            secret.reserveCapacity(chunkCount * chunkBytes)
+            for chunk in 0..<chunkCount {
+                var value: UInt64 = 0
+                for (share, weight) in zip(used, weights) { value = add(value, multiply(share.values[chunk], weight)) }
+                let width = min(chunkBytes, secretByteCount - chunk * chunkBytes)
+                guard value >> (8 * width) == 0 else { throw .inconsistent }
+                for byte in 0..<width { secret.append(UInt8(truncatingIfNeeded: value >> (8 * byte))) }
+            }
+            return secret
         }
-        var secret = [UInt8]()
-        secret.reserveCapacity(chunkCount * chunkBytes)
-        for chunk in 0..<chunkCount {
-            var value: UInt64 = 0
-            for (share, weight) in zip(used, weights) { value = add(value, multiply(share.values[chunk], weight)) }
-            let width = min(chunkBytes, secretByteCount - chunk * chunkBytes)
-            guard value >> (8 * width) == 0 else { throw .inconsistent }
-            for byte in 0..<width { secret.append(UInt8(truncatingIfNeeded: value >> (8 * byte))) }
+    }
+
+    /// ℓ_j(0) = Π_{m≠j} x_m / (x_m − x_j) for distinct non-zero points: one inversion per point.
+    static func lagrangeWeightsAtZero(_ points: [UInt64]) -> [UInt64] {
+        points.indices.map { j in
+            var numerator: UInt64 = 1, denominator: UInt64 = 1
+            for m in points.indices where m != j {
+                numerator = multiply(numerator, points[m])
+                denominator = multiply(denominator, subtract(points[m], points[j]))
+            }
+            return multiply(numerator, inverse(denominator))
         }
-        return secret
     }
 
     /// Chunk `chunk` of `secret` as a little-endian integer (< 2⁵⁶ < p).
