@@ -83,6 +83,7 @@ package enum SecureAggregationBenchmark {
             let (plain, plainTime) = timed {
                 var total = [UInt32](repeating: 0, count: dimension)
                 for input in inputs.dropFirst(dropped) {
+                    // unsafe: the baseline must add at memory speed, as the aggregator's own sum does.
                     total.withUnsafeMutableBufferPointer { t in input.withUnsafeBufferPointer { for i in 0..<$0.count { t[i] &+= $0[i] } } }
                 }
                 return total
