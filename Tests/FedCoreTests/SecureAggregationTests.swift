@@ -1,4 +1,5 @@
 @testable import FedIO
+@testable import FedLogic
 @testable import FedModel
 import Foundation
 import Testing
@@ -282,5 +283,72 @@ enum ChiSquare {
     static func critical999(degrees k: Int) -> Double {
         let z = 3.090_232, a = 2 / (9 * Double(k))
         return Double(k) * pow(1 - a + z * a.squareRoot(), 3)
+    }
+}
+
+@Suite("Distributed discrete Gaussian release for secure aggregation")
+struct DistributedReleaseTests {
+    @Test("The grid leaves room for every user's clipped contribution plus 12σ in 32-bit words; too many users is an error")
+    func grid() throws {
+        let release = try DistributedRelease(clipNorm: 1, noiseMultiplier: 1.6, threshold: 3, maxUsers: 15_000)
+        #expect(release.bits == 16)  // ⌊31 − log₂(30,000 + 19.2 + 1)⌋
+        let extent: Double = 2 * 15_000 + 12 * 1.6 + 1
+        #expect(extent * Double(1 << release.bits) < 0x1p31)
+        #expect(throws: DistributedRelease.Failure.tooManyUsers(5_000_000)) {
+            try DistributedRelease(clipNorm: 1, noiseMultiplier: 1, threshold: 3, maxUsers: 5_000_000)
+        }
+        // τ of Kairouz–Liu–Steinke underflows at these variances; the accounted multiplier pays the rounding.
+        #expect(release.tau == 0)
+        let z = release.accountedNoiseMultiplier(dimension: 126_576)
+        #expect(z < 1.6 && z > 1.6 / (1 + 126_576.0.squareRoot() / 65_536) * 0.999)
+    }
+
+    @Test("Extreme sums of every agent decode exactly through the 32-bit modular sum (no noise: within one step per agent)")
+    func noWrap() throws {
+        let release = try DistributedRelease(clipNorm: 2, noiseMultiplier: 0, threshold: 4, maxUsers: 1_000)
+        var random = SodiumRandom()
+        // 4 agents, 250 users each, every user at ±S on coordinates 0 and 1.
+        let values: [Float] = [500, -500, 0.3, -0.7]
+        var total = [UInt32](repeating: 0, count: values.count)
+        for _ in 0..<4 { for (i, word) in release.encode(values, random: &random).enumerated() { total[i] &+= word } }
+        let decoded = release.decode(total)
+        for (value, sum) in zip(values, decoded) { #expect(abs(Double(sum) - 4 * Double(value)) <= 4 * release.step) }
+    }
+
+    @Test("t agents' shares sum to the whole noise σ² (variance within 3 %), unbiased; agents adding the whole σ² each would give t×")
+    func distributedVariance() throws {
+        let release = try DistributedRelease(clipNorm: 1, noiseMultiplier: 0.001, threshold: 3, maxUsers: 10)
+        var random = SodiumRandom()
+        let count = 40_000
+        var total = [UInt32](repeating: 0, count: count)
+        for _ in 0..<release.threshold {
+            for (i, word) in release.encode([Float](repeating: 0, count: count), random: &random).enumerated() { total[i] &+= word }
+        }
+        let steps = release.decode(total).map { Double($0) / release.step }
+        let mean = steps.reduce(0, +) / Double(count)
+        let variance = steps.reduce(0) { $0 + ($1 - mean) * ($1 - mean) } / Double(count - 1)
+        let sigma = 0.001 * Double(1 << release.bits)
+        #expect(abs(variance / (sigma * sigma) - 1) < 0.03, "variance \(variance) vs σ² \(sigma * sigma)")
+        #expect(abs(mean) < 4 * sigma / Double(count).squareRoot())
+        #expect(release.sumVariance >= sigma * sigma)
+        // Control: the full σ² at every agent is t× what the sum needs, and the test above would see it.
+        #expect(Double(release.threshold) * release.sumVariance / (sigma * sigma) > 2.5)
+    }
+
+    @Test("Through the secure-aggregation round, the decoded sum is the agents' float sum (no noise: within one step per agent)")
+    func throughSecureAggregation() throws {
+        let release = try DistributedRelease(clipNorm: 1, noiseMultiplier: 0, threshold: 3, maxUsers: 100)
+        var random = SodiumRandom()
+        let vectors: [[Float]] = (0..<4).map { agent in (0..<500).map { Float(sin(Double($0 * (agent + 1)))) * 10 } }
+        let inputs = Dictionary(uniqueKeysWithValues: vectors.enumerated().map {
+            (UInt64($0.offset + 1), release.encode($0.element, random: &random))
+        })
+        let outcome = SecureAggregationTests.runRound(inputs: inputs, threshold: 3)
+        let sum = try #require(outcome.sum)
+        let decoded = release.decode(sum)
+        for i in 0..<500 {
+            let expected = vectors.reduce(0) { $0 + Double($1[i]) }
+            #expect(abs(Double(decoded[i]) - expected) <= 4 * release.step)
+        }
     }
 }
