@@ -102,3 +102,40 @@ struct SimulatorTests {
         #expect(ShopperSimulator(parameters: parameters).run().events == ShopperSimulator(parameters: parameters).run().events)
     }
 }
+
+@Suite("Federation simulator: secure aggregation's noise")
+struct SecureSimulationTests {
+    @Test("Under secure aggregation the regions' noise sums to z·S (variance within 3 %); without it, to √regions·z·S")
+    func distributedNoise() {
+        let (z, clip, regions) = (1.3, 2.0, 3)
+        var noise = GaussianNoise(generator: SodiumRandom())
+        func sumVariance(secure: Bool) -> Double {
+            let sigma = FederationSimulation.regionNoise(noiseMultiplier: z, clipNorm: clip, regions: regions, secure: secure)
+            var total = [Float](repeating: 0, count: 40_000)
+            for _ in 0..<regions {
+                let region = noise.noised([Float](repeating: 0, count: total.count), sigma: sigma)
+                for i in total.indices { total[i] += region[i] }
+            }
+            return total.reduce(0) { $0 + Double($1) * Double($1) } / Double(total.count)
+        }
+        let target = (z * clip) * (z * clip)
+        // 40,000 samples: the variance estimate's relative standard error is √(2/40000) ≈ 0.7 %.
+        #expect(abs(sumVariance(secure: true) / target - 1) < 0.03)
+        // Control: every region adding the whole zS triples the variance of the sum.
+        #expect(abs(sumVariance(secure: false) / (Double(regions) * target) - 1) < 0.03)
+        #expect(sumVariance(secure: false) / target > 2.5)
+    }
+
+    @Test("PLD calibration returns the smallest z within the target, below RDP's")
+    func pldCalibration() throws {
+        let z = try #require(PrivacyLossDistribution.calibrate(samplingRate: 0.02, rounds: 50, delta: 1e-6, targetEpsilon: 2))
+        let epsilon = { (z: Double) in
+            (try? PrivacyLossDistribution.subsampledGaussian(samplingRate: 0.02, noiseMultiplier: z).selfComposed(50)
+                .epsilon(delta: 1e-6)) ?? .infinity
+        }
+        #expect(epsilon(z) <= 2)
+        #expect(epsilon(z * (1 - 1e-4)) > 2)
+        let rdp = try #require(RDP.calibrate(q: 0.02, rounds: 50, delta: 1e-6, targetEpsilon: 2))
+        #expect(z < rdp)
+    }
+}

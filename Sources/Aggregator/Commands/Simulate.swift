@@ -19,8 +19,14 @@ struct Simulate: ParsableCommand {
             Data: --data FILE with --format taobao|jsonl, or --data DIR --format ml100k (MovieLens 100K, genres as \
             categories); without --data, --users shoppers from the built-in simulator.
 
+            --secure models secure aggregation with distributed DP: the aggregator sees only the regions' sum, so \
+            each region adds 1/√regions of the noise and the sum carries the single-curator noise zS. \
+            --accountant pld calibrates z by privacy loss distributions (tighter than RDP).
+
             Example:
               aggregator simulate --users 100000 --rounds 200 --epsilon 1 2 4 8 inf --json
+              aggregator simulate --users 100000 --rounds 200 --epsilon 2 --secure --accountant pld \
+                --server-optimizer sgd --server-learning-rate 3 --seed 2
             """
     )
 
@@ -78,7 +84,16 @@ struct Simulate: ParsableCommand {
     @Option(name: .long, help: "Threads.")
     var threads = 2
 
-    @Flag(name: .long, help: "One JSON object per ε: epsilon, delta, hr10, ndcg10, central_hr10, central_ndcg10, users, rounds.")
+    @Flag(name: .long, help: "Secure aggregation across regions: each adds noise zS/√regions, so the sum carries zS (distributed DP).")
+    var secure = false
+
+    @Option(name: .long, help: "Calibrate z by rdp (what agents' ledgers charge) or pld (tighter; exact for the simulator's Gaussian).")
+    var accountant = "rdp"
+
+    @Option(name: .long, help: "Seed of the simulated shoppers and of the model's initialisation (tune on one, report on another).")
+    var seed: UInt64 = 1
+
+    @Flag(name: .long, help: "One JSON object per ε: epsilon, delta, hr10, ndcg10, central_hr10, central_ndcg10, users, rounds, secure, accountant.")
     var json = false
 
     func validate() throws {
@@ -87,6 +102,7 @@ struct Simulate: ParsableCommand {
         guard epsilon.allSatisfy({ $0 == "inf" || (Double($0) ?? 0) > 0 }) else {
             throw ValidationError("--epsilon takes positive numbers or 'inf'")
         }
+        guard ["rdp", "pld"].contains(accountant) else { throw ValidationError("--accountant: rdp or pld") }
         guard ["adam", "sgd"].contains(serverOptimizer) else { throw ValidationError("--server-optimizer: adam or sgd") }
         guard samplingRate > 0, samplingRate <= 1 else { throw ValidationError("--sampling-rate must be in (0, 1]") }
         guard rounds >= 1, regions >= 1, users >= 10 else { throw ValidationError("--rounds, --regions ≥ 1, --users ≥ 10") }
@@ -100,7 +116,7 @@ struct Simulate: ParsableCommand {
             dataset = format == "ml100k" ? try .movieLens(directory: data, keep: keep)
                 : try .file(path: data, format: EventFormat(rawValue: format) ?? .taobao, shape: shape, keep: keep)
         } else {
-            dataset = .simulated(users: users, days: days, seed: 1, shape: shape, keep: keep)
+            dataset = .simulated(users: users, days: days, seed: seed, shape: shape, keep: keep)
         }
         log(dataset.description)
         var settings = FederationSimulation.Settings()
@@ -116,6 +132,9 @@ struct Simulate: ParsableCommand {
         settings.threads = threads
         settings.centralEpochs = centralEpochs
         settings.evaluationUsers = evaluationUsers
+        settings.secure = secure
+        settings.accountant = accountant
+        settings.seed = seed
         var central: NextCategoryEvaluation?
         for value in epsilon {
             settings.epsilon = value == "inf" ? nil : Double(value)

@@ -232,6 +232,27 @@ package struct PrivacyLossDistribution: Sendable, Equatable {
         max(remove.delta(epsilon: epsilon), add?.delta(epsilon: epsilon) ?? 0)
     }
 
+    /// The smallest z (to 1e-5 relative) whose `rounds` Poisson-subsampled Gaussian rounds stay within
+    /// `targetEpsilon` at `delta` by PLD, searched between 0.05 and 1000; nil when even 1000 does not.
+    package static func calibrate(samplingRate q: Double, rounds: Int, delta: Double, targetEpsilon: Double) -> Double? {
+        func fits(_ z: Double) -> Bool {
+            guard let pld = try? subsampledGaussian(samplingRate: q, noiseMultiplier: z).selfComposed(rounds) else {
+                return false
+            }
+            return pld.epsilon(delta: delta) <= targetEpsilon
+        }
+        var (low, high) = (0.05, 1.0)
+        while !fits(high) {
+            guard high < 1000 else { return nil }
+            (low, high) = (high, min(1000, high * 2))
+        }
+        while high - low > 1e-5 * high {
+            let middle = (low + high) / 2
+            if fits(middle) { high = middle } else { low = middle }
+        }
+        return high
+    }
+
     /// The composition of `count` runs of each (q, z) Gaussian mechanism (q = 1: no subsampling).
     package static func composition(of mechanisms: [(samplingRate: Double, noiseMultiplier: Double, count: Int)],
                                     discretization: Double = defaultDiscretization) throws(TooLarge)

@@ -31,6 +31,13 @@ package struct FederationSimulation: Sendable {
         package var centralEpochs = 2
         package var centralLearningRate = 0.003
         package var seed: UInt64 = 1
+        /// Secure aggregation across the regions: the aggregator sees only the sum, so each region adds
+        /// noise of standard deviation zS/√regions and the sum carries zS, the single-curator DP-FedAvg
+        /// (distributed DP, Kairouz, Liu, Steinke 2021). Off: each region adds zS to its own release.
+        package var secure = false
+        /// Calibrates z by `rdp` (what agents' ledgers charge) or `pld` (tighter; exact for these
+        /// continuous-Gaussian releases).
+        package var accountant = "rdp"
         package init() {}
     }
 
@@ -47,9 +54,11 @@ package struct FederationSimulation: Sendable {
         package var samplingRate: Double
         package var evaluatedUsers: Int
         package var seconds: Double
+        package var secure: Bool
+        package var accountant: String
 
         enum CodingKeys: String, CodingKey {
-            case epsilon, delta, hr10, ndcg10, users, rounds, seconds
+            case epsilon, delta, hr10, ndcg10, users, rounds, seconds, secure, accountant
             case noiseMultiplier = "noise_multiplier", centralHR10 = "central_hr10", centralNDCG10 = "central_ndcg10"
             case samplingRate = "sampling_rate", evaluatedUsers = "evaluated_users"
         }
@@ -89,6 +98,13 @@ package struct FederationSimulation: Sendable {
         return (training, evaluation)
     }
 
+    /// The noise standard deviation each region adds: the whole zS when every region's release must be
+    /// private on its own; zS/√regions under secure aggregation, so that the sum the aggregator sees
+    /// carries exactly zS (independent Gaussians add their variances).
+    package static func regionNoise(noiseMultiplier z: Double, clipNorm: Double, regions: Int, secure: Bool) -> Double {
+        z * clipNorm / (secure ? Double(max(1, regions)).squareRoot() : 1)
+    }
+
     /// Runs the federation and the centralized baseline on `users` (each a whole time-ordered sequence).
     package func run(users: [EventSequence], central: NextCategoryEvaluation? = nil,
                      progress: (String) -> Void = { _ in }) -> (result: Result, central: NextCategoryEvaluation) {
@@ -99,11 +115,18 @@ package struct FederationSimulation: Sendable {
         }
         let q = settings.samplingRate
         let epsilon = settings.epsilon ?? .infinity
-        let z: Double = epsilon.isFinite
-            ? RDP.calibrate(q: q, rounds: settings.rounds, delta: settings.delta, targetEpsilon: epsilon) ?? 1000 : 0
-        progress(String(format: "%d users (%d evaluated), %d regions, q = %g, %d rounds, ε = %@ → z = %.4f",
+        let pld = settings.accountant == "pld"
+        let z: Double = !epsilon.isFinite ? 0
+            : pld ? PrivacyLossDistribution.calibrate(samplingRate: q, rounds: settings.rounds, delta: settings.delta,
+                                                      targetEpsilon: epsilon) ?? 1000
+            : RDP.calibrate(q: q, rounds: settings.rounds, delta: settings.delta, targetEpsilon: epsilon) ?? 1000
+        let regionSigma = Self.regionNoise(noiseMultiplier: z, clipNorm: settings.clipNorm, regions: settings.regions,
+                                           secure: settings.secure)
+        progress(String(format: "%d users (%d evaluated), %d regions, q = %g, %d rounds, ε = %@ (%@) → z = %.4f; "
+                        + "noise per region %.4f·S%@",
                         training.count, evaluation.count, settings.regions, q, settings.rounds,
-                        epsilon.isFinite ? String(format: "%g", epsilon) : "∞", z))
+                        epsilon.isFinite ? String(format: "%g", epsilon) : "∞", pld ? "PLD" : "RDP", z,
+                        regionSigma / settings.clipNorm, settings.secure ? " (secure aggregation: the sum carries z·S)" : ""))
         let hyperparameters = RoundHyperparameters(
             samplingRate: q, clipNorm: settings.clipNorm, noiseMultiplier: z, learningRate: settings.learningRate,
             localSteps: 1, sequenceLength: UInt32(settings.sequenceLength))
@@ -121,7 +144,7 @@ package struct FederationSimulation: Sendable {
             for (index, region) in regions.enumerated() {
                 let sampled = local.sample(region, random: &sampler)
                 let result = local.run(global: parameters, users: sampled)
-                let values = noise.noised(result.deltaSum, sigma: z * settings.clipNorm)
+                let values = noise.noised(result.deltaSum, sigma: regionSigma)
                 updates.append(ModelUpdate(agentID: "region-\(index)", round: UInt64(round), deltaSum: values,
                                            users: result.sampledUsers))
             }
@@ -135,12 +158,15 @@ package struct FederationSimulation: Sendable {
         let federated = NextCategoryEvaluation.evaluate(parameters: parameters, sequences: evaluation,
                                                         outOfVocabulary: outOfVocabulary)
         let baseline = central ?? trainCentral(training: training, evaluation: evaluation, progress: progress)
-        let spent = z > 0 ? RDP.epsilon(q: q, noiseMultiplier: z, rounds: settings.rounds, delta: settings.delta).epsilon
-            : .infinity
+        let spent = z <= 0 ? .infinity
+            : pld ? ((try? PrivacyLossDistribution.subsampledGaussian(samplingRate: q, noiseMultiplier: z)
+                        .selfComposed(settings.rounds).epsilon(delta: settings.delta)) ?? .infinity)
+            : RDP.epsilon(q: q, noiseMultiplier: z, rounds: settings.rounds, delta: settings.delta).epsilon
         return (Result(epsilon: spent, delta: settings.delta, noiseMultiplier: z, hr10: federated.hr10,
                        ndcg10: federated.ndcg10, centralHR10: baseline.hr10, centralNDCG10: baseline.ndcg10,
                        users: training.count, rounds: settings.rounds, samplingRate: q,
-                       evaluatedUsers: federated.users, seconds: (ContinuousClock.now - started).inSeconds),
+                       evaluatedUsers: federated.users, seconds: (ContinuousClock.now - started).inSeconds,
+                       secure: settings.secure, accountant: settings.accountant),
                 baseline)
     }
 
