@@ -41,6 +41,8 @@ package final class ChildProcess: @unchecked Sendable {
     package let process = Process()
     private let lock = NSLock()
     private var collected = Data()
+    /// The reader saw end of file: everything the child wrote is in `collected`.
+    private var reachedEnd = false
 
     package init(_ binary: String, _ arguments: [String], in directory: URL) throws {
         process.executableURL = Binaries.url(binary)
@@ -58,10 +60,11 @@ package final class ChildProcess: @unchecked Sendable {
         let thread = Thread { [weak self] in
             while true {
                 let data = reader.availableData
-                guard !data.isEmpty, let self else { return }
+                guard let self else { return }
                 self.lock.lock()
-                self.collected.append(data)
+                if data.isEmpty { self.reachedEnd = true } else { self.collected.append(data) }
                 self.lock.unlock()
+                if data.isEmpty { return }
             }
         }
         thread.name = "child-output"
@@ -76,11 +79,18 @@ package final class ChildProcess: @unchecked Sendable {
         return String(decoding: collected, as: UTF8.self)
     }
 
-    /// Waits up to `seconds` for the process to exit; returns its status or nil if still running.
+    /// Waits up to `seconds` for the process to exit and its output to be read to the end (the reader
+    /// thread may still be draining the pipe when the exit is seen); returns its status or nil if still running.
     package func waitForExit(seconds: Double) async -> Int32? {
         let deadline = Date().addingTimeInterval(seconds)
-        while process.isRunning && Date() < deadline { try? await Task.sleep(for: .milliseconds(50)) }
+        while (process.isRunning || !outputComplete) && Date() < deadline { try? await Task.sleep(for: .milliseconds(50)) }
         return process.isRunning ? nil : process.terminationStatus
+    }
+
+    private var outputComplete: Bool {
+        lock.lock()
+        defer { lock.unlock() }
+        return reachedEnd
     }
 
     /// Waits up to `seconds` until the output contains `text`.
@@ -179,5 +189,17 @@ extension ChildProcess {
     /// Lines of the output that start with `prefix` (the aggregator's per-round progress lines).
     package func lines(startingWith prefix: String) -> [String] {
         output.split(separator: "\n").map(String.init).filter { $0.hasPrefix(prefix) }
+    }
+}
+
+/// Runs CPU-heavy test work (seconds to a minute in a debug build) on a thread of its own and awaits
+/// it, so the async tests running beside it — relays, transport, real processes — keep the
+/// cooperative pool (two threads on two cores). A synchronous test that computes for half a minute
+/// holds a pool thread all that time; two of them stall every other test's continuations.
+package func offPool<T: Sendable>(_ body: @escaping @Sendable () throws -> T) async throws -> T {
+    try await withCheckedThrowingContinuation { continuation in
+        let thread = Thread { continuation.resume(with: Result { try body() }) }
+        thread.stackSize = 8 << 20
+        thread.start()
     }
 }

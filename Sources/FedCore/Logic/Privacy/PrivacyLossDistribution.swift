@@ -36,6 +36,7 @@ package struct PrivacyLossPMF: Sendable, Equatable {
     package func loss(at index: Int) -> Double { Double(lowerLoss + index) * discretization }
 
     /// δ(ε) = P(L = ∞) + Σ_{l > ε} p_l (1 − e^{ε − l}).
+    @_optimize(speed)
     package func delta(epsilon: Double) -> Double {
         var delta = infinityMass
         for index in probabilities.indices.reversed() {
@@ -49,6 +50,7 @@ package struct PrivacyLossPMF: Sendable, Equatable {
     /// The smallest ε ≥ 0 with δ(ε) ≤ `delta` (+∞ when the mass at +∞ alone exceeds it). Between two
     /// consecutive losses δ(ε) = A − e^ε·B, with A the mass above and B = Σ p_l e^{−l} over it, so the
     /// answer is log((A − δ)/B) on the first interval, scanning down from the top, that contains it.
+    @_optimize(speed)
     package func epsilon(delta: Double) -> Double {
         if infinityMass > delta { return .infinity }
         var above = infinityMass, weighted = 0.0
@@ -67,6 +69,7 @@ package struct PrivacyLossPMF: Sendable, Equatable {
     }
 
     /// The PLD of running this mechanism and then `other` (independent randomness): the convolution.
+    @_optimize(speed)
     package func composed(with other: PrivacyLossPMF) throws(PrivacyLossDistribution.TooLarge) -> PrivacyLossPMF {
         precondition(discretization == other.discretization, "composed PLDs must share the discretization")
         let points = probabilities.count + other.probabilities.count - 1
@@ -81,6 +84,7 @@ package struct PrivacyLossPMF: Sendable, Equatable {
 
     /// The PLD of `times` independent runs. The result keeps only the window of losses outside which
     /// a Chernoff bound puts at most `tailMassTruncation` of mass; that mass is moved to +∞.
+    @_optimize(speed)
     package func selfComposed(_ times: Int, tailMassTruncation: Double = 1e-15)
         throws(PrivacyLossDistribution.TooLarge) -> PrivacyLossPMF
     {
@@ -100,6 +104,7 @@ package struct PrivacyLossPMF: Sendable, Equatable {
     /// Indices [low, high] of the `times`-fold sum of indices drawn from `masses` outside which the
     /// mass is at most `tailMass` (half on each side): P(S ≥ a) ≤ exp(t·log M(λ) − λa) for λ > 0, and
     /// the mirror for λ < 0, with M the moment generating function, at 40 values of λ.
+    @_optimize(speed)
     static func chernoffWindow(_ masses: [Double], times: Int, tailMass: Double) -> (low: Int, high: Int) {
         let last = (masses.count - 1) * times
         guard tailMass > 0, masses.count > 1 else { return (0, last) }
@@ -108,14 +113,14 @@ package struct PrivacyLossPMF: Sendable, Equatable {
         var low = 0, high = last
         for k in [Int](-20...(-1)) + [Int](1...20) {
             let lambda = Double(k) / n
-            // log Σ p_i e^{λ i}, stably.
+            // log Σ p_i e^{λ i}, stably (index loops: no generic iterators in this hot path).
             var peak = -Double.infinity
-            for (i, logMass) in logMasses.enumerated() where logMass > -.infinity {
-                peak = max(peak, logMass + lambda * Double(i))
+            for i in 0..<logMasses.count where logMasses[i] > -.infinity {
+                peak = max(peak, logMasses[i] + lambda * Double(i))
             }
             var sum = 0.0
-            for (i, logMass) in logMasses.enumerated() where logMass > -.infinity {
-                sum += exp(logMass + lambda * Double(i) - peak)
+            for i in 0..<logMasses.count where logMasses[i] > -.infinity {
+                sum += exp(logMasses[i] + lambda * Double(i) - peak)
             }
             let bound = (Double(times) * (peak + log(sum)) + log(2 / tailMass)) / lambda
             guard bound.isFinite else { continue }
@@ -185,6 +190,7 @@ package struct PrivacyLossDistribution: Sendable, Equatable {
     /// The pessimistic connect-the-dots PLD on the grid ⌊lower/Δ⌋…⌈upper/Δ⌉: the masses are chosen so
     /// that its hockey-stick curve equals `delta` at every grid point and is linear in e^ε between
     /// them. The true curve is convex in e^ε, so the chord lies above it: ε is never under-stated.
+    @_optimize(speed)
     static func connectTheDots(lower: Double, upper: Double, discretization d: Double,
                                delta: (Double) -> Double) throws(TooLarge) -> PrivacyLossPMF {
         let span = (upper / d).rounded(.up) - (lower / d).rounded(.down) + 1
