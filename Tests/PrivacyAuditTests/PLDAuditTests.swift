@@ -35,7 +35,7 @@ struct PLDAuditTests {
     /// A spread of the shared grid's rows that runs in about half a minute in a debug build: every
     /// one-round row; for each q and each z ≥ 1.5 one number of rounds, rotating through 10 … 10⁴ so
     /// that every count appears with every z; and the README's worked examples (q = 0.01, z = 1: 100
-    /// and 10⁴ rounds). The whole grid (151 rows, ≈ 3 minutes in debug) passes too:
+    /// and 10⁴ rounds). The whole grid (151 rows, ≈ 2 minutes in debug) passes too:
     /// FEDDRIFT_PLD_FULL_GRID=1.
     static func gridRows() throws -> [GridRow] {
         let table = try AccountantAuditTests.vectors()["pld_grid"] as? [String: Any]

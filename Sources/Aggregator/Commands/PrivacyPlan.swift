@@ -210,7 +210,14 @@ struct PrivacyPlan: ParsableCommand {
             return
         }
         let (rdpEpsilon, order) = epsilon(z, settings)
-        let pldEpsilon = accountant == .pld ? epsilonPLD(z, settings) : nil
+        var pldEpsilon: Double?
+        if accountant == .pld {
+            do {
+                pldEpsilon = try plan(z, settings).privacyLossDistribution(rounds: settings.rounds).epsilon(delta: settings.delta)
+            } catch {
+                throw ValidationError("\(error) (z = \(z)); use --accountant rdp for such noise")
+            }
+        }
         let value = pldEpsilon ?? rdpEpsilon
         let releases = plan(z, settings).releases(round: 1)
         let rho = plan(z, settings).zCDP(rounds: settings.rounds)
