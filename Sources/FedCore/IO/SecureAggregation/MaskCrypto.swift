@@ -25,7 +25,11 @@ package enum MaskCrypto {
 
     /// BLAKE2b-256 of `label`, `round` (little-endian) and `parts`.
     static func hash(label: String, round: UInt64, parts: [[UInt8]]) -> [UInt8] {
-        var input = Array(label.utf8) + (0..<8).map { UInt8(truncatingIfNeeded: round >> (8 * $0)) } + parts.joined()
+        var writer = ByteWriter(capacity: 128)
+        writer.write(raw: label.utf8)
+        writer.write(round)
+        for part in parts { writer.write(raw: part) }
+        var input = writer.bytes
         defer { Sodium.wipe(&input) }
         return Digest.blake2b256(input)
     }

@@ -19,6 +19,8 @@ package final class SecureAggregationClient {
     /// Shares held for other parties (and its own): v → (share of s_v, share of b_v).
     private var held: [UInt64: (maskKey: Shamir.Share, selfMask: Shamir.Share)] = [:]
     private var signedSurvivors: [UInt64]?
+    /// A share box's plaintext: sender, recipient and round, then the two shares' field values.
+    static let sharePlaintextBytes = 8 * (3 + 2 * Shamir.chunkCount)
 
     package init(round: UInt64, party: UInt64, threshold: Int, dimension: Int, identity: SigningKeyPair) {
         precondition(party >= 1 && threshold >= 1 && dimension >= 0)
@@ -76,9 +78,9 @@ package final class SecureAggregationClient {
                 continue
             }
             guard let recipient = roster[v] else { continue }
-            var plaintext = SecureAggregation.littleEndian(party) + SecureAggregation.littleEndian(v)
-                + SecureAggregation.littleEndian(round)
-                + (keyShare.values + seedShare.values).flatMap(SecureAggregation.littleEndian)
+            var writer = ByteWriter(capacity: Self.sharePlaintextBytes)
+            for word in [party, v, round] + keyShare.values + seedShare.values { writer.write(word) }
+            var plaintext = writer.bytes
             sealed.append(.init(from: party, to: v, box: MaskCrypto.seal(plaintext, from: encryptionKeys, to: recipient.encryptionKey)))
             Sodium.wipe(&plaintext)
         }
@@ -96,10 +98,15 @@ package final class SecureAggregationClient {
             guard sealed.to == party, let sender = roster[sealed.from] else { throw .unknownParty(sealed.from) }
             guard sharers.insert(sealed.from).inserted else { throw .duplicate(sealed.from) }
             guard var plaintext = MaskCrypto.open(sealed.box, from: sender.encryptionKey, to: encryptionKeys),
-                  plaintext.count == 24 + 16 * Shamir.chunkCount
+                  plaintext.count == Self.sharePlaintextBytes
             else { throw .badShares(from: sealed.from) }
             defer { Sodium.wipe(&plaintext) }
-            let words = stride(from: 0, to: plaintext.count, by: 8).map { SecureAggregation.readUInt64(plaintext[$0..<($0 + 8)]) }
+            var words = plaintext.withUnsafeBytes { raw in
+                var reader = ByteReader(raw)
+                // Cannot fail: the length was checked above.
+                return (0..<(Self.sharePlaintextBytes / 8)).map { _ in (try? reader.read(UInt64.self, field: "share")) ?? 0 }
+            }
+            defer { for index in words.indices { words[index] = 0 } }
             guard words[0] == sealed.from, words[1] == party, words[2] == round else { throw .badShares(from: sealed.from) }
             let values = Array(words[3...])
             held[sealed.from] = (Shamir.Share(x: party, values: Array(values[0..<Shamir.chunkCount])),

@@ -30,8 +30,13 @@ package enum SecureAggregation {
         }
 
         static func signedBytes(round: UInt64, party: UInt64, encryptionKey: BoxPublicKey, maskKey: BoxPublicKey) -> [UInt8] {
-            Array("FedDrift secagg keys v1".utf8) + littleEndian(round) + littleEndian(party)
-                + encryptionKey.bytes + maskKey.bytes
+            var writer = ByteWriter(capacity: 96)
+            writer.write(raw: "FedDrift secagg keys v1".utf8)
+            writer.write(round)
+            writer.write(party)
+            writer.write(raw: encryptionKey.bytes)
+            writer.write(raw: maskKey.bytes)
+            return writer.bytes
         }
 
         func verify(round: UInt64) -> Bool {
@@ -105,7 +110,11 @@ package enum SecureAggregation {
 
     /// The bytes each survivor signs at step 3.
     static func survivorsBytes(round: UInt64, _ survivors: [UInt64]) -> [UInt8] {
-        Array("FedDrift secagg survivors v1".utf8) + littleEndian(round) + survivors.sorted().flatMap(littleEndian)
+        var writer = ByteWriter(capacity: 40 + 8 * survivors.count)
+        writer.write(raw: "FedDrift secagg survivors v1".utf8)
+        writer.write(round)
+        for survivor in survivors.sorted() { writer.write(survivor) }
+        return writer.bytes
     }
 
     /// Party `u`'s sign for its pairwise mask with `v`: the lower index adds, the higher subtracts, so
@@ -116,9 +125,4 @@ package enum SecureAggregation {
     static let pairwiseStream: UInt8 = 1
     static let selfStream: UInt8 = 2
 
-    static func littleEndian(_ value: UInt64) -> [UInt8] { (0..<8).map { UInt8(truncatingIfNeeded: value >> (8 * $0)) } }
-
-    static func readUInt64(_ bytes: ArraySlice<UInt8>) -> UInt64 {
-        bytes.enumerated().reduce(0) { $0 | UInt64($1.element) << (8 * $1.offset) }
-    }
 }
