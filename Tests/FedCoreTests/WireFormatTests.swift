@@ -22,7 +22,7 @@ struct WireFormatTests {
                                                  minAgents: 2, hyperparameters: RoundHyperparameters(
                                                      samplingRate: 0.5, clipNorm: 1.0, noiseMultiplier: 0,
                                                      learningRate: 0.5, localSteps: 1, sequenceLength: 50).wire),
-                            awaitingUpdate: true, thresholds: [3.5])),
+                            awaitingUpdate: true, thresholds: [3.5], party: 3)),
         ("model-request", ModelRequest(heldVersion: 40)),
         ("drift-histogram", DriftHistogramReport(round: 42, counts: (0..<49).map { Double($0 % 7) - 0.5 })),
         ("evaluation", EvaluationReport(round: 42, modelVersion: 41, users: 1000, top1Hits: 120, top10Hits: 480,
@@ -36,7 +36,36 @@ struct WireFormatTests {
         ("verdict", Verdict(round: 42, accepted: false, reason: "wrong_round")),
         ("thresholds", DriftThresholdsMessage(round: 42, thresholds: [2.5, 3.25])),
         ("heartbeat", Heartbeat(sentAtMilliseconds: 1_700_000_000_999, round: 42)),
+        ("round-open-secure", RoundOpen(round: 42, modelVersion: 41, deadlineMilliseconds: 1_700_000_060_000, minAgents: 2,
+                                        hyperparameters: .init(samplingRate: 0.01, clipNorm: 1, noiseMultiplier: 1.1,
+                                                               learningRate: 0.05, localSteps: 1, sequenceLength: 50,
+                                                               clipCountNoiseMultiplier: 0, histogramNoiseMultiplier: 0,
+                                                               secureThreshold: 2, secureBits: 17))),
+        ("secure-keys", SecureKeysMessage(round: 42, keys: sampleKeys(party: 2))),
+        ("secure-roster", SecureRosterMessage(round: 42, roster: [sampleKeys(party: 1), sampleKeys(party: 2)])),
+        ("secure-shares", SecureSharesMessage(round: 42, shares: [.init(from: 2, to: 1, box: [1, 2, 3]),
+                                                                  .init(from: 2, to: 3, box: [4, 5])])),
+        ("secure-forwarded-shares", SecureForwardedSharesMessage(round: 42, shares: [.init(from: 1, to: 2, box: [9])])),
+        ("secure-masked-input", SecureMaskedInputMessage(round: 42, party: 2, users: 0, clipCount: -1.5,
+                                                         words: [0, 1, 0xFFFF_FFFF, 0x8000_0000])),
+        ("secure-survivors", SecureSurvivorsMessage(round: 42, survivors: [1, 2, 3])),
+        ("secure-signature", SecureSignatureMessage(round: 42, party: 2, signature: [UInt8](repeating: 0x5A, count: 64))),
+        ("secure-unmask-request", SecureUnmaskRequestMessage(round: 42, request: .init(
+            survivors: [1, 2], signatures: [1: [UInt8](repeating: 1, count: 64), 2: [UInt8](repeating: 2, count: 64)]))),
+        ("secure-unmask-response", SecureUnmaskResponseMessage(round: 42, response: .init(
+            party: 2, selfMaskShares: [1: Shamir.Share(x: 2, values: [1, 2, 3, 4, 5])],
+            maskKeyShares: [3: Shamir.Share(x: 2, values: [6, 7, 8, 9, 10])]))),
     ]
+
+    /// Keys with fixed bytes (the layout is what is pinned, not a signature's validity).
+    private static func sampleKeys(party: UInt64) -> SecureAggregation.Keys {
+        // The byte counts are libsodium's constants: these cannot fail.
+        let box = (try? BoxPublicKey(bytes: [UInt8](repeating: UInt8(party), count: BoxPublicKey.byteCount)))
+        let mask = (try? BoxPublicKey(bytes: [UInt8](repeating: UInt8(party + 16), count: BoxPublicKey.byteCount)))
+        let identity = (try? SigningPublicKey(bytes: [UInt8](repeating: UInt8(party + 32), count: SigningPublicKey.byteCount)))
+        return SecureAggregation.Keys(party: party, encryptionKey: box!, maskKey: mask!, identity: identity!,
+                                      signature: [UInt8](repeating: UInt8(party + 48), count: 64))
+    }
 
     private static func hex(_ bytes: [UInt8]) -> String { bytes.map { String(format: "%02x", $0) }.joined() }
     private static func bytes(hex: String) -> [UInt8] {

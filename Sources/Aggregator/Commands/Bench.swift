@@ -24,9 +24,14 @@ struct BenchRound: AsyncParsableCommand {
             from announcement to durable checkpoint: announcement, model download, sealing, sending, \
             opening, verifying, averaging, checkpoint and model export. Then, in the same process: opening \
             sealed updates next to libsodium's raw AEAD rate (same chunking and cores), and summing float32 \
-            updates next to memcpy bandwidth.
+            updates next to memcpy bandwidth. With --secure, the same rounds run again with secure \
+            aggregation (keys, shares, masked updates, signatures, unmasking) and both medians are reported \
+            (JSON: plain_round_p50_ms, secure_round_p50_ms).
             """
     )
+
+    @Flag(name: .long, help: "Also time the rounds with secure aggregation, in the same run (3 or more agents).")
+    var secure = false
 
     @Option(name: .long, help: "In-process agents.")
     var agents = 8
@@ -44,11 +49,14 @@ struct BenchRound: AsyncParsableCommand {
         guard LSTMShape.preset(named: model) != nil else { throw ValidationError("--model must be small or medium") }
         guard (1...64).contains(agents) else { throw ValidationError("--agents must be between 1 and 64") }
         guard (2...1000).contains(rounds) else { throw ValidationError("--rounds must be between 2 and 1000") }
+        guard !secure || agents >= AggregatorConfiguration.secureMinimumAgents else {
+            throw ValidationError("--secure needs --agents \(AggregatorConfiguration.secureMinimumAgents) or more")
+        }
     }
 
     func run() async throws {
         let logger = Logger.bootstrapForTool(label: "aggregator", level: .error)
-        let result = try await RoundBenchmark(agents: agents, preset: model, rounds: rounds).run(logger: logger) { line in
+        let result = try await RoundBenchmark(agents: agents, preset: model, rounds: rounds, secure: secure).run(logger: logger) { line in
             if !json { FileHandle.standardError.write(Data("\(line)\n".utf8)) }
         }
         if json {
@@ -63,6 +71,10 @@ struct BenchRound: AsyncParsableCommand {
                 """, result.agents, result.model, result.parameters, result.rounds, result.roundP50Milliseconds,
                 result.roundP99Milliseconds, result.closeP50Milliseconds, result.openGbps, result.aeadGbps, 100 * result.openGbps / result.aeadGbps,
                 result.aggregateGbps, result.memcpyGbps, 100 * result.aggregateGbps / result.memcpyGbps))
+            if let secure = result.secureRoundP50Milliseconds, let p99 = result.secureRoundP99Milliseconds {
+                print(String(format: "secure-aggregation round: p50 %.1f ms, p99 %.1f ms (%.2f× the plain round)",
+                             secure, p99, secure / result.roundP50Milliseconds))
+            }
         }
     }
 }

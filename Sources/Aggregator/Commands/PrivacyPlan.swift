@@ -81,6 +81,9 @@ struct PrivacyPlan: ParsableCommand {
     @Option(name: .long, help: "The model preset (small, medium): charges the agents' discrete Gaussian on the quantised update exactly (default with --config: its model.preset; without either, the continuous Gaussian).")
     var model: String?
 
+    @Option(name: .long, help: "Secure aggregation: the users all agents sample in one round at most (secure_aggregation.max_users, default rounds.expected_users). Plans the update's charge on the secure grid, as the agents' ledgers charge it (default with --config when secure aggregation is on; needs --model).")
+    var secureMaxUsers: Int?
+
     @Option(name: .long, help: "rdp (what the agents' ledgers charge) or pld (privacy loss distributions: tighter; the RDP ε is shown beside it).")
     var accountant: PlanAccountant = .rdp
 
@@ -96,6 +99,9 @@ struct PrivacyPlan: ParsableCommand {
         var clipCountNoiseMultiplier, alertRateNoiseMultiplier, evaluationNoiseMultiplier: Double?
         var budget: PrivacyBudget?
         var dimension: Int?
+        /// Secure aggregation: the grid's user bound and threshold (1 when not known: the smallest charge
+        /// any threshold gives, so the plan never under-states what a ledger will show).
+        var secure: (maxUsers: Int, threshold: Int)?
     }
 
     private func resolve() throws -> Settings {
@@ -110,13 +116,20 @@ struct PrivacyPlan: ParsableCommand {
         }
         guard let delta = delta ?? agent?.privacy?.delta else { throw ValidationError("give --delta (or --agent-config)") }
         let z = noiseMultiplier ?? (epsilon == nil ? h?.noiseMultiplier : nil)
+        var secure: (maxUsers: Int, threshold: Int)?
+        if let secureMaxUsers {
+            secure = (secureMaxUsers, 1)
+        } else if let aggregator, aggregator.secureAggregationEnabled, let round = try? aggregator.secureRound() {
+            secure = (aggregator.secureMaxUsers, round.threshold)
+        }
         return Settings(samplingRate: q, rounds: rounds, delta: delta, noiseMultiplier: z,
                         clipCountNoiseMultiplier: clipCountNoiseMultiplier ?? positive(h?.clipCountNoiseMultiplier),
                         alertRateNoiseMultiplier: alertRateNoiseMultiplier ?? positive(h?.histogramNoiseMultiplier),
                         evaluationNoiseMultiplier: evaluationNoiseMultiplier
                             ?? positive(agent?.privacy?.evaluationNoiseMultiplier),
                         budget: agent?.privacy?.budget,
-                        dimension: (model ?? aggregator?.model.preset).flatMap { LSTMShape.preset(named: $0)?.layout.count })
+                        dimension: (model ?? aggregator?.model.preset).flatMap { LSTMShape.preset(named: $0)?.layout.count },
+                        secure: secure)
     }
 
     func validate() throws {
@@ -137,14 +150,27 @@ struct PrivacyPlan: ParsableCommand {
         }
         if let epsilon, epsilon <= 0 { throw ValidationError("--epsilon must be positive") }
         if let model, LSTMShape.preset(named: model) == nil { throw ValidationError("--model must be small or medium") }
+        if let secureMaxUsers {
+            guard secureMaxUsers >= 1 else { throw ValidationError("--secure-max-users must be at least 1") }
+            guard model != nil || config != nil else {
+                throw ValidationError("--secure-max-users needs --model (the secure grid's charge depends on the parameter count)")
+            }
+        }
     }
 
     /// Every release an agent makes in a round, with update noise `z`.
     private func plan(_ z: Double, _ settings: Settings) -> RoundReleasePlan {
-        RoundReleasePlan(samplingRate: settings.samplingRate, noiseMultiplier: z,
-                         clipCountNoiseMultiplier: settings.clipCountNoiseMultiplier,
-                         alertRateNoiseMultiplier: settings.alertRateNoiseMultiplier,
-                         evaluationNoiseMultiplier: settings.evaluationNoiseMultiplier, dimension: settings.dimension)
+        // The secure grid as the aggregator would choose it for this z (an impossible grid plans nothing: ε = ∞).
+        let secure = settings.secure.flatMap { secure in
+            (try? DistributedRelease.bits(maxUsers: secure.maxUsers, noiseMultiplier: z)).flatMap {
+                try? DistributedRelease(clipNorm: 1, noiseMultiplier: z, threshold: secure.threshold, bits: $0)
+            }
+        }
+        return RoundReleasePlan(samplingRate: settings.samplingRate, noiseMultiplier: settings.secure != nil && secure == nil ? 0 : z,
+                                clipCountNoiseMultiplier: settings.clipCountNoiseMultiplier,
+                                alertRateNoiseMultiplier: settings.alertRateNoiseMultiplier,
+                                evaluationNoiseMultiplier: settings.evaluationNoiseMultiplier, dimension: settings.dimension,
+                                secure: secure)
     }
 
     /// ε of the rounds of every planned release (RDP: what the ledgers charge).

@@ -89,7 +89,7 @@ enum ProgressLine {
         let outcome = report.aggregated ? "aggregated → model v\(report.modelVersion)" : "FAILED quorum (model unchanged)"
         let rejected = report.rejections.values.reduce(0, +)
         var line = "round \(report.round) │ agents \(report.liveAgents)/\(report.enrolledAgents) live │ "
-            + "accepted \(report.agents.count) │ rejected \(rejected) │ \(outcome)"
+            + "accepted \(report.agents.count)\(report.secureAggregation ? " (secure sum)" : "") │ rejected \(rejected) │ \(outcome)"
         if report.evaluatedUsers > 0 {
             line += String(format: " │ held-out on model v%llu (%d users): top-1 %.1f%%  top-10 %.1f%%  loss %.3f",
                            report.evaluatedModelVersion, report.evaluatedUsers, report.top1 * 100,

@@ -43,9 +43,12 @@ package struct Welcome: WireMessage {
     package var awaitingUpdate: Bool
     /// The newest calibrated drift thresholds; empty until the first calibration.
     package var thresholds: [Float]
+    /// This agent's party number in secure-aggregation rounds (its Shamir evaluation point, ≥ 1).
+    package var party: UInt64
 
     package init(aggregatorID: String, currentRound: UInt64, enrolledAgents: UInt32, modelVersion: UInt64 = 0,
-                 openRound: RoundOpen? = nil, awaitingUpdate: Bool = false, thresholds: [Float] = []) {
+                 openRound: RoundOpen? = nil, awaitingUpdate: Bool = false, thresholds: [Float] = [], party: UInt64 = 1) {
+        self.party = party
         self.aggregatorID = aggregatorID
         self.currentRound = currentRound
         self.enrolledAgents = enrolledAgents
@@ -69,6 +72,7 @@ package struct Welcome: WireMessage {
         writer.write(UInt8(awaitingUpdate ? 1 : 0))
         writer.write(UInt16(thresholds.count))
         for threshold in thresholds { writer.write(threshold) }
+        writer.write(party)
     }
 
     package init(from reader: inout ByteReader) throws(WireError) {
@@ -85,6 +89,8 @@ package struct Welcome: WireMessage {
         guard awaiting <= 1 else { throw .invalidValue(field: "awaiting update", reason: "\(awaiting)") }
         awaitingUpdate = awaiting == 1
         thresholds = try DriftThresholdsMessage.readThresholds(from: &reader)
+        party = try reader.read(field: "party")
+        guard party >= 1 else { throw .invalidValue(field: "party", reason: "0") }
     }
 }
 

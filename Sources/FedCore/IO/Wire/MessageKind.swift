@@ -26,11 +26,30 @@ package enum MessageKind: UInt16, Sendable, CaseIterable {
     case driftHistogram = 11
     /// Agent → aggregator (sealed): the privacy-ledger entries charged for the round's releases.
     case ledgerReceipt = 12
+    // Secure aggregation (``SecureAggregation``), each sealed between one agent and the aggregator.
+    /// Agent → aggregator, step 0: the round's public keys.
+    case secureKeys = 13
+    /// Aggregator → agent: the roster U1.
+    case secureRoster = 14
+    /// Agent → aggregator, step 1: shares boxed for the other parties.
+    case secureShares = 15
+    /// Aggregator → agent: the boxes addressed to it by U2.
+    case secureForwardedShares = 16
+    /// Agent → aggregator, step 2: the masked update.
+    case secureMaskedInput = 17
+    /// Aggregator → agent: the survivors U3 to sign.
+    case secureSurvivors = 18
+    /// Agent → aggregator, step 3: its signature of U3.
+    case secureSignature = 19
+    /// Aggregator → agent, step 4: U3 with the survivors' signatures.
+    case secureUnmaskRequest = 20
+    /// Agent → aggregator, step 4: its shares for unmasking.
+    case secureUnmaskResponse = 21
 }
 
 /// The first frame of every FedDrift message: `F` `D`, protocol version, kind (u16 LE).
 package struct WireHeader: Sendable, Equatable {
-    package static let protocolVersion: UInt8 = 1
+    package static let protocolVersion: UInt8 = 2
     static let magic: [UInt8] = [0x46, 0x44]
     package static let byteCount = 5
 

@@ -41,10 +41,13 @@ package struct RoundOpen: WireMessage {
         package var samplingRate, clipNorm, noiseMultiplier, learningRate: Double
         package var localSteps, sequenceLength: UInt32
         package var clipCountNoiseMultiplier, histogramNoiseMultiplier: Double
+        /// Secure aggregation: the threshold t and the grid's bits per clip norm; 0 and 0 for a plain round.
+        package var secureThreshold, secureBits: UInt32
 
         package init(samplingRate: Double, clipNorm: Double, noiseMultiplier: Double, learningRate: Double,
                      localSteps: UInt32, sequenceLength: UInt32, clipCountNoiseMultiplier: Double,
-                     histogramNoiseMultiplier: Double) {
+                     histogramNoiseMultiplier: Double, secureThreshold: UInt32 = 0, secureBits: UInt32 = 0) {
+            (self.secureThreshold, self.secureBits) = (secureThreshold, secureBits)
             (self.samplingRate, self.clipNorm, self.noiseMultiplier, self.learningRate) =
                 (samplingRate, clipNorm, noiseMultiplier, learningRate)
             (self.localSteps, self.sequenceLength) = (localSteps, sequenceLength)
@@ -75,6 +78,8 @@ package struct RoundOpen: WireMessage {
         writer.write(hyperparameters.sequenceLength)
         writer.write(hyperparameters.clipCountNoiseMultiplier)
         writer.write(hyperparameters.histogramNoiseMultiplier)
+        writer.write(hyperparameters.secureThreshold)
+        writer.write(hyperparameters.secureBits)
     }
 
     package init(from reader: inout ByteReader) throws(WireError) {
@@ -100,10 +105,15 @@ package struct RoundOpen: WireMessage {
         guard histogramNoise >= 0, histogramNoise.isFinite else {
             throw .invalidValue(field: "histogram noise multiplier", reason: "\(histogramNoise)")
         }
+        let secureThreshold: UInt32 = try reader.read(field: "secure threshold")
+        let secureBits: UInt32 = try reader.read(field: "secure bits")
+        guard (secureThreshold == 0 && secureBits == 0) || (secureThreshold >= 2 && (1...30).contains(secureBits)) else {
+            throw .invalidValue(field: "secure aggregation", reason: "threshold \(secureThreshold), bits \(secureBits)")
+        }
         hyperparameters = Hyperparameters(
             samplingRate: samplingRate, clipNorm: clipNorm, noiseMultiplier: noise, learningRate: learningRate,
             localSteps: localSteps, sequenceLength: sequenceLength, clipCountNoiseMultiplier: countNoise,
-            histogramNoiseMultiplier: histogramNoise)
+            histogramNoiseMultiplier: histogramNoise, secureThreshold: secureThreshold, secureBits: secureBits)
     }
 }
 

@@ -10,7 +10,8 @@
 /// - a round is trained only on the model it names: a missing or older model is requested first
 ///   (at most once per ``modelRequestInterval``) and the round waits for it;
 /// - a round already handled is never trained again; a restarted aggregator that still awaits this
-///   agent's update for it gets the same update again (re-sending releases nothing new);
+///   agent's update for it gets the same update again (re-sending releases nothing new), except a
+///   secure-aggregation round's, which is never kept or re-sent;
 /// - a round past its deadline is skipped; after the privacy budget refused a release, no round is
 ///   trained again (the ledger only grows).
 package struct AgentProtocol: Sendable {
@@ -21,6 +22,8 @@ package struct AgentProtocol: Sendable {
         package var openRound: RoundPlan?
         package var awaitingUpdate: Bool
         package var thresholds: [Float]
+        /// This agent's party number in secure-aggregation rounds.
+        package var party: UInt64 = 1
 
         package init(modelVersion: UInt64, openRound: RoundPlan? = nil, awaitingUpdate: Bool = false,
                      thresholds: [Float] = []) {
@@ -261,7 +264,9 @@ package struct AgentProtocol: Sendable {
         var actions: [Action]
         switch outcome {
         case .completed(let work):
-            lastWork = (round, work)
+            // Work released into secure aggregation cannot be re-sent: a restarted aggregator runs a new
+            // protocol instance, and masking the same input twice would expose it. It is not kept.
+            lastWork = work.secureInput == nil ? (round, work) : nil
             actions = [.send(work, round: round)]
         case .budgetRefused(let reason):
             trainingStopped = reason

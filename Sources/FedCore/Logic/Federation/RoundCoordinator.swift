@@ -63,6 +63,8 @@ package actor RoundCoordinator {
     package private(set) var requireReceipts: Bool
     /// Agents whose receipt for the open round was verified.
     private var receipts: Set<String> = []
+    /// The open round's securely aggregated sum and the agents in it (secure rounds have no per-agent updates).
+    private var aggregate: (update: ModelUpdate, agents: [String])?
 
     /// - Parameters:
     ///   - round: the last completed round (0 for a new federation, the checkpoint's round on resume).
@@ -125,6 +127,7 @@ package actor RoundCoordinator {
         precondition(phase == .idle, "a round is already open")
         round += 1
         updates = [:]
+        aggregate = nil
         receipts = []
         evaluation = Evaluation(modelVersion: modelVersion)
         alertCounts = AlertRateCalibration.Counts.zero
@@ -163,6 +166,31 @@ package actor RoundCoordinator {
             agentRecords[update.agentID, default: AgentRecord()].lastRound = open
         } catch {
             recordRejection(reason: error.reason, agentID: enrolled.contains(update.agentID) ? update.agentID : nil)
+            throw error
+        }
+    }
+
+    /// Whether `agentID` may release into the open round: its ledger receipt was verified (or none is required).
+    package func mayRelease(_ agentID: String) -> Bool { !requireReceipts || receipts.contains(agentID) }
+
+    /// Accepts the unmasked sum of a secure round: `agents` are the survivors whose masked updates it
+    /// holds (each with a verified receipt). Checked like one update whose norm bound is the agents'
+    /// bounds together; the agents' records count it as their accepted update.
+    package func acceptAggregate(_ update: ModelUpdate, agents: [String]) throws(UpdateRejection) {
+        do throws(UpdateRejection) {
+            guard case .collecting(let open, _) = phase else { throw .noRoundOpen }
+            guard update.round == open else { throw .wrongRound(expected: open, found: update.round) }
+            guard aggregate == nil, updates.isEmpty else { throw .duplicate(agentID: update.agentID) }
+            var bound = verifier
+            bound.maxNorm *= Double(max(1, agents.count))
+            try bound.verify(update)
+            aggregate = (update, agents)
+            for agent in agents {
+                agentRecords[agent, default: AgentRecord()].acceptedUpdates += 1
+                agentRecords[agent, default: AgentRecord()].lastRound = open
+            }
+        } catch {
+            recordRejection(reason: error.reason, agentID: nil)
             throw error
         }
     }
@@ -245,9 +273,11 @@ package actor RoundCoordinator {
         let totals = evaluation ?? Evaluation(modelVersion: modelVersion)
         evaluation = nil
         closedAlertCounts = alertAgents.isEmpty ? nil : alertCounts
-        let received = updates.values.sorted { $0.agentID < $1.agentID }
-        guard received.count >= minAgents else {
-            return (.failedQuorum(round: open, received: received.count, required: minAgents), totals)
+        let received = aggregate.map { [$0.update] } ?? updates.values.sorted { $0.agentID < $1.agentID }
+        let contributors = aggregate?.agents ?? received.map(\.agentID)
+        aggregate = nil
+        guard contributors.count >= minAgents else {
+            return (.failedQuorum(round: open, received: contributors.count, required: minAgents), totals)
         }
         averaging.apply(received, to: &parameters)
         modelVersion += 1
@@ -263,6 +293,6 @@ package actor RoundCoordinator {
                 if verifier.clipNorm != nil { verifier.clipNorm = clipNorm }
             }
         }
-        return (.aggregated(round: open, agents: received.map(\.agentID)), totals)
+        return (.aggregated(round: open, agents: contributors), totals)
     }
 }

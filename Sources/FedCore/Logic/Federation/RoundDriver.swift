@@ -41,6 +41,8 @@ package struct RoundDriver: Sendable {
         case agentsChanged
         /// An update for `round` was accepted; `received` updates are in so far.
         case updateAccepted(round: UInt64, received: Int)
+        /// A secure round's unmasked sum was accepted: nothing more can come, close it.
+        case aggregateAccepted(round: UInt64)
         /// The deadline timer of `round` fired.
         case deadlineReached(round: UInt64)
         /// The coordinator closed `round`; `alerts` is the merged alert-rate releases, if any agent sent one.
@@ -92,6 +94,10 @@ package struct RoundDriver: Sendable {
             return openIfQuorum(liveAgents: liveAgents, now: now)
         case .updateAccepted(let round, let received):
             guard case .collecting(round, _) = phase, received >= settings.enrolledAgents else { return [] }
+            phase = .closing(round: round)
+            return [.close(round: round)]
+        case .aggregateAccepted(let round):
+            guard case .collecting(round, _) = phase else { return [] }
             phase = .closing(round: round)
             return [.close(round: round)]
         case .deadlineReached(let round):

@@ -19,6 +19,18 @@ package struct RoundHyperparameters: Sendable, Equatable {
     /// Drift thresholds: noise multiplier of each agent's histogram of its users' drift scores (each
     /// Poisson-sampled user counted once, sensitivity 1); 0 = no histogram this round.
     package var histogramNoiseMultiplier: Double
+    /// Secure aggregation (``DistributedRelease``): the threshold t — the fewest agents whose sum can be
+    /// unmasked, each adding 1/t of the noise — and the grid's bits per clip norm. 0: a plain round,
+    /// each agent's update carries the whole noise and the aggregator sees it.
+    package var secureThreshold: Int = 0
+    package var secureBits: Int = 0
+
+    /// The round's distributed release, when it runs with secure aggregation.
+    package var distributedRelease: DistributedRelease? {
+        guard secureThreshold > 0 else { return nil }
+        return try? DistributedRelease(clipNorm: clipNorm, noiseMultiplier: noiseMultiplier, threshold: secureThreshold,
+                                       bits: secureBits)
+    }
 
     package init(samplingRate: Double, clipNorm: Double, noiseMultiplier: Double, learningRate: Double,
                  localSteps: UInt32, sequenceLength: UInt32, clipCountNoiseMultiplier: Double = 0,
@@ -105,10 +117,15 @@ package struct RoundWork: Sendable, Equatable {
     package var noiseOnly: Bool
     /// The ledger entries this work charged (signed, chained), sent before the update as its receipt.
     package var receipt: [LedgerRecord] = []
+    /// With secure aggregation: the update on the secure grid with this agent's share of the noise, as
+    /// 32-bit words. It carries too little noise to leave the agent unmasked; it is masked and sent in
+    /// the protocol's step 2, and the submission's values are empty.
+    package var secureInput: [UInt32]?
 
     package init(submission: LocalUpdate, evaluation: EvaluationRelease?, histogram: HistogramRelease? = nil,
                  sampledUsers: Int, clippedUsers: Int, meanLoss: Double, seconds: Double, noiseOnly: Bool = false,
-                 receipt: [LedgerRecord] = []) {
+                 receipt: [LedgerRecord] = [], secureInput: [UInt32]? = nil) {
+        self.secureInput = secureInput
         self.noiseOnly = noiseOnly
         self.receipt = receipt
         (self.submission, self.evaluation, self.histogram) = (submission, evaluation, histogram)

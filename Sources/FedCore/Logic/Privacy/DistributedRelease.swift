@@ -56,6 +56,23 @@ package struct DistributedRelease: Sendable, Equatable {
         self.bits = min(bits, Self.maximumBits)
     }
 
+    /// A release on a grid of `bits` bits per clip norm (announced by the aggregator, which chose it with
+    /// ``bits(maxUsers:noiseMultiplier:)``).
+    package init(clipNorm: Double, noiseMultiplier z: Double, threshold: Int, bits: Int) throws(Failure) {
+        guard clipNorm > 0, clipNorm.isFinite else { throw .badParameters("clip norm must be positive") }
+        guard z >= 0, z.isFinite else { throw .badParameters("noise multiplier must be finite and ≥ 0") }
+        guard threshold >= 1 else { throw .badParameters("threshold must be at least 1") }
+        guard (Self.minimumBits...Self.maximumBits).contains(bits) else {
+            throw .badParameters("\(bits) bits per clip norm is outside \(Self.minimumBits)...\(Self.maximumBits)")
+        }
+        (self.clipNorm, self.noiseMultiplier, self.threshold, self.bits) = (clipNorm, z, threshold, bits)
+    }
+
+    /// The finest grid on which `maxUsers` users' clipped contributions and the noise cannot wrap 32 bits.
+    package static func bits(maxUsers: Int, noiseMultiplier z: Double) throws(Failure) -> Int {
+        try DistributedRelease(clipNorm: 1, noiseMultiplier: z, threshold: 1, maxUsers: maxUsers).bits
+    }
+
     package var step: Double { clipNorm / Double(1 << bits) }
 
     /// Each agent's noise variance in grid steps: ⌈σ²/t⌉ with σ = zS/step, so t agents give at least σ².

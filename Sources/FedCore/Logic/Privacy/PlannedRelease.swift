@@ -55,11 +55,15 @@ package struct RoundReleasePlan: Sendable, Equatable {
     /// quantised sum (``QuantisedRelease``): the rounding's extra sensitivity is charged, at integer
     /// orders. nil: the continuous Gaussian (the simulator's and the plan's model-free figures).
     package var dimension: Int?
+    /// The update goes into secure aggregation with distributed noise: the charge is the aggregate
+    /// mechanism at ``DistributedRelease/accountedNoiseMultiplier(dimension:)`` (needs `dimension`).
+    package var secure: DistributedRelease?
 
     package init(samplingRate: Double, noiseMultiplier: Double, clipCountNoiseMultiplier: Double? = nil,
                  alertRateNoiseMultiplier: Double? = nil, evaluationNoiseMultiplier: Double? = nil,
-                 dimension: Int? = nil) {
+                 dimension: Int? = nil, secure: DistributedRelease? = nil) {
         self.dimension = dimension
+        self.secure = secure
         (self.samplingRate, self.noiseMultiplier) = (samplingRate, noiseMultiplier)
         (self.clipCountNoiseMultiplier, self.alertRateNoiseMultiplier) = (clipCountNoiseMultiplier, alertRateNoiseMultiplier)
         self.evaluationNoiseMultiplier = evaluationNoiseMultiplier
@@ -80,19 +84,29 @@ package struct RoundReleasePlan: Sendable, Equatable {
         return 1 / (1 / (z * z) + ratio * ratio).squareRoot()
     }
 
+    /// Marks the update's ledger entry when it was released into secure aggregation.
+    package static let secureSuffix = ":secagg"
+
     /// The model update (with the clip count, when adaptive clipping is on): Poisson-subsampled Gaussian.
     package func update(round: UInt64) -> PlannedRelease {
-        let z = dimension.map { QuantisedRelease.accountedNoiseMultiplier(noiseMultiplier, dimension: $0) } ?? noiseMultiplier
+        let z: Double, suffix: String
+        if let secure {
+            // The aggregate of ≥ t agents' shares of the noise, on the secure grid (integer orders).
+            (z, suffix) = (secure.accountedNoiseMultiplier(dimension: dimension ?? 0), Self.secureSuffix)
+        } else {
+            z = dimension.map { QuantisedRelease.accountedNoiseMultiplier(noiseMultiplier, dimension: $0) } ?? noiseMultiplier
+            suffix = ""
+        }
         var release: PlannedRelease
         if let sigma = clipCountNoiseMultiplier, sigma > 0 {
             // Exact mode: the count's grid adds one step to its sensitivity (``QuantisedRelease/noisedSums``).
             let count = dimension == nil ? sigma : sigma / (1 + 1 / Double(1 << QuantisedRelease.bits))
-            release = .subsampledGaussian(mechanism: "model_update+clip_count", round: round, q: samplingRate,
+            release = .subsampledGaussian(mechanism: "model_update+clip_count" + suffix, round: round, q: samplingRate,
                                           noiseMultiplier: Self.jointNoiseMultiplier(update: z, clipCount: count))
         } else {
-            release = .subsampledGaussian(mechanism: "model_update", round: round, q: samplingRate, noiseMultiplier: z)
+            release = .subsampledGaussian(mechanism: "model_update" + suffix, round: round, q: samplingRate, noiseMultiplier: z)
         }
-        if dimension != nil { release.rdp = RDP.integerOrdersOnly(release.rdp) }
+        if dimension != nil || secure != nil { release.rdp = RDP.integerOrdersOnly(release.rdp) }
         return release
     }
 

@@ -29,6 +29,12 @@ package import FedModel
 /// - `non_private` (boolean, default false): `true` allows `rounds.noise_multiplier: 0` (exact updates);
 ///   the aggregator then says NON-PRIVATE in its log, its progress lines and `status.json`. Agents
 ///   refuse such rounds unless they are `non_private` too.
+/// - `secure_aggregation`: `enabled` (`auto` | `true` | `false`, default auto: on with 3 or more
+///   enrolled agents), `threshold` (t, the fewest agents whose sum can be unmasked; each adds 1/t of the
+///   noise; default the larger of `rounds.min_agents` and a majority of the enrolled agents, at least 2),
+///   `max_users` (users sampled in one round by all agents together at most, which sets the 32-bit grid;
+///   default `rounds.expected_users`, or 1,000,000 without it). On, the aggregator sees only the sum of
+///   the agents' masked updates, and the noise is added once for the sum instead of once per agent.
 /// - `agents` (list, required): the allow-list, each with `id` and `public_key_file` (the agent's
 ///   `identity.public`). Only these agents can connect or have envelopes opened.
 ///
@@ -157,6 +163,7 @@ package struct AggregatorConfiguration: Sendable, Decodable {
     package var keepModels = 5
     package var drift = Drift()
     package var agents: [EnrolledAgent]
+    package var secureAggregation = SecureAggregationSettings()
     /// `non_private: true`: the explicit opt-out that allows noise multiplier 0.
     package var nonPrivate = false
 
@@ -217,7 +224,31 @@ package struct AggregatorConfiguration: Sendable, Decodable {
         }
     }
 
+    /// `secure_aggregation:` as written (``secureRound()`` resolves it against the enrolled agents).
+    package struct SecureAggregationSettings: Sendable, Decodable {
+        /// nil: auto.
+        package var enabled: Bool?
+        package var threshold: Int?
+        package var maxUsers: Int?
+        package init() {}
+        package init(from decoder: any Decoder) throws {
+            let c = try decoder.container(keyedBy: CodingKeys.self)
+            if let flag = try? c.decodeIfPresent(Bool.self, forKey: .enabled) {
+                enabled = flag
+            } else if let word = try c.decodeIfPresent(String.self, forKey: .enabled) {
+                guard word == "auto" else {
+                    throw DecodingError.dataCorruptedError(forKey: .enabled, in: c,
+                                                           debugDescription: "must be auto, true or false, not '\(word)'")
+                }
+            }
+            threshold = try c.decodeIfPresent(Int.self, forKey: .threshold)
+            maxUsers = try c.decodeIfPresent(Int.self, forKey: .maxUsers)
+        }
+        enum CodingKeys: String, CodingKey { case enabled, threshold, maxUsers = "max_users" }
+    }
+
     enum CodingKeys: String, CodingKey {
+        case secureAggregation = "secure_aggregation"
         case id, listen, announce, agents, model, rounds, drift
         case keyDirectory = "key_directory"
         case stateDirectory = "state_directory"
@@ -250,6 +281,8 @@ package struct AggregatorConfiguration: Sendable, Decodable {
         rounds.hyperparameters.histogramNoiseMultiplier = drift.histogramNoiseMultiplier
         agents = try container.decode([EnrolledAgent].self, forKey: .agents)
         nonPrivate = try container.decodeIfPresent(Bool.self, forKey: .nonPrivate) ?? false
+        secureAggregation = try container.decodeIfPresent(SecureAggregationSettings.self, forKey: .secureAggregation)
+            ?? secureAggregation
         if nonPrivate && !rounds.noiseMultiplierGiven { rounds.hyperparameters.noiseMultiplier = 0 }
     }
 
@@ -342,6 +375,26 @@ package struct AggregatorConfiguration: Sendable, Decodable {
         guard !agents.isEmpty else {
             throw .invalidValue(key: "agents", value: "[]", reason: "enroll at least one agent (id + public_key_file)")
         }
+        if secureAggregation.enabled == true, agents.count < Self.secureMinimumAgents {
+            throw .invalidValue(key: "secure_aggregation.enabled", value: "true", reason: """
+                needs at least \(Self.secureMinimumAgents) enrolled agents (with two, each would learn the other's \
+                update from the sum); \(agents.count) enrolled
+                """)
+        }
+        if let t = secureAggregation.threshold, !(2...max(2, agents.count)).contains(t) {
+            throw .invalidValue(key: "secure_aggregation.threshold", value: "\(t)",
+                                reason: "must be between 2 and the \(agents.count) enrolled agents")
+        }
+        if let users = secureAggregation.maxUsers, users < 1 {
+            throw .invalidValue(key: "secure_aggregation.max_users", value: "\(users)", reason: "must be ≥ 1")
+        }
+        do {
+            _ = try secureRound()
+        } catch {
+            throw .invalidValue(key: "secure_aggregation.max_users", value: "\(secureMaxUsers)", reason: """
+                \(error): lower it (it bounds the users all agents sample in one round) or turn secure aggregation off
+                """)
+        }
         var seen = Set<String>()
         for agent in agents {
             guard !agent.id.isEmpty, agent.id.utf8.count <= 64 else {
@@ -363,6 +416,34 @@ extension AggregatorConfiguration {
 }
 
 extension AggregatorConfiguration {
+    /// Secure aggregation needs this many enrolled agents (two would each learn the other's update).
+    package static let secureMinimumAgents = 3
+
+    /// The users sampled in one round, at most, that the secure grid must hold.
+    package var secureMaxUsers: Int {
+        secureAggregation.maxUsers ?? (rounds.expectedUsers > 0 ? rounds.expectedUsers : 1_000_000)
+    }
+
+    /// Whether rounds run with secure aggregation: `enabled: true`, or auto with enough enrolled agents.
+    package var secureAggregationEnabled: Bool {
+        secureAggregation.enabled ?? (agents.count >= Self.secureMinimumAgents)
+    }
+
+    /// The threshold t and the grid's bits announced with every round; (0, 0) when secure aggregation is off.
+    package func secureRound() throws(DistributedRelease.Failure) -> (threshold: Int, bits: Int) {
+        guard secureAggregationEnabled else { return (0, 0) }
+        let threshold = secureAggregation.threshold ?? max(2, rounds.minAgents, agents.count / 2 + 1)
+        let bits = try DistributedRelease.bits(maxUsers: secureMaxUsers, noiseMultiplier: rounds.hyperparameters.noiseMultiplier)
+        return (threshold, bits)
+    }
+
+    /// The round hyper-parameters as announced, secure aggregation included.
+    package var announcedHyperparameters: RoundHyperparameters {
+        var h = rounds.hyperparameters
+        if let secure = try? secureRound() { (h.secureThreshold, h.secureBits) = secure }
+        return h
+    }
+
     /// True when some round would be released without noise (`non_private: true` and z = 0).
     package var isNonPrivate: Bool { nonPrivate && rounds.hyperparameters.noiseMultiplier == 0 }
 
@@ -373,6 +454,9 @@ extension AggregatorConfiguration {
                        "noise_multiplier": "\(h.noiseMultiplier)",
                        "alert_rate_noise_multiplier": "\(drift.histogramNoiseMultiplier)"]
         if let adaptive = rounds.adaptiveClipping { summary["clip_count_noise_multiplier"] = "\(adaptive.countNoiseMultiplier)" }
+        let secure = (try? secureRound()) ?? (threshold: 0, bits: 0)
+        summary["secure_aggregation"] = secure.threshold > 0
+            ? "on (threshold \(secure.threshold) of \(agents.count) agents, \(secure.bits) bits per clip norm)" : "off"
         return summary
     }
 }

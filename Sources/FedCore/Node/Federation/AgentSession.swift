@@ -30,6 +30,8 @@ package final class AgentSession: Sendable {
     private let statusPath: String?
     private let logger: Logger
     private let agentID: String
+    /// Signs this agent's secure-aggregation keys and survivor lists.
+    private let signing: SigningKeyPair
     private let onModel: (@Sendable (LSTMParameters<Float>, UInt64) -> Void)?
     private let onThresholds: (@Sendable ([Float]) -> Void)?
 
@@ -47,6 +49,7 @@ package final class AgentSession: Sendable {
         self.worker = worker
         self.logger = logger
         agentID = configuration.id
+        signing = identity.signing
         modelPath = persistModel ? configuration.modelPath : nil
         statusPath = persistModel ? (configuration.dataDirectory as NSString).appendingPathComponent("status.json") : nil
     }
@@ -64,6 +67,34 @@ package final class AgentSession: Sendable {
         case link(ZMQSocketEvent)
         case tick
         case finished(round: RoundPlan, AgentProtocol.TrainingOutcome)
+    }
+
+    /// A message that belongs to the open round's secure aggregation, not to ``AgentProtocol``.
+    private enum SecureStep: Sendable {
+        case roster(SecureRosterMessage)
+        case shares(SecureForwardedSharesMessage)
+        case survivors(SecureSurvivorsMessage)
+        case unmask(SecureUnmaskRequestMessage)
+    }
+
+    /// What one input became once opened: a protocol event or a secure-aggregation step.
+    private enum Routed: Sendable {
+        case event(AgentProtocol.Event)
+        case secure(SecureStep)
+    }
+
+    /// The session's secure-aggregation state: this agent's party number (from its welcome), the open
+    /// round's participant, the boxes forwarded to it, and its update on the secure grid waiting for them.
+    private struct SecureState {
+        var party: UInt64 = 1
+        var participant: SecureParticipant?
+        var forwarded: [SecureAggregation.SealedShares]?
+        var pending: (input: [UInt32], users: Int, clipCount: Double)?
+
+        mutating func reset(_ participant: SecureParticipant?) {
+            if var pending { for index in pending.input.indices { pending.input[index] = 0 } }
+            (self.participant, forwarded, pending) = (participant, nil, nil)
+        }
     }
 
     /// Runs until cancelled. Throws ``AgentLinkError/notEnrolled(agentID:publicKeyFile:)`` when the
@@ -87,6 +118,7 @@ package final class AgentSession: Sendable {
                 }
             }
             var machine = AgentProtocol()
+            var secure = SecureState()
             var model = loadModel()
             if let model {
                 onModel?(model.parameters, model.version)
@@ -95,11 +127,21 @@ package final class AgentSession: Sendable {
             defer { continuation.finish() }
             for await input in inputs {
                 try Task.checkCancellation()
-                guard let event = self.event(for: input) else { continue }
+                let event: AgentProtocol.Event
+                switch self.route(input) {
+                case nil: continue
+                case .secure(let step)?:
+                    await handle(step, &secure)
+                    continue
+                case .event(let opened)?:
+                    event = opened
+                }
+                if case .welcomed(let snapshot) = event { secure.party = snapshot.party }
                 var queue = machine.handle(event, now: Self.nowMilliseconds)
                 while !queue.isEmpty {
                     let action = queue.removeFirst()
-                    if let next = try await perform(action, model: &model, continuation: continuation, group: &group) {
+                    if let next = try await perform(action, model: &model, secure: &secure, continuation: continuation,
+                                                    group: &group) {
                         queue += machine.handle(next, now: Self.nowMilliseconds)
                     }
                 }
@@ -108,8 +150,30 @@ package final class AgentSession: Sendable {
         }
     }
 
-    /// Opens, decodes and maps one input; nil (logged) for what the protocol should not see.
-    private func event(for input: Input) -> AgentProtocol.Event? {
+    /// Opens, decodes and maps one input; nil (logged) for what neither the protocol nor secure
+    /// aggregation should see.
+    private func route(_ input: Input) -> Routed? {
+        if case .direct(let message) = input {
+            do {
+                let (kind, payload) = try link.open(message)
+                switch kind {
+                case .secureRoster: return .secure(.roster(try SecureRosterMessage(decoding: payload)))
+                case .secureForwardedShares: return .secure(.shares(try SecureForwardedSharesMessage(decoding: payload)))
+                case .secureSurvivors: return .secure(.survivors(try SecureSurvivorsMessage(decoding: payload)))
+                case .secureUnmaskRequest: return .secure(.unmask(try SecureUnmaskRequestMessage(decoding: payload)))
+                default: return event(for: input, opened: (kind, payload)).map(Routed.event)
+                }
+            } catch {
+                logger.warning("Ignored a message from the aggregator", metadata: ["error": "\(error)"])
+                return nil
+            }
+        }
+        return event(for: input, opened: nil).map(Routed.event)
+    }
+
+    /// Maps one input (a direct message already opened) to a protocol event; nil (logged) for what the
+    /// protocol should not see.
+    private func event(for input: Input, opened: (kind: MessageKind, payload: [UInt8])?) -> AgentProtocol.Event? {
         switch input {
         case .link(let event):
             switch event.kind {
@@ -139,9 +203,9 @@ package final class AgentSession: Sendable {
                 logger.warning("Ignored an announcement", metadata: ["error": "\(error)"])
                 return nil
             }
-        case .direct(let message):
+        case .direct:
+            guard let (kind, payload) = opened else { return nil }
             do {
-                let (kind, payload) = try link.open(message)
                 switch kind {
                 case .welcome:
                     let welcome = try Welcome(decoding: payload)
@@ -150,9 +214,11 @@ package final class AgentSession: Sendable {
                         "round.id": "\(welcome.currentRound)", "model.version": "\(welcome.modelVersion)",
                         "agents.enrolled": "\(welcome.enrolledAgents)",
                     ])
-                    return .welcomed(AgentProtocol.Snapshot(
+                    var snapshot = AgentProtocol.Snapshot(
                         modelVersion: welcome.modelVersion, openRound: welcome.openRound.map(RoundPlan.init),
-                        awaitingUpdate: welcome.awaitingUpdate, thresholds: welcome.thresholds))
+                        awaitingUpdate: welcome.awaitingUpdate, thresholds: welcome.thresholds)
+                    snapshot.party = welcome.party
+                    return .welcomed(snapshot)
                 case .modelChunk:
                     let chunk = try ModelChunk(decoding: payload)
                     return .modelChunk(.init(modelVersion: chunk.modelVersion, index: Int(chunk.index),
@@ -173,7 +239,7 @@ package final class AgentSession: Sendable {
 
     /// Performs one action; returns the event it produced at once, if any (a model installed or refused).
     private func perform(_ action: AgentProtocol.Action, model: inout (parameters: LSTMParameters<Float>, version: UInt64)?,
-                         continuation: AsyncStream<Input>.Continuation,
+                         secure: inout SecureState, continuation: AsyncStream<Input>.Continuation,
                          group: inout ThrowingTaskGroup<Void, any Error>) async throws -> AgentProtocol.Event? {
         switch action {
         case .sendHello:
@@ -209,11 +275,20 @@ package final class AgentSession: Sendable {
                 "sampling_rate": "\(plan.hyperparameters.samplingRate)",
             ])
             let worker = self.worker
+            let h = plan.hyperparameters
+            // Secure aggregation: step 0 runs while the agent trains (fresh keys for this round, signed with
+            // its identity), and the worker charges its releases only once this agent is among the parties
+            // whose shares were forwarded (U2): otherwise its update could never be sent.
+            let participant = h.secureThreshold > 0
+                ? SecureParticipant(round: plan.round, party: secure.party, threshold: h.secureThreshold,
+                                    dimension: model.parameters.values.count, identity: signing) : nil
+            secure.reset(participant)
             group.addTask {
                 let outcome: AgentProtocol.TrainingOutcome
                 do {
                     outcome = .completed(try await onDedicatedThread {
-                        try worker.work(global: model.parameters, modelVersion: model.version, round: plan)
+                        try worker.work(global: model.parameters, modelVersion: model.version, round: plan,
+                                        mayRelease: { participant?.sharesArrived ?? true })
                     })
                 } catch let error as PrivacyLedgerError {
                     if case .budgetExceeded = error { outcome = .budgetRefused(reason: error.description) }
@@ -225,6 +300,13 @@ package final class AgentSession: Sendable {
                     outcome = .failed(reason: "\(error)")
                 }
                 continuation.yield(.finished(round: plan, outcome))
+            }
+            if let participant {
+                do {
+                    await send(try participant.advertise())
+                } catch {
+                    logger.warning("Secure aggregation: could not advertise keys", metadata: ["error": "\(error)"])
+                }
             }
         case .send(let work, let round):
             if work.noiseOnly {
@@ -239,6 +321,15 @@ package final class AgentSession: Sendable {
                 "users.clipped": "\(work.clippedUsers)", "loss.mean": "\(work.meanLoss)", "seconds": "\(work.seconds)",
             ])
             await submit(work, round: round)
+            if let input = work.secureInput {
+                guard let participant = secure.participant, participant.round == round.round else {
+                    logger.warning("Secure aggregation: this round's protocol is not running here; the update is not sent",
+                                   metadata: ["round.id": "\(round.round)"])
+                    return nil
+                }
+                secure.pending = (input, work.submission.users, work.submission.clipCount)
+                await sendMaskedInput(&secure)
+            }
         case .resend(let work, let round):
             await submit(work, round: round)
         case .applyThresholds(let thresholds):
@@ -293,7 +384,58 @@ package final class AgentSession: Sendable {
         if !work.receipt.isEmpty {
             await send(LedgerReceiptMessage(round: round.round, entries: work.receipt.map(\.wire)))
         }
-        await send(work.submission.wire, round: round.round)
+        // A secure round's update goes masked, in step 2 (``sendMaskedInput(_:)``).
+        if work.secureInput == nil { await send(work.submission.wire, round: round.round) }
+    }
+
+    /// Step 2, once both the update and the boxes forwarded by the aggregator are here: masks the update
+    /// on a dedicated thread (one keystream per party over every parameter) and sends it.
+    private func sendMaskedInput(_ secure: inout SecureState) async {
+        guard let participant = secure.participant, let shares = secure.forwarded, var pending = secure.pending else { return }
+        secure.pending = nil
+        let users = pending.users, clipCount = pending.clipCount
+        do {
+            let message = try await onDedicatedThread { [pending] in
+                var input = pending.input
+                return try participant.mask(&input, shares: shares, users: users, clipCount: clipCount)
+            }
+            for index in pending.input.indices { pending.input[index] = 0 }
+            await send(message)
+            logger.info("Secure aggregation: masked update sent (the aggregator can only unmask a sum of agents)",
+                        metadata: ["round.id": "\(participant.round)", "agents.sharing": "\(shares.count + 1)"])
+        } catch {
+            logger.warning("Secure aggregation: could not mask the update; this agent drops out of the round",
+                           metadata: ["round.id": "\(participant.round)", "error": "\(error)"])
+        }
+    }
+
+    /// A secure-aggregation step from the aggregator for the open round: answer it.
+    private func handle(_ step: SecureStep, _ secure: inout SecureState) async {
+        guard let participant = secure.participant else { return }
+        do throws(SecureAggregation.Failure) {
+            switch step {
+            case .roster(let message):
+                guard message.round == participant.round else { return }
+                await send(try participant.share(message))
+            case .shares(let message):
+                guard message.round == participant.round else { return }
+                secure.forwarded = message.shares
+                participant.sharesArrived = true
+                await sendMaskedInput(&secure)
+            case .survivors(let message):
+                guard message.round == participant.round else { return }
+                await send(try participant.sign(message))
+            case .unmask(let message):
+                guard message.round == participant.round else { return }
+                await send(try participant.unmask(message))
+                logger.info("Secure aggregation: unmasking shares sent", metadata: ["round.id": "\(participant.round)"])
+                secure.reset(nil)
+            }
+        } catch {
+            logger.warning("Secure aggregation: refused the aggregator's request", metadata: [
+                "round.id": "\(participant.round)", "reason": "\(error)",
+            ])
+        }
     }
 
     private func send<M: WireMessage>(_ message: M, round: UInt64 = 0) async {

@@ -20,6 +20,8 @@ package struct AggregatorGate: Sendable {
         case heartbeat(Heartbeat)
         case histogram(DriftHistogramReport)
         case receipt(LedgerReceiptMessage)
+        /// A secure-aggregation step (``SecureRoundDesk``).
+        case secure(SecureRoundDesk.Body)
     }
 
     package struct Request: Sendable {
@@ -108,6 +110,13 @@ package struct AggregatorGate: Sendable {
             case .heartbeat: body = .heartbeat(try Heartbeat(decoding: opened.payload))
             case .driftHistogram: body = .histogram(try DriftHistogramReport(decoding: opened.payload))
             case .ledgerReceipt: body = .receipt(try LedgerReceiptMessage(decoding: opened.payload))
+            case .secureKeys:
+                guard let identity = agents[agentID]?.signing else { return reject("unauthenticated", "no signing key") }
+                body = .secure(.keys(try SecureKeysMessage(decoding: opened.payload), identity: identity))
+            case .secureShares: body = .secure(.shares(try SecureSharesMessage(decoding: opened.payload)))
+            case .secureMaskedInput: body = .secure(.maskedInput(try SecureMaskedInputMessage(decoding: opened.payload)))
+            case .secureSignature: body = .secure(.signature(try SecureSignatureMessage(decoding: opened.payload)))
+            case .secureUnmaskResponse: body = .secure(.unmask(try SecureUnmaskResponseMessage(decoding: opened.payload)))
             default:
                 return reject("unexpected_kind", "\(kind) is not accepted from agents", kind: kind)
             }

@@ -26,12 +26,14 @@ package struct RoundReport: Sendable, Codable {
     package var seconds: Double
     /// Seconds from the close of collection to the checkpoint being durable.
     package var closeSeconds: Double
+    /// The updates went through secure aggregation: the aggregator saw only their sum.
+    package var secureAggregation = false
 
     enum CodingKeys: String, CodingKey {
         case round, aggregated, agents, rejections, top1, top10, seconds
         case enrolledAgents = "enrolled_agents", liveAgents = "live_agents", modelVersion = "model_version"
         case evaluatedModelVersion = "evaluated_model_version", evaluatedUsers = "evaluated_users"
-        case heldOutLoss = "held_out_loss", closeSeconds = "close_seconds"
+        case heldOutLoss = "held_out_loss", closeSeconds = "close_seconds", secureAggregation = "secure_aggregation"
     }
 }
 
@@ -68,6 +70,8 @@ package final class AggregatorServer: Sendable {
     let gate: AggregatorGate
     let signer: AnnouncementSigner
     let coordinator: RoundCoordinator
+    /// The open round's secure aggregation, when rounds run with it.
+    let secureDesk: SecureRoundDesk
     let checkpoints: CheckpointStore
     let modelsDirectory: String
     let shape: LSTMShape
@@ -151,6 +155,7 @@ package final class AggregatorServer: Sendable {
         startRound = checkpoint?.round ?? 0
         startThresholds = checkpoint?.thresholds
         gate = AggregatorGate(aggregatorID: configuration.id, identity: identity, agents: agents)
+        secureDesk = SecureRoundDesk(enrolled: Array(agents.keys))
         signer = AnnouncementSigner(identity: identity)
 
         zap = try ZAPAuthenticator(context: context,
@@ -234,4 +239,50 @@ package final class AggregatorServer: Sendable {
     }
 
     static var nowMilliseconds: Int64 { Int64(Date().timeIntervalSince1970 * 1000) }
+
+    /// Closes the secure-aggregation steps that are complete or due, sends what they produce, and when
+    /// the protocol ended unmasks the sum (off the cooperative pool), hands it to the coordinator and
+    /// wakes the round driver. Returns whether the protocol ended.
+    @discardableResult
+    func advanceSecureAggregation(wake: AsyncStream<RoundDriver.Event>.Continuation) async -> Bool {
+        let (messages, closed, result) = await secureDesk.advance(now: .now)
+        for (stage, agents) in closed {
+            logger.info("Secure aggregation step closed: \(stage.rawValue)", metadata: ["agents": "\(agents)"])
+        }
+        for (agentID, route, message) in messages {
+            switch message {
+            case .roster(let m): await reply(m, to: agentID, routingID: route)
+            case .shares(let m): await reply(m, to: agentID, routingID: route)
+            case .survivors(let m): await reply(m, to: agentID, routingID: route)
+            case .unmask(let m): await reply(m, to: agentID, routingID: route)
+            }
+        }
+        guard let result else { return false }
+        switch result {
+        case let .failed(round, reason):
+            logger.warning("Secure aggregation ended without a sum: the round fails its quorum", metadata: [
+                "round.id": "\(round)", "reason": "\(reason)",
+            ])
+        case let .ready(round, secure, agents, dropped, users, clipCount):
+            let started = ContinuousClock.now
+            do {
+                let words = try await onDedicatedThread { try secure.sum() }
+                guard let open = await coordinator.announcement, open.round == round,
+                      let release = open.hyperparameters.distributedRelease else { return true }
+                let update = ModelUpdate(agentID: "secure-sum", round: round, deltaSum: release.decode(words),
+                                         users: users, clipCount: clipCount)
+                try await coordinator.acceptAggregate(update, agents: agents)
+                logger.info("Secure aggregation: sum unmasked (no single agent's update was visible)", metadata: [
+                    "round.id": "\(round)", "agents": "\(agents.count)", "dropped": "\(dropped)",
+                    "unmask.ms": "\(Int((ContinuousClock.now - started).inSeconds * 1000))",
+                ])
+                wake.yield(.aggregateAccepted(round: round))
+            } catch {
+                logger.warning("Secure aggregation: the sum was refused; the round fails its quorum", metadata: [
+                    "round.id": "\(round)", "error": "\(error)",
+                ])
+            }
+        }
+        return true
+    }
 }

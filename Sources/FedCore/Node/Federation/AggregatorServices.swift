@@ -49,7 +49,8 @@ package struct UpdateIntakeService: Service {
                                   enrolledAgents: UInt32(server.gate.enrolledAgents.count),
                                   modelVersion: snapshot.modelVersion, openRound: snapshot.open?.wire,
                                   awaitingUpdate: snapshot.awaiting,
-                                  thresholds: (await coordinator.thresholds)?.values.map(Float.init) ?? [])
+                                  thresholds: (await coordinator.thresholds)?.values.map(Float.init) ?? [],
+                                  party: server.secureDesk.parties[agentID] ?? 1)
             await server.reply(welcome, to: agentID, routingID: request.routingID)
         case .heartbeat:
             break
@@ -68,6 +69,29 @@ package struct UpdateIntakeService: Service {
             await coordinator.record(HistogramRelease(report), from: agentID)
         case .receipt(let message):
             await verifyReceipt(message, from: agentID)
+        case .secure(let step):
+            if case .maskedInput(let input) = step, !(await coordinator.mayRelease(agentID)) {
+                await coordinator.recordRejection(reason: "no_ledger_receipt", agentID: agentID)
+                logger.warning("Masked update refused: no verified privacy-ledger receipt for this round", metadata: [
+                    "agent.id": "\(agentID)", "round.id": "\(input.round)",
+                ])
+                await server.reply(Verdict(round: input.round, accepted: false, reason: "no_ledger_receipt"), to: agentID,
+                                   routingID: request.routingID)
+                break
+            }
+            if let refusal = await server.secureDesk.receive(step, from: agentID, routingID: request.routingID) {
+                await coordinator.recordRejection(reason: "secure_aggregation", agentID: agentID)
+                logger.warning("Secure-aggregation message refused", metadata: [
+                    "agent.id": "\(agentID)", "reason": "\(refusal)",
+                ])
+            } else if case .maskedInput(let input) = step {
+                logger.info("Masked update accepted (secure aggregation: the aggregator cannot read it alone)", metadata: [
+                    "agent.id": "\(agentID)", "round.id": "\(input.round)", "message.bytes": "\(request.sealedBytes)",
+                ])
+                await server.reply(Verdict(round: input.round, accepted: true, reason: ""), to: agentID,
+                                   routingID: request.routingID)
+            }
+            await server.advanceSecureAggregation(wake: wake)
         case .update(let submission):
             do {
                 try await coordinator.accept(ModelUpdate(submission, from: agentID))
@@ -105,7 +129,8 @@ extension UpdateIntakeService {
             let expected = RoundReleasePlan(
                 samplingRate: h.samplingRate, noiseMultiplier: h.noiseMultiplier,
                 clipCountNoiseMultiplier: h.clipCountNoiseMultiplier > 0 ? h.clipCountNoiseMultiplier : nil,
-                dimension: server.configuration.model.shape?.layout.count).update(round: open.round)
+                dimension: server.configuration.model.shape?.layout.count,
+                secure: h.distributedRelease).update(round: open.round)
             let charges = records.filter { $0.isUpdate && $0.round == open.round }
             if problem == nil, charges.count != 1 {
                 problem = "\(charges.count) model-update entries for round \(open.round), expected one"
@@ -155,6 +180,8 @@ package struct RoundDriverService: Service {
         var rejectionsBefore: [String: Int] = [:]
         var outcome: RoundCoordinator.Outcome?
         var evaluation: RoundCoordinator.Evaluation?
+        /// The round ran with secure aggregation.
+        var secure = false
     }
 
     package func run() async throws {
@@ -189,7 +216,7 @@ package struct RoundDriverService: Service {
             logger.info("Waiting for agents", metadata: ["agents.live": "\(live)", "quorum": "\(quorum)"])
         case let .open(round, deadlineMilliseconds):
             timing = Timing(rejectionsBefore: await coordinator.rejections)
-            var hyperparameters = rounds.hyperparameters
+            var hyperparameters = server.configuration.announcedHyperparameters
             hyperparameters.clipNorm = await coordinator.clipNorm
             let timeout = Duration.milliseconds(deadlineMilliseconds - AggregatorServer.nowMilliseconds)
             let plan = await coordinator.open(deadline: timing.started + timeout) { opened, version in
@@ -202,13 +229,32 @@ package struct RoundDriverService: Service {
                 "round.id": "\(round)", "model.version": "\(plan.modelVersion)",
                 "round.deadline_s": "\(rounds.timeoutSeconds)", "agents.live": "\(live)",
             ])
+            var closesAfter = timeout
+            timing.secure = hyperparameters.secureThreshold > 0
+            if timing.secure {
+                // Secure aggregation: masked updates by the deadline, then two short steps to unmask the sum.
+                await server.secureDesk.start(round: round, threshold: hyperparameters.secureThreshold,
+                                              dimension: server.shape.layout.count,
+                                              // every enrolled agent may still join step 0 until its deadline
+                                              expected: server.gate.enrolledAgents.count,
+                                              opened: timing.started, timeout: timeout)
+                closesAfter = timeout + SecureRoundDesk.grace(timeout: timeout) * 2 + .milliseconds(200)
+                group.addTask { [server, wake] in
+                    let end = ContinuousClock.now + closesAfter
+                    while ContinuousClock.now < end {
+                        try await Task.sleep(for: .milliseconds(100))
+                        if await server.advanceSecureAggregation(wake: wake) { return }
+                    }
+                }
+            }
             await server.announce(plan.wire)
             group.addTask { [wake] in
-                try await Task.sleep(for: timeout)
+                try await Task.sleep(for: closesAfter)
                 wake.yield(.deadlineReached(round: round))
             }
         case let .close(round):
             timing.closing = .now
+            await server.secureDesk.abandon()
             let (outcome, evaluation) = await coordinator.closeWithEvaluation()
             timing.outcome = outcome
             timing.evaluation = evaluation
@@ -256,7 +302,8 @@ package struct RoundDriverService: Service {
             rejections: rejections.merging(timing.rejectionsBefore) { $0 - $1 }.filter { $0.value > 0 },
             evaluatedModelVersion: evaluation.modelVersion, evaluatedUsers: evaluation.users,
             top1: evaluation.top1, top10: evaluation.top10, heldOutLoss: evaluation.meanLoss,
-            seconds: (ContinuousClock.now - timing.started).inSeconds, closeSeconds: timing.closeSeconds)
+            seconds: (ContinuousClock.now - timing.started).inSeconds, closeSeconds: timing.closeSeconds,
+            secureAggregation: timing.secure)
         switch outcome {
         case let .aggregated(_, agents):
             report.aggregated = true

@@ -8,6 +8,9 @@ package enum RoundWorkError: Error, CustomStringConvertible {
     case deadlinePassed(round: UInt64, seconds: Double)
     /// The announced parameters break this agent's ``PrivacyFloor``: nothing was read, released or charged.
     case belowFloor(round: UInt64, reason: String)
+    /// A secure-aggregation round in which this agent's keys or shares did not make it into the
+    /// protocol in time: its update could never be sent, so nothing more was charged.
+    case notInSecureRound(round: UInt64)
 
     package var description: String {
         switch self {
@@ -15,6 +18,10 @@ package enum RoundWorkError: Error, CustomStringConvertible {
             String(format: "round %llu closed while this agent trained (%.1f s): the update was discarded before "
                    + "release, nothing was charged. A faster node, fewer users per round (sampling_rate) or a longer "
                    + "rounds.timeout_seconds would let it take part", round, seconds)
+        case let .notInSecureRound(round):
+            "round \(round): this agent did not receive the other agents' shares by the end of its training (it joined "
+                + "late or the aggregator closed the step without it), so its update could not be sent; the update "
+                + "and the alert-rate counts were not charged"
         case let .belowFloor(round, reason):
             "round \(round) refused: \(reason). Nothing was released or charged; the agent takes part again when the "
                 + "aggregator announces parameters within its privacy floor (privacy.min_noise_multiplier, "
@@ -25,13 +32,20 @@ package enum RoundWorkError: Error, CustomStringConvertible {
 
 /// An agent's local work for a round. Runs on a dedicated thread (it is CPU-bound and synchronous).
 package protocol RoundWorker: Sendable {
-    func work(global: LSTMParameters<Float>, modelVersion: UInt64, round: RoundPlan) throws -> RoundWork
+    /// `mayRelease` says, once training is done, whether the releases can still be sent (secure
+    /// aggregation: this agent is in the protocol); when false nothing more is charged.
+    func work(global: LSTMParameters<Float>, modelVersion: UInt64, round: RoundPlan,
+              mayRelease: @Sendable () -> Bool) throws -> RoundWork
     /// What the agent's status file says about privacy; nil when the worker keeps no ledger.
     func privacyStatus() -> AgentPrivacyStatus?
 }
 
 extension RoundWorker {
     package func privacyStatus() -> AgentPrivacyStatus? { nil }
+
+    package func work(global: LSTMParameters<Float>, modelVersion: UInt64, round: RoundPlan) throws -> RoundWork {
+        try work(global: global, modelVersion: modelVersion, round: round, mayRelease: { true })
+    }
 }
 
 /// The privacy an agent runs with, for its status file and logs.
@@ -153,15 +167,22 @@ package struct StoreRoundWorker: RoundWorker {
         return (training, evaluation)
     }
 
-    package func work(global: LSTMParameters<Float>, modelVersion: UInt64, round: RoundPlan) throws -> RoundWork {
+    package func work(global: LSTMParameters<Float>, modelVersion: UInt64, round: RoundPlan,
+                      mayRelease: @Sendable () -> Bool) throws -> RoundWork {
         let started = ContinuousClock.now
         let h = round.hyperparameters
+        // Secure aggregation: this agent adds 1/t of the noise, and is charged for the aggregate.
+        let secure = h.distributedRelease
+        if h.secureThreshold > 0, secure == nil {
+            throw RoundWorkError.belowFloor(round: round.round, reason: "the announced secure-aggregation grid "
+                + "(\(h.secureBits) bits, threshold \(h.secureThreshold)) is invalid")
+        }
         // The same plan `aggregator privacy-plan` composes.
         let plan = RoundReleasePlan(samplingRate: h.samplingRate, noiseMultiplier: h.noiseMultiplier,
                                     clipCountNoiseMultiplier: h.clipCountNoiseMultiplier,
                                     alertRateNoiseMultiplier: alerting != nil ? h.histogramNoiseMultiplier : nil,
                                     evaluationNoiseMultiplier: evaluationNoiseMultiplier,
-                                    dimension: global.values.count)
+                                    dimension: global.values.count, secure: secure)
         // Fail closed: the aggregator announces q and the noise, but this agent decides what it releases.
         if let floor, let reason = floor.refusal(of: plan) {
             throw RoundWorkError.belowFloor(round: round.round, reason: reason)
@@ -202,9 +223,15 @@ package struct StoreRoundWorker: RoundWorker {
         let trainedResult = training.run(global: global, users: data.training, shouldStop: pastCutoff)
         let noiseOnly = trainedResult == nil
         let result = trainedResult ?? .empty(count: global.values.count)
-        // The update: quantised, plus discrete Gaussian noise sampled exactly from the CSPRNG.
-        let values = QuantisedRelease.noised(result.deltaSum, clipNorm: h.clipNorm, noiseMultiplier: h.noiseMultiplier,
+        // The update: quantised, plus discrete Gaussian noise sampled exactly from the CSPRNG — all of it,
+        // or with secure aggregation this agent's 1/t share, on the secure grid (never sent unmasked).
+        var values: [Float] = [], secureInput: [UInt32]?
+        if let secure {
+            secureInput = secure.encode(result.deltaSum, random: &exact)
+        } else {
+            values = QuantisedRelease.noised(result.deltaSum, clipNorm: h.clipNorm, noiseMultiplier: h.noiseMultiplier,
                                              noiseScale: faults.noiseScale, random: &exact)
+        }
         var clipCount = 0.0
         if h.clipCountNoiseMultiplier > 0 {
             // Adaptive clipping: Σ (b − ½) over sampled users, b = 1 when the delta was within S (centred:
@@ -214,6 +241,7 @@ package struct StoreRoundWorker: RoundWorker {
                                                     noiseMultiplier: h.clipCountNoiseMultiplier / RoundReleasePlan.clipCountSensitivity,
                                                     random: &exact)[0]
         }
+        if secure != nil, !mayRelease() { throw RoundWorkError.notInSecureRound(round: round.round) }
         var histogramReport: HistogramRelease?
         if let histogram, let alerting {
             // What-if at the thresholds in force over Poisson-sampled users' recent events (each user's
@@ -244,7 +272,7 @@ package struct StoreRoundWorker: RoundWorker {
             evaluation: report, histogram: histogramReport, sampledUsers: result.sampledUsers,
             clippedUsers: result.clippedUsers,
             meanLoss: result.meanLoss, seconds: (ContinuousClock.now - started).inSeconds, noiseOnly: noiseOnly,
-            receipt: receipt)
+            receipt: receipt, secureInput: secureInput)
     }
 
     /// Each Poisson-sampled user's exact, clipped what-if counts: their most recent events replayed

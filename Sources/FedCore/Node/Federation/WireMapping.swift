@@ -10,13 +10,16 @@ extension RoundHyperparameters {
                   learningRate: wire.learningRate, localSteps: wire.localSteps, sequenceLength: wire.sequenceLength,
                   clipCountNoiseMultiplier: wire.clipCountNoiseMultiplier,
                   histogramNoiseMultiplier: wire.histogramNoiseMultiplier)
+        secureThreshold = Int(wire.secureThreshold)
+        secureBits = Int(wire.secureBits)
     }
 
     package var wire: RoundOpen.Hyperparameters {
         RoundOpen.Hyperparameters(
             samplingRate: samplingRate, clipNorm: clipNorm, noiseMultiplier: noiseMultiplier, learningRate: learningRate,
             localSteps: localSteps, sequenceLength: sequenceLength, clipCountNoiseMultiplier: clipCountNoiseMultiplier,
-            histogramNoiseMultiplier: histogramNoiseMultiplier)
+            histogramNoiseMultiplier: histogramNoiseMultiplier, secureThreshold: UInt32(clamping: secureThreshold),
+            secureBits: UInt32(clamping: secureBits))
     }
 }
 

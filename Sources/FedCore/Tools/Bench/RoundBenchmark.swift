@@ -25,8 +25,15 @@ package struct RoundBenchmark: Sendable {
         package var aeadGbps: Double
         package var aggregateGbps: Double
         package var memcpyGbps: Double
+        /// With `--secure`: the same rounds with secure aggregation, in the same run (the plain figures
+        /// above are then also written as `plain_round_p50_ms`).
+        package var secureRoundP50Milliseconds: Double?
+        package var secureRoundP99Milliseconds: Double?
+        package var plainRoundP50Milliseconds: Double?
 
         enum CodingKeys: String, CodingKey {
+            case secureRoundP50Milliseconds = "secure_round_p50_ms", secureRoundP99Milliseconds = "secure_round_p99_ms"
+            case plainRoundP50Milliseconds = "plain_round_p50_ms"
             case agents, model, parameters, rounds
             case roundP50Milliseconds = "round_p50_ms", roundP99Milliseconds = "round_p99_ms"
             case closeP50Milliseconds = "close_p50_ms"
@@ -38,8 +45,11 @@ package struct RoundBenchmark: Sendable {
     package var agents: Int
     package var preset: String
     package var rounds: Int
+    /// Also time the rounds with secure aggregation (needs 3 or more agents).
+    package var secure: Bool
 
-    package init(agents: Int, preset: String, rounds: Int = 20) {
+    package init(agents: Int, preset: String, rounds: Int = 20, secure: Bool = false) {
+        self.secure = secure
         self.agents = agents
         self.preset = preset
         self.rounds = rounds
@@ -48,9 +58,18 @@ package struct RoundBenchmark: Sendable {
     /// An agent whose "training" is a ready-made update: the benchmark measures everything but training.
     struct PrecomputedWorker: RoundWorker {
         let values: [Float]
-        func work(global: LSTMParameters<Float>, modelVersion: UInt64, round: RoundPlan) throws -> RoundWork {
-            RoundWork(submission: LocalUpdate(round: round.round, modelVersion: modelVersion, users: 1, values: values),
-                      evaluation: nil, sampledUsers: 1, clippedUsers: 0, meanLoss: 0, seconds: 0)
+        func work(global: LSTMParameters<Float>, modelVersion: UInt64, round: RoundPlan,
+                  mayRelease: @Sendable () -> Bool) throws -> RoundWork {
+            var work = RoundWork(submission: LocalUpdate(round: round.round, modelVersion: modelVersion, users: 1,
+                                                         values: values),
+                                 evaluation: nil, sampledUsers: 1, clippedUsers: 0, meanLoss: 0, seconds: 0)
+            if let secure = round.hyperparameters.distributedRelease {
+                // What a secure round's worker releases: the update on the secure grid (encoding included).
+                var random = SodiumStream()
+                work.secureInput = secure.encode(values, random: &random)
+                work.submission.values = []
+            }
+            return work
         }
     }
 
@@ -66,11 +85,19 @@ package struct RoundBenchmark: Sendable {
         let values = update.map { $0 * Float(0.5 / norm) }
 
         progress("round overhead: \(agents) agents, \(preset) model (\(count) parameters), \(rounds) rounds + 1 warm-up")
-        let reports = try await roundReports(shape: shape, values: values, logger: logger)
+        let reports = try await roundReports(shape: shape, values: values, logger: logger, secure: false)
         let rounds = reports.map(\.seconds)
         let sorted = rounds.sorted()
         let closes = reports.map(\.closeSeconds).sorted()
-        func percentile(_ p: Double) -> Double { sorted[min(sorted.count - 1, Int((p * Double(sorted.count)).rounded(.up)) - 1)] }
+        func percentile(_ p: Double, _ sorted: [Double]) -> Double {
+            sorted[min(sorted.count - 1, Int((p * Double(sorted.count)).rounded(.up)) - 1)]
+        }
+        var secureSorted: [Double]?
+        if secure {
+            progress("the same with secure aggregation: \(rounds.count) rounds + 1 warm-up")
+            secureSorted = try await roundReports(shape: shape, values: values, logger: logger, secure: true)
+                .map(\.seconds).sorted()
+        }
 
         // Rates alternate in five trials and the medians are reported: on a small shared machine the
         // neighbours' load shifts from second to second, and alternating exposes both to the same.
@@ -94,13 +121,17 @@ package struct RoundBenchmark: Sendable {
         func median(_ values: [Double]) -> Double { values.sorted()[values.count / 2] }
         let open = median(opens), aead = median(aeads), aggregate = median(sums), memcpy = median(copies)
         return Result(agents: agents, model: preset, parameters: count, rounds: rounds.count,
-                      roundP50Milliseconds: percentile(0.5) * 1000, roundP99Milliseconds: percentile(0.99) * 1000,
+                      roundP50Milliseconds: percentile(0.5, sorted) * 1000,
+                      roundP99Milliseconds: percentile(0.99, sorted) * 1000,
                       closeP50Milliseconds: closes[closes.count / 2] * 1000,
-                      openGbps: open, aeadGbps: aead, aggregateGbps: aggregate, memcpyGbps: memcpy)
+                      openGbps: open, aeadGbps: aead, aggregateGbps: aggregate, memcpyGbps: memcpy,
+                      secureRoundP50Milliseconds: secureSorted.map { percentile(0.5, $0) * 1000 },
+                      secureRoundP99Milliseconds: secureSorted.map { percentile(0.99, $0) * 1000 },
+                      plainRoundP50Milliseconds: secure ? percentile(0.5, sorted) * 1000 : nil)
     }
 
     /// Rounds with real sockets and crypto; returns each measured round's report (open → checkpoint).
-    private func roundReports(shape: LSTMShape, values: [Float], logger: Logger) async throws -> [RoundReport] {
+    private func roundReports(shape: LSTMShape, values: [Float], logger: Logger, secure: Bool) async throws -> [RoundReport] {
         let state = FileManager.default.temporaryDirectory.appendingPathComponent("feddrift-bench-\(UUID().uuidString)")
         defer { try? FileManager.default.removeItem(at: state) }
         let aggregatorIdentity = NodeIdentity()
@@ -119,6 +150,7 @@ package struct RoundBenchmark: Sendable {
         // The agents send precomputed updates: this measures the round's transport and averaging, not DP.
         configuration.nonPrivate = true
         configuration.rounds.hyperparameters.noiseMultiplier = 0
+        configuration.secureAggregation.enabled = secure
         let context = try ZMQContext()
         let times = ReportLog()
         let server = try AggregatorServer(configuration: configuration, identity: aggregatorIdentity,
