@@ -283,7 +283,12 @@ struct PrivacyPlan: ParsableCommand {
                 String(format: "%@ (q = %g, z = %.4f) ε alone = %.4f", $0.mechanism, $0.samplingRate, $0.noiseMultiplier,
                        alone[$0.mechanism] ?? 0)
             }.joined(separator: "; ") + (releases.count > 1 ? " (composed above, not added)." : "."))
-            if let dimension = settings.dimension {
+            if let dimension = settings.dimension, let secure = plan(z, settings).secure {
+                print("Secure aggregation: each agent adds 1/t of the discrete Gaussian noise on the grid S/2^\(secure.bits) "
+                      + "(room for \(settings.secure?.maxUsers ?? 0) users per round, \(dimension) parameters); the sum "
+                      + "the aggregator unmasks carries it all, charged at the accounted multiplier above, at integer "
+                      + "RDP orders" + (settings.secure?.threshold == 1 ? " (at the least any threshold charges)." : "."))
+            } else if let dimension = settings.dimension {
                 print("The update is the discrete Gaussian on the sum quantised to S/2^\(QuantisedRelease.bits) "
                       + "(\(dimension) parameters): charged at the accounted multiplier above, at integer RDP orders.")
             } else {
