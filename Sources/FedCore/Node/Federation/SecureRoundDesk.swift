@@ -48,7 +48,7 @@ package actor SecureRoundDesk {
     }
 
     /// Enrolled agent ↔ party number (1 + its index among the sorted agent ids; also in its welcome).
-    package let parties: [String: UInt64]
+    package nonisolated let parties: [String: UInt64]
     private let agents: [UInt64: String]
     private var open: Open?
     /// The round whose protocol ended last: its late messages (the responses beyond the t that unmasked
