@@ -71,12 +71,14 @@ struct SecureAggregationTests {
     }
 
     /// Runs one round with honest parties 1…n; `drops[p]` makes party p go silent before that step.
+    /// The agents' majority rule on t is off here, so the dropout arithmetic can be tested at the small
+    /// thresholds the issue names (t − 1 … n − t dropouts need t ≤ n/2); `majorityThreshold` tests the rule.
     static func runRound(inputs: [UInt64: [UInt32]], threshold: Int, drops: [UInt64: Drop] = [:], round: UInt64 = 7) -> Outcome {
         let dimension = inputs.values.first?.count ?? 0
         var server = SecureAggregationServer(round: round, threshold: threshold, dimension: dimension)
         let clients = Dictionary(uniqueKeysWithValues: inputs.keys.map {
             ($0, SecureAggregationClient(round: round, party: $0, threshold: threshold, dimension: dimension,
-                                         identity: SigningKeyPair()))
+                                         identity: SigningKeyPair(), requireMajority: false))
         })
         func active(_ step: Drop) -> [UInt64] {
             inputs.keys.sorted().filter { party in drops[party].map { $0.rawValue > step.rawValue } ?? true }
@@ -120,6 +122,27 @@ struct SecureAggregationTests {
         var total = [UInt32](repeating: 0, count: inputs.values.first?.count ?? 0)
         for party in parties { for (i, word) in (inputs[party] ?? []).enumerated() { total[i] &+= word } }
         return total
+    }
+
+    @Test("An agent refuses a threshold of half the roster or less: two groups of t could sign different survivor lists")
+    func majorityThreshold() throws {
+        let clients = (1...UInt64(4)).map { SecureAggregationClient(round: 1, party: $0, threshold: 2, dimension: 4,
+                                                                     identity: SigningKeyPair()) }
+        var server = SecureAggregationServer(round: 1, threshold: 2, dimension: 4)
+        for client in clients { try server.receive(keys: try client.advertise()) }
+        let roster = try server.closeRoster()
+        #expect(throws: SecureAggregation.Failure.refused("threshold 2 is not above half of the 4 parties")) {
+            try clients[0].shareKeys(roster: roster)
+        }
+        // Control: the same roster with threshold 3 is accepted.
+        let three = SecureAggregationClient(round: 1, party: 9, threshold: 3, dimension: 4, identity: SigningKeyPair())
+        var other = SecureAggregationServer(round: 1, threshold: 3, dimension: 4)
+        try other.receive(keys: try three.advertise())
+        for client in clients.prefix(3) {
+            let fresh = SecureAggregationClient(round: 1, party: client.party, threshold: 3, dimension: 4, identity: SigningKeyPair())
+            try other.receive(keys: try fresh.advertise())
+        }
+        #expect(throws: Never.self) { try three.shareKeys(roster: try other.closeRoster()) }
     }
 
     @Test("With no dropouts the unmasked sum equals the plain sum of the inputs exactly (mod 2³², wrapping words)")

@@ -67,10 +67,11 @@ struct SecureRoundDeskTests {
         for (agentID, _, message) in step.messages {
             guard case .shares(let forwarded) = message, let agent = h.agents.first(where: { $0.id == agentID }),
                   let participant = agent.participant else { continue }
-            var input = (0..<h.dimension).map { UInt32($0 * 7 + Int(participant.party)) }
-            inputs[agentID] = input
-            let masked = try participant.mask(&input, shares: forwarded.shares, users: 2, clipCount: 0.5)
-            #expect(input.allSatisfy { $0 == 0 }, "the plain input was not wiped")
+            let plain = (0..<h.dimension).map { UInt32($0 * 7 + Int(participant.party)) }
+            inputs[agentID] = plain
+            let input = SecretWords(plain.map { $0 })
+            let masked = try participant.mask(input, shares: forwarded.shares, users: 2, clipCount: 0.5)
+            #expect(input.read { $0.allSatisfy { $0 == 0 } }, "the plain input was not wiped")
             #expect(masked.words != inputs[agentID])
             #expect(await h.send(.maskedInput(masked), from: agent) == nil)
         }
@@ -136,6 +137,40 @@ struct SecureRoundDeskTests {
         }
         #expect(reason.contains("shares"), "\(reason)")
         #expect(await h.desk.stage == nil)
+    }
+
+    @Test("In a secure round the coordinator refuses plain updates and takes one aggregate for its survivors")
+    func coordinatorSecureRound() async throws {
+        let coordinator = RoundCoordinator(parameters: [0, 0, 0], round: 0, enrolled: ["a", "b", "c"], minAgents: 2,
+                                           maxUpdateNorm: 10, averaging: FederatedAveraging(denominator: .fixed(4)))
+        var h = RoundHyperparameters(samplingRate: 1, clipNorm: 1, noiseMultiplier: 1, learningRate: 1, localSteps: 1,
+                                     sequenceLength: 5)
+        (h.secureThreshold, h.secureBits) = (2, 16)
+        _ = await coordinator.open(deadline: .now + .seconds(10)) { round, version in
+            RoundPlan(round: round, modelVersion: version, deadlineMilliseconds: 0, minAgents: 2, hyperparameters: h)
+        }
+        await #expect(throws: UpdateRejection.secureRound) {
+            try await coordinator.accept(ModelUpdate(agentID: "a", round: 1, deltaSum: [1, 0, 0], users: 0))
+        }
+        // One aggregate whose norm (12) is within the three agents' bounds together (30), not one agent's (10).
+        try await coordinator.acceptAggregate(ModelUpdate(agentID: "secure-sum", round: 1, deltaSum: [12, 0, 0], users: 0),
+                                              agents: ["a", "b", "c"])
+        let outcome = await coordinator.close()
+        #expect(outcome == .aggregated(round: 1, agents: ["a", "b", "c"]))
+        #expect(await coordinator.parameters == [3, 0, 0], "Σ / q·expected users = 12 / 4")
+    }
+
+    @Test("The agent's floor applies to its own 1/t share too: t = 8 at z = 1 is refused at floor 0.5, t = 2 is not")
+    func floorOnOwnShare() throws {
+        let floor = PrivacyFloor(minNoiseMultiplier: 0.5, maxSamplingRate: 1)
+        func plan(threshold: Int) throws -> RoundReleasePlan {
+            RoundReleasePlan(samplingRate: 0.1, noiseMultiplier: 1, dimension: 1_000,
+                             secure: try DistributedRelease(clipNorm: 1, noiseMultiplier: 1, threshold: threshold, bits: 16))
+        }
+        // The aggregate keeps z ≈ 1 either way; the share is 1/√8 ≈ 0.35 against 1/√2 ≈ 0.71.
+        let refused = floor.refusal(of: try plan(threshold: 8))
+        #expect(refused?.contains("own share") == true, "\(String(describing: refused))")
+        #expect(floor.refusal(of: try plan(threshold: 2)) == nil)
     }
 
     @Test("The round driver closes a secure round when its sum is accepted, not before")

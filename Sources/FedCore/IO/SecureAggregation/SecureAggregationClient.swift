@@ -22,12 +22,30 @@ package final class SecureAggregationClient {
     /// A share box's plaintext: sender, recipient and round, then the two shares' field values.
     static let sharePlaintextBytes = 8 * (3 + 2 * Shamir.chunkCount)
 
-    package init(round: UInt64, party: UInt64, threshold: Int, dimension: Int, identity: SigningKeyPair) {
+    /// Refuse a threshold of half the roster or less (see ``shareKeys(roster:)``). Agents always do;
+    /// off only for tests of the protocol's dropout arithmetic at small thresholds.
+    private let requireMajority: Bool
+
+    package init(round: UInt64, party: UInt64, threshold: Int, dimension: Int, identity: SigningKeyPair,
+                 requireMajority: Bool = true) {
         precondition(party >= 1 && threshold >= 1 && dimension >= 0)
+        self.requireMajority = requireMajority
         (self.round, self.party, self.threshold, self.dimension, self.identity) = (round, party, threshold, dimension, identity)
     }
 
-    deinit { Sodium.wipe(&selfMaskSeed) }
+    deinit {
+        Sodium.wipe(&selfMaskSeed)
+        wipeHeldShares()
+    }
+
+    /// Zeroes every share held for other parties (each removed first, so its storage is not shared).
+    private func wipeHeldShares() {
+        for party in Array(held.keys) {
+            guard var pair = held.removeValue(forKey: party) else { continue }
+            for index in pair.maskKey.values.indices { pair.maskKey.values[index] = 0 }
+            for index in pair.selfMask.values.indices { pair.selfMask.values[index] = 0 }
+        }
+    }
 
     /// Step 0: this round's public keys, signed.
     package func advertise() throws(SecureAggregation.Failure) -> SecureAggregation.Keys {
@@ -57,6 +75,11 @@ package final class SecureAggregationClient {
         // Distinct keys per party: a repeated key would let one agent's masks cancel another's.
         guard Set(roster.values.map(\.maskKey)).count == roster.count else { throw .refused("two parties share a mask key") }
         guard roster.count >= threshold else { throw .tooFew(step: "share keys", have: roster.count, need: threshold) }
+        // A threshold above half the roster: two disjoint groups of t agents cannot both exist, so an
+        // aggregator that shows different survivor lists cannot gather t signatures for each.
+        guard !requireMajority || 2 * threshold > roster.count else {
+            throw .refused("threshold \(threshold) is not above half of the \(roster.count) parties")
+        }
         self.roster = roster
         step = .shared
         let points = roster.keys.sorted()
@@ -168,7 +191,7 @@ package final class SecureAggregationClient {
             guard let shares = held[v] else { continue }
             if survivors.contains(v) { selfMaskShares[v] = shares.selfMask } else { maskKeyShares[v] = shares.maskKey }
         }
-        held = [:]
+        wipeHeldShares()
         return SecureAggregation.UnmaskResponse(party: party, selfMaskShares: selfMaskShares, maskKeyShares: maskKeyShares)
     }
 }

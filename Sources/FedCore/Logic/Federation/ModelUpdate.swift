@@ -34,6 +34,8 @@ package enum UpdateRejection: Error, Equatable, Sendable, CustomStringConvertibl
     case invalidUserCount(Int)
     /// No verified ledger receipt from this agent for the round (private federations require one).
     case missingReceipt(agentID: String)
+    /// A plain update in a round that runs with secure aggregation (only the masked sum is accepted).
+    case secureRound
 
     package var reason: String {
         switch self {
@@ -46,6 +48,7 @@ package enum UpdateRejection: Error, Equatable, Sendable, CustomStringConvertibl
         case .normTooLarge: "norm_too_large"
         case .invalidUserCount: "invalid_user_count"
         case .missingReceipt: "no_ledger_receipt"
+        case .secureRound: "plain_update_in_secure_round"
         }
     }
 
@@ -53,6 +56,7 @@ package enum UpdateRejection: Error, Equatable, Sendable, CustomStringConvertibl
         switch self {
         case let .wrongRound(expected, found): "update for round \(found) while round \(expected) is open (late or replayed)"
         case .noRoundOpen: "no round is open"
+        case .secureRound: "this round runs with secure aggregation: send the masked update, not a plain one"
         case let .missingReceipt(agent): "agent '\(agent)' sent no verified privacy-ledger receipt for this round"
         case let .duplicate(agent): "agent '\(agent)' already submitted in this round"
         case let .unknownAgent(agent): "agent '\(agent)' is not enrolled"

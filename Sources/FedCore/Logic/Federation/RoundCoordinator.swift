@@ -156,6 +156,7 @@ package actor RoundCoordinator {
             guard case .collecting(let open, _) = phase else { throw .noRoundOpen }
             guard update.round == open else { throw .wrongRound(expected: open, found: update.round) }
             guard enrolled.contains(update.agentID) else { throw .unknownAgent(update.agentID) }
+            guard (announcement?.hyperparameters.secureThreshold ?? 0) == 0 else { throw .secureRound }
             guard updates[update.agentID] == nil else { throw .duplicate(agentID: update.agentID) }
             guard !requireReceipts || receipts.contains(update.agentID) else {
                 throw .missingReceipt(agentID: update.agentID)

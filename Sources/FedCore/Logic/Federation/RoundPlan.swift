@@ -120,11 +120,11 @@ package struct RoundWork: Sendable, Equatable {
     /// With secure aggregation: the update on the secure grid with this agent's share of the noise, as
     /// 32-bit words. It carries too little noise to leave the agent unmasked; it is masked and sent in
     /// the protocol's step 2, and the submission's values are empty.
-    package var secureInput: [UInt32]?
+    package var secureInput: SecretWords?
 
     package init(submission: LocalUpdate, evaluation: EvaluationRelease?, histogram: HistogramRelease? = nil,
                  sampledUsers: Int, clippedUsers: Int, meanLoss: Double, seconds: Double, noiseOnly: Bool = false,
-                 receipt: [LedgerRecord] = [], secureInput: [UInt32]? = nil) {
+                 receipt: [LedgerRecord] = [], secureInput: SecretWords? = nil) {
         self.secureInput = secureInput
         self.noiseOnly = noiseOnly
         self.receipt = receipt

@@ -90,6 +90,12 @@ package struct DistributedRelease: Sendable, Equatable {
         sumVariance.squareRoot() / (Double(1 << bits) + Double(dimension).squareRoot())
     }
 
+    /// One agent's own share as a noise multiplier (what an aggregator that could isolate this agent's
+    /// vector would see): √variance against the same sensitivity. The agent's floor applies to it.
+    package func agentNoiseMultiplier(dimension: Int) -> Double {
+        Double(agentVariance).squareRoot() / (Double(1 << bits) + Double(dimension).squareRoot())
+    }
+
     /// τ of Kairouz–Liu–Steinke (Prop. 14): how far the sum of t discrete Gaussians of this variance is
     /// from one discrete Gaussian, 10·Σ_{k=1}^{t−1} e^{−2π²σ²_agent·k/(k+1)}. It enters the RDP bound as
     /// an additive τ·d; at the variances FedDrift uses (σ_agent ≫ 1 step) it underflows to 0.

@@ -195,6 +195,16 @@ package struct PrivacyFloor: Sendable, Equatable, Codable {
             return String(format: "the %@ release would have noise multiplier %g (as accounted), below this agent's "
                           + "min_noise_multiplier %g", release.mechanism, release.noiseMultiplier, minNoiseMultiplier)
         }
+        // Secure aggregation: the agent's own 1/t share must keep the floor too, so that an aggregator
+        // that invented the other parties of the round would still see at least that much noise.
+        if let secure = plan.secure {
+            let own = secure.agentNoiseMultiplier(dimension: plan.dimension ?? 0)
+            if !(own >= minNoiseMultiplier) {
+                return String(format: "with secure aggregation at threshold %d this agent's own share of the noise would "
+                              + "have noise multiplier %g, below its min_noise_multiplier %g", secure.threshold, own,
+                              minNoiseMultiplier)
+            }
+        }
         return nil
     }
 }

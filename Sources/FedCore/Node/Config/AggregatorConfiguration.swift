@@ -381,9 +381,11 @@ package struct AggregatorConfiguration: Sendable, Decodable {
                 update from the sum); \(agents.count) enrolled
                 """)
         }
-        if let t = secureAggregation.threshold, !(2...max(2, agents.count)).contains(t) {
-            throw .invalidValue(key: "secure_aggregation.threshold", value: "\(t)",
-                                reason: "must be between 2 and the \(agents.count) enrolled agents")
+        if let t = secureAggregation.threshold, !(2...max(2, agents.count)).contains(t) || 2 * t <= agents.count {
+            throw .invalidValue(key: "secure_aggregation.threshold", value: "\(t)", reason: """
+                must be more than half of the \(agents.count) enrolled agents (agents refuse a smaller one: two groups \
+                of t could then be shown different survivor lists) and at most all of them
+                """)
         }
         if let users = secureAggregation.maxUsers, users < 1 {
             throw .invalidValue(key: "secure_aggregation.max_users", value: "\(users)", reason: "must be ≥ 1")

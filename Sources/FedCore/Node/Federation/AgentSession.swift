@@ -89,10 +89,10 @@ package final class AgentSession: Sendable {
         var party: UInt64 = 1
         var participant: SecureParticipant?
         var forwarded: [SecureAggregation.SealedShares]?
-        var pending: (input: [UInt32], users: Int, clipCount: Double)?
+        var pending: (input: SecretWords, users: Int, clipCount: Double)?
 
         mutating func reset(_ participant: SecureParticipant?) {
-            if var pending { for index in pending.input.indices { pending.input[index] = 0 } }
+            pending?.input.wipe()
             (self.participant, forwarded, pending) = (participant, nil, nil)
         }
     }
@@ -137,6 +137,11 @@ package final class AgentSession: Sendable {
                     event = opened
                 }
                 if case .welcomed(let snapshot) = event { secure.party = snapshot.party }
+                // A round this agent will not release in (refused, failed, too late): it stops taking part in
+                // the round's secure aggregation, so the others need not wait for it or rebuild its masks.
+                if case .trainingFinished(let plan, let outcome) = event, secure.participant?.round == plan.round {
+                    if case .completed = outcome {} else { secure.reset(nil) }
+                }
                 var queue = machine.handle(event, now: Self.nowMilliseconds)
                 while !queue.isEmpty {
                     let action = queue.removeFirst()
@@ -280,6 +285,7 @@ package final class AgentSession: Sendable {
             // its identity), and the worker charges its releases only once this agent is among the parties
             // whose shares were forwarded (U2): otherwise its update could never be sent.
             let participant = h.secureThreshold > 0
+                && worker.refusal(of: plan, dimension: model.parameters.values.count) == nil
                 ? SecureParticipant(round: plan.round, party: secure.party, threshold: h.secureThreshold,
                                     dimension: model.parameters.values.count, identity: signing) : nil
             secure.reset(participant)
@@ -391,15 +397,13 @@ package final class AgentSession: Sendable {
     /// Step 2, once both the update and the boxes forwarded by the aggregator are here: masks the update
     /// on a dedicated thread (one keystream per party over every parameter) and sends it.
     private func sendMaskedInput(_ secure: inout SecureState) async {
-        guard let participant = secure.participant, let shares = secure.forwarded, var pending = secure.pending else { return }
+        guard let participant = secure.participant, let shares = secure.forwarded, let pending = secure.pending else { return }
         secure.pending = nil
-        let users = pending.users, clipCount = pending.clipCount
+        let input = pending.input, users = pending.users, clipCount = pending.clipCount
         do {
-            let message = try await onDedicatedThread { [pending] in
-                var input = pending.input
-                return try participant.mask(&input, shares: shares, users: users, clipCount: clipCount)
+            let message = try await onDedicatedThread {
+                try participant.mask(input, shares: shares, users: users, clipCount: clipCount)
             }
-            for index in pending.input.indices { pending.input[index] = 0 }
             await send(message)
             logger.info("Secure aggregation: masked update sent (the aggregator can only unmask a sum of agents)",
                         metadata: ["round.id": "\(participant.round)", "agents.sharing": "\(shares.count + 1)"])

@@ -240,9 +240,10 @@ package final class AggregatorServer: Sendable {
 
     static var nowMilliseconds: Int64 { Int64(Date().timeIntervalSince1970 * 1000) }
 
-    /// Closes the secure-aggregation steps that are complete or due, sends what they produce, and when
-    /// the protocol ended unmasks the sum (off the cooperative pool), hands it to the coordinator and
-    /// wakes the round driver. Returns whether the protocol ended.
+    /// Closes the secure-aggregation steps that are complete or due and sends what they produce. When
+    /// the protocol ended with a sum, a task of its own unmasks it (on a dedicated thread: the intake
+    /// keeps serving agents meanwhile), hands it to the coordinator and wakes the round driver; when it
+    /// ended without one, the round closes at once. Returns whether the protocol ended.
     @discardableResult
     func advanceSecureAggregation(wake: AsyncStream<RoundDriver.Event>.Continuation) async -> Bool {
         let (messages, closed, result) = await secureDesk.advance(now: .now)
@@ -263,12 +264,26 @@ package final class AggregatorServer: Sendable {
             logger.warning("Secure aggregation ended without a sum: the round fails its quorum", metadata: [
                 "round.id": "\(round)", "reason": "\(reason)",
             ])
+            wake.yield(.deadlineReached(round: round))
+        case .ready:
+            Task { [self] in
+                await unmask(result, wake: wake)
+                await secureDesk.setUnmasking(false)
+            }
+        }
+        return true
+    }
+
+    private func unmask(_ result: SecureRoundDesk.Result, wake: AsyncStream<RoundDriver.Event>.Continuation) async {
+        switch result {
+        case .failed:
+            return
         case let .ready(round, secure, agents, dropped, users, clipCount):
             let started = ContinuousClock.now
             do {
                 let words = try await onDedicatedThread { try secure.sum() }
                 guard let open = await coordinator.announcement, open.round == round,
-                      let release = open.hyperparameters.distributedRelease else { return true }
+                      let release = open.hyperparameters.distributedRelease else { return }
                 let update = ModelUpdate(agentID: "secure-sum", round: round, deltaSum: release.decode(words),
                                          users: users, clipCount: clipCount)
                 try await coordinator.acceptAggregate(update, agents: agents)
@@ -283,6 +298,5 @@ package final class AggregatorServer: Sendable {
                 ])
             }
         }
-        return true
     }
 }

@@ -20,6 +20,7 @@ package struct UpdateIntakeService: Service {
             switch server.gate.open(message, openRound: openRound) {
             case .success(let request):
                 if await coordinator.heard(request.agentID, at: .now) { wake.yield(.agentsChanged) }
+                await server.secureDesk.heard(request.agentID, on: request.routingID)
                 await handle(request)
             case .failure(let rejection):
                 await coordinator.recordRejection(reason: rejection.reason, agentID: rejection.agentID)
@@ -248,8 +249,10 @@ package struct RoundDriverService: Service {
                 }
             }
             await server.announce(plan.wire)
-            group.addTask { [wake] in
+            group.addTask { [server, wake] in
                 try await Task.sleep(for: closesAfter)
+                // A sum being unmasked closes the round itself (.aggregateAccepted) when it is done.
+                while await server.secureDesk.unmasking { try await Task.sleep(for: .milliseconds(50)) }
                 wake.yield(.deadlineReached(round: round))
             }
         case let .close(round):

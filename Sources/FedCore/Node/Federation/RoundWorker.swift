@@ -38,10 +38,14 @@ package protocol RoundWorker: Sendable {
               mayRelease: @Sendable () -> Bool) throws -> RoundWork
     /// What the agent's status file says about privacy; nil when the worker keeps no ledger.
     func privacyStatus() -> AgentPrivacyStatus?
+    /// Why this agent will refuse `round` outright (its privacy floor), checked before the round's
+    /// secure-aggregation keys are advertised; nil when it takes part.
+    func refusal(of round: RoundPlan, dimension: Int) -> String?
 }
 
 extension RoundWorker {
     package func privacyStatus() -> AgentPrivacyStatus? { nil }
+    package func refusal(of round: RoundPlan, dimension: Int) -> String? { nil }
 
     package func work(global: LSTMParameters<Float>, modelVersion: UInt64, round: RoundPlan) throws -> RoundWork {
         try work(global: global, modelVersion: modelVersion, round: round, mayRelease: { true })
@@ -141,6 +145,26 @@ package struct StoreRoundWorker: RoundWorker {
         self.evaluationNoiseMultiplier = evaluationNoiseMultiplier
     }
 
+    /// The round's releases as this agent would make and charge them — the same plan `aggregator
+    /// privacy-plan` composes. Secure aggregation: this agent adds 1/t of the noise and is charged for
+    /// the aggregate.
+    func releasePlan(_ round: RoundPlan, dimension: Int) -> RoundReleasePlan {
+        let h = round.hyperparameters
+        return RoundReleasePlan(samplingRate: h.samplingRate, noiseMultiplier: h.noiseMultiplier,
+                                clipCountNoiseMultiplier: h.clipCountNoiseMultiplier,
+                                alertRateNoiseMultiplier: alerting != nil ? h.histogramNoiseMultiplier : nil,
+                                evaluationNoiseMultiplier: evaluationNoiseMultiplier, dimension: dimension,
+                                secure: h.distributedRelease)
+    }
+
+    package func refusal(of round: RoundPlan, dimension: Int) -> String? {
+        let h = round.hyperparameters
+        if h.secureThreshold > 0, h.distributedRelease == nil {
+            return "the announced secure-aggregation grid (\(h.secureBits) bits, threshold \(h.secureThreshold)) is invalid"
+        }
+        return floor?.refusal(of: releasePlan(round, dimension: dimension))
+    }
+
     package func privacyStatus() -> AgentPrivacyStatus? {
         AgentPrivacyStatus(isPrivate: floor != nil, budget: ledger.budget,
                            epsilonSpent: (try? ledger.spentEpsilon()) ?? .nan, floor: floor)
@@ -171,20 +195,10 @@ package struct StoreRoundWorker: RoundWorker {
                       mayRelease: @Sendable () -> Bool) throws -> RoundWork {
         let started = ContinuousClock.now
         let h = round.hyperparameters
-        // Secure aggregation: this agent adds 1/t of the noise, and is charged for the aggregate.
         let secure = h.distributedRelease
-        if h.secureThreshold > 0, secure == nil {
-            throw RoundWorkError.belowFloor(round: round.round, reason: "the announced secure-aggregation grid "
-                + "(\(h.secureBits) bits, threshold \(h.secureThreshold)) is invalid")
-        }
-        // The same plan `aggregator privacy-plan` composes.
-        let plan = RoundReleasePlan(samplingRate: h.samplingRate, noiseMultiplier: h.noiseMultiplier,
-                                    clipCountNoiseMultiplier: h.clipCountNoiseMultiplier,
-                                    alertRateNoiseMultiplier: alerting != nil ? h.histogramNoiseMultiplier : nil,
-                                    evaluationNoiseMultiplier: evaluationNoiseMultiplier,
-                                    dimension: global.values.count, secure: secure)
+        let plan = releasePlan(round, dimension: global.values.count)
         // Fail closed: the aggregator announces q and the noise, but this agent decides what it releases.
-        if let floor, let reason = floor.refusal(of: plan) {
+        if let reason = refusal(of: round, dimension: global.values.count) {
             throw RoundWorkError.belowFloor(round: round.round, reason: reason)
         }
         let update = plan.update(round: round.round)
@@ -225,9 +239,9 @@ package struct StoreRoundWorker: RoundWorker {
         let result = trainedResult ?? .empty(count: global.values.count)
         // The update: quantised, plus discrete Gaussian noise sampled exactly from the CSPRNG — all of it,
         // or with secure aggregation this agent's 1/t share, on the secure grid (never sent unmasked).
-        var values: [Float] = [], secureInput: [UInt32]?
+        var values: [Float] = [], secureInput: SecretWords?
         if let secure {
-            secureInput = secure.encode(result.deltaSum, random: &exact)
+            secureInput = SecretWords(secure.encode(result.deltaSum, random: &exact))
         } else {
             values = QuantisedRelease.noised(result.deltaSum, clipNorm: h.clipNorm, noiseMultiplier: h.noiseMultiplier,
                                              noiseScale: faults.noiseScale, random: &exact)

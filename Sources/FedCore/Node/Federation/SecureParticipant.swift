@@ -1,4 +1,5 @@
 import FedIO
+import FedLogic
 import Synchronization
 
 /// An edge agent's part in one round's secure aggregation: its ``SecureAggregationClient`` (fresh keys
@@ -39,13 +40,14 @@ final class SecureParticipant: Sendable {
     }
 
     /// Step 2: the masked update. CPU-bound (one keystream per party over the update): call it off the
-    /// cooperative pool. `input` is wiped.
-    func mask(_ input: inout [UInt32], shares: [SecureAggregation.SealedShares], users: Int,
+    /// cooperative pool. `input` is wiped once masked.
+    func mask(_ input: SecretWords, shares: [SecureAggregation.SealedShares], users: Int,
               clipCount: Double) throws(SecureAggregation.Failure) -> SecureMaskedInputMessage {
-        // Zeroed in place once the client's masked copy exists (no other reference to the buffer remains).
-        defer { for index in input.indices { input[index] = 0 } }
-        let words = try client.withLock { (client) throws(SecureAggregation.Failure) in
-            try client.maskedInput(input, shares: shares)
+        defer { input.wipe() }
+        let words = try input.read { (plain) throws(SecureAggregation.Failure) in
+            try client.withLock { (client) throws(SecureAggregation.Failure) in
+                try client.maskedInput(plain, shares: shares)
+            }
         }
         return SecureMaskedInputMessage(round: round, party: party, users: UInt32(clamping: users), clipCount: clipCount,
                                         words: words)

@@ -7,8 +7,9 @@ import Foundation
 /// update, only masked vectors; the unmasked sum is computed off the actor (``SecureRoundDesk/Result``).
 ///
 /// Step deadlines, for a round of timeout T opened at O with deadline D = O + T and grace
-/// g = clamp(T/10, 1 s, 5 s): keys by O + 0.15·T, shares by O + 0.3·T, masked inputs by D (the agents
-/// release theirs at their training cutoff, before D), signatures by D + g, unmask responses by D + 2g.
+/// g = clamp(T/10, 1 s, 5 s): keys by O + 0.15·T, shares by O + 0.3·T, masked inputs by D + g/2 (the
+/// agents release theirs at their training cutoff, before D; masking takes a moment), signatures by
+/// D + g, unmask responses by D + 2g.
 package actor SecureRoundDesk {
     /// A message for one agent.
     package enum Outgoing: Sendable {
@@ -57,6 +58,14 @@ package actor SecureRoundDesk {
     /// Where each agent was last heard (replies go there).
     private var routes: [String: ByteBlock] = [:]
 
+    /// Records the connection an authenticated message from `agentID` came on (an agent that
+    /// reconnected mid-round gets the next steps there).
+    package func heard(_ agentID: String, on routingID: ByteBlock) { routes[agentID] = routingID }
+
+    /// Whether the open round's protocol has ended with a sum that is being unmasked.
+    package private(set) var unmasking = false
+    package func setUnmasking(_ value: Bool) { unmasking = value }
+
     package init(enrolled: [String]) {
         var parties: [String: UInt64] = [:]
         for (index, agent) in enrolled.sorted().enumerated() { parties[agent] = UInt64(index + 1) }
@@ -74,7 +83,8 @@ package actor SecureRoundDesk {
         let grace = Self.grace(timeout: timeout), deadline = opened + timeout
         open = Open(round: round, server: SecureAggregationServer(round: round, threshold: threshold, dimension: dimension),
                     expected: max(expected, threshold),
-                    deadlines: [.keys: opened + timeout * 0.15, .sharing: opened + timeout * 0.3, .masking: deadline,
+                    deadlines: [.keys: opened + timeout * 0.15, .sharing: opened + timeout * 0.3,
+                                .masking: deadline + grace / 2,
                                 .signing: deadline + grace, .unmasking: deadline + grace * 2])
     }
 
@@ -192,6 +202,7 @@ package actor SecureRoundDesk {
                 closed.append((.unmasking, state.responders.count))
                 open = nil
                 ended = state.round
+                unmasking = true
                 let inputs = state.survivors.compactMap { state.inputs[$0] }
                 return (messages, closed, .ready(round: state.round, server: state.server,
                                          agents: state.survivors.compactMap { agents[$0] },
@@ -212,5 +223,6 @@ package actor SecureRoundDesk {
     package func abandon() {
         if let round = open?.round { ended = round }
         open = nil
+        unmasking = false
     }
 }

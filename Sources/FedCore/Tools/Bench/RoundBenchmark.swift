@@ -66,7 +66,7 @@ package struct RoundBenchmark: Sendable {
             if let secure = round.hyperparameters.distributedRelease {
                 // What a secure round's worker releases: the update on the secure grid (encoding included).
                 var random = SodiumStream()
-                work.secureInput = secure.encode(values, random: &random)
+                work.secureInput = SecretWords(secure.encode(values, random: &random))
                 work.submission.values = []
             }
             return work
