@@ -20,10 +20,9 @@ package final class SecretWords: Sendable, Equatable {
 
     /// Zeroes the words now (also done when the last reference goes).
     package func wipe() {
+        // The array is uniquely referenced inside the lock, so these stores go to its own storage.
         storage.withLock { words in
-            words.withUnsafeMutableBufferPointer { buffer in
-                for index in buffer.indices { buffer[index] = 0 }
-            }
+            for index in words.indices { words[index] = 0 }
         }
     }
 
