@@ -155,6 +155,44 @@ struct FederationTests {
         #expect(restored.parameters == checkpoint.parameters)
     }
 
+    @Test("Secure rounds after an aggregator crash: agents that released in the interrupted round never re-send it; the re-run round fails fast and the next one aggregates")
+    func secureRoundAfterRestart() async throws {
+        // region-3 trains far longer, so the crash comes after regions 1 and 2 released round 2 and before it did.
+        let agents = [(id: "region-1", users: 20), (id: "region-2", users: 20), (id: "region-3", users: 1_500)]
+        let federation = try await Federation(agents: agents, enrolled: agents.map(\.id), aggregatorSettings: """
+            rounds: {min_agents: 2, timeout_seconds: 40, sampling_rate: 1.0, sequence_length: 50}
+            secure_aggregation: {enabled: true}
+
+            """)
+        let first = try federation.start("aggregator", ["run", "--config", "aggregator.yaml"])
+        let processes = try agents.map { try federation.start("edge-agent", ["run", "--config", "\($0.id).yaml"]) }
+        defer { processes.forEach { $0.terminate() } }
+        func masked(_ output: String) -> Int { output.components(separatedBy: "Masked update accepted").count - 1 }
+        let deadline = ContinuousClock.now + .seconds(150)
+        while masked(first.output) < 5, ContinuousClock.now < deadline { try await Task.sleep(for: .milliseconds(20)) }
+        first.kill()
+        try #require(masked(first.output) >= 5, "round 2 never got two masked updates: \(first.output)")
+        try #require(first.lines(startingWith: "round 1 │").first?.contains("accepted 3 (secure sum)") == true,
+                     "\(first.output)")
+        try #require(first.lines(startingWith: "round 2 │").isEmpty, "round 2 completed before the crash (timing)")
+
+        let second = try federation.start("aggregator", ["run", "--config", "aggregator.yaml", "--rounds", "2"])
+        #expect(await second.waitForExit(seconds: 150) == 0, "\(second.output)")
+        let rounds = second.lines(startingWith: "round ")
+        #expect(rounds.count == 2, "\(second.output)")
+        // Round 2 again: nobody may release into it twice, so it has at most region-3 (still busy with the
+        // interrupted round) and cannot reach t = 2. It fails at its key step (0.15 T = 6 s), not after 40 s.
+        #expect(rounds.first?.hasPrefix("round 2 │") == true && rounds.first?.contains("FAILED quorum") == true, "\(rounds)")
+        let seconds = rounds.first.flatMap { line in
+            line.split(separator: "│").map { $0.trimmingCharacters(in: .whitespaces) }.last { $0.hasSuffix(" s") }
+        }.flatMap { Double($0.dropLast(2)) }
+        #expect((seconds ?? 99) < 15, "the re-run round should fail at its key step: \(rounds)")
+        // The next round runs normally with the agents that are free.
+        #expect(rounds.last?.hasPrefix("round 3 │") == true && rounds.last?.contains("(secure sum)") == true
+                    && rounds.last?.contains("aggregated") == true, "\(second.output)")
+        #expect(processes.allSatisfy { !$0.output.contains("Re-sending") }, "a secure round's update was re-sent")
+    }
+
     @Test("A late joiner receives the current model and takes part in the next round")
     func lateJoinerGetsCurrentModel() async throws {
         let agents = [(id: "region-1", users: 30), (id: "region-2", users: 30), (id: "region-3", users: 30)]

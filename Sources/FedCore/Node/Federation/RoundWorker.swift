@@ -19,7 +19,7 @@ package enum RoundWorkError: Error, CustomStringConvertible {
                    + "release, nothing was charged. A faster node, fewer users per round (sampling_rate) or a longer "
                    + "rounds.timeout_seconds would let it take part", round, seconds)
         case let .notInSecureRound(round):
-            "round \(round): this agent did not receive the other agents' shares by the end of its training (it joined "
+            "round \(round): this agent did not receive the other agents' shares by its release cutoff (it joined "
                 + "late or the aggregator closed the step without it), so its update could not be sent; the update "
                 + "and the alert-rate counts were not charged"
         case let .belowFloor(round, reason):
@@ -32,8 +32,9 @@ package enum RoundWorkError: Error, CustomStringConvertible {
 
 /// An agent's local work for a round. Runs on a dedicated thread (it is CPU-bound and synchronous).
 package protocol RoundWorker: Sendable {
-    /// `mayRelease` says, once training is done, whether the releases can still be sent (secure
-    /// aggregation: this agent is in the protocol); when false nothing more is charged.
+    /// `mayRelease` says whether the releases can be sent (secure aggregation: this agent is in the
+    /// protocol); once training is done the worker waits for it until the release cutoff, and when it
+    /// stays false nothing more is charged.
     func work(global: LSTMParameters<Float>, modelVersion: UInt64, round: RoundPlan,
               mayRelease: @Sendable () -> Bool) throws -> RoundWork
     /// What the agent's status file says about privacy; nil when the worker keeps no ledger.
@@ -255,7 +256,12 @@ package struct StoreRoundWorker: RoundWorker {
                                                     noiseMultiplier: h.clipCountNoiseMultiplier / RoundReleasePlan.clipCountSensitivity,
                                                     random: &exact)[0]
         }
-        if secure != nil, !mayRelease() { throw RoundWorkError.notInSecureRound(round: round.round) }
+        if secure != nil {
+            // The protocol's first steps may still be running (they wait up to 0.3 T for slow agents):
+            // wait for this agent's shares until the cutoff — a dedicated thread, never the cooperative pool.
+            while !mayRelease(), !pastCutoff() { Thread.sleep(forTimeInterval: 0.02) }
+            guard mayRelease() else { throw RoundWorkError.notInSecureRound(round: round.round) }
+        }
         var histogramReport: HistogramRelease?
         if let histogram, let alerting {
             // What-if at the thresholds in force over Poisson-sampled users' recent events (each user's
