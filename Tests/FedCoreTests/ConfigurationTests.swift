@@ -25,6 +25,14 @@ struct ConfigurationTests {
             #expect(agent.announcements == aggregator.announce)
             #expect(!agent.nonPrivate && agent.floor != nil && (agent.privacy?.epsilon ?? .infinity) <= 8,
                     "every example agent has a budget and a floor")
+            // The example agents take part in the example aggregator's rounds (secure: their own share too).
+            let h = aggregator.announcedHyperparameters
+            #expect(h.secureThreshold == 2 && h.distributedRelease != nil, "three agents: secure aggregation by default")
+            let plan = RoundReleasePlan(samplingRate: h.samplingRate, noiseMultiplier: h.noiseMultiplier,
+                                        alertRateNoiseMultiplier: h.histogramNoiseMultiplier,
+                                        evaluationNoiseMultiplier: agent.privacy?.evaluationNoiseMultiplier,
+                                        dimension: aggregator.model.shape?.layout.count, secure: h.distributedRelease)
+            #expect(agent.floor?.refusal(of: plan) == nil, "\(agent.floor?.refusal(of: plan) ?? "")")
         }
     }
 

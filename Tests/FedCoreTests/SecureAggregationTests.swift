@@ -145,6 +145,37 @@ struct SecureAggregationTests {
         #expect(throws: Never.self) { try three.shareKeys(roster: try other.closeRoster()) }
     }
 
+    @Test("With pinned peers an agent refuses a roster holding an identity it does not know, or one identity twice")
+    func pinnedPeers() throws {
+        let identities = (1...4).map { _ in SigningKeyPair() }
+        func roster(_ keys: [SigningKeyPair], pinned: Set<SigningPublicKey>?) throws
+            -> (SecureAggregationClient, [SecureAggregation.Keys])
+        {
+            let clients = keys.enumerated().map { index, identity in
+                SecureAggregationClient(round: 1, party: UInt64(index + 1), threshold: 3, dimension: 4, identity: identity,
+                                        peers: index == 0 ? pinned : nil)
+            }
+            var server = SecureAggregationServer(round: 1, threshold: 3, dimension: 4)
+            for client in clients { try server.receive(keys: try client.advertise()) }
+            return (clients[0], try server.closeRoster())
+        }
+        let pinned = Set(identities.dropFirst().prefix(2).map(\.publicKey))  // parties 2 and 3 only
+        // Party 4 is a stranger to agent 1: refused.
+        let (first, withStranger) = try roster(identities, pinned: pinned)
+        #expect(throws: SecureAggregation.Failure.refused("party 4's identity is not one of this agent's pinned peers")) {
+            try first.shareKeys(roster: withStranger)
+        }
+        // One real peer posing as two parties: refused.
+        let (second, doubled) = try roster([identities[0], identities[1], identities[2], identities[2]],
+                                           pinned: pinned)
+        #expect(throws: SecureAggregation.Failure.refused("two parties of the roster have the same identity")) {
+            try second.shareKeys(roster: doubled)
+        }
+        // Control: the pinned peers only.
+        let (third, honest) = try roster(Array(identities.prefix(3)), pinned: pinned)
+        #expect(throws: Never.self) { try third.shareKeys(roster: honest) }
+    }
+
     @Test("With no dropouts the unmasked sum equals the plain sum of the inputs exactly (mod 2³², wrapping words)")
     func exactSum() {
         let inputs = Self.inputs(parties: 6, dimension: 40_000, seed: 1)

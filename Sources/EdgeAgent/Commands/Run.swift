@@ -115,6 +115,13 @@ struct Run: AsyncParsableCommand {
                                        file: configuration.alertFilePath)
         let pending = try await publisher.republishPending()
         if pending > 0 { logger.notice("Re-published alerts left unconfirmed by the last run", metadata: ["alerts": "\(pending)"]) }
+        // Secure aggregation: the other enrolled agents' identities, when the operator pinned them.
+        let peers = try configuration.secureAggregationPeers.map { files in
+            Set(try files.map { try KeyDirectory.readPublicIdentity(file: $0).signing })
+        }
+        if let peers {
+            logger.info("Secure aggregation: rosters must consist of the pinned peers", metadata: ["peers": "\(peers.count)"])
+        }
         let session = try AgentSession(configuration: configuration, identity: identity, aggregator: aggregatorIdentity,
                                        context: context, worker: worker, logger: logger,
                                        onModel: { parameters, version in scoring.install(parameters, modelVersion: version) },
@@ -124,7 +131,7 @@ struct Run: AsyncParsableCommand {
                                                                                churnDefault: churnDefault) {
                                                scoring.setThresholds(thresholds)
                                            }
-                                       })
+                                       }, peers: peers)
         defer { session.close() }
         var services: [ServiceGroupConfiguration.ServiceConfiguration] = [
             .init(service: AlertService(scoring: scoring, publisher: publisher, logger: logger)),

@@ -25,11 +25,16 @@ package final class SecureAggregationClient {
     /// Refuse a threshold of half the roster or less (see ``shareKeys(roster:)``). Agents always do;
     /// off only for tests of the protocol's dropout arithmetic at small thresholds.
     private let requireMajority: Bool
+    /// The federation's other enrolled agents' identity keys, when the agent's operator pinned them:
+    /// every party of the roster must be one of them (or this agent), each at most once, so the
+    /// aggregator cannot make up parties. nil: the roster's identities are taken as the aggregator sends them.
+    private let peers: Set<SigningPublicKey>?
 
     package init(round: UInt64, party: UInt64, threshold: Int, dimension: Int, identity: SigningKeyPair,
-                 requireMajority: Bool = true) {
+                 requireMajority: Bool = true, peers: Set<SigningPublicKey>? = nil) {
         precondition(party >= 1 && threshold >= 1 && dimension >= 0)
         self.requireMajority = requireMajority
+        self.peers = peers
         (self.round, self.party, self.threshold, self.dimension, self.identity) = (round, party, threshold, dimension, identity)
     }
 
@@ -71,6 +76,15 @@ package final class SecureAggregationClient {
         }
         guard roster[party]?.encryptionKey == encryptionKeys.publicKey, roster[party]?.maskKey == maskKeys.publicKey else {
             throw .refused("the roster does not carry this agent's own keys")
+        }
+        if let peers {
+            // One party per enrolled identity, and no identity the operator did not pin.
+            guard Set(roster.values.map(\.identity)).count == roster.count else {
+                throw .refused("two parties of the roster have the same identity")
+            }
+            for key in roster.values where key.identity != identity.publicKey && !peers.contains(key.identity) {
+                throw .refused("party \(key.party)'s identity is not one of this agent's pinned peers")
+            }
         }
         // Distinct keys per party: a repeated key would let one agent's masks cancel another's.
         guard Set(roster.values.map(\.maskKey)).count == roster.count else { throw .refused("two parties share a mask key") }

@@ -44,6 +44,10 @@ import Foundation
 ///   least `min_noise_multiplier`); and `release` (`at_cutoff`, default: every round's releases leave at
 ///   a fixed time before the deadline, noise alone if training is not done by then; `when_ready`: as
 ///   soon as computed, so their timing reveals roughly how many users were sampled).
+/// - `secure_aggregation_peers` (list of paths, optional): the other enrolled agents' `identity.public`
+///   files. Given, this agent takes part in a secure-aggregation round only if every party of its roster
+///   is one of them (each once): the aggregator cannot make up parties to isolate this agent's update.
+///   Absent, the roster is taken as the aggregator sends it (enough against an honest-but-curious one).
 /// - `non_private` (boolean, default false): `true` runs the agent without differential privacy — no
 ///   budget, no floor, exact evaluations — labelled NON-PRIVATE in its log and status. It cannot be
 ///   combined with `privacy`.
@@ -63,6 +67,7 @@ package struct EdgeAgentConfiguration: Sendable, Decodable {
     package var evaluationUsers: Int = 1000
     package var threads: Int = 1
     package var privacy: Privacy?
+    package var secureAggregationPeers: [String]?
     /// `non_private: true`: the explicit opt-out of differential privacy.
     package var nonPrivate = false
     package var alerts = Alerts()
@@ -151,6 +156,7 @@ package struct EdgeAgentConfiguration: Sendable, Decodable {
         case ingestFormat = "ingest_format"
         case evaluationUsers = "evaluation_users"
         case nonPrivate = "non_private"
+        case secureAggregationPeers = "secure_aggregation_peers"
     }
 
     /// The local event store.
@@ -194,6 +200,7 @@ package struct EdgeAgentConfiguration: Sendable, Decodable {
         evaluationUsers = try container.decodeIfPresent(Int.self, forKey: .evaluationUsers) ?? evaluationUsers
         threads = try container.decodeIfPresent(Int.self, forKey: .threads) ?? threads
         privacy = try container.decodeIfPresent(Privacy.self, forKey: .privacy)
+        secureAggregationPeers = try container.decodeIfPresent([String].self, forKey: .secureAggregationPeers)
         nonPrivate = try container.decodeIfPresent(Bool.self, forKey: .nonPrivate) ?? false
         alerts = try container.decodeIfPresent(Alerts.self, forKey: .alerts) ?? alerts
     }
@@ -204,6 +211,9 @@ package struct EdgeAgentConfiguration: Sendable, Decodable {
         configuration.aggregatorPublicKeyFile = ConfigurationFile.resolve(configuration.aggregatorPublicKeyFile,
                                                                           relativeTo: path)
         configuration.dataDirectory = ConfigurationFile.resolve(configuration.dataDirectory, relativeTo: path)
+        configuration.secureAggregationPeers = configuration.secureAggregationPeers?.map {
+            ConfigurationFile.resolve($0, relativeTo: path)
+        }
         configuration.catalog = configuration.catalog.map { ConfigurationFile.resolve($0, relativeTo: path) }
         configuration.alerts.file = configuration.alerts.file.map { ConfigurationFile.resolve($0, relativeTo: path) }
         if let file = configuration.alerts.detectorFile.map({ ConfigurationFile.resolve($0, relativeTo: path) }) {

@@ -32,13 +32,16 @@ package final class AgentSession: Sendable {
     private let agentID: String
     /// Signs this agent's secure-aggregation keys and survivor lists.
     private let signing: SigningKeyPair
+    /// The other enrolled agents' identity keys, when pinned (`secure_aggregation_peers`).
+    private let peers: Set<SigningPublicKey>?
     private let onModel: (@Sendable (LSTMParameters<Float>, UInt64) -> Void)?
     private let onThresholds: (@Sendable ([Float]) -> Void)?
 
     package init(configuration: EdgeAgentConfiguration, identity: NodeIdentity, aggregator: NodePublicIdentity,
                  context: ZMQContext, worker: any RoundWorker, logger: Logger, persistModel: Bool = true,
                  onModel: (@Sendable (LSTMParameters<Float>, UInt64) -> Void)? = nil,
-                 onThresholds: (@Sendable ([Float]) -> Void)? = nil) throws {
+                 onThresholds: (@Sendable ([Float]) -> Void)? = nil, peers: Set<SigningPublicKey>? = nil) throws {
+        self.peers = peers
         self.onModel = onModel
         self.onThresholds = onThresholds
         link = try AgentLink(context: context, configuration: configuration, identity: identity, aggregator: aggregator)
@@ -287,7 +290,7 @@ package final class AgentSession: Sendable {
             let participant = h.secureThreshold > 0
                 && worker.refusal(of: plan, dimension: model.parameters.values.count) == nil
                 ? SecureParticipant(round: plan.round, party: secure.party, threshold: h.secureThreshold,
-                                    dimension: model.parameters.values.count, identity: signing) : nil
+                                    dimension: model.parameters.values.count, identity: signing, peers: peers) : nil
             secure.reset(participant)
             group.addTask {
                 let outcome: AgentProtocol.TrainingOutcome

@@ -19,10 +19,11 @@ final class SecureParticipant: Sendable {
         set { arrived.store(newValue, ordering: .releasing) }
     }
 
-    init(round: UInt64, party: UInt64, threshold: Int, dimension: Int, identity: SigningKeyPair) {
+    init(round: UInt64, party: UInt64, threshold: Int, dimension: Int, identity: SigningKeyPair,
+         peers: Set<SigningPublicKey>? = nil) {
         (self.round, self.party) = (round, party)
         client = Mutex(SecureAggregationClient(round: round, party: party, threshold: threshold, dimension: dimension,
-                                               identity: identity))
+                                               identity: identity, peers: peers))
     }
 
     /// Step 0: the round's public keys.
