@@ -87,6 +87,9 @@ struct Simulate: ParsableCommand {
     @Flag(name: .long, help: "Secure aggregation across regions: each adds noise zS/√regions, so the sum carries zS (distributed DP).")
     var secure = false
 
+    @Option(name: .long, help: "With --secure: the threshold t (each region adds zS/√t; default t = --regions, the real rounds' default is a majority).")
+    var secureThreshold: Int?
+
     @Option(name: .long, help: "Calibrate z by rdp (what agents' ledgers charge) or pld (tighter; exact for the simulator's Gaussian).")
     var accountant = "rdp"
 
@@ -103,6 +106,12 @@ struct Simulate: ParsableCommand {
             throw ValidationError("--epsilon takes positive numbers or 'inf'")
         }
         guard ["rdp", "pld"].contains(accountant) else { throw ValidationError("--accountant: rdp or pld") }
+        if let secureThreshold {
+            guard secure else { throw ValidationError("--secure-threshold needs --secure") }
+            guard (1...regions).contains(secureThreshold) else {
+                throw ValidationError("--secure-threshold must be between 1 and --regions (\(regions))")
+            }
+        }
         guard ["adam", "sgd"].contains(serverOptimizer) else { throw ValidationError("--server-optimizer: adam or sgd") }
         guard samplingRate > 0, samplingRate <= 1 else { throw ValidationError("--sampling-rate must be in (0, 1]") }
         guard rounds >= 1, regions >= 1, users >= 10 else { throw ValidationError("--rounds, --regions ≥ 1, --users ≥ 10") }
@@ -133,6 +142,7 @@ struct Simulate: ParsableCommand {
         settings.centralEpochs = centralEpochs
         settings.evaluationUsers = evaluationUsers
         settings.secure = secure
+        settings.secureThreshold = secureThreshold
         settings.accountant = accountant
         settings.seed = seed
         var central: NextCategoryEvaluation?

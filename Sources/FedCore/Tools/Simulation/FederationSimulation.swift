@@ -35,6 +35,9 @@ package struct FederationSimulation: Sendable {
         /// noise of standard deviation zS/√regions and the sum carries zS, the single-curator DP-FedAvg
         /// (distributed DP, Kairouz, Liu, Steinke 2021). Off: each region adds zS to its own release.
         package var secure = false
+        /// The secure-aggregation threshold t: each region adds zS/√t, so the sum of all R regions carries
+        /// √(R/t)·zS (the real rounds' default t is a majority of the agents). nil: t = R.
+        package var secureThreshold: Int?
         /// Calibrates z by `rdp` (what agents' ledgers charge) or `pld` (tighter; exact for these
         /// continuous-Gaussian releases).
         package var accountant = "rdp"
@@ -101,8 +104,9 @@ package struct FederationSimulation: Sendable {
     /// The noise standard deviation each region adds: the whole zS when every region's release must be
     /// private on its own; zS/√regions under secure aggregation, so that the sum the aggregator sees
     /// carries exactly zS (independent Gaussians add their variances).
-    package static func regionNoise(noiseMultiplier z: Double, clipNorm: Double, regions: Int, secure: Bool) -> Double {
-        z * clipNorm / (secure ? Double(max(1, regions)).squareRoot() : 1)
+    package static func regionNoise(noiseMultiplier z: Double, clipNorm: Double, regions: Int, secure: Bool,
+                                    threshold: Int? = nil) -> Double {
+        z * clipNorm / (secure ? Double(max(1, threshold ?? regions)).squareRoot() : 1)
     }
 
     /// Runs the federation and the centralized baseline on `users` (each a whole time-ordered sequence).
@@ -121,7 +125,7 @@ package struct FederationSimulation: Sendable {
                                                       targetEpsilon: epsilon) ?? 1000
             : RDP.calibrate(q: q, rounds: settings.rounds, delta: settings.delta, targetEpsilon: epsilon) ?? 1000
         let regionSigma = Self.regionNoise(noiseMultiplier: z, clipNorm: settings.clipNorm, regions: settings.regions,
-                                           secure: settings.secure)
+                                           secure: settings.secure, threshold: settings.secureThreshold)
         progress(String(format: "%d users (%d evaluated), %d regions, q = %g, %d rounds, ε = %@ (%@) → z = %.4f; "
                         + "noise per region %.4f·S%@",
                         training.count, evaluation.count, settings.regions, q, settings.rounds,
