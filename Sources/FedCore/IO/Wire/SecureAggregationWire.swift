@@ -139,42 +139,41 @@ package struct SecureRosterMessage: WireMessage {
     }
 }
 
-/// Agent → aggregator, step 1: shares boxed for each other party. Aggregator → agent, step 1 closed:
-/// the boxes addressed to it by the parties of U2 (the same layout, its own kind).
-package struct SecureSharesMessage: WireMessage {
+/// The layout both directions of step 1 share: round, then the boxes.
+package protocol SecureSharesLayout: WireMessage {
+    var round: UInt64 { get }
+    var shares: [SecureAggregation.SealedShares] { get }
+    init(round: UInt64, shares: [SecureAggregation.SealedShares])
+}
+
+extension SecureSharesLayout {
+    package func encode(into writer: inout ByteWriter) {
+        writer.write(round)
+        SecureAggregationWire.write(shares, into: &writer)
+    }
+
+    package init(from reader: inout ByteReader) throws(WireError) {
+        let round: UInt64 = try reader.read(field: "round")
+        self.init(round: round, shares: try SecureAggregationWire.readShares(&reader))
+    }
+}
+
+/// Agent → aggregator, step 1: shares boxed for each other party.
+package struct SecureSharesMessage: SecureSharesLayout {
     package static let kind = MessageKind.secureShares
     package var round: UInt64
     package var shares: [SecureAggregation.SealedShares]
 
     package init(round: UInt64, shares: [SecureAggregation.SealedShares]) { (self.round, self.shares) = (round, shares) }
-
-    package func encode(into writer: inout ByteWriter) {
-        writer.write(round)
-        SecureAggregationWire.write(shares, into: &writer)
-    }
-
-    package init(from reader: inout ByteReader) throws(WireError) {
-        round = try reader.read(field: "round")
-        shares = try SecureAggregationWire.readShares(&reader)
-    }
 }
 
-package struct SecureForwardedSharesMessage: WireMessage {
+/// Aggregator → agent, step 1 closed: the boxes addressed to it by the parties of U2.
+package struct SecureForwardedSharesMessage: SecureSharesLayout {
     package static let kind = MessageKind.secureForwardedShares
     package var round: UInt64
     package var shares: [SecureAggregation.SealedShares]
 
     package init(round: UInt64, shares: [SecureAggregation.SealedShares]) { (self.round, self.shares) = (round, shares) }
-
-    package func encode(into writer: inout ByteWriter) {
-        writer.write(round)
-        SecureAggregationWire.write(shares, into: &writer)
-    }
-
-    package init(from reader: inout ByteReader) throws(WireError) {
-        round = try reader.read(field: "round")
-        shares = try SecureAggregationWire.readShares(&reader)
-    }
 }
 
 /// Agent → aggregator, step 2: the masked, noised, quantised update (words mod 2³²), with what the
