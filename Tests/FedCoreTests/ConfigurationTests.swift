@@ -66,6 +66,89 @@ struct ConfigurationTests {
         }
     }
 
+    @Test("Strict: a misspelt key is an error naming it, its line and the closest known key, at any depth; the same file spelt right loads")
+    func unknownKeys() throws {
+        let directory = FileManager.default.temporaryDirectory.appendingPathComponent("feddrift-config-\(UUID())")
+        try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(at: directory) }
+        let path = directory.appendingPathComponent("aggregator.yaml").path
+        func load(_ extra: String) throws -> AggregatorConfiguration {
+            try "key_directory: keys\nnon_private: true\nagents: [{id: a, public_key_file: a.public}]\n\(extra)\n"
+                .write(toFile: path, atomically: true, encoding: .utf8)
+            return try AggregatorConfiguration.load(path: path, environment: [:])
+        }
+        let cases: [(String, String, String?, Int)] = [
+            ("privasy: {epsilon: 1}", "privasy", nil, 4),                       // no such section at all
+            ("rounds:\n  min_agent: 1", "rounds.min_agent", "min_agents", 5),
+            ("drift: {histogram_noise: 4}", "drift.histogram_noise", "histogram_noise_multiplier", 4),
+            ("secure_aggregation: {enabeld: false}", "secure_aggregation.enabeld", "enabled", 4),
+            ("non_privat: true", "non_privat", "non_private", 4),
+        ]
+        for (extra, key, suggestion, line) in cases {
+            #expect {
+                _ = try load(extra)
+            } throws: { error in
+                guard case let ConfigError.unknownKey(_, found, suggested, foundLine, allowed) = error else { return false }
+                return found == key && suggested == suggestion && foundLine == line && !allowed.isEmpty
+            }
+        }
+        // Control: spelt right, every one of them loads.
+        let good = try load("rounds:\n  min_agents: 1\ndrift: {histogram_noise_multiplier: 4}\nsecure_aggregation: {enabled: false}")
+        #expect(good.rounds.minAgents == 1 && good.drift.histogramNoiseMultiplier == 4 && !good.secureAggregationEnabled)
+        // The detector's settings (YAML in an agent's alerts, or JSON from fit-drift) are strict too.
+        #expect(throws: UnknownKeyError.self) {
+            try JSONDecoder().decode(SwitchDetector.Settings.self, from: Data(#"{"hazrd": 0.1}"#.utf8))
+        }
+    }
+
+    @Test("A value of the wrong type names the key, the value found, what is expected and its line; YAML syntax errors give line and column")
+    func typeAndSyntaxErrors() throws {
+        let directory = FileManager.default.temporaryDirectory.appendingPathComponent("feddrift-config-\(UUID())")
+        try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(at: directory) }
+        let path = directory.appendingPathComponent("aggregator.yaml").path
+        try "key_directory: keys\nnon_private: true\nagents: [{id: a, public_key_file: a.public}]\nrounds: {min_agents: two}\n"
+            .write(toFile: path, atomically: true, encoding: .utf8)
+        #expect {
+            _ = try AggregatorConfiguration.load(path: path, environment: [:])
+        } throws: { error in
+            guard case let ConfigError.invalidValue(key, value, reason) = error else { return false }
+            return key == "rounds.min_agents" && value == "two" && reason.contains("an integer") && reason.contains("line 4")
+        }
+        try "key_directory: keys\nagents: [\n".write(toFile: path, atomically: true, encoding: .utf8)
+        #expect {
+            _ = try AggregatorConfiguration.load(path: path, environment: [:])
+        } throws: { error in
+            guard case let ConfigError.invalid(_, reason) = error else { return false }
+            return reason.hasPrefix("3:1:")
+        }
+    }
+
+    @Test("Environment variables override keys at any depth (FEDDRIFT_AGGREGATOR_ROUNDS__MIN_AGENTS); an override of an unknown key is refused like one in the file")
+    func environmentOverrides() throws {
+        let directory = FileManager.default.temporaryDirectory.appendingPathComponent("feddrift-config-\(UUID())")
+        try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(at: directory) }
+        let path = directory.appendingPathComponent("aggregator.yaml").path
+        try "key_directory: keys\nnon_private: true\nagents: [{id: a, public_key_file: a.public}, {id: b, public_key_file: b.public}]\nrounds: {min_agents: 1}\n"
+            .write(toFile: path, atomically: true, encoding: .utf8)
+        let plain = try AggregatorConfiguration.load(path: path, environment: [:])
+        #expect(plain.rounds.minAgents == 1 && plain.rounds.timeoutSeconds == 60)
+        let overridden = try AggregatorConfiguration.load(path: path, environment: [
+            "FEDDRIFT_AGGREGATOR_ROUNDS__MIN_AGENTS": "2", "FEDDRIFT_AGGREGATOR_ROUNDS__TIMEOUT_SECONDS": "5.5",
+            "FEDDRIFT_AGGREGATOR_DRIFT__HISTOGRAM_NOISE_MULTIPLIER": "3", "FEDDRIFT_AGENT_PRIVACY__EPSILON": "1",
+            "HOME": "/root",
+        ])
+        #expect(overridden.rounds.minAgents == 2 && overridden.rounds.timeoutSeconds == 5.5
+                && overridden.drift.histogramNoiseMultiplier == 3)
+        #expect {
+            _ = try AggregatorConfiguration.load(path: path, environment: ["FEDDRIFT_AGGREGATOR_ROUNDS__MIN_AGENS": "2"])
+        } throws: { error in
+            guard case let ConfigError.unknownKey(_, key, suggestion, _, _) = error else { return false }
+            return key == "rounds.min_agens" && suggestion == "min_agents"
+        }
+    }
+
     @Test("Fail closed: no noise, no budget or a budget beside non_private are refused with the key named")
     func privacyRefusals() throws {
         let directory = FileManager.default.temporaryDirectory.appendingPathComponent("feddrift-config-\(UUID())")

@@ -36,6 +36,7 @@ package struct ChurnDetector: Sendable {
         /// Reads the keys present; the others keep their defaults. Values out of range are refused
         /// with the key named.
         package init(from decoder: any Decoder) throws {
+            try decoder.rejectUnknownKeys(CodingKeys.self)
             let container = try decoder.container(keyedBy: CodingKeys.self)
             self.init()
             func read<T: Decodable>(_ key: CodingKeys, into value: inout T) throws {

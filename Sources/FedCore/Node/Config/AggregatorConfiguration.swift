@@ -1,6 +1,7 @@
 import FedIO
 package import FedLogic
 package import FedModel
+import Foundation
 
 /// The aggregator's configuration (`configs/aggregator.yaml`).
 ///
@@ -47,7 +48,13 @@ package struct AggregatorConfiguration: Sendable, Decodable {
             self.id = id
             self.publicKeyFile = publicKeyFile
         }
-        enum CodingKeys: String, CodingKey {
+        package init(from decoder: any Decoder) throws {
+            try decoder.rejectUnknownKeys(CodingKeys.self)
+            let c = try decoder.container(keyedBy: CodingKeys.self)
+            id = try c.decode(String.self, forKey: .id)
+            publicKeyFile = try c.decode(String.self, forKey: .publicKeyFile)
+        }
+        enum CodingKeys: String, CodingKey, CaseIterable {
             case id
             case publicKeyFile = "public_key_file"
         }
@@ -58,11 +65,12 @@ package struct AggregatorConfiguration: Sendable, Decodable {
         package var seed: UInt64 = 1
         package init() {}
         package init(from decoder: any Decoder) throws {
+            try decoder.rejectUnknownKeys(CodingKeys.self)
             let container = try decoder.container(keyedBy: CodingKeys.self)
             preset = try container.decodeIfPresent(String.self, forKey: .preset) ?? preset
             seed = try container.decodeIfPresent(UInt64.self, forKey: .seed) ?? seed
         }
-        enum CodingKeys: String, CodingKey { case preset, seed }
+        enum CodingKeys: String, CodingKey, CaseIterable { case preset, seed }
         package var shape: LSTMShape? { LSTMShape.preset(named: preset) }
     }
 
@@ -80,6 +88,7 @@ package struct AggregatorConfiguration: Sendable, Decodable {
                                                            learningRate: 1, localSteps: 1, sequenceLength: 50)
         package init() {}
         package init(from decoder: any Decoder) throws {
+            try decoder.rejectUnknownKeys(CodingKeys.self)
             let c = try decoder.container(keyedBy: CodingKeys.self)
             minAgents = try c.decodeIfPresent(Int.self, forKey: .minAgents) ?? minAgents
             timeoutSeconds = try c.decodeIfPresent(Double.self, forKey: .timeoutSeconds) ?? timeoutSeconds
@@ -103,7 +112,7 @@ package struct AggregatorConfiguration: Sendable, Decodable {
             h.clipCountNoiseMultiplier = adaptiveClipping?.countNoiseMultiplier ?? 0
             hyperparameters = h
         }
-        enum CodingKeys: String, CodingKey {
+        enum CodingKeys: String, CodingKey, CaseIterable {
             case minAgents = "min_agents", timeoutSeconds = "timeout_seconds", maxRounds = "max_rounds"
             case expectedUsers = "expected_users", adaptiveClipping = "adaptive_clipping"
             case samplingRate = "sampling_rate", clipNorm = "clip_norm", noiseMultiplier = "noise_multiplier"
@@ -116,12 +125,13 @@ package struct AggregatorConfiguration: Sendable, Decodable {
         var learningRate = 0.2
         var countNoiseMultiplier = 10.0
         init(from decoder: any Decoder) throws {
+            try decoder.rejectUnknownKeys(CodingKeys.self)
             let c = try decoder.container(keyedBy: CodingKeys.self)
             targetQuantile = try c.decodeIfPresent(Double.self, forKey: .targetQuantile) ?? targetQuantile
             learningRate = try c.decodeIfPresent(Double.self, forKey: .learningRate) ?? learningRate
             countNoiseMultiplier = try c.decodeIfPresent(Double.self, forKey: .countNoiseMultiplier) ?? countNoiseMultiplier
         }
-        enum CodingKeys: String, CodingKey {
+        enum CodingKeys: String, CodingKey, CaseIterable {
             case targetQuantile = "target_quantile", learningRate = "learning_rate"
             case countNoiseMultiplier = "count_noise_multiplier"
         }
@@ -134,13 +144,14 @@ package struct AggregatorConfiguration: Sendable, Decodable {
         package var maxUpdateNorm = 1e6
         package init() {}
         package init(from decoder: any Decoder) throws {
+            try decoder.rejectUnknownKeys(CodingKeys.self)
             let c = try decoder.container(keyedBy: CodingKeys.self)
             kind = try c.decodeIfPresent(String.self, forKey: .kind) ?? kind
             learningRate = try c.decodeIfPresent(Double.self, forKey: .learningRate) ?? learningRate
             momentum = try c.decodeIfPresent(Double.self, forKey: .momentum) ?? momentum
             maxUpdateNorm = try c.decodeIfPresent(Double.self, forKey: .maxUpdateNorm) ?? maxUpdateNorm
         }
-        enum CodingKeys: String, CodingKey {
+        enum CodingKeys: String, CodingKey, CaseIterable {
             case kind, momentum
             case learningRate = "learning_rate", maxUpdateNorm = "max_update_norm"
         }
@@ -185,6 +196,7 @@ package struct AggregatorConfiguration: Sendable, Decodable {
         package var histogramNoiseMultiplier = 0.0
         package init() {}
         package init(from decoder: any Decoder) throws {
+            try decoder.rejectUnknownKeys(CodingKeys.self)
             let c = try decoder.container(keyedBy: CodingKeys.self)
             alertBudgetPer10k = try c.decodeIfPresent(Double.self, forKey: .alertBudgetPer10k) ?? alertBudgetPer10k
             initialThreshold = try c.decodeIfPresent(Double.self, forKey: .initialThreshold) ?? initialThreshold
@@ -197,7 +209,7 @@ package struct AggregatorConfiguration: Sendable, Decodable {
             histogramNoiseMultiplier = try c.decodeIfPresent(Double.self, forKey: .histogramNoiseMultiplier)
                 ?? histogramNoiseMultiplier
         }
-        enum CodingKeys: String, CodingKey {
+        enum CodingKeys: String, CodingKey, CaseIterable {
             case alertBudgetPer10k = "alert_budget_per_10k", initialThreshold = "initial_threshold"
             case calibrationStep = "calibration_step", histogramNoiseMultiplier = "histogram_noise_multiplier"
             case churnBudgetPer1kShopperDays = "churn_budget_per_1k_shopper_days"
@@ -232,6 +244,7 @@ package struct AggregatorConfiguration: Sendable, Decodable {
         package var maxUsers: Int?
         package init() {}
         package init(from decoder: any Decoder) throws {
+            try decoder.rejectUnknownKeys(CodingKeys.self)
             let c = try decoder.container(keyedBy: CodingKeys.self)
             if let flag = try? c.decodeIfPresent(Bool.self, forKey: .enabled) {
                 enabled = flag
@@ -244,10 +257,10 @@ package struct AggregatorConfiguration: Sendable, Decodable {
             threshold = try c.decodeIfPresent(Int.self, forKey: .threshold)
             maxUsers = try c.decodeIfPresent(Int.self, forKey: .maxUsers)
         }
-        enum CodingKeys: String, CodingKey { case enabled, threshold, maxUsers = "max_users" }
+        enum CodingKeys: String, CodingKey, CaseIterable { case enabled, threshold, maxUsers = "max_users" }
     }
 
-    enum CodingKeys: String, CodingKey {
+    enum CodingKeys: String, CodingKey, CaseIterable {
         case secureAggregation = "secure_aggregation"
         case id, listen, announce, agents, model, rounds, drift
         case keyDirectory = "key_directory"
@@ -266,6 +279,7 @@ package struct AggregatorConfiguration: Sendable, Decodable {
     }
 
     package init(from decoder: any Decoder) throws {
+        try decoder.rejectUnknownKeys(CodingKeys.self)
         let container = try decoder.container(keyedBy: CodingKeys.self)
         id = try container.decodeIfPresent(String.self, forKey: .id) ?? id
         listen = try container.decodeIfPresent(String.self, forKey: .listen) ?? listen
@@ -287,8 +301,15 @@ package struct AggregatorConfiguration: Sendable, Decodable {
     }
 
     /// Loads and validates `path`, resolving relative paths against it.
-    package static func load(path: String) throws(ConfigError) -> AggregatorConfiguration {
-        var configuration = try ConfigurationFile.load(AggregatorConfiguration.self, from: path)
+    /// Environment variables that override keys: `FEDDRIFT_AGGREGATOR_ROUNDS__MIN_AGENTS=3` sets `rounds.min_agents`.
+    package static let environmentPrefix = "FEDDRIFT_AGGREGATOR_"
+
+    package static func load(path: String, environment: [String: String] = ProcessInfo.processInfo.environment)
+        throws(ConfigError) -> AggregatorConfiguration
+    {
+        var configuration = try ConfigurationFile.load(AggregatorConfiguration.self, from: path,
+                                                       environmentPrefix: Self.environmentPrefix,
+                                                       environment: environment)
         configuration.keyDirectory = ConfigurationFile.resolve(configuration.keyDirectory, relativeTo: path)
         configuration.stateDirectory = ConfigurationFile.resolve(configuration.stateDirectory, relativeTo: path)
         for index in configuration.agents.indices {

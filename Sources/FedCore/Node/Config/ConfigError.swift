@@ -9,6 +9,8 @@ package enum ConfigError: Error, Equatable, CustomStringConvertible, Sendable {
     case invalid(path: String, reason: String)
     case missingKey(path: String, key: String)
     case invalidValue(key: String, value: String, reason: String)
+    /// A key no setting has (a misspelling would otherwise leave a setting silently at its default).
+    case unknownKey(path: String, key: String, suggestion: String?, line: Int?, allowed: [String])
 
     package var description: String {
         switch self {
@@ -18,6 +20,10 @@ package enum ConfigError: Error, Equatable, CustomStringConvertible, Sendable {
         case let .invalid(path, reason): "configuration \(path) is not valid YAML for this role: \(reason)"
         case let .missingKey(path, key): "configuration \(path) lacks the required key '\(key)'"
         case let .invalidValue(key, value, reason): "configuration key '\(key)' = '\(value)': \(reason)"
+        case let .unknownKey(path, key, suggestion, line, allowed):
+            "configuration \(path)\(line.map { ", line \($0)" } ?? ""): unknown key '\(key)'"
+                + (suggestion.map { " (did you mean '\($0)'?)" } ?? "")
+                + ". Allowed here: \(allowed.sorted().joined(separator: ", ")) (every key: docs/CONFIGURATION.md)"
         }
     }
 }

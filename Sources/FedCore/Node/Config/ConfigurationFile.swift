@@ -6,7 +6,14 @@ import Yams
 /// Loads a role's YAML configuration. Relative paths inside the file are resolved against the file's
 /// directory, so a configuration works from any working directory.
 package enum ConfigurationFile {
-    package static func load<T: Decodable>(_ type: T.Type, from path: String) throws(ConfigError) -> T {
+    /// Reads `path`, applies the environment's overrides (`<environmentPrefix><KEY>[__<KEY>…]`, e.g.
+    /// `FEDDRIFT_AGENT_PRIVACY__EPSILON=4`; each value is read as YAML, so `true`, `4` and `[a, b]` work)
+    /// and decodes it strictly: an unknown key, a value of the wrong type or a YAML syntax error is an
+    /// error that names the key (and the closest known one), the value and the line.
+    package static func load<T: Decodable>(_ type: T.Type, from path: String, environmentPrefix: String? = nil,
+                                           environment: [String: String] = ProcessInfo.processInfo.environment)
+        throws(ConfigError) -> T
+    {
         guard FileManager.default.fileExists(atPath: path) else { throw .fileNotFound(path: path) }
         let text: String
         do {
@@ -14,18 +21,100 @@ package enum ConfigurationFile {
         } catch {
             throw .unreadable(path: path, reason: error.localizedDescription)
         }
+        var root: Node
         do {
-            return try YAMLDecoder().decode(T.self, from: text)
-        } catch let DecodingError.keyNotFound(key, context) {
-            let keyPath = (context.codingPath + [key]).map(\.stringValue).joined(separator: ".")
-            throw .missingKey(path: path, key: keyPath)
-        } catch let DecodingError.typeMismatch(_, context), let DecodingError.valueNotFound(_, context),
-                let DecodingError.dataCorrupted(context) {
-            let keyPath = context.codingPath.map(\.stringValue).joined(separator: ".")
-            throw .invalid(path: path, reason: "\(keyPath.isEmpty ? "" : "'\(keyPath)': ")\(context.debugDescription)")
+            root = try Yams.compose(yaml: text) ?? Node.mapping(Node.Mapping([]))
         } catch {
             throw .invalid(path: path, reason: "\(error)")
         }
+        if let environmentPrefix {
+            for (name, value) in environment.sorted(by: { $0.key < $1.key }) where name.hasPrefix(environmentPrefix) {
+                let keys = name.dropFirst(environmentPrefix.count).components(separatedBy: "__").map { $0.lowercased() }
+                guard !keys.contains(where: \.isEmpty) else {
+                    throw .invalidValue(key: name, value: value, reason: "expected \(environmentPrefix)KEY or \(environmentPrefix)KEY__SUBKEY")
+                }
+                do {
+                    let override = try Yams.compose(yaml: value) ?? Node("")
+                    try set(override, at: keys, in: &root)
+                } catch let error as ConfigError {
+                    throw error
+                } catch {
+                    throw .invalidValue(key: name, value: value, reason: "not a YAML value: \(error)")
+                }
+            }
+        }
+        do {
+            return try YAMLDecoder().decode(T.self, from: root)
+        } catch let error as UnknownKeyError {
+            // The key's own line: the mapping that holds it knows where each key node is.
+            let line = node(at: Array(error.path.dropLast()), in: root)?.mapping?.keys
+                .first { $0.scalar?.string == error.key }?.mark?.line
+            throw .unknownKey(path: path, key: error.dottedPath, suggestion: error.suggestion, line: line,
+                              allowed: error.known)
+        } catch let DecodingError.keyNotFound(key, context) {
+            let keyPath = (context.codingPath + [key]).map(\.stringValue).joined(separator: ".")
+            throw .missingKey(path: path, key: keyPath)
+        } catch let DecodingError.typeMismatch(expected, context) {
+            throw mismatch(path: path, expected: Self.describe(expected), context: context, root: root)
+        } catch let DecodingError.valueNotFound(expected, context) {
+            throw mismatch(path: path, expected: Self.describe(expected), context: context, root: root)
+        } catch let DecodingError.dataCorrupted(context) {
+            throw mismatch(path: path, expected: nil, context: context, root: root)
+        } catch {
+            throw .invalid(path: path, reason: "\(error)")
+        }
+    }
+
+    private static func mismatch(path: String, expected: String?, context: DecodingError.Context, root: Node) -> ConfigError {
+        let keys = context.codingPath.map(\.stringValue)
+        let found = node(at: keys, in: root)
+        let value = found.map { node in node.scalar?.string ?? (node.mapping != nil ? "a mapping" : "a list") } ?? "nothing"
+        var reason = expected.map { "expected \($0)" } ?? context.debugDescription
+        if expected != nil, !context.debugDescription.isEmpty, !context.debugDescription.hasPrefix("Expected to decode") {
+            reason += " (\(context.debugDescription))"
+        }
+        if let line = found?.mark?.line { reason += " (\(path), line \(line))" } else { reason += " (\(path))" }
+        return .invalidValue(key: keys.isEmpty ? "(top level)" : keys.joined(separator: "."), value: value, reason: reason)
+    }
+
+    private static func describe(_ type: Any.Type) -> String {
+        switch type {
+        case is Int.Type, is Int64.Type, is UInt32.Type, is UInt64.Type, is Int32.Type: "an integer"
+        case is Double.Type, is Float.Type: "a number"
+        case is Bool.Type: "true or false"
+        case is String.Type: "a string"
+        default:
+            "\(type)".hasPrefix("Array") ? "a list" : "a mapping of keys (see docs/CONFIGURATION.md)"
+        }
+    }
+
+    /// The node at `keys` (mapping keys; list positions as numbers), if present.
+    private static func node(at keys: [String], in root: Node) -> Node? {
+        var current: Node? = root
+        for key in keys {
+            guard let node = current else { return nil }
+            if let mapping = node.mapping { current = mapping[key] }
+            else if let sequence = node.sequence, let index = Int(key), sequence.indices.contains(index) { current = sequence[index] }
+            else { return nil }
+        }
+        return current
+    }
+
+    /// Sets `value` at `keys`, creating mappings on the way.
+    private static func set(_ value: Node, at keys: [String], in node: inout Node) throws(ConfigError) {
+        guard let key = keys.first else {
+            node = value
+            return
+        }
+        var mapping = node.mapping ?? Node.Mapping([])
+        guard node.mapping != nil || node.scalar?.string.isEmpty != false else {
+            throw .invalidValue(key: keys.joined(separator: "."), value: node.scalar?.string ?? "",
+                                reason: "an environment override addresses a key inside a value that is not a mapping")
+        }
+        var child = mapping[key] ?? Node.mapping(Node.Mapping([]))
+        try set(value, at: Array(keys.dropFirst()), in: &child)
+        mapping[key] = child
+        node = .mapping(mapping)
     }
 
     /// `path` made absolute against the directory of `configurationPath` when relative.

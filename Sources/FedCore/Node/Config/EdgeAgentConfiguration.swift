@@ -86,6 +86,7 @@ package struct EdgeAgentConfiguration: Sendable, Decodable {
         package var detectorFile: String?
         package init() {}
         package init(from decoder: any Decoder) throws {
+            try decoder.rejectUnknownKeys(CodingKeys.self)
             let c = try decoder.container(keyedBy: CodingKeys.self)
             publish = try c.decodeIfPresent(String.self, forKey: .publish)
             recommend = try c.decodeIfPresent(String.self, forKey: .recommend)
@@ -102,7 +103,7 @@ package struct EdgeAgentConfiguration: Sendable, Decodable {
                                                        debugDescription: "give detector or detector_file, not both")
             }
         }
-        enum CodingKeys: String, CodingKey {
+        enum CodingKeys: String, CodingKey, CaseIterable {
             case publish, file, recommendations, recommend, detector, churn, detectorFile = "detector_file"
             case coldStartThreshold = "cold_start_threshold", coldStartChurnThreshold = "cold_start_churn_threshold"
         }
@@ -124,6 +125,7 @@ package struct EdgeAgentConfiguration: Sendable, Decodable {
             self.floor = floor
         }
         package init(from decoder: any Decoder) throws {
+            try decoder.rejectUnknownKeys(CodingKeys.self)
             let c = try decoder.container(keyedBy: CodingKeys.self)
             epsilon = try c.decode(Double.self, forKey: .epsilon)
             delta = try c.decode(Double.self, forKey: .delta)
@@ -139,7 +141,7 @@ package struct EdgeAgentConfiguration: Sendable, Decodable {
                                                        debugDescription: "'\(other)': must be at_cutoff or when_ready")
             }
         }
-        enum CodingKeys: String, CodingKey {
+        enum CodingKeys: String, CodingKey, CaseIterable {
             case epsilon, delta
             case evaluationNoiseMultiplier = "evaluation_noise_multiplier"
             case minNoiseMultiplier = "min_noise_multiplier", maxSamplingRate = "max_sampling_rate", release
@@ -147,7 +149,7 @@ package struct EdgeAgentConfiguration: Sendable, Decodable {
         package var budget: PrivacyBudget { PrivacyBudget(epsilon: epsilon, delta: delta) }
     }
 
-    enum CodingKeys: String, CodingKey {
+    enum CodingKeys: String, CodingKey, CaseIterable {
         case id, aggregator, announcements, catalog, ingest, threads, privacy, alerts
         case aggregatorPublicKeyFile = "aggregator_public_key_file"
         case keyDirectory = "key_directory"
@@ -186,6 +188,7 @@ package struct EdgeAgentConfiguration: Sendable, Decodable {
     }
 
     package init(from decoder: any Decoder) throws {
+        try decoder.rejectUnknownKeys(CodingKeys.self)
         let container = try decoder.container(keyedBy: CodingKeys.self)
         id = try container.decode(String.self, forKey: .id)
         aggregator = try container.decodeIfPresent(String.self, forKey: .aggregator) ?? aggregator
@@ -205,8 +208,15 @@ package struct EdgeAgentConfiguration: Sendable, Decodable {
         alerts = try container.decodeIfPresent(Alerts.self, forKey: .alerts) ?? alerts
     }
 
-    package static func load(path: String) throws(ConfigError) -> EdgeAgentConfiguration {
-        var configuration = try ConfigurationFile.load(EdgeAgentConfiguration.self, from: path)
+    /// Environment variables that override keys: `FEDDRIFT_AGENT_PRIVACY__EPSILON=4` sets `privacy.epsilon`.
+    package static let environmentPrefix = "FEDDRIFT_AGENT_"
+
+    package static func load(path: String, environment: [String: String] = ProcessInfo.processInfo.environment)
+        throws(ConfigError) -> EdgeAgentConfiguration
+    {
+        var configuration = try ConfigurationFile.load(EdgeAgentConfiguration.self, from: path,
+                                                       environmentPrefix: Self.environmentPrefix,
+                                                       environment: environment)
         configuration.keyDirectory = ConfigurationFile.resolve(configuration.keyDirectory, relativeTo: path)
         configuration.aggregatorPublicKeyFile = ConfigurationFile.resolve(configuration.aggregatorPublicKeyFile,
                                                                           relativeTo: path)
