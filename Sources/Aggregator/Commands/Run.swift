@@ -34,8 +34,11 @@ struct Run: AsyncParsableCommand {
     @Option(name: .long, help: "Log level: trace, debug, info, notice, warning, error, critical.")
     var logLevel: Logger.Level = .info
 
+    @Option(name: .long, help: "Log lines: text (for people) or json (one object per line, for log shippers).")
+    var logFormat: LogFormat = .text
+
     func run() async throws {
-        let logger = Logger.bootstrapForTool(label: "aggregator", level: logLevel)
+        let logger = Logger.bootstrapForTool(label: "aggregator", level: logLevel, format: logFormat)
         var configuration = try AggregatorConfiguration.load(path: config)
         if let listen { configuration.listen = listen }
         if let rounds { configuration.rounds.maxRounds = rounds }

@@ -35,8 +35,11 @@ struct Run: AsyncParsableCommand {
     @Option(name: .long, help: "Log level: trace, debug, info, notice, warning, error, critical.")
     var logLevel: Logger.Level = .info
 
+    @Option(name: .long, help: "Log lines: text (for people) or json (one object per line, for log shippers).")
+    var logFormat: LogFormat = .text
+
     func run() async throws {
-        let logger = Logger.bootstrapForTool(label: "edge-agent", level: logLevel)
+        let logger = Logger.bootstrapForTool(label: "edge-agent", level: logLevel, format: logFormat)
         var configuration = try EdgeAgentConfiguration.load(path: config)
         if let aggregator { configuration.aggregator = aggregator }
         try configuration.validate()
