@@ -33,6 +33,11 @@ let package = Package(
         .package(url: "https://github.com/jpsim/Yams", from: "6.2.2"),
         // The edge agent's local event store: SQLite in WAL mode with migrations.
         .package(url: "https://github.com/groue/GRDB.swift", from: "7.10.0"),
+        // Operators' HTTP endpoints (/healthz, /metrics, /status): Hummingbird on SwiftNIO, and the
+        // Prometheus exposition format through swift-metrics, the server ecosystem's standard pair.
+        .package(url: "https://github.com/hummingbird-project/hummingbird", from: "2.28.1"),
+        .package(url: "https://github.com/apple/swift-metrics", from: "2.13.0"),
+        .package(url: "https://github.com/swift-server/swift-prometheus", from: "2.4.1"),
     ],
     targets: [
         .systemLibrary(name: "CZMQ", pkgConfig: "libzmq", providers: [.apt(["libzmq3-dev"])]),
@@ -78,6 +83,9 @@ let package = Package(
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
                 .product(name: "Yams", package: "Yams"),
                 .product(name: "GRDB", package: "GRDB.swift"),
+                .product(name: "Hummingbird", package: "hummingbird"),
+                .product(name: "Metrics", package: "swift-metrics"),
+                .product(name: "Prometheus", package: "swift-prometheus"),
             ],
             path: "Sources/FedCore/Node",
             swiftSettings: strictSettings

@@ -44,8 +44,13 @@ package final class ChildProcess: @unchecked Sendable {
     /// The reader saw end of file: everything the child wrote is in `collected`.
     private var reachedEnd = false
 
-    package init(_ binary: String, _ arguments: [String], in directory: URL) throws {
-        process.executableURL = Binaries.url(binary)
+    package convenience init(_ binary: String, _ arguments: [String], in directory: URL) throws {
+        try self.init(executable: Binaries.url(binary), arguments, in: directory)
+    }
+
+    /// Any program, e.g. `/usr/bin/env` with `python3 …`.
+    package init(executable: URL, _ arguments: [String], in directory: URL) throws {
+        process.executableURL = executable
         process.arguments = arguments
         process.currentDirectoryURL = directory
         let pipe = Pipe()

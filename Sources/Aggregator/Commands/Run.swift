@@ -74,8 +74,16 @@ struct Run: AsyncParsableCommand {
         // service, last to stop, writes what the driver queued before it ended.
         var services = server.services()
         services.status.inServiceGroup = true
+        // The operator endpoint: /healthz, /metrics, /status, behind the bearer token.
+        let http = try configuration.http.settings(directory: configuration.stateDirectory)
+        let token = try http.tokenFile.map { try OperatorHTTP.token(at: $0) }
+        let endpoint = OperatorHTTP.service(settings: http, token: token, registry: server.metrics.registry,
+                                            announceIn: configuration.stateDirectory, logger: logger) {
+            await server.liveStatus()
+        }
         let group = ServiceGroup(configuration: .init(
             services: [
+                .init(service: endpoint),
                 .init(service: services.status),
                 .init(service: AdmissionLogService(zap: server.zap, logger: logger)),
                 .init(service: services.announcer),

@@ -36,6 +36,7 @@ import Foundation
 ///   `max_users` (users sampled in one round by all agents together at most, which sets the 32-bit grid;
 ///   default `rounds.expected_users`, or 1,000,000 without it). On, the aggregator sees only the sum of
 ///   the agents' masked updates, and the noise is added once for the sum instead of once per agent.
+/// - `http`: the operator endpoint, `listen`, `token_file`, `insecure_loopback` (``HTTPConfiguration``).
 /// - `agents` (list, required): the allow-list, each with `id` and `public_key_file` (the agent's
 ///   `identity.public`). Only these agents can connect or have envelopes opened.
 ///
@@ -175,6 +176,8 @@ package struct AggregatorConfiguration: Sendable, Decodable {
     package var drift = Drift()
     package var agents: [EnrolledAgent]
     package var secureAggregation = SecureAggregationSettings()
+    /// The operator endpoint (``HTTPConfiguration``).
+    package var http = HTTPConfiguration()
     /// `non_private: true`: the explicit opt-out that allows noise multiplier 0.
     package var nonPrivate = false
 
@@ -261,7 +264,7 @@ package struct AggregatorConfiguration: Sendable, Decodable {
     }
 
     enum CodingKeys: String, CodingKey, CaseIterable {
-        case secureAggregation = "secure_aggregation"
+        case secureAggregation = "secure_aggregation", http
         case id, listen, announce, agents, model, rounds, drift
         case keyDirectory = "key_directory"
         case stateDirectory = "state_directory"
@@ -297,6 +300,7 @@ package struct AggregatorConfiguration: Sendable, Decodable {
         nonPrivate = try container.decodeIfPresent(Bool.self, forKey: .nonPrivate) ?? false
         secureAggregation = try container.decodeIfPresent(SecureAggregationSettings.self, forKey: .secureAggregation)
             ?? secureAggregation
+        http = try container.decodeIfPresent(HTTPConfiguration.self, forKey: .http) ?? http
         if nonPrivate && !rounds.noiseMultiplierGiven { rounds.hyperparameters.noiseMultiplier = 0 }
     }
 
@@ -312,6 +316,7 @@ package struct AggregatorConfiguration: Sendable, Decodable {
                                                        environment: environment)
         configuration.keyDirectory = ConfigurationFile.resolve(configuration.keyDirectory, relativeTo: path)
         configuration.stateDirectory = ConfigurationFile.resolve(configuration.stateDirectory, relativeTo: path)
+        configuration.http.tokenFile = configuration.http.tokenFile.map { ConfigurationFile.resolve($0, relativeTo: path) }
         for index in configuration.agents.indices {
             configuration.agents[index].publicKeyFile = ConfigurationFile.resolve(
                 configuration.agents[index].publicKeyFile, relativeTo: path)
@@ -418,6 +423,7 @@ package struct AggregatorConfiguration: Sendable, Decodable {
                 \(error): lower it (it bounds the users all agents sample in one round) or turn secure aggregation off
                 """)
         }
+        _ = try http.settings(directory: stateDirectory)
         var seen = Set<String>()
         for agent in agents {
             guard !agent.id.isEmpty, agent.id.utf8.count <= 64 else {

@@ -2,7 +2,7 @@
 package import FedIO
 import FedLogic
 import FedModel
-import Foundation
+package import Foundation
 package import Logging
 import Synchronization
 
@@ -72,6 +72,8 @@ package final class AggregatorServer: Sendable {
     let coordinator: RoundCoordinator
     /// The open round's secure aggregation, when rounds run with it.
     let secureDesk: SecureRoundDesk
+    /// What `/metrics` serves.
+    package let metrics = AggregatorMetrics()
     let checkpoints: CheckpointStore
     let modelsDirectory: String
     let shape: LSTMShape
@@ -239,6 +241,33 @@ package final class AggregatorServer: Sendable {
     }
 
     static var nowMilliseconds: Int64 { Int64(Date().timeIntervalSince1970 * 1000) }
+
+    /// `/status`: the federation now (round, phase, live agents, quorum) and, under `last`, the
+    /// `status.json` the last round wrote.
+    package func liveStatus() async -> Data {
+        let now = ContinuousClock.now
+        let live = await coordinator.liveAgents(at: now)
+        metrics.recordLiveAgents(live)
+        let phase = await coordinator.phase
+        var document: [String: Any] = [
+            "aggregator_id": configuration.id, "round": await coordinator.round,
+            "model_version": await coordinator.modelVersion, "agents_live": live,
+            "agents_enrolled": gate.enrolledAgents.count, "min_agents": configuration.rounds.minAgents,
+            "below_quorum": live < configuration.rounds.minAgents, "privacy": configuration.privacySummary,
+        ]
+        if case .collecting(let round, let deadline) = phase {
+            document["phase"] = "collecting"
+            document["open_round"] = round
+            document["seconds_to_deadline"] = max(0, (deadline - now).inSeconds)
+        } else {
+            document["phase"] = "waiting"
+        }
+        let path = (configuration.stateDirectory as NSString).appendingPathComponent("status.json")
+        if let data = FileManager.default.contents(atPath: path), let last = try? JSONSerialization.jsonObject(with: data) {
+            document["last"] = last
+        }
+        return (try? JSONSerialization.data(withJSONObject: document, options: [.sortedKeys])) ?? Data("{}".utf8)
+    }
 
     /// Closes the secure-aggregation steps that are complete or due and sends what they produce. When
     /// the protocol ended with a sum, a task of its own unmasks it (on a dedicated thread: the intake

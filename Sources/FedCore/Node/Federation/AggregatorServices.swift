@@ -160,6 +160,9 @@ extension UpdateIntakeService {
             await coordinator.recordRejection(reason: "bad_ledger_receipt", agentID: agentID)
         } else {
             logger.debug("Ledger receipt verified", metadata: ["agent.id": "\(agentID)", "round.id": "\(message.round)"])
+            if let spent = message.entries.last?.epsilonAfter, spent.isFinite {
+                server.metrics.recordEpsilon(agent: agentID, spent: spent)
+            }
         }
     }
 }
@@ -320,8 +323,10 @@ package struct RoundDriverService: Service {
                 "round.id": "\(round)", "updates.received": "\(received)", "quorum": "\(required)",
             ])
         }
+        let thresholds = await coordinator.thresholds
+        server.metrics.record(report, thresholds: thresholds.map { ($0.interestShift, $0.churnRisk) })
         server.exports.yield(.report(report, rejectionsTotal: rejections, agents: await coordinator.agentRecords,
-                                     thresholds: await coordinator.thresholds))
+                                     thresholds: thresholds))
     }
 }
 

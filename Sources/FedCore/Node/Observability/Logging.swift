@@ -40,11 +40,10 @@ package struct LineLogHandler: LogHandler {
         set { metadata[key] = newValue }
     }
 
-    package func log(level: Logger.Level, message: Logger.Message, metadata explicit: Logger.Metadata?, source: String,
-                     file: String, function: String, line: UInt) {
-        let merged = explicit.map { metadata.merging($0) { $1 } } ?? metadata
-        let text = Self.line(format: format, time: Date(), level: level, label: label, message: "\(message)",
-                             metadata: merged, source: source)
+    package func log(event: LogEvent) {
+        let merged = event.metadata.map { metadata.merging($0) { $1 } } ?? metadata
+        let text = Self.line(format: format, time: Date(), level: event.level, label: label, message: "\(event.message)",
+                             metadata: merged, source: event.source)
         Self.output.withLock { _ in FileHandle.standardError.write(Data((text + "\n").utf8)) }
     }
 

@@ -1,0 +1,132 @@
+import FedIO
+package import Foundation
+import Hummingbird
+package import Logging
+import NIOCore
+package import Prometheus
+package import ServiceLifecycle
+
+/// Where a node's operator endpoint listens and how it admits clients (`http:` in either configuration).
+/// Every request needs `Authorization: Bearer <token>`, the token in `token_file` (created, mode 0600,
+/// when missing); only a loopback address with `insecure_loopback: true` serves without one.
+package struct HTTPSettings: Sendable, Equatable {
+    package var host = "127.0.0.1"
+    /// 0: an ephemeral port, written with the host to `<directory>/http.json` for `status` commands.
+    package var port = 0
+    package var tokenFile: String?
+    package var insecureLoopback = false
+
+    package init() {}
+
+    package var isLoopback: Bool { ["127.0.0.1", "::1", "localhost"].contains(host) }
+
+    /// Parses `host:port` (IPv6 in brackets).
+    package static func parse(listen: String) -> (host: String, port: Int)? {
+        if listen.hasPrefix("["), let close = listen.firstIndex(of: "]") {
+            let host = String(listen[listen.index(after: listen.startIndex)..<close])
+            let rest = listen[listen.index(after: close)...]
+            guard rest.hasPrefix(":"), let port = Int(rest.dropFirst()), (0...65535).contains(port), !host.isEmpty else { return nil }
+            return (host, port)
+        }
+        let parts = listen.split(separator: ":", omittingEmptySubsequences: false)
+        guard parts.count == 2, !parts[0].isEmpty, let port = Int(parts[1]), (0...65535).contains(port) else { return nil }
+        return (String(parts[0]), port)
+    }
+}
+
+/// Where a running node's endpoint is, for `status` commands: `<directory>/http.json`.
+package struct HTTPAnnouncement: Codable, Sendable, Equatable {
+    package var host: String
+    package var port: Int
+    package var tokenFile: String?
+
+    enum CodingKeys: String, CodingKey { case host, port, tokenFile = "token_file" }
+
+    package static func path(in directory: String) -> String {
+        (directory as NSString).appendingPathComponent("http.json")
+    }
+}
+
+package enum OperatorHTTPError: Error, CustomStringConvertible {
+    case token(path: String, reason: String)
+
+    package var description: String {
+        switch self {
+        case let .token(path, reason): "http token file \(path): \(reason)"
+        }
+    }
+}
+
+/// The operator endpoint of a node: `GET /healthz`, `/metrics` (Prometheus text format), `/status`
+/// (JSON), as a Hummingbird application that runs as a service beside the node's others.
+package enum OperatorHTTP {
+    /// The bearer token: read from `path`, or created there (32 random bytes, hex, mode 0600).
+    package static func token(at path: String) throws(OperatorHTTPError) -> String {
+        if let data = FileManager.default.contents(atPath: path) {
+            let token = String(decoding: data, as: UTF8.self).trimmingCharacters(in: .whitespacesAndNewlines)
+            guard token.utf8.count >= 16 else { throw .token(path: path, reason: "holds fewer than 16 characters") }
+            return token
+        }
+        let token = Digest.hex(Sodium.randomBytes(32))
+        guard FileManager.default.createFile(atPath: path, contents: Data((token + "\n").utf8),
+                                             attributes: [.posixPermissions: 0o600]) else {
+            throw .token(path: path, reason: "cannot be created")
+        }
+        return token
+    }
+
+    /// The service: serves until the group shuts it down. `status` is the JSON body of `/status`.
+    package static func service(settings: HTTPSettings, token: String?, registry: PrometheusCollectorRegistry,
+                                announceIn directory: String, logger: Logger,
+                                status: @escaping @Sendable () async -> Data) -> some Service {
+        let router = Router()
+        router.add(middleware: BearerTokenMiddleware(token: token.map { Array($0.utf8) }))
+        router.get("healthz") { _, _ in "ok\n" }
+        router.get("metrics") { _, _ -> Response in
+            var buffer: [UInt8] = []
+            registry.emit(into: &buffer)
+            return Response(status: .ok, headers: [.contentType: "text/plain; version=0.0.4; charset=utf-8"],
+                            body: .init(byteBuffer: ByteBuffer(bytes: buffer)))
+        }
+        router.get("status") { _, _ -> Response in
+            let body = await status()
+            return Response(status: .ok, headers: [.contentType: "application/json"],
+                            body: .init(byteBuffer: ByteBuffer(bytes: body)))
+        }
+        let host = settings.host, tokenFile = token == nil ? nil : settings.tokenFile
+        return Application(
+            router: router,
+            configuration: .init(address: .hostname(host, port: settings.port), serverName: "FedDrift"),
+            onServerRunning: { channel in
+                let port = channel.localAddress?.port ?? settings.port
+                let announcement = HTTPAnnouncement(host: host, port: port, tokenFile: tokenFile)
+                if let data = try? JSONEncoder().encode(announcement) {
+                    try? data.write(to: URL(fileURLWithPath: HTTPAnnouncement.path(in: directory)), options: .atomic)
+                }
+                logger.notice("Operator endpoint listening: /healthz, /metrics, /status", metadata: [
+                    "http.address": "\(host):\(port)",
+                    "http.auth": "\(token == nil ? "none (insecure_loopback)" : "bearer token")",
+                ])
+            },
+            logger: logger)
+    }
+}
+
+/// Refuses every request without the bearer token (compared in constant time).
+struct BearerTokenMiddleware<Context: RequestContext>: RouterMiddleware {
+    let token: [UInt8]?
+
+    func handle(_ request: Request, context: Context,
+                next: (Request, Context) async throws -> Response) async throws -> Response {
+        guard let token else { return try await next(request, context) }
+        let presented = request.headers[.authorization].map { Array($0.utf8) } ?? []
+        let expected = Array("Bearer ".utf8) + token
+        var difference = UInt8(presented.count == expected.count ? 0 : 1)
+        for index in expected.indices { difference |= expected[index] ^ (index < presented.count ? presented[index] : 0) }
+        guard difference == 0 else {
+            return Response(status: .unauthorized, headers: [.wwwAuthenticate: "Bearer"],
+                            body: .init(byteBuffer: ByteBuffer(string: "a bearer token is required (the node's http token file)\n")))
+        }
+        return try await next(request, context)
+    }
+}

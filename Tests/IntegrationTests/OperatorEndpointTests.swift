@@ -1,0 +1,108 @@
+@testable import FedNode
+import Foundation
+import TestSupport
+import Testing
+#if canImport(FoundationNetworking)
+import FoundationNetworking
+#endif
+
+/// The aggregator's operator endpoint on a real `aggregator` process: every path behind the bearer
+/// token, `/metrics` in the Prometheus text format with the federation's real figures, `/status`
+/// and `aggregator status` saying how it is going.
+@Suite("Operator endpoint of a real aggregator: token, /metrics, /status, aggregator status", .serialized,
+       .timeLimit(.minutes(4)))
+struct OperatorEndpointTests {
+    static func get(_ url: URL, token: String?) async throws -> (Int, String) {
+        var request = URLRequest(url: url, timeoutInterval: 10)
+        if let token { request.setValue("Bearer \(token)", forHTTPHeaderField: "Authorization") }
+        let (data, response) = try await URLSession.shared.data(for: request)
+        return ((response as? HTTPURLResponse)?.statusCode ?? 0, String(decoding: data, as: UTF8.self))
+    }
+
+    /// A strict reading of the Prometheus text exposition format (0.0.4): every sample line is
+    /// `name{label="value",...} number`, and its family was declared by a `# TYPE` line before it.
+    static func samples(_ text: String) -> [String: Double]? {
+        var typed = Set<String>(), samples: [String: Double] = [:]
+        let sample = #/^([a-zA-Z_:][a-zA-Z0-9_:]*)(\{([a-zA-Z_][a-zA-Z0-9_]*="[^"\\\n]*"(,[a-zA-Z_][a-zA-Z0-9_]*="[^"\\\n]*")*)?\})? (-?[0-9.]+(e[+-]?[0-9]+)?|NaN|\+Inf|-Inf)$/#
+        for line in text.split(separator: "\n") {
+            if line.hasPrefix("# TYPE ") {
+                let parts = line.split(separator: " ")
+                guard parts.count == 4, ["counter", "gauge", "histogram", "summary", "untyped"].contains(parts[3]) else { return nil }
+                typed.insert(String(parts[2]))
+            } else if line.hasPrefix("#") {
+                continue
+            } else {
+                guard let match = line.wholeMatch(of: sample) else { return nil }
+                let name = String(match.1)
+                let family = ["_bucket", "_sum", "_count"].reduce(name) { $0.hasSuffix($1) ? String($0.dropLast($1.count)) : $0 }
+                guard typed.contains(name) || typed.contains(family), let value = Double(match.5) else { return nil }
+                samples[name + (match.2.map(String.init) ?? "")] = value
+            }
+        }
+        return samples
+    }
+
+    @Test("Refuses requests without the token; /metrics parses as Prometheus text and counts the real rounds; status says below quorum when agents leave")
+    func endpoint() async throws {
+        let agents = [(id: "region-1", users: 20), (id: "region-2", users: 20), (id: "region-3", users: 20)]
+        let federation = try await Federation(agents: agents, enrolled: agents.map(\.id), aggregatorSettings: """
+            rounds: {min_agents: 3, timeout_seconds: 20, sampling_rate: 1.0, sequence_length: 20}
+
+            """)
+        let aggregator = try federation.start("aggregator", ["run", "--config", "aggregator.yaml"])
+        defer { aggregator.terminate() }
+        let processes = try agents.map { try federation.start("edge-agent", ["run", "--config", "\($0.id).yaml"]) }
+        defer { processes.forEach { $0.terminate() } }
+        #expect(await aggregator.waitForOutput("round 2 │", seconds: 120), "\(aggregator.output)")
+
+        let announcement = try JSONDecoder().decode(HTTPAnnouncement.self,
+                                                    from: Data(contentsOf: URL(fileURLWithPath: federation.path("state/http.json"))))
+        #expect(announcement.host == "127.0.0.1" && announcement.port > 0)
+        let token = try String(contentsOfFile: federation.path("state/http.token"), encoding: .utf8)
+            .trimmingCharacters(in: .whitespacesAndNewlines)
+        let attributes = try FileManager.default.attributesOfItem(atPath: federation.path("state/http.token"))
+        #expect((attributes[.posixPermissions] as? NSNumber)?.intValue == 0o600, "the token file must be private")
+        let base = "http://127.0.0.1:\(announcement.port)"
+        for path in ["/healthz", "/metrics", "/status"] {
+            let url = try #require(URL(string: base + path))
+            #expect(try await Self.get(url, token: nil).0 == 401, "\(path) answered without a token")
+            #expect(try await Self.get(url, token: String(repeating: "0", count: token.count)).0 == 401, "\(path): wrong token")
+        }
+        // Control: with the token every path answers.
+        #expect(try await Self.get(try #require(URL(string: base + "/healthz")), token: token) == (200, "ok\n"))
+
+        let (code, text) = try await Self.get(try #require(URL(string: base + "/metrics")), token: token)
+        #expect(code == 200)
+        let samples = try #require(Self.samples(text), "not Prometheus text format:\n\(text)")
+        let rounds = aggregator.lines(startingWith: "round ").count
+        #expect(rounds >= 2)
+        #expect(samples[#"feddrift_rounds_total{outcome="aggregated"}"#].map { Int($0) } ?? 0 >= 2, "\(text)")
+        #expect(samples["feddrift_agents_enrolled"] == 3 && samples["feddrift_secure_aggregation"] == 1, "\(text)")
+        #expect((samples["feddrift_round_duration_seconds_count"] ?? 0) >= 2, "\(text)")
+        // The reference parser, when installed (scripts/test installs it).
+        try text.write(toFile: federation.path("metrics.txt"), atomically: true, encoding: .utf8)
+        let python = try ChildProcess(executable: URL(fileURLWithPath: "/usr/bin/env"), [
+            "python3", "-c", """
+            from prometheus_client.parser import text_string_to_metric_families
+            families = list(text_string_to_metric_families(open("metrics.txt").read()))
+            print(len(families), "families")
+            """,
+        ], in: federation.directory)
+        let exit = await python.waitForExit(seconds: 30)
+        if python.output.contains("No module named 'prometheus_client'") {
+            Issue.record("prometheus_client is not installed: run scripts/test, which installs it")
+        } else {
+            #expect(exit == 0 && python.output.contains("families"), "\(python.output)")
+        }
+
+        // aggregator status while the federation runs, then with the agents gone.
+        let status = try federation.start("aggregator", ["status", "--config", "aggregator.yaml"])
+        #expect(await status.waitForExit(seconds: 30) == 0, "\(status.output)")
+        #expect(status.output.contains("3 of 3 live") && status.output.contains("region-2:"), "\(status.output)")
+        for process in processes { process.kill() }
+        try await Task.sleep(for: .seconds(8))  // past the live window
+        let below = try federation.start("aggregator", ["status", "--config", "aggregator.yaml"])
+        #expect(await below.waitForExit(seconds: 30) == 0)
+        #expect(below.output.contains("BELOW QUORUM"), "\(below.output)")
+    }
+}
