@@ -9,7 +9,7 @@ import FoundationNetworking
 /// The aggregator's operator endpoint on a real `aggregator` process: every path behind the bearer
 /// token, `/metrics` in the Prometheus text format with the federation's real figures, `/status`
 /// and `aggregator status` saying how it is going.
-@Suite("Operator endpoint of a real aggregator: token, /metrics, /status, aggregator status", .serialized,
+@Suite("Operator endpoints of a real aggregator and agent: token, /metrics, /status, status commands", .serialized,
        .timeLimit(.minutes(4)))
 struct OperatorEndpointTests {
     static func get(_ url: URL, token: String?) async throws -> (Int, String) {
@@ -95,6 +95,23 @@ struct OperatorEndpointTests {
             #expect(exit == 0 && python.output.contains("families"), "\(python.output)")
         }
 
+        // An agent's endpoint: the same token rule, its own metrics, and edge-agent status.
+        let agentAnnouncement = try JSONDecoder().decode(
+            HTTPAnnouncement.self, from: Data(contentsOf: URL(fileURLWithPath: federation.path("data/region-1/http.json"))))
+        let agentToken = try String(contentsOfFile: federation.path("data/region-1/http.token"), encoding: .utf8)
+            .trimmingCharacters(in: .whitespacesAndNewlines)
+        #expect(agentToken != token, "every node has its own token")
+        let agentMetrics = try #require(URL(string: "http://127.0.0.1:\(agentAnnouncement.port)/metrics"))
+        #expect(try await Self.get(agentMetrics, token: nil).0 == 401)
+        #expect(try await Self.get(agentMetrics, token: token).0 == 401, "the aggregator's token must not open an agent")
+        let (agentCode, agentText) = try await Self.get(agentMetrics, token: agentToken)
+        let agentSamples = try #require(agentCode == 200 ? Self.samples(agentText) : nil, "\(agentCode):\n\(agentText)")
+        #expect(agentSamples["feddrift_connected"] == 1 && (agentSamples["feddrift_last_round"] ?? 0) >= 1, "\(agentText)")
+        let agentStatus = try federation.start("edge-agent", ["status", "--config", "region-1.yaml"])
+        #expect(await agentStatus.waitForExit(seconds: 30) == 0, "\(agentStatus.output)")
+        #expect(agentStatus.output.contains(": connected, registered") && agentStatus.output.contains("NON-PRIVATE"),
+                "\(agentStatus.output)")
+
         // aggregator status while the federation runs, then with the agents gone.
         let status = try federation.start("aggregator", ["status", "--config", "aggregator.yaml"])
         #expect(await status.waitForExit(seconds: 30) == 0, "\(status.output)")
@@ -104,5 +121,7 @@ struct OperatorEndpointTests {
         let below = try federation.start("aggregator", ["status", "--config", "aggregator.yaml"])
         #expect(await below.waitForExit(seconds: 30) == 0)
         #expect(below.output.contains("BELOW QUORUM"), "\(below.output)")
+        let gone = try federation.start("edge-agent", ["status", "--config", "region-1.yaml"])
+        #expect(await gone.waitForExit(seconds: 30) == 1 && gone.output.contains("not running"), "\(gone.output)")
     }
 }

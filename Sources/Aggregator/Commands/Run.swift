@@ -78,7 +78,8 @@ struct Run: AsyncParsableCommand {
         let http = try configuration.http.settings(directory: configuration.stateDirectory)
         let token = try http.tokenFile.map { try OperatorHTTP.token(at: $0) }
         let endpoint = OperatorHTTP.service(settings: http, token: token, registry: server.metrics.registry,
-                                            announceIn: configuration.stateDirectory, logger: logger) {
+                                            announceIn: configuration.stateDirectory, logger: logger,
+                                            refresh: { await server.refreshMetrics() }) {
             await server.liveStatus()
         }
         let group = ServiceGroup(configuration: .init(

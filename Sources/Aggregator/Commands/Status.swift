@@ -3,9 +3,6 @@ import FedIO
 import FedLogic
 import FedNode
 import Foundation
-#if canImport(FoundationNetworking)
-import FoundationNetworking
-#endif
 
 struct Status: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
@@ -31,39 +28,11 @@ struct Status: AsyncParsableCommand {
     func run() async throws {
         let configuration = try AggregatorConfiguration.load(path: config)
         let settings = try configuration.http.settings(directory: configuration.stateDirectory)
-        var port = settings.port
-        if port == 0 {
-            let path = HTTPAnnouncement.path(in: configuration.stateDirectory)
-            guard let data = FileManager.default.contents(atPath: path),
-                  let announcement = try? JSONDecoder().decode(HTTPAnnouncement.self, from: data) else {
-                print("The aggregator is not running (no \(path): it writes it when its endpoint starts).")
-                throw ExitCode(1)
-            }
-            port = announcement.port
-        }
-        let host = settings.host.contains(":") ? "[\(settings.host)]" : settings.host
-        guard let url = URL(string: "http://\(host):\(port)/status") else { throw ValidationError("bad http.listen") }
-        var request = URLRequest(url: url, timeoutInterval: 5)
-        if let tokenFile = settings.tokenFile {
-            guard let token = FileManager.default.contents(atPath: tokenFile) else {
-                throw ValidationError("cannot read the endpoint's token at \(tokenFile) (http.token_file)")
-            }
-            request.setValue("Bearer " + String(decoding: token, as: UTF8.self).trimmingCharacters(in: .whitespacesAndNewlines),
-                             forHTTPHeaderField: "Authorization")
-        }
         let body: Data
         do {
-            let (data, response) = try await URLSession.shared.data(for: request)
-            guard let http = response as? HTTPURLResponse, http.statusCode == 200 else {
-                let code = (response as? HTTPURLResponse)?.statusCode ?? 0
-                print("The aggregator at \(host):\(port) refused the status request (HTTP \(code))\(code == 401 ? ": wrong token" : "").")
-                throw ExitCode(1)
-            }
-            body = data
-        } catch let error as ExitCode {
-            throw error
+            body = try await OperatorClient.get("/status", settings: settings, directory: configuration.stateDirectory)
         } catch {
-            print("The aggregator is not running: no answer at \(host):\(port) (\(error.localizedDescription)).")
+            print("The aggregator is \(error)")
             throw ExitCode(1)
         }
         if json {

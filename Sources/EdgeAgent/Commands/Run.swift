@@ -136,9 +136,27 @@ struct Run: AsyncParsableCommand {
                                            }
                                        }, peers: peers)
         defer { session.close() }
+        let metrics = AgentMetrics()
+        // The operator endpoint: /healthz, /metrics, /status, behind the bearer token.
+        let http = try configuration.http.settings(directory: configuration.dataDirectory)
+        let token = try http.tokenFile.map { try OperatorHTTP.token(at: $0) }
+        let ingestCounts = IngestCounts()
+        let operatorEndpoint = OperatorHTTP.service(settings: http, token: token, registry: metrics.registry,
+                                                    announceIn: configuration.dataDirectory, logger: logger,
+                                                    refresh: { [worker] in
+            let status = session.snapshot, progress = scoring.progress
+            metrics.refresh(scored: progress.eventsScored, users: progress.users, privacy: worker.privacyStatus(),
+                            connected: status.connected, lastRound: status.status?.lastRound ?? 0,
+                            modelVersion: progress.modelVersion ?? status.status?.modelVersion ?? 0)
+        }) { [configuration, worker] in
+            AgentStatusDocument.make(configuration: configuration, session: session.snapshot, scoring: scoring.progress,
+                                     thresholds: scoring.thresholds, privacy: worker.privacyStatus(),
+                                     ingest: ingestCounts.values)
+        }
         var services: [ServiceGroupConfiguration.ServiceConfiguration] = [
-            .init(service: AlertService(scoring: scoring, publisher: publisher, logger: logger)),
+            .init(service: AlertService(scoring: scoring, publisher: publisher, metrics: metrics, logger: logger)),
             .init(service: SessionService(session: session)),
+            .init(service: operatorEndpoint),
         ]
         if let endpoint = configuration.ingest, let format = EventFormat(rawValue: configuration.ingestFormat) {
             let channel = try ZMQChannel(context: context, configuration: .init(kind: .pull, bind: [endpoint]))
@@ -146,7 +164,7 @@ struct Run: AsyncParsableCommand {
                 "endpoint": "\(channel.boundEndpoints.joined(separator: ","))", "format": "\(format.rawValue)",
             ])
             services.append(.init(service: IngestService(channel: channel, store: store, format: format, scoring: scoring,
-                                                         logger: logger)))
+                                                         metrics: metrics, counts: ingestCounts, logger: logger)))
         }
         if let endpoint = configuration.alerts.recommend {
             let channel = try ZMQChannel(context: context, configuration: .init(kind: .router, bind: [endpoint]))

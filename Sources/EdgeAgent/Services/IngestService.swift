@@ -5,6 +5,14 @@ import FedNode
 import FedTools
 import Logging
 import ServiceLifecycle
+import Synchronization
+
+/// Events stored and refused by live ingest since start, for `/status`.
+final class IngestCounts: Sendable {
+    private let counts = Mutex((stored: 0, refused: 0))
+    func add(stored: Int, refused: Int) { counts.withLock { $0.stored += stored; $0.refused += refused } }
+    var values: (stored: Int, refused: Int) { counts.withLock { $0 } }
+}
 
 /// Live events on a PULL socket: each message holds one or more rows (newline-separated) in the
 /// configured format. A message's valid rows are stored in one durable transaction before the next
@@ -15,6 +23,8 @@ struct IngestService: Service {
     let store: EventStore
     let format: EventFormat
     let scoring: LiveScoring
+    let metrics: AgentMetrics
+    let counts: IngestCounts
     let logger: Logger
 
     func run() async throws {
@@ -22,6 +32,7 @@ struct IngestService: Service {
         var stored = 0, refused = 0, messages = 0
         for try await message in channel.messages.cancelOnGracefulShutdown() {
             messages += 1
+            let started = ContinuousClock.now, refusedBefore = refused
             var events: [BehaviorEvent] = []
             for frame in message.frames {
                 let text = String(decoding: frame, as: UTF8.self)
@@ -36,6 +47,9 @@ struct IngestService: Service {
             }
             let ids = try store.append(events)
             stored += events.count
+            metrics.ingested(stored: events.count, refused: refused - refusedBefore)
+            counts.add(stored: events.count, refused: refused - refusedBefore)
+            metrics.ingestDuration(seconds: (ContinuousClock.now - started).inSeconds)
             scoring.submit(events, ids: ids)
             if messages % 1000 == 0 {
                 logger.info("Live ingest", metadata: ["events.stored": "\(stored)", "events.refused": "\(refused)"])
@@ -51,6 +65,7 @@ struct IngestService: Service {
 struct AlertService: Service {
     let scoring: LiveScoring
     let publisher: AlertPublisher
+    let metrics: AgentMetrics
     let logger: Logger
 
     func run() async throws {
@@ -71,6 +86,7 @@ struct AlertService: Service {
                 continue
             }
             for alert in batch {
+                metrics.alert(kind: alert.kind.rawValue)
                 logger.notice("Interest shift", metadata: [
                     "alert.id": "\(alert.id)", "score": "\(alert.score)",
                     "emerging": "\(alert.emerging.map(\.category))", "fading": "\(alert.fading.map(\.category))",

@@ -48,6 +48,8 @@ import Foundation
 ///   files. Given, this agent takes part in a secure-aggregation round only if every party of its roster
 ///   is one of them (each once): the aggregator cannot make up parties to isolate this agent's update.
 ///   Absent, the roster is taken as the aggregator sends it (enough against an honest-but-curious one).
+/// - `http`: the operator endpoint, `listen`, `token_file`, `insecure_loopback` (``HTTPConfiguration``),
+///   files in `data_directory`.
 /// - `non_private` (boolean, default false): `true` runs the agent without differential privacy — no
 ///   budget, no floor, exact evaluations — labelled NON-PRIVATE in its log and status. It cannot be
 ///   combined with `privacy`.
@@ -68,6 +70,8 @@ package struct EdgeAgentConfiguration: Sendable, Decodable {
     package var threads: Int = 1
     package var privacy: Privacy?
     package var secureAggregationPeers: [String]?
+    /// The operator endpoint (``HTTPConfiguration``; files default into `data_directory`).
+    package var http = HTTPConfiguration()
     /// `non_private: true`: the explicit opt-out of differential privacy.
     package var nonPrivate = false
     package var alerts = Alerts()
@@ -158,7 +162,7 @@ package struct EdgeAgentConfiguration: Sendable, Decodable {
         case ingestFormat = "ingest_format"
         case evaluationUsers = "evaluation_users"
         case nonPrivate = "non_private"
-        case secureAggregationPeers = "secure_aggregation_peers"
+        case secureAggregationPeers = "secure_aggregation_peers", http
     }
 
     /// The local event store.
@@ -204,6 +208,7 @@ package struct EdgeAgentConfiguration: Sendable, Decodable {
         threads = try container.decodeIfPresent(Int.self, forKey: .threads) ?? threads
         privacy = try container.decodeIfPresent(Privacy.self, forKey: .privacy)
         secureAggregationPeers = try container.decodeIfPresent([String].self, forKey: .secureAggregationPeers)
+        http = try container.decodeIfPresent(HTTPConfiguration.self, forKey: .http) ?? http
         nonPrivate = try container.decodeIfPresent(Bool.self, forKey: .nonPrivate) ?? false
         alerts = try container.decodeIfPresent(Alerts.self, forKey: .alerts) ?? alerts
     }
@@ -221,6 +226,7 @@ package struct EdgeAgentConfiguration: Sendable, Decodable {
         configuration.aggregatorPublicKeyFile = ConfigurationFile.resolve(configuration.aggregatorPublicKeyFile,
                                                                           relativeTo: path)
         configuration.dataDirectory = ConfigurationFile.resolve(configuration.dataDirectory, relativeTo: path)
+        configuration.http.tokenFile = configuration.http.tokenFile.map { ConfigurationFile.resolve($0, relativeTo: path) }
         configuration.secureAggregationPeers = configuration.secureAggregationPeers?.map {
             ConfigurationFile.resolve($0, relativeTo: path)
         }
@@ -246,6 +252,7 @@ package struct EdgeAgentConfiguration: Sendable, Decodable {
         guard !id.isEmpty, id.utf8.count <= 64 else {
             throw .invalidValue(key: "id", value: id, reason: "must be 1 to 64 bytes")
         }
+        _ = try http.settings(directory: dataDirectory)
         try ConfigurationFile.validateEndpoint(aggregator, key: "aggregator")
         try ConfigurationFile.validateEndpoint(announcements, key: "announcements")
         if let ingest { try ConfigurationFile.validateEndpoint(ingest, key: "ingest") }

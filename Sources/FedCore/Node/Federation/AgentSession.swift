@@ -1,8 +1,9 @@
 package import FedIO
-import FedLogic
+package import FedLogic
 package import FedModel
 import Foundation
 package import Logging
+import Synchronization
 
 /// An edge agent taking part in the federation: registers (and re-registers after every reconnect,
 /// receiving a snapshot of the federation), follows round announcements, downloads the global model
@@ -36,6 +37,14 @@ package final class AgentSession: Sendable {
     private let peers: Set<SigningPublicKey>?
     private let onModel: (@Sendable (LSTMParameters<Float>, UInt64) -> Void)?
     private let onThresholds: (@Sendable ([Float]) -> Void)?
+    /// What `/status` and `/metrics` read: the link's state and the protocol's status as they change.
+    package struct Snapshot: Sendable, Equatable {
+        package var connected = false
+        package var registered = false
+        package var status: AgentProtocol.Status?
+    }
+    private let state = Mutex(Snapshot())
+    package var snapshot: Snapshot { state.withLock { $0 } }
 
     package init(configuration: EdgeAgentConfiguration, identity: NodeIdentity, aggregator: NodePublicIdentity,
                  context: ZMQContext, worker: any RoundWorker, logger: Logger, persistModel: Bool = true,
@@ -139,7 +148,10 @@ package final class AgentSession: Sendable {
                 case .event(let opened)?:
                     event = opened
                 }
-                if case .welcomed(let snapshot) = event { secure.party = snapshot.party }
+                if case .welcomed(let snapshot) = event {
+                    secure.party = snapshot.party
+                    state.withLock { $0.registered = true }
+                }
                 // A round this agent will not release in (refused, failed, too late): it stops taking part in
                 // the round's secure aggregation, so the others need not wait for it or rebuild its masks.
                 if case .trainingFinished(let plan, let outcome) = event, secure.participant?.round == plan.round {
@@ -186,11 +198,14 @@ package final class AgentSession: Sendable {
         case .link(let event):
             switch event.kind {
             case .handshakeSucceeded:
+                state.withLock { $0.connected = true }
                 logger.info("Connected to aggregator (CURVE handshake done); registering",
                             metadata: ["agent.id": "\(agentID)", "endpoint": "\(link.endpoint)"])
                 return .connected
             case .handshakeFailedAuthentication: return .authenticationFailed
-            case .disconnected: return .disconnected
+            case .disconnected:
+                state.withLock { ($0.connected, $0.registered) = (false, false) }
+                return .disconnected
             default: return nil
             }
         case .tick:
@@ -468,6 +483,7 @@ package final class AgentSession: Sendable {
 
     /// `data_directory/status.json`: whether this agent still trains, and its last round.
     private func writeStatus(_ status: AgentProtocol.Status) {
+        state.withLock { $0.status = status }
         guard let statusPath else { return }
         var document: [String: Any] = [
             "agent_id": agentID, "participating": status.participating, "stopped_reason": status.stoppedReason,

@@ -242,6 +242,11 @@ package final class AggregatorServer: Sendable {
 
     static var nowMilliseconds: Int64 { Int64(Date().timeIntervalSince1970 * 1000) }
 
+    /// Gauges that change between rounds (live agents), before a scrape.
+    package func refreshMetrics() async {
+        metrics.recordLiveAgents(await coordinator.liveAgents(at: .now))
+    }
+
     /// `/status`: the federation now (round, phase, live agents, quorum) and, under `last`, the
     /// `status.json` the last round wrote.
     package func liveStatus() async -> Data {

@@ -75,14 +75,17 @@ package enum OperatorHTTP {
         return token
     }
 
-    /// The service: serves until the group shuts it down. `status` is the JSON body of `/status`.
+    /// The service: serves until the group shuts it down. `status` is the JSON body of `/status`;
+    /// `refresh` brings the gauges up to date before each scrape.
     package static func service(settings: HTTPSettings, token: String?, registry: PrometheusCollectorRegistry,
                                 announceIn directory: String, logger: Logger,
+                                refresh: @escaping @Sendable () async -> Void = {},
                                 status: @escaping @Sendable () async -> Data) -> some Service {
         let router = Router()
         router.add(middleware: BearerTokenMiddleware(token: token.map { Array($0.utf8) }))
         router.get("healthz") { _, _ in "ok\n" }
         router.get("metrics") { _, _ -> Response in
+            await refresh()
             var buffer: [UInt8] = []
             registry.emit(into: &buffer)
             return Response(status: .ok, headers: [.contentType: "text/plain; version=0.0.4; charset=utf-8"],

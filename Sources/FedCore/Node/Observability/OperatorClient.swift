@@ -1,0 +1,54 @@
+package import Foundation
+#if canImport(FoundationNetworking)
+import FoundationNetworking
+#endif
+
+/// Asks a running node's operator endpoint (`status` commands): finds its port (`http.listen`, or the
+/// `http.json` the process wrote when the port is ephemeral), reads its token, and GETs a path.
+package enum OperatorClient {
+    package enum Failure: Error, CustomStringConvertible {
+        case notRunning(String)
+        case refused(status: Int, address: String)
+        case token(String)
+
+        package var description: String {
+            switch self {
+            case let .notRunning(why): "not running: \(why)"
+            case let .refused(status, address):
+                "\(address) refused the request (HTTP \(status))\(status == 401 ? ": the token does not match http.token_file" : "")"
+            case let .token(why): why
+            }
+        }
+    }
+
+    package static func get(_ path: String, settings: HTTPSettings, directory: String) async throws(Failure) -> Data {
+        var port = settings.port
+        if port == 0 {
+            let file = HTTPAnnouncement.path(in: directory)
+            guard let data = FileManager.default.contents(atPath: file),
+                  let announcement = try? JSONDecoder().decode(HTTPAnnouncement.self, from: data) else {
+                throw .notRunning("no \(file) (the process writes it when its endpoint starts)")
+            }
+            port = announcement.port
+        }
+        let host = settings.host.contains(":") ? "[\(settings.host)]" : settings.host
+        guard let url = URL(string: "http://\(host):\(port)\(path)") else { throw .notRunning("bad address \(host):\(port)") }
+        var request = URLRequest(url: url, timeoutInterval: 5)
+        if let tokenFile = settings.tokenFile {
+            guard let token = FileManager.default.contents(atPath: tokenFile) else {
+                throw .token("cannot read the endpoint's token at \(tokenFile) (http.token_file)")
+            }
+            let value = String(decoding: token, as: UTF8.self).trimmingCharacters(in: .whitespacesAndNewlines)
+            request.setValue("Bearer " + value, forHTTPHeaderField: "Authorization")
+        }
+        let data: Data, response: URLResponse
+        do {
+            (data, response) = try await URLSession.shared.data(for: request)
+        } catch {
+            throw .notRunning("no answer at \(host):\(port) (\(error.localizedDescription))")
+        }
+        let status = (response as? HTTPURLResponse)?.statusCode ?? 0
+        guard status == 200 else { throw .refused(status: status, address: "\(host):\(port)") }
+        return data
+    }
+}
