@@ -28,24 +28,10 @@ struct Status: AsyncParsableCommand {
     func run() async throws {
         let configuration = try AggregatorConfiguration.load(path: config)
         let settings = try configuration.http.settings(directory: configuration.stateDirectory)
-        let body: Data
-        do {
-            body = try await OperatorClient.get("/status", settings: settings, directory: configuration.stateDirectory)
-        } catch {
-            print("The aggregator is \(error)")
-            throw ExitCode(1)
-        }
-        if json {
-            print(String(decoding: body, as: UTF8.self))
-            return
-        }
-        guard let status = try JSONSerialization.jsonObject(with: body) as? [String: Any] else {
-            throw ValidationError("the endpoint's answer is not a JSON object")
-        }
-        print(Self.summary(status))
+        guard await OperatorClient.printStatus(role: "aggregator", settings: settings, directory: configuration.stateDirectory, json: json,
+                                               summary: Self.summary) else { throw ExitCode(1) }
     }
 
-    /// The readable summary of a `/status` document.
     static func summary(_ status: [String: Any]) -> String {
         func int(_ value: Any?) -> Int { (value as? NSNumber)?.intValue ?? 0 }
         var lines: [String] = []

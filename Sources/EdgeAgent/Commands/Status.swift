@@ -28,21 +28,8 @@ struct Status: AsyncParsableCommand {
     func run() async throws {
         let configuration = try EdgeAgentConfiguration.load(path: config)
         let settings = try configuration.http.settings(directory: configuration.dataDirectory)
-        let body: Data
-        do {
-            body = try await OperatorClient.get("/status", settings: settings, directory: configuration.dataDirectory)
-        } catch {
-            print("The edge agent is \(error)")
-            throw ExitCode(1)
-        }
-        if json {
-            print(String(decoding: body, as: UTF8.self))
-            return
-        }
-        guard let status = try JSONSerialization.jsonObject(with: body) as? [String: Any] else {
-            throw ValidationError("the endpoint's answer is not a JSON object")
-        }
-        print(Self.summary(status))
+        guard await OperatorClient.printStatus(role: "edge agent", settings: settings, directory: configuration.dataDirectory, json: json,
+                                               summary: Self.summary) else { throw ExitCode(1) }
     }
 
     static func summary(_ status: [String: Any]) -> String {
@@ -76,7 +63,7 @@ struct Status: AsyncParsableCommand {
                 let spent = (privacy["epsilon_spent"] as? NSNumber)?.doubleValue ?? 0
                 let left = (privacy["epsilon_left"] as? NSNumber)?.doubleValue ?? 0
                 lines.append(String(format: "privacy: ε %.4f spent of %.4f, %.4f left", spent, budget, left)
-                    + (left <= 1e-9 ? " — OUT OF BUDGET: no more releases; scoring continues" : ""))
+                    + (left < 1e-3 ? " — BUDGET SPENT: no more releases; scoring continues" : ""))
             }
         }
         return lines.joined(separator: "\n")

@@ -193,11 +193,24 @@ package struct RoundDriverService: Service {
         var driver = RoundDriver(settings: server.driverSettings, round: server.startRound,
                                  thresholds: server.startThresholds)
         var timing = Timing()
+        // At start, the first round waits a moment (up to min(3 s, T/4)) for every enrolled agent, not
+        // only a quorum: agents started together register within moments of each other, and with secure
+        // aggregation one that registers after the round's key step cannot take part in it.
+        let timeout = Duration.milliseconds(Int64(server.configuration.rounds.timeoutSeconds * 1000))
+        let startup = ContinuousClock.now + min(.seconds(3), timeout / 4)
+        let enrolled = server.gate.enrolledAgents.count
         try await withThrowingTaskGroup(of: Void.self) { group in
             wake.yield(.agentsChanged)
+            group.addTask { [wake] in
+                try await Task.sleep(until: startup)
+                wake.yield(.agentsChanged)
+            }
             events: for await event in wakeups.cancelOnGracefulShutdown() {
-                var queue = driver.handle(event, liveAgents: await server.coordinator.liveAgents(at: .now),
-                                          now: AggregatorServer.nowMilliseconds)
+                let live = await server.coordinator.liveAgents(at: .now)
+                if event == .agentsChanged, driver.completed == 0, live < enrolled, ContinuousClock.now < startup {
+                    continue
+                }
+                var queue = driver.handle(event, liveAgents: live, now: AggregatorServer.nowMilliseconds)
                 while !queue.isEmpty {
                     let action = queue.removeFirst()
                     if case .finish = action { break events }

@@ -21,6 +21,28 @@ package enum OperatorClient {
         }
     }
 
+    /// What a `status` command prints: the endpoint's `/status` as is (`json`), or `summary` of it; a
+    /// node that does not answer is one line naming `role` and why. Returns whether it answered.
+    package static func printStatus(role: String, settings: HTTPSettings, directory: String, json: Bool,
+                                    summary: ([String: Any]) -> String) async -> Bool {
+        let body: Data
+        do {
+            body = try await get("/status", settings: settings, directory: directory)
+        } catch {
+            print("The \(role) is \(error)")
+            return false
+        }
+        if json {
+            print(String(decoding: body, as: UTF8.self))
+        } else if let status = try? JSONSerialization.jsonObject(with: body) as? [String: Any] {
+            print(summary(status))
+        } else {
+            print("The \(role) answered /status with something that is not a JSON object")
+            return false
+        }
+        return true
+    }
+
     package static func get(_ path: String, settings: HTTPSettings, directory: String) async throws(Failure) -> Data {
         var port = settings.port
         if port == 0 {
