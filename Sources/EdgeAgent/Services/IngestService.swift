@@ -85,10 +85,12 @@ struct AlertService: Service {
                              metadata: ["alerts": "\(batch.count)", "error": "\(error)"])
                 continue
             }
+            // One line per alert at info level (a busy region raises hundreds a day; they are stored,
+            // published and counted in /metrics), named by its kind; alert ids, never shopper ids.
             for alert in batch {
                 metrics.alert(kind: alert.kind.rawValue)
-                logger.notice("Interest shift", metadata: [
-                    "alert.id": "\(alert.id)", "score": "\(alert.score)",
+                logger.info(alert.kind == .interestShift ? "Interest shift" : "Churn risk", metadata: [
+                    "alert.id": "\(alert.id)", "alert.kind": "\(alert.kind.rawValue)", "score": "\(alert.score)",
                     "emerging": "\(alert.emerging.map(\.category))", "fading": "\(alert.fading.map(\.category))",
                     "recommendations": "\(alert.recommendations.map(\.item))",
                 ])
