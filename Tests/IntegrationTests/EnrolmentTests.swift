@@ -43,7 +43,7 @@ struct EnrolmentTests {
     func addressInUse() async throws {
         let federation = try await Federation(agents: ["region-1"], enrolled: ["region-1"])
         let first = try federation.start("aggregator", ["run", "--config", "aggregator.yaml"])
-        #expect(await first.waitForOutput("Listening for enrolled agents", seconds: 20))
+        #expect(await first.waitForOutput("Listening for enrolled agents", seconds: 20), "\(first.output)")
         let second = try federation.start("aggregator", ["run", "--config", "aggregator.yaml"])
         #expect(await second.waitForExit(seconds: 20) != 0)
         #expect(second.output.contains("Address already in use"), "\(second.output)")

@@ -125,7 +125,9 @@ package struct Federation {
         let nonPrivate = budgets == nil
         directory = FileManager.default.temporaryDirectory.appendingPathComponent("feddrift-it-\(UUID().uuidString)")
         try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
-        port = Int.random(in: 20_000..<60_000)
+        // Below Linux's ephemeral range (32768–60999): the operator endpoints and every outgoing
+        // connection of the tests running beside this one take ports from that range.
+        port = Int.random(in: 20_000..<32_000)
         for (binary, name) in [("aggregator", "aggregator")] + agents.map({ ("edge-agent", $0) }) {
             let keygen = try ChildProcess(binary, ["keygen", "--out", "keys/\(name)"], in: directory)
             try await require(keygen, seconds: 30, "keygen")
