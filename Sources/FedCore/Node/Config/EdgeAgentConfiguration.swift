@@ -34,7 +34,9 @@ import Foundation
 ///   keys as JSON, as `edge-agent fit-drift --out` writes them), `cold_start_churn_threshold`
 ///   (churn risk in nats, default 5, until the aggregator broadcasts one), `churn` (the churn detector's
 ///   settings: `session_gap_seconds`, `prior_sessions`, `prior_days`, `half_life_days`, `warm_up_sessions`).
-///   Alerts are stored in `data_directory/alerts.sqlite` before they are published.
+///   Alerts are stored in `data_directory/alerts.sqlite` before they are published. `sinks` (list,
+///   default none): webhooks and e-mail that deliver alerts to people (``AlertSinkConfiguration``,
+///   docs/ALERTS.md).
 /// - `privacy` (required unless `non_private: true`): `epsilon` and `delta`, this agent's lifetime
 ///   budget for all its releases together (model updates, evaluation reports, alert-rate counts),
 ///   enforced by the ledger in `data_directory/privacy.sqlite`; its own floor on the noise of every
@@ -88,6 +90,8 @@ package struct EdgeAgentConfiguration: Sendable, Decodable {
         package var churn = ChurnDetector.Settings()
         /// A JSON file of `detector` keys (`edge-agent fit-drift --out`), read at load; not with `detector`.
         package var detectorFile: String?
+        /// Where alerts are delivered to people: webhooks and e-mail (``AlertSinkConfiguration``).
+        package var sinks: [AlertSinkConfiguration] = []
         package init() {}
         package init(from decoder: any Decoder) throws {
             try decoder.rejectUnknownKeys(CodingKeys.self)
@@ -102,13 +106,14 @@ package struct EdgeAgentConfiguration: Sendable, Decodable {
                 ?? coldStartChurnThreshold
             churn = try c.decodeIfPresent(ChurnDetector.Settings.self, forKey: .churn) ?? churn
             detectorFile = try c.decodeIfPresent(String.self, forKey: .detectorFile)
+            sinks = try c.decodeIfPresent([AlertSinkConfiguration].self, forKey: .sinks) ?? []
             if detectorFile != nil && c.contains(.detector) {
                 throw DecodingError.dataCorruptedError(forKey: .detectorFile, in: c,
                                                        debugDescription: "give detector or detector_file, not both")
             }
         }
         enum CodingKeys: String, CodingKey, CaseIterable {
-            case publish, file, recommendations, recommend, detector, churn, detectorFile = "detector_file"
+            case publish, file, recommendations, recommend, detector, churn, sinks, detectorFile = "detector_file"
             case coldStartThreshold = "cold_start_threshold", coldStartChurnThreshold = "cold_start_churn_threshold"
         }
     }
@@ -232,6 +237,7 @@ package struct EdgeAgentConfiguration: Sendable, Decodable {
         }
         configuration.catalog = configuration.catalog.map { ConfigurationFile.resolve($0, relativeTo: path) }
         configuration.alerts.file = configuration.alerts.file.map { ConfigurationFile.resolve($0, relativeTo: path) }
+        for index in configuration.alerts.sinks.indices { configuration.alerts.sinks[index].resolvePaths(relativeTo: path) }
         if let file = configuration.alerts.detectorFile.map({ ConfigurationFile.resolve($0, relativeTo: path) }) {
             configuration.alerts.detectorFile = file
             guard let data = FileManager.default.contents(atPath: file) else {
@@ -261,6 +267,12 @@ package struct EdgeAgentConfiguration: Sendable, Decodable {
         guard alerts.coldStartThreshold.isFinite, alerts.coldStartChurnThreshold.isFinite, alerts.recommendations >= 0 else {
             throw .invalidValue(key: "alerts", value: "\(alerts.coldStartThreshold)",
                                 reason: "cold_start_threshold must be finite and recommendations ≥ 0")
+        }
+        for (index, sink) in alerts.sinks.enumerated() {
+            try sink.validate(index: index)
+            guard alerts.sinks[..<index].allSatisfy({ $0.name != sink.name }) else {
+                throw .invalidValue(key: "alerts.sinks[\(index)].name", value: sink.name, reason: "two sinks have this name")
+            }
         }
         guard EventFormat(rawValue: ingestFormat) != nil else {
             throw .invalidValue(key: "ingest_format", value: ingestFormat, reason: "must be taobao or jsonl")

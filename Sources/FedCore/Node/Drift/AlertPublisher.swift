@@ -11,22 +11,26 @@ package final class AlertPublisher: Sendable {
     private let store: AlertStore
     private let channel: ZMQChannel?
     private let file: String?
+    private let delivery: AlertDelivery?
     /// SQLite commits and JSONL appends, off the cooperative pool and in order.
     private let disk = BlockingQueue(label: "feddrift.alerts")
 
-    package init(store: AlertStore, channel: ZMQChannel?, file: String?) {
+    package init(store: AlertStore, channel: ZMQChannel?, file: String?, delivery: AlertDelivery? = nil) {
         self.store = store
         self.channel = channel
         self.file = file
+        self.delivery = delivery
     }
 
     package static func topic(_ alert: DriftAlert) -> String { "alert.\(alert.region).\(alert.kind.rawValue)" }
 
-    /// Stores `alerts` in one transaction, then sends them and marks them published in one more. The
-    /// SQLite and file writes wait for the disk, so they run off the cooperative pool.
+    /// Stores `alerts` in one transaction, with their deliveries to the configured sinks (the outbox
+    /// ``AlertDelivery`` works from), then sends them and marks them published in one more. The SQLite
+    /// and file writes wait for the disk, so they run off the cooperative pool.
     package func publish(_ alerts: [DriftAlert]) async throws {
         let store = self.store
-        let documents = try await disk.run { try store.record(alerts) }
+        let routes = delivery?.routes(now: Date().timeIntervalSince1970)
+        let documents = try await disk.run { try store.record(alerts, routes: routes ?? { _ in [] }) }
         try await send(alerts, documents: documents)
     }
 

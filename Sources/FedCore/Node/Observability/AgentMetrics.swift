@@ -30,6 +30,19 @@ package final class AgentMetrics: Sendable {
         Counter(label: "feddrift_alerts_total", dimensions: [("kind", kind)], factory: factory).increment()
     }
 
+    /// Alert deliveries to a sink, by outcome (`delivered`, `failed`).
+    package func delivery(sink: String, outcome: String, count: Int) {
+        Counter(label: "feddrift_alert_deliveries_total", dimensions: [("sink", sink), ("outcome", outcome)], factory: factory)
+            .increment(by: count)
+    }
+
+    /// Deliveries waiting per sink (failed ones being retried, digests not yet due).
+    package func pendingDeliveries(_ pending: [String: Int]) {
+        for (sink, count) in pending {
+            Gauge(label: "feddrift_alert_deliveries_pending", dimensions: [("sink", sink)], factory: factory).record(Double(count))
+        }
+    }
+
     package func refresh(scored: Int, users: Int, privacy: AgentPrivacyStatus?, connected: Bool, lastRound: UInt64,
                          modelVersion: UInt64) {
         let delta = scoredExported.withLock { exported -> Int in

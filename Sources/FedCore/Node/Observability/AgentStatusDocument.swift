@@ -6,7 +6,8 @@ package import Foundation
 package enum AgentStatusDocument {
     package static func make(configuration: EdgeAgentConfiguration, session: AgentSession.Snapshot,
                              scoring: LiveScoring.Progress, thresholds: AlertThresholds, privacy: AgentPrivacyStatus?,
-                             ingest: (stored: Int, refused: Int)) -> Data {
+                             ingest: (stored: Int, refused: Int),
+                             deliveries: [String: AlertStore.DeliveryCounts] = [:]) -> Data {
         let status = session.status
         var document: [String: Any] = [
             "agent_id": configuration.id, "aggregator": configuration.aggregator,
@@ -19,6 +20,14 @@ package enum AgentStatusDocument {
             "thresholds": ["interest_shift": thresholds.interestShift, "churn_risk": thresholds.churnRisk],
         ]
         if let privacy { document["privacy"] = privacy.document }
+        if !deliveries.isEmpty {
+            document["deliveries"] = deliveries.mapValues { counts -> [String: Any] in
+                var entry: [String: Any] = ["pending": counts.pending, "delivered": counts.delivered,
+                                            "most_attempts": counts.mostAttempts]
+                if let error = counts.lastError { entry["last_error"] = error }
+                return entry
+            }
+        }
         return (try? JSONSerialization.data(withJSONObject: document, options: [.sortedKeys])) ?? Data("{}".utf8)
     }
 }
