@@ -19,7 +19,7 @@ struct EdgeAgentCommand: AsyncParsableCommand {
               edge-agent run --config configs/agent-1.yaml
             """,
         version: FedDrift.version,
-        subcommands: [Run.self, Status.self, CheckConfig.self, Keygen.self, Import.self, Simulate.self, Privacy.self, Alerts.self, ScoreAlerts.self, Recommend.self, Replay.self, EvaluateDrift.self, FitDrift.self, EvaluateChurn.self, Bench.self]
+        subcommands: [Run.self, Status.self, Dashboard.self, CheckConfig.self, Keygen.self, Import.self, Simulate.self, Privacy.self, Alerts.self, ScoreAlerts.self, Recommend.self, Replay.self, EvaluateDrift.self, FitDrift.self, EvaluateChurn.self, Bench.self]
     )
 }
 

@@ -112,6 +112,46 @@ struct OperatorEndpointTests {
         #expect(agentStatus.output.contains(": connected, registered") && agentStatus.output.contains("NON-PRIVATE"),
                 "\(agentStatus.output)")
 
+        // The dashboard: behind the same token; its accuracy chart plots the rounds in history.jsonl.
+        let dashboard = try #require(URL(string: base + "/dashboard"))
+        #expect(try await Self.get(dashboard, token: nil).0 == 401)
+        let (pageCode, page) = try await Self.get(dashboard, token: token)
+        #expect(pageCode == 200 && page.contains("FedDrift federation"), "\(pageCode)")
+        let history = try String(contentsOfFile: federation.path("state/history.jsonl"), encoding: .utf8)
+            .split(separator: "\n").map { try JSONDecoder().decode(RoundHistoryEntry.self, from: Data($0.utf8)) }
+        #expect(history.count >= 2 && history.map(\.round) == (1...UInt64(history.count)).map { $0 }, "\(history)")
+        let charts = SVGReader.charts(in: page)
+        let accuracy = try #require(charts.first { $0.label.hasPrefix("Held-out") })
+        let shown = accuracy.points("top-10")
+        // The page may have been rendered before the newest round's line: compare what both have.
+        let plotted = history.filter { $0.evaluatedUsers > 0 }.prefix(shown.count)
+        #expect(!shown.isEmpty && shown.map(\.y) == plotted.map(\.top10) && shown.map(\.x) == plotted.map { Double($0.evaluatedModelVersion) },
+                "\(shown) vs \(plotted)")
+        #expect(charts.allSatisfy { $0.misplaced().isEmpty })
+        let timeline = try #require(charts.first { $0.label.hasPrefix("Rounds") })
+        #expect(timeline.points("duration").map(\.y) == history.prefix(timeline.marks.count).map { $0.seconds })
+        #expect(page.contains("region-3") && page.contains(">live<"), "the agents table")
+        // A browser signs in once: /login with the token sets a cookie, which then opens the dashboard.
+        let session = URLSession(configuration: .ephemeral)
+        let login = try #require(URL(string: base + "/login?next=/dashboard&token=\(token)"))
+        let (loginData, loginResponse) = try await session.data(from: login)
+        #expect((loginResponse as? HTTPURLResponse)?.statusCode == 200 && String(decoding: loginData, as: UTF8.self)
+            .contains("FedDrift federation"), "redirected to the dashboard with the cookie")
+        var forged = URLRequest(url: dashboard)
+        forged.setValue("feddrift_token=\(String(repeating: "0", count: token.count))", forHTTPHeaderField: "Cookie")
+        let (_, forgedResponse) = try await URLSession(configuration: .ephemeral).data(for: forged)
+        #expect((forgedResponse as? HTTPURLResponse)?.statusCode == 401, "a wrong cookie is refused")
+        let badLogin = try #require(URL(string: base + "/login?next=/dashboard&token=wrong"))
+        #expect(try await Self.get(badLogin, token: nil).0 == 401)
+        let printed = try federation.start("aggregator", ["dashboard", "--config", "aggregator.yaml"])
+        #expect(await printed.waitForExit(seconds: 20) == 0)
+        #expect(printed.output.hasPrefix(base + "/login?next=/dashboard&token="), "\(printed.output)")
+        // The agent's alerts page, behind the agent's token.
+        let alertsPage = try #require(URL(string: "http://127.0.0.1:\(agentAnnouncement.port)/alerts"))
+        #expect(try await Self.get(alertsPage, token: token).0 == 401)
+        let (alertsCode, alertsHTML) = try await Self.get(alertsPage, token: agentToken)
+        #expect(alertsCode == 200 && alertsHTML.contains("FedDrift edge agent · region-1"), "\(alertsCode)")
+
         // aggregator status while the federation runs, then with the agents gone.
         let status = try federation.start("aggregator", ["status", "--config", "aggregator.yaml"])
         #expect(await status.waitForExit(seconds: 30) == 0, "\(status.output)")

@@ -79,7 +79,8 @@ struct Run: AsyncParsableCommand {
         let token = try http.tokenFile.map { try OperatorHTTP.token(at: $0) }
         let endpoint = OperatorHTTP.service(settings: http, token: token, registry: server.metrics.registry,
                                             announceIn: configuration.stateDirectory, logger: logger,
-                                            refresh: { await server.refreshMetrics() }) {
+                                            refresh: { await server.refreshMetrics() },
+                                            pages: ["dashboard": { await server.dashboard() }]) {
             await server.liveStatus()
         }
         let group = ServiceGroup(configuration: .init(

@@ -114,8 +114,17 @@ struct Run: AsyncParsableCommand {
         let alertChannel = try configuration.alerts.publish.map { endpoint in
             try ZMQChannel(context: context, configuration: .init(kind: .pub, bind: [endpoint]))
         }
-        let publisher = AlertPublisher(store: try AlertStore(path: configuration.alertStorePath), channel: alertChannel,
-                                       file: configuration.alertFilePath)
+        let alertStore = try AlertStore(path: configuration.alertStorePath)
+        // Sinks that deliver alerts to people; their secrets are read now, so a bad file stops the start.
+        let delivery = try AlertDelivery(store: alertStore, sinks: configuration.alerts.sinks)
+        for sink in delivery.sinks {
+            logger.info("Alerts delivered to sink", metadata: [
+                "sink": "\(sink.name)", "kinds": "\(sink.configuration.kinds.map { $0.map(\.rawValue).sorted() } ?? ["all"])",
+                "digest": "\(sink.configuration.digest != nil)",
+            ])
+        }
+        let publisher = AlertPublisher(store: alertStore, channel: alertChannel, file: configuration.alertFilePath,
+                                       delivery: delivery)
         let pending = try await publisher.republishPending()
         if pending > 0 { logger.notice("Re-published alerts left unconfirmed by the last run", metadata: ["alerts": "\(pending)"]) }
         // Secure aggregation: the other enrolled agents' identities, when the operator pinned them.
@@ -141,6 +150,7 @@ struct Run: AsyncParsableCommand {
         let http = try configuration.http.settings(directory: configuration.dataDirectory)
         let token = try http.tokenFile.map { try OperatorHTTP.token(at: $0) }
         let ingestCounts = IngestCounts()
+        let alertReads = BlockingQueue(label: "feddrift.alerts-page")
         let operatorEndpoint = OperatorHTTP.service(settings: http, token: token, registry: metrics.registry,
                                                     announceIn: configuration.dataDirectory, logger: logger,
                                                     refresh: { [worker] in
@@ -148,14 +158,23 @@ struct Run: AsyncParsableCommand {
             metrics.refresh(scored: progress.eventsScored, users: progress.users, privacy: worker.privacyStatus(),
                             connected: status.connected, lastRound: status.status?.lastRound ?? 0,
                             modelVersion: progress.modelVersion ?? status.status?.modelVersion ?? 0)
-        }) { [configuration, worker] in
+            metrics.pendingDeliveries(delivery.counts.mapValues(\.pending))
+        }, pages: ["alerts": { [configuration, worker] in
+            // The newest 100 alerts, read off the cooperative pool.
+            let alerts = (try? await alertReads.run { try alertStore.recent(limit: 100) }) ?? []
+            let status = session.snapshot, progress = scoring.progress
+            return DashboardPages.agentAlerts(agentID: configuration.id, connected: status.connected,
+                                              modelVersion: progress.modelVersion, thresholds: scoring.thresholds,
+                                              privacy: worker.privacyStatus(), deliveries: delivery.counts, alerts: alerts)
+        }]) { [configuration, worker] in
             AgentStatusDocument.make(configuration: configuration, session: session.snapshot, scoring: scoring.progress,
                                      thresholds: scoring.thresholds, privacy: worker.privacyStatus(),
-                                     ingest: ingestCounts.values)
+                                     ingest: ingestCounts.values, deliveries: delivery.counts)
         }
         var services: [ServiceGroupConfiguration.ServiceConfiguration] = [
             .init(service: AlertService(scoring: scoring, publisher: publisher, metrics: metrics, logger: logger)),
             .init(service: SessionService(session: session)),
+            .init(service: DeliveryService(delivery: delivery, metrics: metrics, logger: logger)),
             .init(service: operatorEndpoint),
         ]
         if let endpoint = configuration.ingest, let format = EventFormat(rawValue: configuration.ingestFormat) {
@@ -173,6 +192,25 @@ struct Run: AsyncParsableCommand {
         }
         try await ServiceGroup(configuration: .init(services: services, gracefulShutdownSignals: [.sigterm, .sigint],
                                                     logger: logger)).run()
+    }
+}
+
+/// Delivers alerts to the configured sinks (``AlertDelivery``) until shutdown; what is not delivered
+/// by then stays in the outbox for the next start.
+struct DeliveryService: Service {
+    let delivery: AlertDelivery
+    let metrics: AgentMetrics
+    let logger: Logger
+
+    func run() async throws {
+        await cancelWhenGracefulShutdown {
+            await delivery.run(logger: logger) { sink, outcome, count in
+                metrics.delivery(sink: sink, outcome: outcome.rawValue, count: count)
+            }
+        }
+        // With no sink configured there is nothing to run; a service that returns early would stop the
+        // group, so stay until shutdown.
+        try? await gracefulShutdown()
     }
 }
 

@@ -101,6 +101,14 @@ package actor RoundCoordinator {
         return previous.map { now - $0 >= Self.liveWindow } ?? true
     }
 
+    /// Seconds since each agent was last heard, at `now`.
+    package func secondsSinceHeard(at now: ContinuousClock.Instant) -> [String: Double] {
+        lastHeard.mapValues { instant in
+            let elapsed = now - instant
+            return Double(elapsed.components.seconds) + Double(elapsed.components.attoseconds) * 1e-18
+        }
+    }
+
     /// Agents heard within ``liveWindow`` before `now`.
     package func liveAgents(at now: ContinuousClock.Instant) -> Int {
         lastHeard.values.filter { now - $0 < Self.liveWindow }.count

@@ -38,13 +38,17 @@ import Foundation
 ///   the agents' masked updates, and the noise is added once for the sum instead of once per agent.
 /// - `http`: the operator endpoint, `listen`, `token_file`, `insecure_loopback` (``HTTPConfiguration``).
 /// - `agents` (list, required): the allow-list, each with `id` and `public_key_file` (the agent's
-///   `identity.public`). Only these agents can connect or have envelopes opened.
+///   `identity.public`), and optionally `epsilon_budget` (the region's agreed ε, drawn on the
+///   dashboard). Only these agents can connect or have envelopes opened.
 ///
 /// Relative paths are resolved against the configuration file's directory.
 package struct AggregatorConfiguration: Sendable, Decodable {
     package struct EnrolledAgent: Sendable, Decodable {
         package var id: String
         package var publicKeyFile: String
+        /// The ε the operator agreed with this agent's region (its `privacy.epsilon`): the dashboard draws
+        /// its spending against it. Informational; the agent's own ledger enforces its budget.
+        package var epsilonBudget: Double?
         package init(id: String, publicKeyFile: String) {
             self.id = id
             self.publicKeyFile = publicKeyFile
@@ -54,10 +58,15 @@ package struct AggregatorConfiguration: Sendable, Decodable {
             let c = try decoder.container(keyedBy: CodingKeys.self)
             id = try c.decode(String.self, forKey: .id)
             publicKeyFile = try c.decode(String.self, forKey: .publicKeyFile)
+            epsilonBudget = try c.decodeIfPresent(Double.self, forKey: .epsilonBudget)
+            if let budget = epsilonBudget, !(budget > 0 && budget.isFinite) {
+                throw DecodingError.dataCorruptedError(forKey: .epsilonBudget, in: c,
+                                                       debugDescription: "\(budget): must be a finite ε > 0")
+            }
         }
         enum CodingKeys: String, CodingKey, CaseIterable {
             case id
-            case publicKeyFile = "public_key_file"
+            case publicKeyFile = "public_key_file", epsilonBudget = "epsilon_budget"
         }
     }
 

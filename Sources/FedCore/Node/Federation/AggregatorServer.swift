@@ -28,12 +28,16 @@ package struct RoundReport: Sendable, Codable {
     package var closeSeconds: Double
     /// The updates went through secure aggregation: the aggregator saw only their sum.
     package var secureAggregation = false
+    /// The alert rates the agents' (DP) what-if releases of this round showed, when any agent sent one.
+    package var alertsPer10kEvents: Double?
+    package var churnPer1kShopperDays: Double?
 
     enum CodingKeys: String, CodingKey {
         case round, aggregated, agents, rejections, top1, top10, seconds
         case enrolledAgents = "enrolled_agents", liveAgents = "live_agents", modelVersion = "model_version"
         case evaluatedModelVersion = "evaluated_model_version", evaluatedUsers = "evaluated_users"
         case heldOutLoss = "held_out_loss", closeSeconds = "close_seconds", secureAggregation = "secure_aggregation"
+        case alertsPer10kEvents = "alerts_per_10k_events", churnPer1kShopperDays = "churn_per_1k_shopper_days"
     }
 }
 
@@ -74,6 +78,8 @@ package final class AggregatorServer: Sendable {
     let secureDesk: SecureRoundDesk
     /// What `/metrics` serves.
     package let metrics = AggregatorMetrics()
+    /// Closed rounds for the dashboard (`state_directory/history.jsonl`).
+    package let history: RoundHistory
     let checkpoints: CheckpointStore
     let modelsDirectory: String
     let shape: LSTMShape
@@ -115,6 +121,12 @@ package final class AggregatorServer: Sendable {
             throw AggregatorError.state("cannot create \(modelsDirectory): \(error.localizedDescription)")
         }
         checkpoints = try CheckpointStore(path: (state as NSString).appendingPathComponent("checkpoint.sqlite"))
+        history = RoundHistory(path: (state as NSString).appendingPathComponent("history.jsonl"))
+        if history.skippedLines > 0 {
+            logger.warning("Round history: lines that do not decode were skipped", metadata: [
+                "path": "\(history.path)", "lines": "\(history.skippedLines)",
+            ])
+        }
         let checkpoint = try checkpoints.load()
         let parameters: LSTMParameters<Float>
         if let checkpoint {
@@ -272,6 +284,33 @@ package final class AggregatorServer: Sendable {
             document["last"] = last
         }
         return (try? JSONSerialization.data(withJSONObject: document, options: [.sortedKeys])) ?? Data("{}".utf8)
+    }
+
+    /// The dashboard page (`/dashboard`): the federation now, its agents, and its history.
+    package func dashboard() async -> String {
+        let now = ContinuousClock.now
+        let heard = await coordinator.secondsSinceHeard(at: now)
+        let records = await coordinator.agentRecords
+        let epsilons = metrics.epsilonSpent
+        let phase = await coordinator.phase
+        var open: (round: UInt64, seconds: Double)?
+        if case .collecting(let round, let deadline) = phase { open = (round, max(0, (deadline - now).inSeconds)) }
+        let live = RoundCoordinator.liveWindow.inSeconds
+        let agents = configuration.agents.map { agent in
+            DashboardPages.AgentRow(id: agent.id, live: heard[agent.id].map { $0 < live } ?? false,
+                                    lastSeenSeconds: heard[agent.id], lastRound: records[agent.id]?.lastRound ?? 0,
+                                    accepted: records[agent.id]?.acceptedUpdates ?? 0,
+                                    rejected: records[agent.id]?.rejectedUpdates ?? 0,
+                                    epsilonSpent: epsilons[agent.id], epsilonBudget: agent.epsilonBudget)
+        }
+        let federation = DashboardPages.Federation(
+            aggregatorID: configuration.id, round: await coordinator.round, openRound: open?.round,
+            secondsToDeadline: open?.seconds, modelVersion: await coordinator.modelVersion,
+            liveAgents: await coordinator.liveAgents(at: now), minAgents: configuration.rounds.minAgents,
+            privacy: configuration.privacySummary, alertBudgetPer10k: configuration.drift.alertBudgetPer10k,
+            churnBudgetPer1kShopperDays: configuration.drift.churnBudgetPer1kShopperDays, agents: agents,
+            history: history.recent)
+        return DashboardPages.aggregator(federation)
     }
 
     /// Closes the secure-aggregation steps that are complete or due and sends what they produce. When

@@ -336,6 +336,10 @@ package struct RoundDriverService: Service {
                 "round.id": "\(round)", "updates.received": "\(received)", "quorum": "\(required)",
             ])
         }
+        if let counts = await coordinator.closedAlertCounts {
+            if counts.events >= 1 { report.alertsPer10kEvents = max(0, counts.alerts) / counts.events * 10_000 }
+            if counts.shopperDays >= 1 { report.churnPer1kShopperDays = max(0, counts.churnWarnings) / counts.shopperDays * 1_000 }
+        }
         let thresholds = await coordinator.thresholds
         server.metrics.record(report, thresholds: thresholds.map { ($0.interestShift, $0.churnRisk) })
         server.exports.yield(.report(report, rejectionsTotal: rejections, agents: await coordinator.agentRecords,
@@ -452,6 +456,19 @@ extension AggregatorServer {
             try encoder.encode(status).write(to: URL(fileURLWithPath: path), options: .atomic)
         } catch {
             logger.warning("Could not write status", metadata: ["path": "\(path)", "error": "\(error)"])
+        }
+        let entry = RoundHistoryEntry(
+            time: Date().timeIntervalSince1970, round: report.round, aggregated: report.aggregated,
+            secureAggregation: report.secureAggregation, acceptedAgents: report.agents.count, liveAgents: report.liveAgents,
+            enrolledAgents: report.enrolledAgents, seconds: report.seconds, modelVersion: report.modelVersion,
+            evaluatedModelVersion: report.evaluatedModelVersion, evaluatedUsers: report.evaluatedUsers,
+            top1: report.top1, top10: report.top10, interestShiftThreshold: thresholds?.interestShift,
+            churnRiskThreshold: thresholds?.churnRisk, alertsPer10kEvents: report.alertsPer10kEvents,
+            churnPer1kShopperDays: report.churnPer1kShopperDays, epsilonSpent: metrics.epsilonSpent)
+        do {
+            try history.append(entry)
+        } catch {
+            logger.warning("Could not append to the round history", metadata: ["path": "\(history.path)", "error": "\(error)"])
         }
     }
 

@@ -1,11 +1,13 @@
 import Metrics
 package import Prometheus
+import Synchronization
 
 /// The aggregator's Prometheus metrics, recorded through swift-metrics into one registry that the
 /// operator endpoint's `/metrics` emits. Names: `feddrift_<what>`; docs/OPERATIONS.md lists them.
 package final class AggregatorMetrics: Sendable {
     package let registry = PrometheusCollectorRegistry()
     private let factory: PrometheusMetricsFactory
+    private let epsilons = Mutex<[String: Double]>([:])
 
     package init() {
         var factory = PrometheusMetricsFactory(registry: registry)
@@ -46,9 +48,13 @@ package final class AggregatorMetrics: Sendable {
     /// ε an agent's ledger showed spent in its newest verified receipt.
     package func recordEpsilon(agent: String, spent: Double) {
         Gauge(label: "feddrift_agent_epsilon_spent", dimensions: [("agent", agent)], factory: factory).record(spent)
+        epsilons.withLock { $0[agent] = spent }
     }
 
     /// Agents heard within the live window.
+    /// ε spent per agent, from the newest verified receipts (the dashboard's history).
+    package var epsilonSpent: [String: Double] { epsilons.withLock { $0 } }
+
     package func recordLiveAgents(_ count: Int) {
         Gauge(label: "feddrift_agents_live", factory: factory).record(Double(count))
     }

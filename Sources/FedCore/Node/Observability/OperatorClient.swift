@@ -43,7 +43,8 @@ package enum OperatorClient {
         return true
     }
 
-    package static func get(_ path: String, settings: HTTPSettings, directory: String) async throws(Failure) -> Data {
+    /// `host:port` of the running endpoint (the port from `http.json` when it is ephemeral).
+    static func address(settings: HTTPSettings, directory: String) throws(Failure) -> (host: String, port: Int) {
         var port = settings.port
         if port == 0 {
             let file = HTTPAnnouncement.path(in: directory)
@@ -53,7 +54,24 @@ package enum OperatorClient {
             }
             port = announcement.port
         }
-        let host = settings.host.contains(":") ? "[\(settings.host)]" : settings.host
+        return (settings.host.contains(":") ? "[\(settings.host)]" : settings.host, port)
+    }
+
+    /// The address a browser opens to see `path`: through `/login` with the token, which sets it as a
+    /// cookie (the URL holds the token: share it as you would the token file).
+    package static func browserURL(_ path: String, settings: HTTPSettings, directory: String) throws(Failure) -> String {
+        let (host, port) = try address(settings: settings, directory: directory)
+        guard let tokenFile = settings.tokenFile else { return "http://\(host):\(port)\(path)" }
+        guard let data = FileManager.default.contents(atPath: tokenFile) else {
+            throw .token("cannot read the endpoint's token at \(tokenFile) (http.token_file)")
+        }
+        let token = String(decoding: data, as: UTF8.self).trimmingCharacters(in: .whitespacesAndNewlines)
+        let encoded = token.addingPercentEncoding(withAllowedCharacters: .alphanumerics) ?? token
+        return "http://\(host):\(port)/login?next=\(path)&token=\(encoded)"
+    }
+
+    package static func get(_ path: String, settings: HTTPSettings, directory: String) async throws(Failure) -> Data {
+        let (host, port) = try address(settings: settings, directory: directory)
         guard let url = URL(string: "http://\(host):\(port)\(path)") else { throw .notRunning("bad address \(host):\(port)") }
         var request = URLRequest(url: url, timeoutInterval: 5)
         if let tokenFile = settings.tokenFile {

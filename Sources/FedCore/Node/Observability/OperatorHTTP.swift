@@ -80,10 +80,19 @@ package enum OperatorHTTP {
     package static func service(settings: HTTPSettings, token: String?, registry: PrometheusCollectorRegistry,
                                 announceIn directory: String, logger: Logger,
                                 refresh: @escaping @Sendable () async -> Void = {},
+                                pages: [String: @Sendable () async -> String] = [:],
                                 status: @escaping @Sendable () async -> Data) -> some Service {
         let router = Router()
         router.add(middleware: BearerTokenMiddleware(token: token.map { Array($0.utf8) }))
         router.get("healthz") { _, _ in "ok\n" }
+        // HTML pages for browsers (the dashboard, the agent's alerts), behind the same token: a browser
+        // signs in once at /login?token=…, which sets it as an HttpOnly, SameSite=Strict cookie.
+        for (path, render) in pages {
+            router.get(RouterPath(path)) { _, _ -> Response in
+                Response(status: .ok, headers: [.contentType: "text/html; charset=utf-8", .cacheControl: "no-store"],
+                         body: .init(byteBuffer: ByteBuffer(string: await render())))
+            }
+        }
         router.get("metrics") { _, _ -> Response in
             await refresh()
             var buffer: [UInt8] = []
@@ -106,7 +115,7 @@ package enum OperatorHTTP {
                 if let data = try? JSONEncoder().encode(announcement) {
                     try? data.write(to: URL(fileURLWithPath: HTTPAnnouncement.path(in: directory)), options: .atomic)
                 }
-                logger.notice("Operator endpoint listening: /healthz, /metrics, /status", metadata: [
+                logger.notice("Operator endpoint listening: /healthz, /metrics, /status\(pages.keys.sorted().map { ", /" + $0 }.joined())", metadata: [
                     "http.address": "\(host):\(port)",
                     "http.auth": "\(token == nil ? "none (insecure_loopback)" : "bearer token")",
                 ])
@@ -115,21 +124,51 @@ package enum OperatorHTTP {
     }
 }
 
-/// Refuses every request without the bearer token (compared in constant time).
+/// Refuses every request without the token (compared in constant time): `Authorization: Bearer <token>`
+/// (scripts, Prometheus), or the `feddrift_token` cookie that `GET /login?token=<token>&next=/path`
+/// sets for a browser (HttpOnly, SameSite=Strict) before redirecting to `next` (a local path).
 struct BearerTokenMiddleware<Context: RequestContext>: RouterMiddleware {
     let token: [UInt8]?
+    static var cookie: String { "feddrift_token" }
 
     func handle(_ request: Request, context: Context,
                 next: (Request, Context) async throws -> Response) async throws -> Response {
-        guard let token else { return try await next(request, context) }
-        let presented = request.headers[.authorization].map { Array($0.utf8) } ?? []
-        let expected = Array("Bearer ".utf8) + token
-        var difference = UInt8(presented.count == expected.count ? 0 : 1)
-        for index in expected.indices { difference |= expected[index] ^ (index < presented.count ? presented[index] : 0) }
-        guard difference == 0 else {
-            return Response(status: .unauthorized, headers: [.wwwAuthenticate: "Bearer"],
-                            body: .init(byteBuffer: ByteBuffer(string: "a bearer token is required (the node's http token file)\n")))
+        guard let token else {
+            if request.uri.path == "/login" { return Self.redirect(to: Self.next(in: request), cookie: nil) }
+            return try await next(request, context)
+        }
+        if request.uri.path == "/login" {
+            let presented = request.uri.queryParameters["token"].map { Array(String($0).utf8) } ?? []
+            guard Sodium.constantTimeEquals(presented, token) else { return Self.refusal() }
+            return Self.redirect(to: Self.next(in: request), cookie: String(decoding: token, as: UTF8.self))
+        }
+        let bearer = request.headers[.authorization].map { Array($0.utf8) } ?? []
+        let cookies = request.headers[values: .cookie].flatMap { $0.split(separator: ";") }
+            .map { $0.trimmingCharacters(in: .whitespaces) }
+        let fromCookie = cookies.first { $0.hasPrefix(Self.cookie + "=") }.map { Array($0.dropFirst(Self.cookie.count + 1).utf8) }
+        guard Sodium.constantTimeEquals(bearer, Array("Bearer ".utf8) + token)
+                || fromCookie.map({ Sodium.constantTimeEquals($0, token) }) == true else {
+            return Self.refusal()
         }
         return try await next(request, context)
+    }
+
+    /// `next` if it is a path on this server (never another site), else /.
+    static func next(in request: Request) -> String {
+        let next = request.uri.queryParameters["next"].map(String.init) ?? "/"
+        return next.hasPrefix("/") && !next.hasPrefix("//") && !next.contains("\\") ? next : "/"
+    }
+
+    static func redirect(to path: String, cookie token: String?) -> Response {
+        var headers: HTTPFields = [.location: path, .cacheControl: "no-store"]
+        if let token {
+            headers[.setCookie] = "\(cookie)=\(token); Path=/; HttpOnly; SameSite=Strict"
+        }
+        return Response(status: .seeOther, headers: headers)
+    }
+
+    static func refusal() -> Response {
+        Response(status: .unauthorized, headers: [.wwwAuthenticate: "Bearer"],
+                 body: .init(byteBuffer: ByteBuffer(string: "a bearer token is required (the node's http token file)\n")))
     }
 }
