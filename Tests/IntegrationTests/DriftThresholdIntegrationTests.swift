@@ -6,6 +6,9 @@
 import Foundation
 import TestSupport
 import Testing
+#if canImport(FoundationNetworking)
+import FoundationNetworking
+#endif
 
 /// Federated drift thresholds end to end: agents score live events, release DP what-if alert and event
 /// counts with their updates (charged to the ledger), the aggregator merges them, moves the threshold
@@ -69,6 +72,20 @@ struct DriftThresholdIntegrationTests {
             if applied == nil { try await Task.sleep(for: .milliseconds(100)) }
         }
         #expect(applied != nil && applied?.churnRisk.isFinite == true)
+        // The per-event scoring latency histogram counts the live events scored (not the history replay).
+        let announcement = try JSONDecoder().decode(HTTPAnnouncement.self, from: Data(contentsOf: URL(
+            fileURLWithPath: federation.path("data/region-1/http.json"))))
+        let token = try String(contentsOfFile: federation.path("data/region-1/http.token"), encoding: .utf8)
+            .trimmingCharacters(in: .whitespacesAndNewlines)
+        var request = URLRequest(url: try #require(URL(string: "http://127.0.0.1:\(announcement.port)/metrics")))
+        request.setValue("Bearer \(token)", forHTTPHeaderField: "Authorization")
+        let metrics = String(decoding: try await URLSession.shared.data(for: request).0, as: UTF8.self)
+        let scored = metrics.split(separator: "\n").first { $0.hasPrefix("feddrift_scoring_seconds_count") }
+            .flatMap { Double($0.split(separator: " ").last ?? "") } ?? 0
+        #expect(scored >= 1 && scored <= Double(rows.count), "\(metrics)")
+        let buckets = metrics.split(separator: "\n").filter { $0.hasPrefix("feddrift_scoring_seconds_bucket") }
+            .compactMap { Double($0.split(separator: " ").last ?? "") }
+        #expect(buckets.count >= 10 && buckets == buckets.sorted() && buckets.last == scored, "cumulative buckets: \(buckets)")
         let listing = try federation.start("edge-agent", ["alerts", "--config", "region-1.yaml"])
         #expect(await listing.waitForExit(seconds: 30) == 0, "\(listing.output)")
         #expect(listing.output.contains("threshold"), "\(listing.output)")

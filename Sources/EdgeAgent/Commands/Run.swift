@@ -99,8 +99,10 @@ struct Run: AsyncParsableCommand {
         driftSettings.churn = configuration.alerts.churn
         driftSettings.coldStartChurnThreshold = configuration.alerts.coldStartChurnThreshold
         // Scoring runs on its own thread; it replays each user's recent history when the first model arrives.
+        let metrics = AgentMetrics()
         let scoring = LiveScoring(catalog: catalog, settings: driftSettings, store: store, logger: logger,
-                                  thresholdsFile: configuration.thresholdsPath)
+                                  thresholdsFile: configuration.thresholdsPath,
+                                  latency: { metrics.scored(nanoseconds: $0) })
         defer { scoring.stop() }
         var worker = StoreRoundWorker(store: store, catalog: catalog, evaluationUsers: configuration.evaluationUsers,
                                       threads: configuration.threads, ledger: ledger, floor: configuration.floor,
@@ -145,7 +147,6 @@ struct Run: AsyncParsableCommand {
                                            }
                                        }, peers: peers)
         defer { session.close() }
-        let metrics = AgentMetrics()
         // The operator endpoint: /healthz, /metrics, /status, behind the bearer token.
         let http = try configuration.http.settings(directory: configuration.dataDirectory)
         let token = try http.tokenFile.map { try OperatorHTTP.token(at: $0) }

@@ -57,8 +57,10 @@ package final class LiveScoring: Sendable {
     /// Starts the scoring thread. With a `store`, the first model triggers the history replay.
     /// - Parameter thresholdsFile: where the thresholds in force are written (JSON, atomically, by the
     ///   scoring thread) whenever the aggregator sends new ones, for `edge-agent alerts`; nil: nowhere.
+    /// - Parameter latency: sees the nanoseconds each live event took to score (the model step, the
+    ///   detectors and any alert it raised), on the scoring thread; for the latency histogram.
     package init(catalog: CategoryCatalog, settings: DriftEngine.Settings, store: EventStore?, logger: Logger,
-                 thresholdsFile: String? = nil) {
+                 thresholdsFile: String? = nil, latency: (@Sendable (Int64) -> Void)? = nil) {
         (alerts, alertSink) = AsyncStream.makeStream(of: [DriftAlert].self)
         self.store = store
         self.logger = logger
@@ -66,7 +68,7 @@ package final class LiveScoring: Sendable {
                                                   churnRisk: settings.coldStartChurnThreshold))
         let thread = Thread { [self, alertSink] in
             var loop = ScoringLoop(catalog: catalog, settings: settings, store: store, logger: logger, alerts: alertSink,
-                                   thresholdsFile: thresholdsFile)
+                                   thresholdsFile: thresholdsFile, latency: latency)
             while true {
                 let batch = jobs.withLock { queue in
                     defer { queue.removeAll(keepingCapacity: true) }
@@ -176,10 +178,12 @@ package final class LiveScoring: Sendable {
         var replayedUpTo: Int64 = 0
 
         let thresholdsFile: String?
+        let latency: (@Sendable (Int64) -> Void)?
 
         init(catalog: CategoryCatalog, settings: DriftEngine.Settings, store: EventStore?, logger: Logger,
-             alerts: AsyncStream<[DriftAlert]>.Continuation, thresholdsFile: String?) {
+             alerts: AsyncStream<[DriftAlert]>.Continuation, thresholdsFile: String?, latency: (@Sendable (Int64) -> Void)?) {
             self.thresholdsFile = thresholdsFile
+            self.latency = latency
             self.catalog = catalog
             self.settings = settings
             self.store = store
@@ -282,8 +286,13 @@ package final class LiveScoring: Sendable {
             var raised: [DriftAlert] = []
             for (index, event) in zip(events.indices, events) {
                 if let ids, ids.lowerBound + Int64(index) <= replayedUpTo { continue }
+                let started = latency == nil ? nil : ContinuousClock.now
                 raised += engine.advanceClock(to: event.timestamp)
                 if let alert = engine.process(event) { raised.append(alert) }
+                if let started, let latency {
+                    let elapsed = (ContinuousClock.now - started).components
+                    latency(elapsed.seconds * 1_000_000_000 + elapsed.attoseconds / 1_000_000_000)
+                }
             }
             if !raised.isEmpty { alerts.yield(raised) }
         }

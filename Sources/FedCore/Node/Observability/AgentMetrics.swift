@@ -13,8 +13,21 @@ package final class AgentMetrics: Sendable {
     private let scoredExported = Mutex(0)
 
     package init() {
-        factory = PrometheusMetricsFactory(registry: registry)
+        var factory = PrometheusMetricsFactory(registry: registry)
+        // Scoring one event takes microseconds to a millisecond (BENCHMARKS.md: agent scoring).
+        factory.durationHistogramBuckets["feddrift_scoring_seconds"] = [
+            .microseconds(10), .microseconds(25), .microseconds(50), .microseconds(100), .microseconds(250),
+            .microseconds(500), .milliseconds(1), .milliseconds(2.5), .milliseconds(5), .milliseconds(10), .milliseconds(50),
+        ]
+        self.factory = factory
+        scoring = Metrics.Timer(label: "feddrift_scoring_seconds", factory: factory)
     }
+
+    /// The per-event scoring latency histogram, recorded from the scoring thread.
+    private let scoring: Metrics.Timer
+
+    /// One live event's scoring time.
+    package func scored(nanoseconds: Int64) { scoring.recordNanoseconds(nanoseconds) }
 
     package func ingested(stored: Int, refused: Int) {
         if stored > 0 { Counter(label: "feddrift_events_ingested_total", factory: factory).increment(by: stored) }
