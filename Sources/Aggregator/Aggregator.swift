@@ -20,7 +20,7 @@ struct AggregatorCommand: AsyncParsableCommand {
               aggregator run --config configs/aggregator.yaml
             """,
         version: FedDrift.version,
-        subcommands: [Run.self, Status.self, Dashboard.self, CheckConfig.self, Keygen.self, Catalog.self, PrivacyPlan.self, ExportModel.self, Simulate.self, Bench.self]
+        subcommands: [Run.self, Status.self, Dashboard.self, CheckConfig.self, Keygen.self, Catalog.self, PrivacyPlan.self, ExportModel.self, Simulate.self, EvaluateTrends.self, Bench.self]
     )
 }
 

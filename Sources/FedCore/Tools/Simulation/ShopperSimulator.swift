@@ -48,8 +48,21 @@ package struct ShopperSimulator: Sendable {
         package var disengagedActivity = 0.05
         /// Start of the simulated period, Unix seconds (2017-11-25 00:00 +08:00, like the Taobao data).
         package var start: Int64 = 1_511_539_200
+        /// Category-level demand changes (a campaign, a stock-out): ground truth for demand-trend warnings.
+        package var trends: [DemandTrend] = []
 
         package init() {}
+    }
+
+    /// From `start` on, category `rank` gets `factor` times its usual share of the shoppers' attention:
+    /// a factor above 1 is a surge (extra category choices switch to it), below 1 a collapse (choices of
+    /// it are redrawn elsewhere with probability 1 − factor).
+    package struct DemandTrend: Sendable, Equatable, Codable {
+        package var rank: Int
+        package var start: Int64
+        package var factor: Double
+        package init(rank: Int, start: Int64, factor: Double) { (self.rank, self.start, self.factor) = (rank, start, factor) }
+        package var category: UInt64 { ShopperSimulator.categoryID(rank: rank) }
     }
 
     /// One injected change of a shopper: an interest shift or a disengagement.
@@ -195,11 +208,13 @@ package struct ShopperSimulator: Sendable {
             }
             let exploring = random.nextUnit() < parameters.exploration
             var category = exploring ? Self.sample(categoryCDF, random: &random) : interests.draw(random: &random)
+            category = trended(category, at: time, random: &random)
             let length = geometric(mean: parameters.eventsPerSession, random: &random)
             for position in 0..<length {
                 if position > 0 && random.nextUnit() >= parameters.stickiness {
                     category = exploring && random.nextUnit() < 0.5
                         ? Self.sample(categoryCDF, random: &random) : interests.draw(random: &random)
+                    category = trended(category, at: time, random: &random)
                 }
                 let item = itemID(category: category, random: &random)
                 let drawn = Self.actionShares[Self.sample(Self.actionCDF, random: &random)].0
@@ -213,6 +228,21 @@ package struct ShopperSimulator: Sendable {
         if disengagedFrom != nil && shifts[disengagementRecord].eventIndex < 0 {
             shifts[disengagementRecord].eventIndex = events.count - firstIndex
         }
+    }
+
+    /// `category` after the demand trends in force at `time`. No random draw without trends, so
+    /// simulations without them are unchanged.
+    private func trended(_ category: Int, at time: Int64, random: inout SplitMix64) -> Int {
+        var category = category
+        for trend in parameters.trends where time >= trend.start && trend.rank < categoryCDF.count {
+            if trend.factor < 1, category == trend.rank, random.nextUnit() >= trend.factor {
+                category = Self.sample(categoryCDF, random: &random)
+            } else if trend.factor > 1 {
+                let share = categoryCDF[trend.rank] - (trend.rank > 0 ? categoryCDF[trend.rank - 1] : 0)
+                if random.nextUnit() < (trend.factor - 1) * share { category = trend.rank }
+            }
+        }
+        return category
     }
 
     /// A shopper's core interests: categories drawn by popularity, with random (Dirichlet-like) weights.

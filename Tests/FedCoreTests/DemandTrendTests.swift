@@ -1,0 +1,87 @@
+@testable import FedLogic
+@testable import FedModel
+import Foundation
+import Testing
+
+/// The demand-trend detector on series with known truth: stable demand with sampling and release
+/// noise (no warning may come), a surge and a collapse (each must be caught, in the right direction),
+/// and the control that shows the noise accounting matters.
+@Suite("Demand-trend warnings: categories that surge or collapse against their own history")
+struct DemandTrendTests {
+    /// Binomial-ish counts: `shoppers` active, category c taken by each with probability p[c]; then
+    /// Gaussian release noise of standard deviation `sigma` on every count.
+    static func release(shoppers: Int, probabilities: [UInt64: Double], sigma: Double,
+                        random: inout SplitMix64, noise: inout GaussianNoise<SplitMix64>) -> ([UInt64: Double], Double) {
+        var counts: [UInt64: Double] = [:]
+        for (category, p) in probabilities.sorted(by: { $0.key < $1.key }) {  // a fixed order: reproducible draws
+            // Normal approximation of Binomial(shoppers, p), rounded, at least 0.
+            let mean = Double(shoppers) * p, sd = (Double(shoppers) * p * (1 - p)).squareRoot()
+            let exact = max(0, (mean + sd * noise.standardNormal()).rounded())
+            counts[category] = exact + sigma * noise.standardNormal()
+        }
+        _ = random.next()
+        return (counts, Double(shoppers) + sigma * noise.standardNormal())
+    }
+
+    static func run(sigma: Double, accountedVariance: Double, periods: Int = 40, seed: UInt64 = 1,
+                    change: (category: UInt64, factor: Double, from: Int)? = nil) -> [DemandTrendWarning] {
+        var random = SplitMix64(seed: seed)
+        var noise = GaussianNoise(generator: SplitMix64(seed: seed &+ 99))
+        var probabilities: [UInt64: Double] = [:]
+        for category in 0..<2_000 { probabilities[UInt64(category)] = 0.3 / pow(Double(category + 1), 0.9) }
+        var detector = DemandTrendDetector()
+        var warnings: [DemandTrendWarning] = []
+        for period in 0..<periods {
+            var p = probabilities
+            if let change, period >= change.from { p[change.category] = (p[change.category] ?? 0) * change.factor }
+            // The day's rhythm: 150 shoppers at night to 1,000 in the evening; shares must not mind it.
+            let shoppers = [150, 400, 700, 1_000][period % 4] + Int(random.next() % 50)
+            let (counts, total) = release(shoppers: shoppers, probabilities: p, sigma: sigma, random: &random, noise: &noise)
+            warnings += detector.observe(period: period, region: "r", counts: counts, shoppers: total,
+                                         noiseVariance: accountedVariance)
+        }
+        return warnings
+    }
+
+    @Test("Stable demand: at most 3 warnings over 3 × 2,000 categories × 40 periods, exact or noised (σ = 8) releases")
+    func stableDemandIsQuiet() {
+        // 2,000 × 32 tested periods × 3 seeds ≈ 190,000 tests of each kind: at most a handful may fire.
+        var exact = 0, noised = 0
+        for seed in 1...3 as ClosedRange<UInt64> {
+            exact += Self.run(sigma: 0, accountedVariance: 0, seed: seed).count
+            noised += Self.run(sigma: 8, accountedVariance: 64, seed: seed).count
+        }
+        #expect(exact <= 3 && noised <= 3, "exact \(exact), noised \(noised)")
+    }
+
+    @Test("A category that triples, or falls to a quarter, is warned within a day (4 periods), once, in the right direction, with the release noise")
+    func surgeAndCollapseAreCaught() throws {
+        for (category, factor) in [(UInt64(5), 3.0), (UInt64(2), 0.25)] {
+            let warnings = Self.run(sigma: 8, accountedVariance: 64, change: (category, factor, 20))
+            let first = try #require(warnings.first { $0.category == category }, "\(warnings)")
+            // Period 20 is a night (150 shoppers): with σ = 8 on every count, a collapse to a quarter may
+            // need the rest of that day.
+            #expect(first.period >= 20 && first.period <= 23, "\(first)")
+            #expect(first.direction == (factor > 1 ? .surge : .collapse))
+            #expect((first.change > 0) == (factor > 1) && abs(first.change) >= 0.5 && first.confidence > 0.99, "\(first)")
+            #expect(warnings.filter { $0.category != category }.count <= 1, "no other category: \(warnings)")
+            #expect(warnings.filter { $0.category == category }.count == 1, "one warning per episode: \(warnings)")
+        }
+    }
+
+    @Test("Control (must fail to be quiet): the same noised releases without their noise accounted for raise false warnings")
+    func unaccountedNoiseRaisesFalseWarnings() {
+        let warnings = Self.run(sigma: 8, accountedVariance: 0)
+        #expect(warnings.count > 20, "\(warnings.count) warnings")
+    }
+
+    @Test("Category demand: each shopper counts once in at most k categories (their most active), and once in the total")
+    func demandCounts() {
+        let events = [(1, 10), (1, 10), (1, 11), (1, 12), (1, 13), (2, 10), (2, 14), (2, 14)].map { user, category in
+            BehaviorEvent(user: UInt64(user), item: 1, category: UInt64(category), action: .view, timestamp: 0)
+        }
+        let (counts, shoppers) = CategoryDemand.counts(events, perShopperCategories: 2)
+        #expect(shoppers == 2)
+        #expect(counts == [10: 2, 11: 1, 14: 1], "shopper 1: 10 (twice) and 11 (ties by smaller id); shopper 2: 14 and 10")
+    }
+}
