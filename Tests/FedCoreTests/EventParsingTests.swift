@@ -33,7 +33,7 @@ struct EventParsingTests {
     @Test("Bad rows are refused with their line number and a reason", arguments: [
         ("1,2,3,pv", "expected 5 comma-separated fields, found 4"),
         ("1,2,3,click,1511544070", "behavior_type 'click' is not pv, cart, fav or buy"),
-        ("-1,2,3,pv,1511544070", "user_id '-1' is not a non-negative integer"),
+        ("-1,2,3,pv,1511544070", "user_id is not a non-negative integer"),
         ("1,2,3,pv,1511544070000", "timestamp 1511544070000 is outside 2000–2100 (seconds expected)"),
     ])
     func badTaobaoRows(row: String, reason: String) {

@@ -42,15 +42,21 @@ struct DriftThresholdIntegrationTests {
         defer { push.close() }
         var random = SplitMix64(seed: 1)
         var rows: [String] = []
+        // Shopper ids with nine distinctive digits, so that the log audit below can look for them.
+        let shopper = { (user: Int) in 730_000_000 + user * 7 }
         for user in 0..<400 {
             for step in 0..<12 {
                 let category = 1_000 + (random.next() % 40) * 7_919 % 9_999_991
-                rows.append(#"{"user_id": \#(500_000 + user), "item_id": \#(random.next() % 100_000), "category_id": \#(category), "behavior_type": "pv", "timestamp": \#(1_512_000_000 + step * 300)}"#)
+                rows.append(#"{"user_id": \#(shopper(user)), "item_id": \#(random.next() % 100_000), "category_id": \#(category), "behavior_type": "pv", "timestamp": \#(1_512_000_000 + step * 300)}"#)
             }
         }
         for start in stride(from: 0, to: rows.count, by: 200) {
             try await push.send([Array(rows[start..<min(start + 200, rows.count)].joined(separator: "\n").utf8)])
         }
+        // Rows the agent refuses (logged as warnings): a valid shopper with a bad behaviour, a bad shopper id.
+        let refused = [#"{"user_id": \#(shopper(3)), "item_id": 5, "category_id": 1000, "behavior_type": "zz", "timestamp": 1512000000}"#,
+                       #"{"user_id": "\#(shopper(4))x", "item_id": 5, "category_id": 1000, "behavior_type": "pv", "timestamp": 1512000000}"#]
+        try await push.send([Array(refused.joined(separator: "\n").utf8)])
         #expect(await aggregator.waitForOutput("Alert thresholds calibrated", seconds: 120), "\(aggregator.output)")
         #expect(await agent.waitForOutput("Alert thresholds from the aggregator", seconds: 30), "\(agent.output)")
         // Both thresholds are in the checkpoint (a restarted aggregator keeps them) and in the agent's
@@ -93,7 +99,7 @@ struct DriftThresholdIntegrationTests {
         // ingest on its own thread, so the shopper may not be scored at the first ask: ask again.
         var items: [[String: Any]] = [], output = ""
         for _ in 0..<30 where items.count < 5 {
-            let query = try federation.start("edge-agent", ["recommend", "--config", "region-1.yaml", "--user", "500007",
+            let query = try federation.start("edge-agent", ["recommend", "--config", "region-1.yaml", "--user", "\(shopper(7))",
                                                              "--n", "5"])
             #expect(await query.waitForExit(seconds: 30) == 0, "\(query.output)")
             output = query.output
@@ -112,5 +118,24 @@ struct DriftThresholdIntegrationTests {
         #expect(try ledger.entries().contains {
             $0.mechanism == "alert_rate" && abs($0.noiseMultiplier - 0.5 / (1 + 1.0 / 1_048_576)) < 1e-12
         })
+
+        // Log audit: no line at notice level or above names a shopper, in either process (the refused
+        // rows were logged as warnings). Control: the same search finds the ids in the rows sent.
+        agent.terminate()
+        aggregator.terminate()
+        _ = await agent.waitForExit(seconds: 20)
+        _ = await aggregator.waitForExit(seconds: 20)
+        let ids = (0..<400).map { String(shopper($0)) }
+        func naming(_ text: String) -> [String] {
+            text.split(separator: "\n").map(String.init).filter { line in
+                let level = line.split(separator: " ").dropFirst().first.map(String.init) ?? ""
+                return ["notice", "warning", "error", "critical"].contains(level) && ids.contains { line.contains($0) }
+            }
+        }
+        #expect(agent.output.contains("Refused live event"), "the refusals were logged")
+        #expect(naming(agent.output).isEmpty && naming(aggregator.output).isEmpty,
+                "\(naming(agent.output) + naming(aggregator.output))")
+        #expect(naming(refused.map { "2026-01-01T00:00:00Z warning " + $0 }.joined(separator: "\n")).count == 2,
+                "control: the search finds a shopper id in a warning line")
     }
 }

@@ -68,7 +68,9 @@ package enum EventParser {
                                   timestamp: Substring, line: Int) throws(EventParseError) -> BehaviorEvent {
         func id(_ text: Substring, _ name: String) throws(EventParseError) -> UInt64 {
             guard let value = UInt64(text) else {
-                throw EventParseError(line: line, reason: "\(name) '\(text.prefix(32))' is not a non-negative integer")
+                // Refusals are logged as warnings: never echo what may be (part of) a shopper's id.
+                let shown = name == "user_id" ? "" : " '\(text.prefix(32))'"
+                throw EventParseError(line: line, reason: "\(name)\(shown) is not a non-negative integer")
             }
             return value
         }
