@@ -10,12 +10,12 @@ struct EvaluateChurn: ParsableCommand {
         commandName: "evaluate-churn",
         abstract: "Compare the churn-risk detector with a fixed-silence rule at equal false warnings.",
         discussion: """
-            Workload 1: the built-in simulator with injected disengagement (10 % of the shoppers who do not \\
-            shift; their sessions collapse to 5 %, view-only, at a known time). Workload 2 (with --data): a \\
-            real-data proxy — shoppers with at least 4 sessions whose last event is more than 2.5 days before \\
-            the end of the file are taken to have left at their last event; the others stay. Both methods are \\
-            replayed with a check every hour of event time after each shopper's warm-up; each threshold keeps \\
-            the warnings on the shoppers who stay within the budget (per 1,000 shopper-days); a leaver counts \\
+            Workload 1: the built-in simulator with injected disengagement (10 % of the shoppers who do not \
+            shift; their sessions collapse to 5 %, view-only, at a known time). Workload 2 (with --data): a \
+            real-data proxy — shoppers with at least 4 sessions whose last event is more than 2.5 days before \
+            the end of the file are taken to have left at their last event; the others stay. Both methods are \
+            replayed with a check every hour of event time after each shopper's warm-up; each threshold keeps \
+            the warnings on the shoppers who stay within the budget (per 1,000 shopper-days); a leaver counts \
             as caught when warned within 3 days. Delay: hours from leaving to the warning. Results go to \
             stdout; progress to stderr (a bar on a terminal, a line every 10 s otherwise).
             """
