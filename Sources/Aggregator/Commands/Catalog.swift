@@ -21,7 +21,8 @@ struct CatalogBuild: ParsableCommand {
             Input is the platform's item catalog, given as event files in which every item appears \
             with its category (for research data, the events themselves). Only item-category pairs \
             are used: no shopper behaviour goes into the catalog. The largest categories get model \
-            indices 0…C−2; all others, and categories first seen later, share index C−1.
+            indices 0…C−2; all others, and categories first seen later, share index C−1. Progress (bytes \
+            read) and each file's refused rows go to stderr.
             """
     )
 
@@ -46,12 +47,13 @@ struct CatalogBuild: ParsableCommand {
     func run() throws {
         guard let format = EventFormat(rawValue: format) else { return }
         var items: [UInt64: Set<UInt64>] = [:]
+        let progress = ProgressReporter()
         for file in files {
-            let summary = try EventFileReader(path: file, format: format).read(progress: { read, total in
-                if total > 0 { FileHandle.standardError.write(Data("\r\(file): \(read * 100 / total)%".utf8)) }
-            }) { CategoryCatalog.itemsPerCategory($0, into: &items) }
-            FileHandle.standardError.write(Data("\r\(file): \(summary.accepted) rows read, \(summary.rejected) refused\n".utf8))
-            for error in summary.errors { FileHandle.standardError.write(Data("  \(error)\n".utf8)) }
+            let summary = try EventFileReader(path: file, format: format).read(progress: progress) {
+                CategoryCatalog.itemsPerCategory($0, into: &items)
+            }
+            progress.note("\(file): \(summary.accepted) rows read, \(summary.rejected) refused")
+            for error in summary.errors { progress.note("  \(error)") }
         }
         let catalog = CategoryCatalog(itemsPerCategory: items.mapValues(\.count), categories: categories)
         try catalog.text().write(toFile: out, atomically: true, encoding: .utf8)

@@ -23,6 +23,10 @@ struct Simulate: ParsableCommand {
             each region adds 1/√regions of the noise and the sum carries the single-curator noise zS. \
             --accountant pld calibrates z by privacy loss distributions (tighter than RDP).
 
+            Results go to stdout (one JSON object per ε with --json); progress goes to stderr: a bar over the \
+            rounds on a terminal, a line every 10 s otherwise, and above it the set-up and every tenth round's \
+            held-out HR@10.
+
             Example:
               aggregator simulate --users 100000 --rounds 200 --epsilon 1 2 4 8 inf --json
               aggregator simulate --users 100000 --rounds 200 --epsilon 2 --secure --accountant pld \
@@ -120,14 +124,16 @@ struct Simulate: ParsableCommand {
     func run() throws {
         guard let shape = LSTMShape.preset(named: model) else { return }
         let keep = sequenceLength + 1
+        let progress = ProgressReporter()
         let dataset: SimulationData
         if let data {
             dataset = format == "ml100k" ? try .movieLens(directory: data, keep: keep)
-                : try .file(path: data, format: EventFormat(rawValue: format) ?? .taobao, shape: shape, keep: keep)
+                : try .file(path: data, format: EventFormat(rawValue: format) ?? .taobao, shape: shape, keep: keep,
+                            progress: progress)
         } else {
-            dataset = .simulated(users: users, days: days, seed: seed, shape: shape, keep: keep)
+            dataset = .simulated(users: users, days: days, seed: seed, shape: shape, keep: keep, progress: progress)
         }
-        log(dataset.description)
+        progress.note(dataset.description)
         var settings = FederationSimulation.Settings()
         settings.regions = regions
         settings.rounds = rounds
@@ -150,7 +156,7 @@ struct Simulate: ParsableCommand {
             settings.epsilon = value == "inf" ? nil : Double(value)
             let simulation = FederationSimulation(settings: settings, shape: dataset.shape,
                                                   outOfVocabulary: dataset.outOfVocabulary)
-            let (result, baseline) = simulation.run(users: dataset.users, central: central) { log($0) }
+            let (result, baseline) = simulation.run(users: dataset.users, central: central, progress: progress)
             central = baseline
             if json {
                 let encoder = JSONEncoder()
@@ -168,6 +174,4 @@ struct Simulate: ParsableCommand {
             }
         }
     }
-
-    private func log(_ line: String) { FileHandle.standardError.write(Data("\(line)\n".utf8)) }
 }

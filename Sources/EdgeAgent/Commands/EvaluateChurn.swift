@@ -10,13 +10,14 @@ struct EvaluateChurn: ParsableCommand {
         commandName: "evaluate-churn",
         abstract: "Compare the churn-risk detector with a fixed-silence rule at equal false warnings.",
         discussion: """
-            Workload 1: the built-in simulator with injected disengagement (10 % of the shoppers who do not \\
-            shift; their sessions collapse to 5 %, view-only, at a known time). Workload 2 (with --data): a \\
-            real-data proxy — shoppers with at least 4 sessions whose last event is more than 2.5 days before \\
-            the end of the file are taken to have left at their last event; the others stay. Both methods are \\
-            replayed with a check every hour of event time after each shopper's warm-up; each threshold keeps \\
-            the warnings on the shoppers who stay within the budget (per 1,000 shopper-days); a leaver counts \\
-            as caught when warned within 3 days. Delay: hours from leaving to the warning.
+            Workload 1: the built-in simulator with injected disengagement (10 % of the shoppers who do not \
+            shift; their sessions collapse to 5 %, view-only, at a known time). Workload 2 (with --data): a \
+            real-data proxy — shoppers with at least 4 sessions whose last event is more than 2.5 days before \
+            the end of the file are taken to have left at their last event; the others stay. Both methods are \
+            replayed with a check every hour of event time after each shopper's warm-up; each threshold keeps \
+            the warnings on the shoppers who stay within the budget (per 1,000 shopper-days); a leaver counts \
+            as caught when warned within 3 days. Delay: hours from leaving to the warning. Results go to \
+            stdout; progress to stderr (a bar on a terminal, a line every 10 s otherwise).
             """
     )
 
@@ -45,7 +46,8 @@ struct EvaluateChurn: ParsableCommand {
         parameters.users = users
         parameters.seed = seed
         parameters.disengagementRate = 0.1
-        let output = ShopperSimulator(parameters: parameters).run()
+        let progress = ProgressReporter()
+        let output = ShopperSimulator(parameters: parameters).run(progress: progress)
         let left = Dictionary(output.shifts.filter { $0.kind == .disengagement }.map { ($0.user, $0.time) },
                               uniquingKeysWith: { first, _ in first })
         var byUser: [UInt64: [Int64]] = [:]
@@ -54,10 +56,12 @@ struct EvaluateChurn: ParsableCommand {
             ChurnEvaluation.Shopper(times: (byUser[user] ?? []).sorted(), left: left[user])
         }
         let end = parameters.start + Int64(parameters.days) * 86_400
-        print(rows: ChurnEvaluation.evaluate(workload: "simulator", shoppers: simulated, end: end, budgets: [2, 5, 10]))
+        print(rows: ChurnEvaluation.evaluate(workload: "simulator", shoppers: simulated, end: end, budgets: [2, 5, 10],
+                                             progress: progress))
         guard let data else { return }
         var times: [UInt64: [Int64]] = [:]
-        _ = try EventFileReader(path: data, format: EventFormat(rawValue: format) ?? .taobao).read { batch in
+        let reader = EventFileReader(path: data, format: EventFormat(rawValue: format) ?? .taobao)
+        _ = try reader.read(progress: progress) { batch in
             for event in batch { times[event.user, default: []].append(event.timestamp) }
         }
         let last = times.values.compactMap { $0.max() }.max() ?? 0
@@ -66,7 +70,7 @@ struct EvaluateChurn: ParsableCommand {
             return ChurnEvaluation.Shopper(times: list, left: final < last - 60 * 3_600 ? final : nil)
         }
         print(rows: ChurnEvaluation.evaluate(workload: "real_stopped_shoppers", shoppers: real, end: last + 1,
-                                             budgets: [2, 5, 10]))
+                                             budgets: [2, 5, 10], progress: progress))
     }
 
     private func print(rows: [ChurnEvaluation.Row]) {

@@ -19,7 +19,8 @@ struct EvaluateDrift: ParsableCommand {
             streams within the alert budget; detection = first alarm within 30 events after the switch. For FedDrift \
             also the calibration error: the threshold set on fold 0's streams, applied to fold 1 (false alarms and \
             detection realised there). Also reported: HR@10 over the next 20 events of the emerging-first \
-            (proactive) ranking vs the model's ordinary one.
+            (proactive) ranking vs the model's ordinary one. Results go to stdout; progress and notes to stderr (a \
+            bar on a terminal, a line every 10 s otherwise).
 
             Example (fit on fold 0, report on fold 1):
               edge-agent fit-drift --data ub_sample_users.csv --out fitted.json
@@ -73,15 +74,19 @@ struct EvaluateDrift: ParsableCommand {
 
     func run() throws {
         let shape = LSTMShape.small
+        let progress = ProgressReporter()
         if !noSimulator {
-            let simulated = DriftEvaluation.simulatorWorkload(users: users, seed: seed, shape: shape)
+            let simulated = DriftEvaluation.simulatorWorkload(users: users, seed: seed, shape: shape,
+                                                              progress: progress)
             try report(workload: "simulator", streams: simulated.streams, training: simulated.training,
                        prior: DriftEvaluation.prior(from: simulated.rawTraining, categories: simulated.rawCategories),
-                       shape: shape, outOfVocabulary: simulated.outOfVocabulary, budgets: [1, 10, 50])
+                       shape: shape, outOfVocabulary: simulated.outOfVocabulary, budgets: [1, 10, 50],
+                       progress: progress)
         }
         guard let data else { return }
         let loaded = format == "ml100k" ? try SimulationData.movieLens(directory: data, keep: 400)
-            : try SimulationData.file(path: data, format: EventFormat(rawValue: format) ?? .taobao, shape: shape, keep: 400)
+            : try SimulationData.file(path: data, format: EventFormat(rawValue: format) ?? .taobao, shape: shape,
+                                      keep: 400, progress: progress)
         // Fold 0 (by a hash of the user id) trains the model, gives the prior and calibrates; fold 1 is reported.
         let fit = loaded.fold(0), held = loaded.fold(1)
         let training = fit.users.map { user in
@@ -92,7 +97,7 @@ struct EvaluateDrift: ParsableCommand {
                    streams: DriftEvaluation.spliced(held.users, raw: held.raw, seed: spliceSeed), training: training,
                    prior: DriftEvaluation.prior(from: fit.raw, categories: loaded.rawCategories), shape: loaded.shape,
                    outOfVocabulary: loaded.outOfVocabulary, budgets: [10, 50],
-                   calibration: DriftEvaluation.spliced(fit.users, raw: fit.raw, seed: spliceSeed))
+                   calibration: DriftEvaluation.spliced(fit.users, raw: fit.raw, seed: spliceSeed), progress: progress)
     }
 
     private var switchSettings: SwitchDetector.Settings {
@@ -104,24 +109,24 @@ struct EvaluateDrift: ParsableCommand {
 
     private func report(workload: String, streams: [DriftEvaluation.Stream], training: [EventSequence],
                         prior: [Double], shape: LSTMShape, outOfVocabulary: Int32, budgets: [Double],
-                        calibration: [DriftEvaluation.Stream]? = nil) throws {
+                        calibration: [DriftEvaluation.Stream]? = nil, progress: ProgressReporter) throws {
         var settings = FederationSimulation.Settings()
         settings.centralEpochs = epochs
         settings.sequenceLength = 50
         let simulation = FederationSimulation(settings: settings, shape: shape, outOfVocabulary: outOfVocabulary)
-        let model = simulation.trainCentralModel(training: training)
+        let model = simulation.trainCentralModel(training: training, progress: progress)
         let switches = streams.filter { $0.switchIndex != nil }.count
         let events = streams.reduce(0) { $0 + $1.categories.count }
-        let line = "\(workload): \(streams.count) streams, \(switches) switched, \(events) events; "
-            + "model trained on \(training.count) other users\n"
-        FileHandle.standardError.write(Data(line.utf8))
+        progress.note("\(workload): \(streams.count) streams, \(switches) switched, \(events) events; "
+                      + "model trained on \(training.count) other users")
         var detector = DriftDetector.Settings()
         detector.allowance = allowance
         detector.divergenceWeight = divergenceWeight
         detector.shortDecay = shortDecay
         let switchDetector = SwitchDetector(settings: try switchSettings, prior: prior)
         var rows = DriftEvaluation.evaluate(workload: workload, streams: streams, scorer: StreamingScorer(parameters: model),
-                                            budgets: budgets, settings: detector, switches: switchDetector)
+                                            budgets: budgets, settings: detector, switches: switchDetector,
+                                            progress: progress)
         if let calibration {
             // The threshold that meets the budget on fold 0, applied as is to fold 1.
             for index in rows.indices where rows[index].method == "feddrift" {

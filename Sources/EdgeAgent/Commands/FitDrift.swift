@@ -19,6 +19,8 @@ struct FitDrift: ParsableCommand {
 
             The output is a JSON object of alerts.detector keys. An agent loads it with \
             alerts.detector_file: FILE in its configuration; evaluate-drift with --detector-settings @FILE.
+            Without --out it is printed on stdout; progress and notes go to stderr (a bar on a terminal, a \
+            line every 10 s otherwise).
             On a node, fit on the node's own history (it never leaves the node):
               edge-agent fit-drift --data history.csv --out detector.json
             """
@@ -57,8 +59,9 @@ struct FitDrift: ParsableCommand {
 
     func run() throws {
         let started = ContinuousClock.now
+        let progress = ProgressReporter()
         let loaded = try SimulationData.file(path: data, format: EventFormat(rawValue: format) ?? .taobao,
-                                             shape: .small, keep: 400)
+                                             shape: .small, keep: 400, progress: progress)
         let fit = loaded.fold(0)
         let streams = DriftEvaluation.spliced(fit.users, raw: fit.raw, seed: spliceSeed)
         let switched = streams.filter { $0.switchIndex != nil }.count
@@ -67,10 +70,10 @@ struct FitDrift: ParsableCommand {
         }
         let prior = DriftEvaluation.prior(from: fit.raw, categories: loaded.rawCategories)
         let initial = try start.map { try Self.loadSettings($0, option: "--start") } ?? SwitchDetector.Settings()
-        Self.note("fitting on fold 0: \(streams.count) streams (\(switched) switched), "
-                  + "\(streams.reduce(0) { $0 + $1.raw.count }) events, budget \(budget)/10k")
+        progress.note("fitting on fold 0: \(streams.count) streams (\(switched) switched), "
+                      + "\(streams.reduce(0) { $0 + $1.raw.count }) events, budget \(budget)/10k")
         let result = DriftFitting.fit(streams: streams, prior: prior, budget: budget, start: initial, passes: passes,
-                                      maxDelay: maxDelay, progress: Self.note)
+                                      maxDelay: maxDelay, progress: progress)
         let encoder = JSONEncoder()
         encoder.outputFormatting = [.prettyPrinted, .sortedKeys]
         let text = String(decoding: try encoder.encode(result.settings), as: UTF8.self) + "\n"
@@ -80,16 +83,14 @@ struct FitDrift: ParsableCommand {
             print(text, terminator: "")
         }
         func delay(_ detection: DriftEvaluation.Detection) -> String { detection.delayP50.map { "\(Int($0))" } ?? "-" }
-        Self.note(String(format: "fold 0, %.0f/10k: %.1f%% detected (delay p50 %@) with the fitted settings, %.1f%% "
-                         + "(delay p50 %@) at the start; %d evaluations in %.0f s%@", budget,
-                         100 * result.detection.rate, delay(result.detection), 100 * result.initial.rate,
-                         delay(result.initial), result.evaluations, (ContinuousClock.now - started).inSeconds,
-                         out.map { "; wrote \($0)" } ?? ""))
-        Self.note("Report on shoppers the settings never saw: edge-agent evaluate-drift --data \(data) "
-                  + "--detector-settings @\(out ?? "FILE")")
+        progress.note(String(format: "fold 0, %.0f/10k: %.1f%% detected (delay p50 %@) with the fitted settings, "
+                             + "%.1f%% (delay p50 %@) at the start; %d evaluations in %.0f s%@", budget,
+                             100 * result.detection.rate, delay(result.detection), 100 * result.initial.rate,
+                             delay(result.initial), result.evaluations, (ContinuousClock.now - started).inSeconds,
+                             out.map { "; wrote \($0)" } ?? ""))
+        progress.note("Report on shoppers the settings never saw: edge-agent evaluate-drift --data \(data) "
+                      + "--detector-settings @\(out ?? "FILE")")
     }
-
-    static func note(_ line: String) { FileHandle.standardError.write(Data((line + "\n").utf8)) }
 
     /// Detector settings from a JSON object or @FILE, every key validated.
     static func loadSettings(_ value: String, option: String) throws -> SwitchDetector.Settings {

@@ -13,7 +13,8 @@ struct Import: ParsableCommand {
         discussion: """
             Formats: taobao (UserBehavior CSV: user_id,item_id,category_id,pv|fav|cart|buy,unix seconds) \
             and jsonl (one object per line with the same fields). Bad rows are skipped and reported with \
-            their line numbers; a file with no valid row is an error. Events stay on this node.
+            their line numbers; a file with no valid row is an error. Events stay on this node. Progress \
+            (bytes read) goes to stderr: a bar on a terminal, a line every 10 s otherwise.
             """
     )
 
@@ -43,14 +44,12 @@ struct Import: ParsableCommand {
         }
         let store = try EventStore(path: storePath)
         let start = Date()
-        var lastReport = Date.distantPast
-        let summary = try EventFileReader(path: file, format: format).read(progress: { read, total in
-            guard Date().timeIntervalSince(lastReport) > 0.5 || read == total, total > 0 else { return }
-            lastReport = Date()
-            FileHandle.standardError.write(Data("\rimporting \(file): \(read * 100 / total)%".utf8))
-        }) { batch in try store.append(batch) }
+        let reader = EventFileReader(path: file, format: format)
+        let summary = try reader.read(progress: ProgressReporter(),
+                                      label: "importing \(URL(fileURLWithPath: file).lastPathComponent)") { batch in
+            try store.append(batch)
+        }
         let seconds = max(Date().timeIntervalSince(start), 1e-3)
-        FileHandle.standardError.write(Data("\n".utf8))
         print(String(format: "Imported %d events (%.0f events/s); %d rows refused.", summary.accepted,
                      Double(summary.accepted) / seconds, summary.rejected))
         for error in summary.errors { print("  refused \(error)") }

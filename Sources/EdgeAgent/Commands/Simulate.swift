@@ -13,7 +13,7 @@ struct Simulate: ParsableCommand {
             Writes FILE (user_id,item_id,category_id,behavior_type,timestamp) and FILE.truth.jsonl, one \
             object per changed shopper: kind (interest_shift or disengagement), user, time, event_index, \
             fading_categories, emerging_categories. Defaults are fitted to the real Taobao excerpts \
-            (docs/SIMULATOR.md).
+            (docs/SIMULATOR.md). Progress goes to stderr (a bar on a terminal, a line every 10 s otherwise).
 
             Example: shifts during days 6.2-8 and 5 % of shoppers fading away during days 6-7:
               edge-agent simulate --users 2000 --shift-days 6.2-8 --disengagement-rate 0.05 \
@@ -77,8 +77,10 @@ struct Simulate: ParsableCommand {
         if let disengagement = try window(disengagementDays, option: "--disengagement-days") {
             parameters.disengagementWindow = disengagement
         }
-        let output = ShopperSimulator(parameters: parameters).run()
-        try output.taobaoCSV().write(toFile: out, atomically: true, encoding: .utf8)
+        let progress = ProgressReporter()
+        let output = ShopperSimulator(parameters: parameters).run(progress: progress)
+        try output.taobaoCSV(progress: progress, label: "writing \(URL(fileURLWithPath: out).lastPathComponent)")
+            .write(toFile: out, atomically: true, encoding: .utf8)
         try output.groundTruthJSONLines().write(toFile: out + ".truth.jsonl", atomically: true, encoding: .utf8)
         print("Wrote \(out) and \(out).truth.jsonl")
         print(output.summary)

@@ -40,6 +40,25 @@ package struct EventFileReader: Sendable {
         self.format = format
     }
 
+    /// The file's size in bytes; 0 when it cannot be read (``read(progress:handle:)`` then says why).
+    package var size: Int { (try? FileManager.default.attributesOfItem(atPath: path)[.size] as? Int) ?? 0 }
+
+    /// Reads the whole file, showing the bytes read as a phase of `progress`.
+    ///
+    /// - Parameters:
+    ///   - progress: shows a phase named `label` (default: "reading" and the file's name) counting bytes.
+    ///   - handle: receives batches of parsed events, in file order; a throw stops the read.
+    /// - Throws: ``ReadError`` when the file cannot be read or holds no valid row; rethrows `handle`'s errors.
+    @discardableResult
+    package func read(progress: ProgressReporter, label: String? = nil,
+                      handle: ([BehaviorEvent]) throws -> Void) throws -> Summary {
+        progress.begin(label ?? "reading \(URL(fileURLWithPath: path).lastPathComponent)", total: size, unit: .bytes)
+        defer { progress.stop() }                    // after a throw: end the bar's line, claim nothing done
+        let summary = try read(progress: { read, _ in progress.set(read) }, handle: handle)
+        progress.finish()
+        return summary
+    }
+
     /// Reads the whole file.
     ///
     /// - Parameters:
@@ -53,7 +72,7 @@ package struct EventFileReader: Sendable {
             throw ReadError.unreadable(path: path, reason: "no such file or no permission")
         }
         defer { try? file.close() }
-        let size = (try? FileManager.default.attributesOfItem(atPath: path)[.size] as? Int) ?? 0
+        let size = self.size
         var summary = Summary()
         var pending: [UInt8] = []
         var batch: [BehaviorEvent] = []

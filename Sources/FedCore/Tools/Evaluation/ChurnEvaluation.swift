@@ -1,4 +1,5 @@
 package import FedLogic
+package import FedNode
 import Foundation
 
 /// `edge-agent evaluate-churn`: the churn-risk detector against a fixed-silence rule ("no session for
@@ -65,8 +66,12 @@ package enum ChurnEvaluation {
         return times
     }
 
+    /// Both methods' rows at each budget.
+    ///
+    /// - Parameter progress: one phase per method, counting the shoppers replayed.
     package static func evaluate(workload: String, shoppers: [Shopper], end: Int64, budgets: [Double],
-                                 horizonDays: Double = 3, settings: ChurnDetector.Settings = .init()) -> [Row] {
+                                 horizonDays: Double = 3, settings: ChurnDetector.Settings = .init(),
+                                 progress: ProgressReporter = .silent) -> [Row] {
         let detector = ChurnDetector(settings: settings)
         let stayers = shoppers.filter { $0.left == nil }, churners = shoppers.filter { $0.left != nil }
         // Shopper-days at risk of the stayers: from their warm-up to the end.
@@ -83,8 +88,15 @@ package enum ChurnEvaluation {
         }
         var rows: [Row] = []
         for (method, risk) in [("feddrift_churn", true), ("fixed_silence", false)] {
-            let stay = stayers.map { series($0, end: end, detector: detector, risk: risk) }
-            let leave = churners.map { series($0, end: end, detector: detector, risk: risk) }
+            // One method's series at a time: they are the memory of this evaluation.
+            progress.begin("\(workload): replaying for \(method)", total: shoppers.count, unit: "shoppers")
+            func replay(_ shopper: Shopper) -> [(time: Int64, value: Double, silence: Int)] {
+                defer { progress.advance() }
+                return series(shopper, end: end, detector: detector, risk: risk)
+            }
+            let stay = stayers.map(replay)
+            let leave = churners.map(replay)
+            progress.finish()
             let values = stay.flatMap { $0.map(\.value) }
             for budget in budgets {
                 let allowed = Int(budget * days / 1_000)

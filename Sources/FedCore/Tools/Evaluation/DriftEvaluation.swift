@@ -1,7 +1,7 @@
 import FedIO
 package import FedLogic
 package import FedModel
-import FedNode
+package import FedNode
 import Foundation
 
 /// `edge-agent evaluate-drift`: every method sees the same streams. A stream is one user's events
@@ -193,10 +193,17 @@ package enum DriftEvaluation {
     }
 
     /// Evaluates every method at each budget (alarms per 10,000 events on the unswitched streams).
+    ///
+    /// - Parameter progress: counts the streams scored (every method, event by event), the long part.
     package static func evaluate(workload: String, streams: [Stream], scorer: StreamingScorer,
                                  budgets: [Double], settings: DriftDetector.Settings = .init(),
-                                 switches: SwitchDetector) -> [Row] {
-        let scored = streams.map { score($0, scorer: scorer, settings: settings, switches: switches) }
+                                 switches: SwitchDetector, progress: ProgressReporter = .silent) -> [Row] {
+        progress.begin("scoring \(workload) streams", total: streams.count, unit: "streams")
+        let scored = streams.map { stream in
+            defer { progress.advance() }
+            return score(stream, scorer: scorer, settings: settings, switches: switches)
+        }
+        progress.finish()
         var rows: [Row] = []
         for budget in budgets {
             for method in methods {
@@ -313,14 +320,15 @@ package enum DriftEvaluation {
 extension DriftEvaluation {
     /// Simulated shoppers' streams with the simulator's injected shifts as ground truth, and the
     /// training sequences of a disjoint set of simulated shoppers (for the detector's model).
-    package static func simulatorWorkload(users: Int, seed: UInt64, shape: LSTMShape)
+    package static func simulatorWorkload(users: Int, seed: UInt64, shape: LSTMShape,
+                                          progress: ProgressReporter = .silent)
         -> (streams: [Stream], training: [EventSequence], rawTraining: [[Int32]], rawCategories: Int,
             outOfVocabulary: Int32)
     {
         var parameters = ShopperSimulator.Parameters()
         parameters.users = users
         parameters.seed = seed
-        let output = ShopperSimulator(parameters: parameters).run()
+        let output = ShopperSimulator(parameters: parameters).run(progress: progress)
         var items: [UInt64: Set<UInt64>] = [:]
         CategoryCatalog.itemsPerCategory(output.events, into: &items)
         let catalog = CategoryCatalog(itemsPerCategory: items.mapValues(\.count), categories: shape.categories)

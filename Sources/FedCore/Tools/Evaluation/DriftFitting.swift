@@ -1,5 +1,6 @@
 package import FedLogic
 import FedModel
+package import FedNode
 import Foundation
 
 /// `edge-agent fit-drift`: chooses the switch detector's settings for a population by coordinate
@@ -75,9 +76,12 @@ package enum DriftFitting {
     /// when it raises detection by more than `minimumGain` (delay breaks ties), and stops after a pass
     /// without one (or `passes` passes). With `maxDelay`, settings whose median delay is within it come
     /// first (a candidate that meets it beats one that does not, whatever their detection).
+    ///
+    /// - Parameter progress: one phase per pass counting the grid's candidates; the start and each kept
+    ///   change are notes above the bar.
     package static func fit(streams: [DriftEvaluation.Stream], prior: [Double], budget: Double,
                             start: SwitchDetector.Settings = .init(), passes: Int = 3, minimumGain: Double = 0.005,
-                            maxDelay: Double? = nil, progress: (String) -> Void = { _ in }) -> Result {
+                            maxDelay: Double? = nil, progress: ProgressReporter = .silent) -> Result {
         func meets(_ a: DriftEvaluation.Detection) -> Bool {
             guard let maxDelay else { return true }
             return (a.delayP50 ?? .infinity) <= maxDelay
@@ -90,22 +94,27 @@ package enum DriftFitting {
         var best = start, bestDetection = measure(start, streams: streams, prior: prior, budget: budget)
         let initial = bestDetection
         var evaluations = 1
-        progress(String(format: "start: %.1f%% detected at %.0f/10k", 100 * initial.rate, budget))
+        progress.note(String(format: "start: %.1f%% detected at %.0f/10k", 100 * initial.rate, budget))
+        let candidates = grid.reduce(0) { $0 + $1.values.count }
         for pass in 1...max(1, passes) {
             var improved = false
+            progress.begin("pass \(pass) of at most \(max(1, passes))", total: candidates, unit: "candidates")
             for (key, values) in grid {
                 for value in values {
+                    defer { progress.advance() }             // the current value is counted, not measured
                     let candidate = with(best, key, value)
                     guard candidate != best, candidate.validationProblem == nil else { continue }
                     let detection = measure(candidate, streams: streams, prior: prior, budget: budget)
                     evaluations += 1
                     if better(detection, than: bestDetection) {
                         (best, bestDetection, improved) = (candidate, detection, true)
-                        progress(String(format: "pass %d: %@ = %g → %.1f%% detected, delay p50 %@", pass, key.rawValue,
-                                        value, 100 * detection.rate, detection.delayP50.map { "\(Int($0))" } ?? "-"))
+                        progress.note(String(format: "pass %d: %@ = %g → %.1f%% detected, delay p50 %@", pass,
+                                             key.rawValue, value, 100 * detection.rate,
+                                             detection.delayP50.map { "\(Int($0))" } ?? "-"))
                     }
                 }
             }
+            progress.finish()
             if !improved { break }
         }
         return Result(settings: best, detection: bestDetection, initial: initial, evaluations: evaluations)

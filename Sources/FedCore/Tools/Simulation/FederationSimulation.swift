@@ -1,7 +1,7 @@
 import FedIO
 import FedLogic
 package import FedModel
-import FedNode
+package import FedNode
 import Foundation
 
 /// The federation in one process, with the same FedCore code the agents and the aggregator run —
@@ -110,8 +110,11 @@ package struct FederationSimulation: Sendable {
     }
 
     /// Runs the federation and the centralized baseline on `users` (each a whole time-ordered sequence).
+    ///
+    /// - Parameter progress: counts the rounds (then the central model's batches); the set-up and each
+    ///   tenth round's held-out HR@10 and NDCG@10 are notes above the bar.
     package func run(users: [EventSequence], central: NextCategoryEvaluation? = nil,
-                     progress: (String) -> Void = { _ in }) -> (result: Result, central: NextCategoryEvaluation) {
+                     progress: ProgressReporter = .silent) -> (result: Result, central: NextCategoryEvaluation) {
         let started = ContinuousClock.now
         let (training, evaluation) = split(users)
         let regions = (0..<settings.regions).map { region in
@@ -126,7 +129,7 @@ package struct FederationSimulation: Sendable {
             : RDP.calibrate(q: q, rounds: settings.rounds, delta: settings.delta, targetEpsilon: epsilon) ?? 1000
         let regionSigma = Self.regionNoise(noiseMultiplier: z, clipNorm: settings.clipNorm, regions: settings.regions,
                                            secure: settings.secure, threshold: settings.secureThreshold)
-        progress(String(format: "%d users (%d evaluated), %d regions, q = %g, %d rounds, ε = %@ (%@) → z = %.4f; "
+        progress.note(String(format: "%d users (%d evaluated), %d regions, q = %g, %d rounds, ε = %@ (%@) → z = %.4f; "
                         + "noise per region %.4f·S%@",
                         training.count, evaluation.count, settings.regions, q, settings.rounds,
                         epsilon.isFinite ? String(format: "%g", epsilon) : "∞", pld ? "PLD" : "RDP", z,
@@ -143,6 +146,8 @@ package struct FederationSimulation: Sendable {
         var parameters = LSTMParameters<Float>(shape: shape, seed: settings.seed)
         var sampler = SodiumRandom()
         var noise = GaussianNoise(generator: SodiumRandom())
+        progress.begin("rounds (ε = \(epsilon.isFinite ? String(format: "%g", epsilon) : "∞"))", total: settings.rounds,
+                       unit: "rounds")
         for round in 1...settings.rounds {
             var updates: [ModelUpdate] = []
             for (index, region) in regions.enumerated() {
@@ -156,9 +161,12 @@ package struct FederationSimulation: Sendable {
             if round % max(1, settings.rounds / 10) == 0 || round == settings.rounds {
                 let measured = NextCategoryEvaluation.evaluate(parameters: parameters, sequences: evaluation,
                                                                outOfVocabulary: outOfVocabulary)
-                progress(String(format: "  round %d: HR@10 %.4f  NDCG@10 %.4f", round, measured.hr10, measured.ndcg10))
+                progress.note(String(format: "  round %d: HR@10 %.4f  NDCG@10 %.4f", round, measured.hr10,
+                                     measured.ndcg10))
             }
+            progress.advance()
         }
+        progress.finish()
         let federated = NextCategoryEvaluation.evaluate(parameters: parameters, sequences: evaluation,
                                                         outOfVocabulary: outOfVocabulary)
         let baseline = central ?? trainCentral(training: training, evaluation: evaluation, progress: progress)
@@ -177,33 +185,41 @@ package struct FederationSimulation: Sendable {
     /// The centralized, non-private model: the same LSTM code, mini-batch Adam over every training
     /// sequence for `centralEpochs` epochs, evaluated on the same held-out events.
     package func trainCentral(training: [EventSequence], evaluation: [EventSequence],
-                              progress: (String) -> Void = { _ in }) -> NextCategoryEvaluation {
+                              progress: ProgressReporter = .silent) -> NextCategoryEvaluation {
         let parameters = trainCentralModel(training: training, evaluation: evaluation, progress: progress)
         return NextCategoryEvaluation.evaluate(parameters: parameters, sequences: evaluation,
                                                outOfVocabulary: outOfVocabulary)
     }
 
     /// The centrally trained parameters (see ``trainCentral(training:evaluation:progress:)``).
+    ///
+    /// - Parameter progress: counts the mini-batches of every epoch; each epoch's held-out HR@10 and
+    ///   NDCG@10 (with `evaluation`) are notes above the bar.
     package func trainCentralModel(training: [EventSequence], evaluation: [EventSequence] = [],
-                                   progress: (String) -> Void = { _ in }) -> LSTMParameters<Float> {
+                                   progress: ProgressReporter = .silent) -> LSTMParameters<Float> {
         var parameters = LSTMParameters<Float>(shape: shape, seed: settings.seed)
         var optimizer = Adam(learningRate: settings.centralLearningRate)
         let trainer = ParallelTrainer<Float>(shape: shape, threads: settings.threads)
         var order = Array(training.indices)
         var random = SplitMix64(seed: settings.seed)
         var gradient: [Float] = []
+        let batches = (order.count + 63) / 64
+        progress.begin("central model", total: batches * settings.centralEpochs, unit: "batches")
         for epoch in 1...settings.centralEpochs {
             order.shuffle(using: &random)
             for start in stride(from: 0, to: order.count, by: 64) {
                 let batch = order[start..<min(start + 64, order.count)].map { training[$0] }
                 trainer.gradient(parameters: parameters, sequences: batch, into: &gradient)
                 optimizer.step(&parameters.values, gradient: gradient)
+                progress.advance()
             }
             guard !evaluation.isEmpty else { continue }
             let measured = NextCategoryEvaluation.evaluate(parameters: parameters, sequences: evaluation,
                                                            outOfVocabulary: outOfVocabulary)
-            progress(String(format: "  central epoch %d: HR@10 %.4f  NDCG@10 %.4f", epoch, measured.hr10, measured.ndcg10))
+            progress.note(String(format: "  central epoch %d: HR@10 %.4f  NDCG@10 %.4f", epoch, measured.hr10,
+                                 measured.ndcg10))
         }
+        progress.finish()
         return parameters
     }
 }

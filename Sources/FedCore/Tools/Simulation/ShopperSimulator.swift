@@ -1,7 +1,7 @@
 import FedIO
 package import FedLogic
 import FedModel
-import FedNode
+package import FedNode
 import Foundation
 
 /// A generative model of shoppers: the demo's default data and the ground truth for drift.
@@ -131,7 +131,11 @@ package struct ShopperSimulator: Sendable {
     package static func categoryID(rank: Int) -> UInt64 { UInt64(1_000 + rank * 7_919 % 9_999_991) }
 
     /// Streams the shoppers in groups of `usersPerBatch`, so any population fits in memory.
-    package func run(usersPerBatch: Int, handle: (Output) throws -> Void) rethrows {
+    ///
+    /// - Parameter progress: counts the shoppers simulated, in a phase named `label`.
+    package func run(usersPerBatch: Int, progress: ProgressReporter = .silent, label: String = "simulating shoppers",
+                     handle: (Output) throws -> Void) rethrows {
+        progress.begin(label, total: parameters.users, unit: "shoppers")
         var start = 0
         while start < parameters.users {
             var events: [BehaviorEvent] = []
@@ -139,21 +143,29 @@ package struct ShopperSimulator: Sendable {
             for user in start..<min(start + usersPerBatch, parameters.users) {
                 var random = SplitMix64(seed: parameters.seed &* 0x9E37_79B9 &+ UInt64(user) &* 0x85EB_CA6B &+ 1)
                 simulate(user: UInt64(user + 1), random: &random, events: &events, shifts: &shifts)
+                progress.advance()
             }
             try handle(Output(events: events, shifts: shifts))
             start += usersPerBatch
         }
+        progress.finish()
     }
 
-    package func run() -> Output {
+    /// Every shopper at once.
+    ///
+    /// - Parameter progress: counts the shoppers simulated, in a phase named "simulating shoppers".
+    package func run(progress: ProgressReporter = .silent) -> Output {
         var events: [BehaviorEvent] = []
         var shifts: [Shift] = []
         events.reserveCapacity(Int(Double(parameters.users * parameters.days) * parameters.sessionsPerDay
                                    * parameters.eventsPerSession * 1.1))
+        progress.begin("simulating shoppers", total: parameters.users, unit: "shoppers")
         for user in 0..<parameters.users {
             var random = SplitMix64(seed: parameters.seed &* 0x9E37_79B9 &+ UInt64(user) &* 0x85EB_CA6B &+ 1)
             simulate(user: UInt64(user + 1), random: &random, events: &events, shifts: &shifts)
+            progress.advance()
         }
+        progress.finish()
         return Output(events: events, shifts: shifts)
     }
 

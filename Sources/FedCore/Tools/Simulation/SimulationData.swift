@@ -1,7 +1,7 @@
 import FedIO
 package import FedLogic
 package import FedModel
-import FedNode
+package import FedNode
 import Foundation
 
 /// Whole user sequences for ``FederationSimulation`` and the drift evaluation, from the built-in
@@ -20,18 +20,21 @@ package struct SimulationData: Sendable {
 
     /// Simulated shoppers, keeping each user's last `keep` events. Two passes over the (deterministic)
     /// simulator: the catalog from item counts first, then the sequences.
-    package static func simulated(users: Int, days: Int, seed: UInt64, shape: LSTMShape, keep: Int) -> SimulationData {
+    package static func simulated(users: Int, days: Int, seed: UInt64, shape: LSTMShape, keep: Int,
+                                  progress: ProgressReporter = .silent) -> SimulationData {
         var parameters = ShopperSimulator.Parameters()
         parameters.users = users
         parameters.days = days
         parameters.seed = seed
         let simulator = ShopperSimulator(parameters: parameters)
         var items: [UInt64: Set<UInt64>] = [:]
-        simulator.run(usersPerBatch: 5_000) { CategoryCatalog.itemsPerCategory($0.events, into: &items) }
+        simulator.run(usersPerBatch: 5_000, progress: progress, label: "simulating shoppers (catalog)") {
+            CategoryCatalog.itemsPerCategory($0.events, into: &items)
+        }
         let catalog = CategoryCatalog(itemsPerCategory: items.mapValues(\.count), categories: shape.categories)
         var sequences: [EventSequence] = []
         sequences.reserveCapacity(users)
-        simulator.run(usersPerBatch: 5_000) { output in
+        simulator.run(usersPerBatch: 5_000, progress: progress, label: "simulating shoppers (sequences)") { output in
             sequences += grouped(output.events, catalog: catalog, keep: keep)
         }
         return SimulationData(users: sequences, shape: shape, outOfVocabulary: catalog.outOfVocabulary,
@@ -40,9 +43,12 @@ package struct SimulationData: Sendable {
 
     /// A Taobao CSV or JSONL file: each user's events in time order, categories through a catalog
     /// built from the file's own distinct items per category.
-    package static func file(path: String, format: EventFormat, shape: LSTMShape, keep: Int) throws -> SimulationData {
+    ///
+    /// - Parameter progress: counts the bytes read, in a phase named "reading PATH".
+    package static func file(path: String, format: EventFormat, shape: LSTMShape, keep: Int,
+                             progress: ProgressReporter = .silent) throws -> SimulationData {
         var events: [BehaviorEvent] = []
-        let summary = try EventFileReader(path: path, format: format).read { events += $0 }
+        let summary = try EventFileReader(path: path, format: format).read(progress: progress) { events += $0 }
         var items: [UInt64: Set<UInt64>] = [:]
         CategoryCatalog.itemsPerCategory(events, into: &items)
         let catalog = CategoryCatalog(itemsPerCategory: items.mapValues(\.count), categories: shape.categories)

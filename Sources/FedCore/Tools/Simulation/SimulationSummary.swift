@@ -1,7 +1,7 @@
 import FedIO
 import FedLogic
 import FedModel
-import FedNode
+package import FedNode
 import Foundation
 
 extension ShopperSimulator.Output {
@@ -41,12 +41,18 @@ extension ShopperSimulator.Output {
     }
 
     /// The events as Taobao UserBehavior CSV.
-    package func taobaoCSV() -> String {
+    ///
+    /// - Parameter progress: counts the events formatted, in a phase named `label`.
+    package func taobaoCSV(progress: ProgressReporter = .silent, label: String = "formatting events") -> String {
         var text = ""
         text.reserveCapacity(events.count * 40)
-        for event in events {
+        progress.begin(label, total: events.count, unit: "events")
+        for (index, event) in events.enumerated() {
             text += "\(event.user),\(event.item),\(event.category),\(event.action.code),\(event.timestamp)\n"
+            if index % 10_000 == 9_999 { progress.advance(by: 10_000) }
         }
+        progress.set(events.count)
+        progress.finish()
         return text
     }
 }
