@@ -282,18 +282,55 @@ struct AlertDeliveryTests {
         let plainPort = scratch.port + 1
         let plain = try await scratch.inbox(["--smtp", "127.0.0.1:\(plainPort)"], into: "plain")
         defer { plain.terminate() }
-        let client = SMTPClient(host: "127.0.0.1", port: plainPort, starttls: .required, credentials: nil, caFile: nil, timeout: 10)
+        let client = try SMTPClient(host: "127.0.0.1", port: plainPort, starttls: .required, credentials: nil, caFile: nil, timeout: 10)
         await #expect(throws: SMTPError.self) {
             try await client.send(from: "feddrift@example.com", to: ["a@example.com"], message: "Subject: x\r\n\r\nx\r\n")
         }
         #expect(scratch.files("plain/mail").isEmpty)
         // …while the same server takes it from a loopback sink that allows plain text.
-        let loopback = SMTPClient(host: "127.0.0.1", port: plainPort, starttls: .whenOffered, credentials: nil, caFile: nil,
+        let loopback = try SMTPClient(host: "127.0.0.1", port: plainPort, starttls: .whenOffered, credentials: nil, caFile: nil,
                                   timeout: 10)
         try await loopback.send(from: "feddrift@example.com", to: ["a@example.com"],
                                 message: "Subject: x\r\n\r\n.a line starting with a dot\r\n")
         let sent = try String(contentsOfFile: scratch.path("plain/mail/00001.eml"), encoding: .utf8)
         #expect(sent.contains("\n.a line starting with a dot"), "dot-stuffing undone by the server: \(sent)")
+    }
+
+    @Test("An alert the receiver refuses as malformed is set aside after 3 attempts and the next ones go through; redirects are not followed")
+    func givenUpAndRedirects() async throws {
+        let scratch = try Scratch()
+        let alerts = (1...3).map { Self.alert($0) }
+        let inbox = try await scratch.inbox(["--webhook", "127.0.0.1:\(scratch.port)", "--secret-file", "webhook.secret",
+                                             "--refuse-alert", alerts[1].id])
+        defer { inbox.terminate() }
+        let mover = try await scratch.inbox(["--webhook", "127.0.0.1:\(scratch.port + 1)", "--secret-file", "webhook.secret",
+                                             "--redirect-to", "http://127.0.0.1:\(scratch.port)/alerts"], into: "mover")
+        defer { mover.terminate() }
+        let store = try AlertStore(path: scratch.path("alerts.sqlite"))
+        let delivery = try AlertDelivery(store: store, sinks: [
+            Self.webhook("crm", port: scratch.port, secret: scratch.path("webhook.secret")),
+            Self.webhook("moved", port: scratch.port + 1, secret: scratch.path("webhook.secret")),
+        ], poll: .milliseconds(50))
+        try store.record(alerts, routes: delivery.routes(now: Date().timeIntervalSince1970))
+        let settled = await Self.deliver(delivery, seconds: 30) {
+            let counts = (try? store.deliveryCounts()) ?? [:]
+            return counts["crm"].map { $0.delivered == 2 && $0.givenUp == 1 } == true && (counts["moved"]?.mostAttempts ?? 0) >= 2
+        }
+        #expect(settled, "\(String(describing: try? store.deliveryCounts()))\n\(inbox.output)")
+        #expect(scratch.files("inbox/webhook") == [alerts[0].id + ".json", alerts[2].id + ".json"])
+        let crm = try #require(try store.deliveryCounts()["crm"])
+        #expect(crm.pending == 0 && crm.lastError?.contains("gave up") == true && crm.lastError?.contains("422") == true, "\(crm)")
+        #expect(scratch.log().filter { $0["webhook"] as? String == "unprocessable" }.count == AlertDelivery.attemptsBeforeGivingUp)
+        // The 307 is a failure naming the new address; the alert was not re-posted there behind the sink's back.
+        let moved = try #require(try store.deliveryCounts()["moved"])
+        #expect(moved.delivered == 0 && moved.lastError?.contains("redirects are not followed") == true, "\(moved)")
+        #expect(scratch.log().filter { $0["webhook"] as? String == "received" }.count == 2)
+        // A digest of hundreds of alerts keeps every header line within SMTP's limit (folded ids).
+        let many = (1...300).map { Self.alert($0) }
+        let text = AlertEmail.message(for: many, documents: many.map { _ in "{}" }, from: "a@example.com", to: ["b@example.com"])
+        let header = text.components(separatedBy: "\r\n\r\n")[0]
+        #expect(header.components(separatedBy: "\r\n").allSatisfy { $0.utf8.count <= 78 })
+        #expect(header.replacingOccurrences(of: "\r\n ", with: " ").contains("FedDrift-Alert-Ids: " + many.map(\.id).joined(separator: " ")))
     }
 
     @Test("The real edge-agent delivers what a crashed run left in its outbox, and its /status counts the deliveries")

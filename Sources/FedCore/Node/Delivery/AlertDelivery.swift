@@ -22,7 +22,11 @@ package final class AlertDelivery: Sendable {
     }
 
     /// What happened to one delivery attempt, for metrics and logs.
-    package enum Outcome: String, Sendable { case delivered, failed }
+    package enum Outcome: String, Sendable { case delivered, failed, givenUp = "given_up" }
+
+    /// Attempts refused as malformed (``WebhookError/isPermanent``, ``SMTPError/isPermanent``) before a
+    /// delivery is set aside.
+    package static let attemptsBeforeGivingUp = 3
 
     package let sinks: [Sink]
     private let store: AlertStore
@@ -51,8 +55,8 @@ package final class AlertDelivery: Sendable {
                     let credentials = try email.username.map { user throws(SMTPError) in
                         try SMTPCredentials(username: user, passwordFile: email.passwordFile ?? "")
                     }
-                    let client = SMTPClient(host: host, port: port, starttls: email.starttls, credentials: credentials,
-                                            caFile: email.caFile, timeout: email.timeoutSeconds)
+                    let client = try SMTPClient(host: host, port: port, starttls: email.starttls, credentials: credentials,
+                                                caFile: email.caFile, timeout: email.timeoutSeconds)
                     built.append(Sink(configuration: configuration, sender: .email(client, from: email.from, to: email.to)))
                 }
             } catch let error as AlertDeliveryError {
@@ -123,6 +127,17 @@ package final class AlertDelivery: Sendable {
                                                                     "attempt": "\(attempt)"])
                     }
                 } catch {
+                    let permanent = (error as? WebhookError)?.isPermanent == true || (error as? SMTPError)?.isPermanent == true
+                    if permanent && attempt >= Self.attemptsBeforeGivingUp {
+                        // The receiver refuses this alert as such: set it aside, go on with the next ones.
+                        try? await disk.run { try store.failed(ids, sink: name, due: AlertStore.givenUp, error: "gave up: \(error)") }
+                        report(name, .givenUp, ids.count)
+                        logger.error("Alert delivery given up: the receiver refuses it as malformed", metadata: [
+                            "sink": "\(name)", "alert.id": "\(ids[0])", "alerts": "\(ids.count)", "attempts": "\(attempt)",
+                            "error": "\(error)",
+                        ])
+                        continue
+                    }
                     let delay = min(sink.configuration.retryMaxSeconds, pow(2, Double(attempt - 1)))
                     let retryAt = clock() + delay
                     try? await disk.run { try store.failed(ids, sink: name, due: retryAt, error: "\(error)") }

@@ -33,7 +33,6 @@ package enum AlertEmail {
             "Subject: \(encodedHeader(subject))",
             "Date: \(rfc5322Date(date))",
             "Message-ID: <\(identity)@feddrift>",
-            "FedDrift-Alert-Ids: \(ids.joined(separator: " "))",
             "MIME-Version: 1.0",
             "Content-Type: text/plain; charset=utf-8",
             // SMTP lines stop at 998 bytes and are 7-bit unless the server says otherwise; the alert JSON
@@ -41,7 +40,17 @@ package enum AlertEmail {
             // the text readable and every line short.
             "Content-Transfer-Encoding: quoted-printable",
         ]
-        return headers.map(headerSafe).joined(separator: "\r\n") + "\r\n\r\n" + quotedPrintable(body)
+        // Every id, folded (RFC 5322 §2.2.3) so that a digest of hundreds stays within the line limit.
+        var idsHeader = "FedDrift-Alert-Ids:", line = idsHeader.count
+        for id in ids.map(headerSafe) {
+            if line + 1 + id.count > 76 {
+                idsHeader += "\r\n"
+                line = 0
+            }
+            idsHeader += " " + id
+            line += 1 + id.count
+        }
+        return (headers.map(headerSafe) + [idsHeader]).joined(separator: "\r\n") + "\r\n\r\n" + quotedPrintable(body)
     }
 
     /// RFC 2045 §6.7 quoted-printable of UTF-8 `text`: lines end in CRLF, none longer than 76 characters

@@ -17,6 +17,12 @@ package enum SMTPError: Error, CustomStringConvertible, Sendable {
     case closed
     case credentials(String)
 
+    /// The server refused the message itself (a 5xx after DATA): retrying will not change it.
+    package var isPermanent: Bool {
+        if case let .rejected(command, reply) = self { return command == "the message" && reply.hasPrefix("5") }
+        return false
+    }
+
     package var description: String {
         switch self {
         case let .connect(why): "cannot connect: \(why)"
@@ -36,8 +42,13 @@ package final class SMTPCredentials: Sendable {
     private let password: Mutex<[UInt8]>
 
     package init(username: String, passwordFile: String) throws(SMTPError) {
-        guard var bytes = FileManager.default.contents(atPath: passwordFile).map(Array.init) else {
+        guard let attributes = try? FileManager.default.attributesOfItem(atPath: passwordFile),
+              var bytes = FileManager.default.contents(atPath: passwordFile).map(Array.init) else {
             throw .credentials("cannot read password_file \(passwordFile)")
+        }
+        if let mode = attributes[.posixPermissions] as? Int, mode & 0o077 != 0 {
+            Sodium.wipe(&bytes)
+            throw .credentials("password_file \(passwordFile) is readable by others (mode \(String(mode, radix: 8))): chmod 600 it")
         }
         while let last = bytes.last, last == 10 || last == 13 { bytes.removeLast() }
         guard !bytes.isEmpty else { throw .credentials("password_file \(passwordFile) is empty") }
@@ -68,16 +79,14 @@ package struct SMTPClient: Sendable {
     package var credentials: SMTPCredentials?
     package var caFile: String?
     package var timeout: Double
+    /// Built once (it reads and parses the trust store: not on every message, nor on the cooperative pool
+    /// more than at start).
+    private let tls: NIOSSLContext?
 
     package init(host: String, port: Int, starttls: AlertSinkConfiguration.Email.StartTLS,
-                 credentials: SMTPCredentials?, caFile: String?, timeout: Double) {
+                 credentials: SMTPCredentials?, caFile: String?, timeout: Double) throws(SMTPError) {
         (self.host, self.port, self.starttls, self.credentials, self.caFile, self.timeout)
             = (host, port, starttls, credentials, caFile, timeout)
-    }
-
-    /// Sends `message` (RFC 5322 text, lines ending in CRLF) from `from` to `recipients`.
-    package func send(from: String, to recipients: [String], message: String) async throws(SMTPError) {
-        let tls: NIOSSLContext?
         do {
             var configuration = TLSConfiguration.makeClientConfiguration()
             if let caFile { configuration.trustRoots = .file(caFile) }
@@ -85,6 +94,11 @@ package struct SMTPClient: Sendable {
         } catch {
             throw .tls("cannot set up TLS (ca_file \(caFile ?? "system")): \(error)")
         }
+    }
+
+    /// Sends `message` (RFC 5322 text, lines ending in CRLF) from `from` to `recipients`.
+    package func send(from: String, to recipients: [String], message: String) async throws(SMTPError) {
+        let received = Counter(), accepted = Counter()
         let channel: NIOAsyncChannel<String, ByteBuffer>
         do {
             channel = try await ClientBootstrap(group: MultiThreadedEventLoopGroup.singleton)
@@ -92,13 +106,15 @@ package struct SMTPClient: Sendable {
                 .connect(host: host, port: port) { channel in
                     channel.eventLoop.makeCompletedFuture {
                         try channel.pipeline.syncOperations.addHandler(ByteToMessageHandler(SMTPLineDecoder()))
+                        try channel.pipeline.syncOperations.addHandler(LineCounter(count: received))
                         return try NIOAsyncChannel<String, ByteBuffer>(wrappingChannelSynchronously: channel)
                     }
                 }
         } catch {
             throw .connect("\(host):\(port): \(error)")
         }
-        let dialogue = Dialogue(client: self, from: from, recipients: recipients, message: message, tls: tls)
+        let dialogue = Dialogue(client: self, from: from, recipients: recipients, message: message, tls: tls,
+                                received: received, accepted: accepted)
         do {
             try await withThrowingTaskGroup(of: Void.self) { group in
                 group.addTask {
@@ -114,10 +130,31 @@ package struct SMTPClient: Sendable {
                 defer { group.cancelAll() }
                 try await group.next()
             }
-        } catch let error as SMTPError {
-            throw error
         } catch {
+            // The server took the message (250 after DATA) and then did not close the dialogue well (no
+            // answer to QUIT in time): that is a delivery; sending it again would duplicate it.
+            if accepted.value > 0 { return }
+            if let error = error as? SMTPError { throw error }
             throw .connect("\(host):\(port): \(error)")
+        }
+    }
+
+    /// A count shared between the event loop and the dialogue.
+    final class Counter: Sendable {
+        private let count = Atomic<Int>(0)
+        var value: Int { count.load(ordering: .acquiring) }
+        func increment() { count.add(1, ordering: .releasing) }
+    }
+
+    /// Counts the reply lines decoded, so that the dialogue can tell whether any arrived it has not read.
+    final class LineCounter: ChannelInboundHandler, Sendable {
+        typealias InboundIn = String
+        typealias InboundOut = String
+        let count: Counter
+        init(count: Counter) { self.count = count }
+        func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+            count.increment()
+            context.fireChannelRead(data)
         }
     }
 
@@ -128,14 +165,18 @@ package struct SMTPClient: Sendable {
         let recipients: [String]
         let message: String
         let tls: NIOSSLContext?
+        let received: Counter
+        let accepted: Counter
 
         func run(channel: any Channel, inbound: NIOAsyncChannelInboundStream<String>,
                  outbound: NIOAsyncChannelOutboundWriter<ByteBuffer>) async throws {
             var lines = inbound.makeAsyncIterator()
+            var read = 0
             func reply() async throws -> (code: Int, lines: [String]) {
                 var text: [String] = []
                 while true {
                     guard let line = try await lines.next() else { throw SMTPError.closed }
+                    read += 1
                     text.append(line)
                     let bytes = Array(line.utf8)
                     guard bytes.count >= 3, let code = Int(String(decoding: bytes[0..<3], as: UTF8.self)) else {
@@ -163,7 +204,13 @@ package struct SMTPClient: Sendable {
                 _ = try await command("STARTTLS", expect: [220])
                 let host = client.host
                 let serverName: String? = host.contains(":") || host.allSatisfy({ $0.isNumber || $0 == "." }) ? nil : host
+                let readBeforeTLS = read, received = self.received
                 try await channel.eventLoop.submit {
+                    // RFC 3207: nothing may come between the 220 and the handshake. A line that did was
+                    // sent in clear by someone in the path, to be read as a reply inside TLS: refuse.
+                    guard received.value == readBeforeTLS else {
+                        throw SMTPError.tls("the server sent data after its 220 to STARTTLS, before TLS (refused: RFC 3207)")
+                    }
                     let handler = try NIOSSLClientHandler(context: tls, serverHostname: serverName)
                     try channel.pipeline.syncOperations.addHandler(handler, position: .first)
                 }.get()
@@ -184,6 +231,7 @@ package struct SMTPClient: Sendable {
             for recipient in recipients { _ = try await command("RCPT TO:<\(recipient)>", expect: [250, 251]) }
             _ = try await command("DATA", expect: [354])
             _ = try await command(Self.dotStuffed(message) + ".", shown: "the message", expect: [250])
+            accepted.increment()
             _ = try? await command("QUIT", expect: [221])
         }
 

@@ -10,6 +10,15 @@ package enum WebhookError: Error, CustomStringConvertible, Sendable {
     case transport(String)
     case status(Int, String)
 
+    /// The receiver refused this alert's content (400, 413, 415, 422), which retrying will not change:
+    /// the sink sets the delivery aside after a few attempts instead of holding every later alert behind
+    /// it. Authentication (401, 403), a wrong address (404) and overload (408, 429, 5xx) are retried:
+    /// an operator can fix them.
+    package var isPermanent: Bool {
+        if case let .status(code, _) = self { return [400, 413, 415, 422].contains(code) }
+        return false
+    }
+
     package var description: String {
         switch self {
         case let .secret(why): why
@@ -29,17 +38,29 @@ package enum WebhookError: Error, CustomStringConvertible, Sendable {
 /// - `FedDrift-Signature`: `v1=` and the hex HMAC-SHA-256 of `<timestamp>.<body>` under the shared secret;
 /// - `FedDrift-Attempt`: 1 for the first attempt.
 ///
-/// Any 2xx answer is a delivery; anything else, or no answer within the timeout, is retried.
+/// Any 2xx answer is a delivery; anything else, or no answer within the timeout, is retried. Redirects
+/// are not followed: a 301/302 would turn the POST into a GET whose 200 is no delivery, and a 307/308
+/// could send the signed alert in clear to another host; a 3xx is a failure that names the new address.
 package struct WebhookSender: Sendable {
     package let url: URL
     package let timeout: Double
     private let authenticator: MessageAuthenticator
+    private let session: URLSession
+
+    /// Refuses every redirect, so the 3xx itself comes back as the answer.
+    private final class NoRedirects: NSObject, URLSessionTaskDelegate, Sendable {
+        func urlSession(_ session: URLSession, task: URLSessionTask, willPerformHTTPRedirection response: HTTPURLResponse,
+                        newRequest request: URLRequest, completionHandler: @escaping @Sendable (URLRequest?) -> Void) {
+            completionHandler(nil)
+        }
+    }
 
     package init(_ webhook: AlertSinkConfiguration.Webhook) throws(WebhookError) {
         guard let url = URL(string: webhook.url) else { throw .transport("bad URL \(webhook.url)") }
         self.url = url
         timeout = webhook.timeoutSeconds
         authenticator = try Self.authenticator(file: webhook.secretFile)
+        session = URLSession(configuration: .ephemeral, delegate: NoRedirects(), delegateQueue: nil)
     }
 
     /// The secret in `file`: not readable by group or others (like a key), at least 16 bytes
@@ -80,11 +101,16 @@ package struct WebhookSender: Sendable {
         request.setValue("\(attempt)", forHTTPHeaderField: "FedDrift-Attempt")
         let (data, response): (Data, URLResponse)
         do {
-            (data, response) = try await URLSession.shared.data(for: request)
+            (data, response) = try await session.data(for: request)
         } catch {
             throw .transport("\(url.host ?? "?"): \(error.localizedDescription)")
         }
-        let status = (response as? HTTPURLResponse)?.statusCode ?? 0
+        let http = response as? HTTPURLResponse
+        let status = http?.statusCode ?? 0
+        if (300..<400).contains(status) {
+            throw .status(status, "redirects are not followed; set webhook.url to "
+                + (http?.value(forHTTPHeaderField: "Location") ?? "the new address"))
+        }
         guard (200..<300).contains(status) else {
             throw .status(status, String(decoding: data.prefix(200), as: UTF8.self))
         }

@@ -23,7 +23,7 @@ package enum AgentStatusDocument {
         if !deliveries.isEmpty {
             document["deliveries"] = deliveries.mapValues { counts -> [String: Any] in
                 var entry: [String: Any] = ["pending": counts.pending, "delivered": counts.delivered,
-                                            "most_attempts": counts.mostAttempts]
+                                            "given_up": counts.givenUp, "most_attempts": counts.mostAttempts]
                 if let error = counts.lastError { entry["last_error"] = error }
                 return entry
             }

@@ -9,7 +9,7 @@ package enum DashboardPages {
     static let style = """
         body{font:14px/1.4 system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:0;background:#f6f7f9;color:#1d232b}
         header{background:#1d232b;color:#fff;padding:12px 20px}header h1{font-size:18px;margin:0 0 4px}
-        header .facts span{margin-right:18px;white-space:nowrap}.warn{color:#b00020;font-weight:600}
+        header .facts{display:flex;flex-wrap:wrap;gap:2px 18px}header .facts span{white-space:nowrap}.warn{color:#b00020;font-weight:600}
         header .warn{color:#ffb4b4}main{display:flex;flex-wrap:wrap;gap:14px;padding:14px 20px}
         section{background:#fff;border:1px solid #dde1e6;border-radius:6px;padding:10px 12px}
         section.wide{flex-basis:100%}h2{font-size:15px;margin:0 0 8px}
@@ -93,7 +93,7 @@ package enum DashboardPages {
     /// The charts of the aggregator's dashboard, by id (the page's sections, and what a test reads).
     package static func charts(_ federation: Federation) -> [(id: String, chart: SVGChart)] {
         let history = federation.history
-        let rounds = SVGChart(title: "Rounds: seconds from announcement to checkpoint (red: failed quorum)",
+        let rounds = SVGChart(title: "Rounds: seconds to checkpoint (red: failed quorum)",
                               xLabel: "round", yLabel: "seconds", series: [
             .init(name: "duration", color: "#2ca02c", style: .bars,
                   points: history.map { (Double($0.round), $0.seconds) },
@@ -224,11 +224,12 @@ package enum DashboardPages {
         var body = ""
         if !deliveries.isEmpty {
             body += "<section id=\"deliveries\" class=\"wide\"><h2>Delivery to people</h2><table><tr><th>sink</th>"
-                + "<th>delivered</th><th>pending</th><th>most attempts</th><th>last error</th></tr>"
+                + "<th>delivered</th><th>pending</th><th>given up</th><th>most attempts</th><th>last error</th></tr>"
             for (sink, counts) in deliveries.sorted(by: { $0.key < $1.key }) {
                 let pending = counts.pending > 0 && counts.mostAttempts > 0
                 body += "<tr><td>\(HTML.escape(sink))</td><td>\(counts.delivered)</td>"
-                    + "<td\(pending ? " class=\"bad\"" : "")>\(counts.pending)</td><td>\(counts.mostAttempts)</td>"
+                    + "<td\(pending ? " class=\"bad\"" : "")>\(counts.pending)</td>"
+                    + "<td\(counts.givenUp > 0 ? " class=\"bad\"" : "")>\(counts.givenUp)</td><td>\(counts.mostAttempts)</td>"
                     + "<td>\(HTML.escape(counts.lastError ?? ""))</td></tr>"
             }
             body += "</table></section>"

@@ -129,7 +129,24 @@ package enum OperatorHTTP {
 /// sets for a browser (HttpOnly, SameSite=Strict) before redirecting to `next` (a local path).
 struct BearerTokenMiddleware<Context: RequestContext>: RouterMiddleware {
     let token: [UInt8]?
-    static var cookie: String { "feddrift_token" }
+    /// The cookie holds a value derived from the token (HMAC-SHA-256 of a fixed label under it), never
+    /// the token, under a name of its own per node: browsers keep cookies per host, not per port, so
+    /// the nodes on one host (an aggregator and agents run by different people) neither overwrite nor
+    /// receive each other's.
+    let cookieName: String
+    let cookieValue: [UInt8]
+
+    init(token: [UInt8]?) {
+        self.token = token
+        guard var key = token, key.count >= 16, let authenticator = try? MessageAuthenticator(wiping: &key) else {
+            (cookieName, cookieValue) = ("feddrift_session", [])
+            return
+        }
+        let derived = authenticator.authenticate(Array("feddrift browser session".utf8))
+        let hex = derived.map { String(format: "%02x", $0) }.joined()
+        cookieName = "feddrift_" + hex.prefix(12)
+        cookieValue = Array(hex.utf8)
+    }
 
     func handle(_ request: Request, context: Context,
                 next: (Request, Context) async throws -> Response) async throws -> Response {
@@ -140,30 +157,31 @@ struct BearerTokenMiddleware<Context: RequestContext>: RouterMiddleware {
         if request.uri.path == "/login" {
             let presented = request.uri.queryParameters["token"].map { Array(String($0).utf8) } ?? []
             guard Sodium.constantTimeEquals(presented, token) else { return Self.refusal() }
-            return Self.redirect(to: Self.next(in: request), cookie: String(decoding: token, as: UTF8.self))
+            return Self.redirect(to: Self.next(in: request), cookie: "\(cookieName)=\(String(decoding: cookieValue, as: UTF8.self))")
         }
         let bearer = request.headers[.authorization].map { Array($0.utf8) } ?? []
         let cookies = request.headers[values: .cookie].flatMap { $0.split(separator: ";") }
             .map { $0.trimmingCharacters(in: .whitespaces) }
-        let fromCookie = cookies.first { $0.hasPrefix(Self.cookie + "=") }.map { Array($0.dropFirst(Self.cookie.count + 1).utf8) }
+        let fromCookie = cookies.first { $0.hasPrefix(cookieName + "=") }.map { Array($0.dropFirst(cookieName.count + 1).utf8) }
         guard Sodium.constantTimeEquals(bearer, Array("Bearer ".utf8) + token)
-                || fromCookie.map({ Sodium.constantTimeEquals($0, token) }) == true else {
+                || fromCookie.map({ !cookieValue.isEmpty && Sodium.constantTimeEquals($0, cookieValue) }) == true else {
             return Self.refusal()
         }
         return try await next(request, context)
     }
 
-    /// `next` if it is a path on this server (never another site), else /.
+    /// `next` if it is a plain path on this server — `/` then letters, digits, `/`, `-`, `_`, `.`, no
+    /// `//` (browsers drop tabs and line breaks from URLs, so `/\t/evil.example` would lead elsewhere) —
+    /// else /.
     static func next(in request: Request) -> String {
         let next = request.uri.queryParameters["next"].map(String.init) ?? "/"
-        return next.hasPrefix("/") && !next.hasPrefix("//") && !next.contains("\\") ? next : "/"
+        let plain = next.unicodeScalars.allSatisfy { $0.isASCII && (CharacterSet.alphanumerics.contains($0) || "/-_.".unicodeScalars.contains($0)) }
+        return next.hasPrefix("/") && !next.contains("//") && plain ? next : "/"
     }
 
-    static func redirect(to path: String, cookie token: String?) -> Response {
+    static func redirect(to path: String, cookie: String?) -> Response {
         var headers: HTTPFields = [.location: path, .cacheControl: "no-store"]
-        if let token {
-            headers[.setCookie] = "\(cookie)=\(token); Path=/; HttpOnly; SameSite=Strict"
-        }
+        if let cookie { headers[.setCookie] = "\(cookie); Path=/; HttpOnly; SameSite=Strict" }
         return Response(status: .seeOther, headers: headers)
     }
 

@@ -64,6 +64,18 @@ package final class RoundHistory: Sendable {
         }
         entries = Mutex(Array(loaded.suffix(capacity)))
         skippedLines = skipped
+        // A crash mid-append leaves a last line without its newline: end it, so the next round's line is
+        // not glued to the fragment (the fragment itself was skipped above).
+        if let handle = FileHandle(forUpdatingAtPath: path) {
+            defer { try? handle.close() }
+            if let end = try? handle.seekToEnd(), end > 0 {
+                try? handle.seek(toOffset: end - 1)
+                if let last = try? handle.read(upToCount: 1), last != Data("\n".utf8) {
+                    _ = try? handle.seekToEnd()
+                    try? handle.write(contentsOf: Data("\n".utf8))
+                }
+            }
+        }
     }
 
     package let skippedLines: Int

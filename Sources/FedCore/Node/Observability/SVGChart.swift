@@ -43,7 +43,7 @@ package struct SVGChart: Sendable {
     /// Format of the y tick labels.
     package var yFormat: @Sendable (Double) -> String = { SVGChart.compact($0) }
 
-    static let margin = (left: 52.0, right: 14.0, top: 26.0, bottom: 34.0)
+    static let margin = (left: 52.0, right: 14.0, top: 42.0, bottom: 34.0)
 
     package init(title: String, xLabel: String, yLabel: String, series: [Series], references: [Reference] = [],
                  yDomain: ClosedRange<Double>? = nil) {
@@ -85,7 +85,7 @@ package struct SVGChart: Sendable {
             width="\(Self.number(width))" height="\(Self.number(height))" role="img" aria-label="\(HTML.escape(title))" \
             data-x-domain="\(xd.lowerBound) \(xd.upperBound)" data-y-domain="\(yd.lowerBound) \(yd.upperBound)" \
             data-plot="\(Self.number(p.left)) \(Self.number(p.top)) \(Self.number(p.width)) \(Self.number(p.height))">
-            <text x="\(Self.number(p.left))" y="16" class="title">\(HTML.escape(title))</text>
+            <text x="8" y="15" class="title">\(HTML.escape(title))</text>
 
             """
         // Axes, y ticks and grid.
@@ -143,10 +143,10 @@ package struct SVGChart: Sendable {
             }
         }
         // Legend.
-        var legendX = p.left + 120
+        var legendX = p.left
         for series in series where series.style == .line {
-            svg += "<rect x=\"\(Self.number(legendX))\" y=\"8\" width=\"10\" height=\"10\" fill=\"\(series.color)\"/>"
-                + "<text class=\"tick\" x=\"\(Self.number(legendX + 14))\" y=\"17\">\(HTML.escape(series.name))</text>\n"
+            svg += "<rect x=\"\(Self.number(legendX))\" y=\"21\" width=\"10\" height=\"10\" fill=\"\(series.color)\"/>"
+                + "<text class=\"tick\" x=\"\(Self.number(legendX + 14))\" y=\"30\">\(HTML.escape(series.name))</text>\n"
             legendX += 24 + Double(series.name.count) * 6.5
         }
         if series.allSatisfy({ $0.points.isEmpty }) {
@@ -183,14 +183,16 @@ package enum HTML {
     package static func escape(_ text: String) -> String {
         var out = ""
         out.reserveCapacity(text.utf8.count)
-        for character in text {
-            switch character {
+        // Over scalars, not Characters: a quote followed by a combining mark is one Character that is
+        // not equal to "\"", yet browsers read the quote.
+        for scalar in text.unicodeScalars {
+            switch Character(scalar) {
             case "&": out += "&amp;"
             case "<": out += "&lt;"
             case ">": out += "&gt;"
             case "\"": out += "&quot;"
             case "'": out += "&#39;"
-            default: out.append(character)
+            default: out.unicodeScalars.append(scalar)
             }
         }
         return out

@@ -140,7 +140,11 @@ package final class AlertStore: Sendable {
         }
     }
 
-    /// Records a failed attempt for `ids` at `sink`: one more attempt, next try at `due`, and why.
+    /// `due` of a delivery set aside (given up): never due again, kept with its error.
+    package static let givenUp = 9e18
+
+    /// Records a failed attempt for `ids` at `sink`: one more attempt, next try at `due` (``givenUp``
+    /// to set it aside), and why.
     package func failed(_ ids: [String], sink: String, due: Double, error: String) throws(StorageError) {
         do {
             try queue.write { db in
@@ -159,10 +163,12 @@ package final class AlertStore: Sendable {
     package struct DeliveryCounts: Sendable, Equatable, Codable {
         package var pending: Int
         package var delivered: Int
+        /// Refused as malformed by the receiver too often, and set aside (docs/ALERTS.md).
+        package var givenUp = 0
         package var mostAttempts: Int
         package var lastError: String?
         enum CodingKeys: String, CodingKey {
-            case pending, delivered, mostAttempts = "most_attempts", lastError = "last_error"
+            case pending, delivered, givenUp = "given_up", mostAttempts = "most_attempts", lastError = "last_error"
         }
     }
 
@@ -171,13 +177,14 @@ package final class AlertStore: Sendable {
             return try queue.read { db in
                 var counts: [String: DeliveryCounts] = [:]
                 for row in try Row.fetchAll(db, sql: """
-                    SELECT sink, SUM(delivered IS NULL) AS pending, SUM(delivered IS NOT NULL) AS done,
-                           MAX(CASE WHEN delivered IS NULL THEN attempts ELSE 0 END) AS most,
+                    SELECT sink, SUM(delivered IS NULL AND due < 9e18) AS pending, SUM(delivered IS NOT NULL) AS done,
+                           SUM(delivered IS NULL AND due >= 9e18) AS dead,
+                           MAX(CASE WHEN delivered IS NULL AND due < 9e18 THEN attempts ELSE 0 END) AS most,
                            (SELECT error FROM delivery d WHERE d.sink = delivery.sink AND d.delivered IS NULL
                             AND d.error IS NOT NULL ORDER BY d.attempts DESC LIMIT 1) AS error
                     FROM delivery GROUP BY sink
                     """) {
-                    counts[row["sink"]] = DeliveryCounts(pending: row["pending"], delivered: row["done"],
+                    counts[row["sink"]] = DeliveryCounts(pending: row["pending"], delivered: row["done"], givenUp: row["dead"],
                                                          mostAttempts: row["most"], lastError: row["error"])
                 }
                 return counts
