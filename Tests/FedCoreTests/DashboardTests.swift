@@ -75,6 +75,16 @@ struct DashboardTests {
         #expect(!html.contains("<b>region-2</b>") && html.contains("&lt;b&gt;region-2&lt;/b&gt;"))
         #expect(html.contains("ε 3.000 of 3") && html.contains("SPENT"), "region-2 spent its whole budget")
         #expect(!html.contains("src=\"http") && !html.contains("<script"), "no external asset, no script")
+        #expect(html.contains("No region releases demand counts yet"))
+        // Demand trends: the newest warnings, with where and how much.
+        var history = Self.history()
+        history[5].demandRegions = 3
+        history[5].demandTrends = [DemandTrendWarning(category: 17, region: DemandTrendDetector.allRegions, direction: .collapse,
+                                                      change: -0.62, confidence: 0.99991, zScore: -5.1, observed: 38,
+                                                      expected: 100, period: 6)]
+        let trends = DashboardPages.aggregator(Self.federation(history))
+        #expect(trends.contains("data-trend=\"17\"") && trends.contains("all regions") && trends.contains("-62%")
+                && trends.contains("100 → 38") && trends.contains("3 regions released demand counts"), "\(trends)")
         // No history yet: the charts say so instead of drawing nothing.
         let empty = DashboardPages.aggregator(Self.federation([]))
         #expect(empty.contains("no data yet"))

@@ -1,5 +1,6 @@
 @testable import FedLogic
 @testable import FedModel
+@testable import FedNode
 import Foundation
 import Testing
 
@@ -83,5 +84,47 @@ struct DemandTrendTests {
         let (counts, shoppers) = CategoryDemand.counts(events, perShopperCategories: 2)
         #expect(shoppers == 2)
         #expect(counts == [10: 2, 11: 1, 14: 1], "shopper 1: 10 (twice) and 11 (ties by smaller id); shopper 2: 14 and 10")
+    }
+
+    @Test("The aggregator's desk: one release per agent and round of the model's length, each region and the sum analysed, a surge warned in its region and in total")
+    func desk() {
+        let desk = DemandTrendDesk(categories: 50)
+        var noise = GaussianNoise(generator: SplitMix64(seed: 5))
+        func release(round: UInt64, surge: Bool) -> DemandRelease {
+            var counts = (0..<50).map { index in 400 * 0.3 / pow(Double(index + 1), 0.9) }
+            if surge { counts[7] *= 3 }
+            return DemandRelease(round: round, noiseMultiplier: 2, shoppers: 400 + 2 * noise.standardNormal(),
+                                 counts: counts.map { $0 + 2 * noise.standardNormal() })
+        }
+        #expect(desk.record(DemandRelease(round: 1, noiseMultiplier: 2, shoppers: 1, counts: [1, 2]), from: "r1", openRound: 1)?
+            .contains("categories") == true)
+        #expect(desk.record(release(round: 1, surge: false), from: "r1", openRound: 2)?.contains("not open") == true)
+        var warnings: [DemandTrendWarning] = []
+        for round in 1...16 as ClosedRange<UInt64> {
+            #expect(desk.record(release(round: round, surge: round >= 12), from: "r1", openRound: round) == nil)
+            #expect(desk.record(release(round: round, surge: false), from: "r2", openRound: round) == nil)
+            #expect(desk.record(release(round: round, surge: false), from: "r2", openRound: round) != nil, "a second release")
+            let closed = desk.close(round: round)
+            #expect(closed.regions == 2)
+            warnings += closed.warnings
+        }
+        #expect(warnings.contains { $0.category == 7 && $0.region == "r1" && $0.direction == .surge && $0.period == 12 },
+                "\(warnings)")
+        #expect(warnings.contains { $0.category == 7 && $0.region == DemandTrendDetector.allRegions && $0.direction == .surge })
+        #expect(!warnings.contains { $0.region == "r2" || $0.category != 7 }, "\(warnings)")
+    }
+
+    @Test("The release plan charges demand counts as a subsampled Gaussian at the round's rate with sensitivity √(k+1), and plans compose it")
+    func demandPlan() throws {
+        let plan = RoundReleasePlan(samplingRate: 0.5, noiseMultiplier: 1, dimension: 1_000, demandNoiseMultiplier: 2)
+        let demand = try #require(plan.demand(round: 3))
+        #expect(demand.mechanism == "demand_counts" && demand.samplingRate == 0.5 && demand.round == 3)
+        #expect(abs(demand.noiseMultiplier - QuantisedRelease.accountedSumsNoiseMultiplier(2, count: 4)) < 1e-15)
+        #expect(abs(demand.noiseMultiplier - 1) < 1e-5, "z / √(k + 1) = 2 / 2, less the grid's step")
+        #expect(plan.releases(round: 3).map(\.mechanism) == ["model_update", "demand_counts"])
+        let without = RoundReleasePlan(samplingRate: 0.5, noiseMultiplier: 1, dimension: 1_000)
+        #expect(RDP.epsilon(rdp: plan.rdp(rounds: 10), delta: 1e-6).epsilon
+                > RDP.epsilon(rdp: without.rdp(rounds: 10), delta: 1e-6).epsilon)
+        #expect(without.demand(round: 3) == nil)
     }
 }

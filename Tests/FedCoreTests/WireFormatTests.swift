@@ -25,6 +25,8 @@ struct WireFormatTests {
                             awaitingUpdate: true, thresholds: [3.5], party: 3)),
         ("model-request", ModelRequest(heldVersion: 40)),
         ("drift-histogram", DriftHistogramReport(round: 42, counts: (0..<49).map { Double($0 % 7) - 0.5 })),
+        ("demand-counts", DemandCountsReport(round: 42, noiseMultiplier: 4, shoppers: 812.25,
+                                             counts: (0..<16).map { Double($0 * 3 % 11) - 1.5 })),
         ("evaluation", EvaluationReport(round: 42, modelVersion: 41, users: 1000, top1Hits: 120, top10Hits: 480,
                                         lossSum: 4321.5)),
         ("round-open", RoundOpen(round: 42, modelVersion: 41, deadlineMilliseconds: 1_700_000_060_000, minAgents: 2,

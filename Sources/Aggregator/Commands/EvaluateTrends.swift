@@ -38,6 +38,8 @@ struct EvaluateTrends: ParsableCommand {
     var collapseFactor = 0.25
     @Option(name: .long, help: "k: categories a shopper counts in per period at most.")
     var categoriesPerShopper = 3
+    @Option(name: .long, help: "q: each period's shoppers are Poisson-sampled with this probability, as the agents' release does (1 = all).")
+    var samplingRate = 1.0
     @Option(name: .long, parsing: .upToNextOption, help: "Noise multipliers z of the releases (0 = exact).")
     var noiseMultiplier: [Double] = [0, 1, 2, 4]
     @Option(name: .long, help: "Seed of the simulation, the trends and the noise.")
@@ -49,11 +51,11 @@ struct EvaluateTrends: ParsableCommand {
 
     func validate() throws {
         guard regions >= 1, users >= 10, days >= 3, periodHours > 0, trends >= 0, surgeFactor > 1,
-              collapseFactor >= 0, collapseFactor < 1, categoriesPerShopper >= 1,
+              collapseFactor >= 0, collapseFactor < 1, categoriesPerShopper >= 1, samplingRate > 0, samplingRate <= 1,
               noiseMultiplier.allSatisfy({ $0 >= 0 && $0.isFinite }) else {
             throw ValidationError("""
                 need regions ≥ 1, users ≥ 10, days ≥ 3, period-hours > 0, surge-factor > 1, 0 ≤ collapse-factor < 1, \
-                categories-per-shopper ≥ 1 and finite noise multipliers ≥ 0
+                categories-per-shopper ≥ 1, 0 < sampling-rate ≤ 1 and finite noise multipliers ≥ 0
                 """)
         }
     }
@@ -64,6 +66,7 @@ struct EvaluateTrends: ParsableCommand {
         (settings.surges, settings.collapses, settings.surgeFactor, settings.collapseFactor) = (trends, trends, surgeFactor, collapseFactor)
         (settings.perShopperCategories, settings.noiseMultipliers, settings.seed) = (categoriesPerShopper, noiseMultiplier, seed)
         settings.listFalseWarnings = listFalse
+        settings.samplingRate = samplingRate
         let outcomes = TrendEvaluation.run(settings) { line in
             FileHandle.standardError.write(Data((line + "\n").utf8))
         }

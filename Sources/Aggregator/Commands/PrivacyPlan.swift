@@ -78,6 +78,9 @@ struct PrivacyPlan: ParsableCommand {
     @Option(name: .long, help: "privacy.evaluation_noise_multiplier: each agent's held-out evaluation every round (composed).")
     var evaluationNoiseMultiplier: Double?
 
+    @Option(name: .long, help: "trends.noise_multiplier: each agent's demand counts every round (composed; default with --agent-config when its trends.release is true).")
+    var demandNoiseMultiplier: Double?
+
     @Option(name: .long, help: "The model preset (small, medium): charges the agents' discrete Gaussian on the quantised update exactly (default with --config: its model.preset; without either, the continuous Gaussian).")
     var model: String?
 
@@ -97,6 +100,7 @@ struct PrivacyPlan: ParsableCommand {
         var delta: Double
         var noiseMultiplier: Double?
         var clipCountNoiseMultiplier, alertRateNoiseMultiplier, evaluationNoiseMultiplier: Double?
+        var demandNoiseMultiplier: Double?
         var budget: PrivacyBudget?
         var dimension: Int?
         /// Secure aggregation: the grid's user bound and threshold (1 when not known: the smallest charge
@@ -127,6 +131,8 @@ struct PrivacyPlan: ParsableCommand {
                         alertRateNoiseMultiplier: alertRateNoiseMultiplier ?? positive(h?.histogramNoiseMultiplier),
                         evaluationNoiseMultiplier: evaluationNoiseMultiplier
                             ?? positive(agent?.privacy?.evaluationNoiseMultiplier),
+                        demandNoiseMultiplier: demandNoiseMultiplier
+                            ?? (agent?.trends.release == true ? positive(agent?.trends.noiseMultiplier) : nil),
                         budget: agent?.privacy?.budget,
                         dimension: (model ?? aggregator?.model.preset).flatMap { LSTMShape.preset(named: $0)?.layout.count },
                         secure: secure)
@@ -145,7 +151,8 @@ struct PrivacyPlan: ParsableCommand {
         if let noiseMultiplier, noiseMultiplier <= 0 { throw ValidationError("--noise-multiplier must be positive") }
         for (option, value) in [("--clip-count-noise-multiplier", clipCountNoiseMultiplier),
                                 ("--alert-rate-noise-multiplier", alertRateNoiseMultiplier),
-                                ("--evaluation-noise-multiplier", evaluationNoiseMultiplier)] {
+                                ("--evaluation-noise-multiplier", evaluationNoiseMultiplier),
+                                ("--demand-noise-multiplier", demandNoiseMultiplier)] {
             if let value, !(value > 0 && value.isFinite) { throw ValidationError("\(option) must be positive") }
         }
         if let epsilon, epsilon <= 0 { throw ValidationError("--epsilon must be positive") }
@@ -170,7 +177,7 @@ struct PrivacyPlan: ParsableCommand {
                                 clipCountNoiseMultiplier: settings.clipCountNoiseMultiplier,
                                 alertRateNoiseMultiplier: settings.alertRateNoiseMultiplier,
                                 evaluationNoiseMultiplier: settings.evaluationNoiseMultiplier, dimension: settings.dimension,
-                                secure: secure)
+                                secure: secure, demandNoiseMultiplier: settings.demandNoiseMultiplier)
     }
 
     /// ε of the rounds of every planned release (RDP: what the ledgers charge).

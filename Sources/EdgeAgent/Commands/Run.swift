@@ -113,6 +113,13 @@ struct Run: AsyncParsableCommand {
                                                       churnCheckSeconds: driftSettings.churnCheckSeconds,
                                                       thresholds: { scoring.thresholds }))
         worker.releaseAtCutoff = configuration.floor != nil && configuration.privacy?.releaseWhenReady == false
+        if configuration.trends.release {
+            // Demand counts from what arrives after this start (the history was imported, not bought today).
+            worker.demand = .init(noiseMultiplier: configuration.trends.noiseMultiplier, after: try store.lastEventID())
+            logger.info("Demand counts released each round for the aggregator's trend warnings", metadata: [
+                "noise_multiplier": "\(configuration.floor == nil ? "none (NON-PRIVATE)" : "\(configuration.trends.noiseMultiplier)")",
+            ])
+        }
         let alertChannel = try configuration.alerts.publish.map { endpoint in
             try ZMQChannel(context: context, configuration: .init(kind: .pub, bind: [endpoint]))
         }

@@ -45,6 +45,8 @@ package enum MessageKind: UInt16, Sendable, CaseIterable {
     case secureUnmaskRequest = 20
     /// Agent → aggregator, step 4: its shares for unmasking.
     case secureUnmaskResponse = 21
+    /// Agent → aggregator (sealed): noised shoppers per category since its previous release (demand trends).
+    case demandCounts = 22
 }
 
 /// The first frame of every FedDrift message: `F` `D`, protocol version, kind (u16 LE).

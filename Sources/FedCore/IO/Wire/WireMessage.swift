@@ -364,6 +364,56 @@ package struct DriftHistogramReport: WireMessage {
     }
 }
 
+/// Agent → aggregator (sealed): the shoppers active since the agent's previous release (Poisson-sampled
+/// at the round's rate), in total and per model category index (each shopper in at most k categories),
+/// each count noised with the declared noise multiplier (standard deviation per count; 0 = exact) —
+/// for the aggregator's demand-trend warnings. Layout: round (u64) · noise multiplier (f64) · shoppers
+/// (f64) · count (u16) · counts (f64 each).
+package struct DemandCountsReport: WireMessage {
+    package static let kind = MessageKind.demandCounts
+    package var round: UInt64
+    package var noiseMultiplier: Double
+    package var shoppers: Double
+    package var counts: [Double]
+
+    package init(round: UInt64, noiseMultiplier: Double, shoppers: Double, counts: [Double]) {
+        (self.round, self.noiseMultiplier, self.shoppers, self.counts) = (round, noiseMultiplier, shoppers, counts)
+    }
+
+    /// The most categories a report may carry (the medium model's catalog).
+    package static let maxCategories = 4_096
+
+    package func encode(into writer: inout ByteWriter) {
+        writer.write(round)
+        writer.write(noiseMultiplier)
+        writer.write(shoppers)
+        writer.write(UInt16(counts.count))
+        for count in counts { writer.write(count) }
+    }
+
+    package init(from reader: inout ByteReader) throws(WireError) {
+        round = try reader.read(field: "round")
+        noiseMultiplier = try reader.readDouble(field: "noise multiplier")
+        guard noiseMultiplier >= 0, noiseMultiplier.isFinite else {
+            throw .invalidValue(field: "noise multiplier", reason: "\(noiseMultiplier)")
+        }
+        shoppers = try reader.readDouble(field: "shoppers")
+        guard shoppers.isFinite else { throw .invalidValue(field: "shoppers", reason: "\(shoppers)") }
+        let count = Int(try reader.read(UInt16.self, field: "categories"))
+        guard (1...Self.maxCategories).contains(count) else {
+            throw .invalidValue(field: "categories", reason: "\(count), expected 1...\(Self.maxCategories)")
+        }
+        var counts: [Double] = []
+        counts.reserveCapacity(count)
+        for _ in 0..<count {
+            let value = try reader.readDouble(field: "count")
+            guard value.isFinite else { throw .invalidValue(field: "count", reason: "\(value)") }
+            counts.append(value)
+        }
+        self.counts = counts
+    }
+}
+
 /// An agent's receipt for a round: the entries of its signed, hash-chained privacy ledger that the
 /// round's releases charged, sent before the update. Layout: round (u64) · count (u16) · per entry: id
 /// (i64) · previous hash · round (u64) · mechanism (str) · q (f64) · z (f64) · RDP curve (bytes) · ε after

@@ -6,6 +6,9 @@ import Foundation
 /// one shopper moves the released vector by at most √(k + 1) in L2 norm — the sensitivity the Gaussian
 /// noise of the release is scaled to.
 package enum CategoryDemand {
+    /// k of the agents' releases.
+    package static let categoriesPerShopper = 3
+
     /// Distinct shoppers per category among `events` (one period), each shopper in at most `k` categories:
     /// their `k` categories with the most events (ties broken by the smaller category id).
     package static func counts(_ events: some Sequence<BehaviorEvent>, perShopperCategories k: Int)

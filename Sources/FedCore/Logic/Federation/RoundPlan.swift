@@ -104,6 +104,20 @@ package struct HistogramRelease: Sendable, Equatable {
     }
 }
 
+/// An agent's demand counts for one round (``CategoryDemand``, noised): shoppers active since its previous
+/// release, in total and per model category index.
+package struct DemandRelease: Sendable, Equatable {
+    package var round: UInt64
+    /// The noise's standard deviation per count (0: exact, NON-PRIVATE).
+    package var noiseMultiplier: Double
+    package var shoppers: Double
+    package var counts: [Double]
+
+    package init(round: UInt64, noiseMultiplier: Double, shoppers: Double, counts: [Double]) {
+        (self.round, self.noiseMultiplier, self.shoppers, self.counts) = (round, noiseMultiplier, shoppers, counts)
+    }
+}
+
 /// What an agent computed for one round.
 package struct RoundWork: Sendable, Equatable {
     package var submission: LocalUpdate
@@ -111,6 +125,8 @@ package struct RoundWork: Sendable, Equatable {
     package var evaluation: EvaluationRelease?
     /// The noised drift-score histogram, when the round asked for one.
     package var histogram: HistogramRelease?
+    /// The noised demand counts, when the agent releases them (`trends.release`).
+    package var demand: DemandRelease?
     package var sampledUsers, clippedUsers: Int
     package var meanLoss, seconds: Double
     /// Training missed the cutoff: the update (and what-if counts) are noise alone, still charged.
@@ -124,8 +140,9 @@ package struct RoundWork: Sendable, Equatable {
 
     package init(submission: LocalUpdate, evaluation: EvaluationRelease?, histogram: HistogramRelease? = nil,
                  sampledUsers: Int, clippedUsers: Int, meanLoss: Double, seconds: Double, noiseOnly: Bool = false,
-                 receipt: [LedgerRecord] = [], secureInput: SecretWords? = nil) {
+                 receipt: [LedgerRecord] = [], secureInput: SecretWords? = nil, demand: DemandRelease? = nil) {
         self.secureInput = secureInput
+        self.demand = demand
         self.noiseOnly = noiseOnly
         self.receipt = receipt
         (self.submission, self.evaluation, self.histogram) = (submission, evaluation, histogram)

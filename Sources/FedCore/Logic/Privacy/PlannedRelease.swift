@@ -51,6 +51,10 @@ package struct RoundReleasePlan: Sendable, Equatable {
     package var alertRateNoiseMultiplier: Double?
     /// The agent's `privacy.evaluation_noise_multiplier`.
     package var evaluationNoiseMultiplier: Double?
+    /// The agent's `trends.noise_multiplier` when it releases demand counts (per count; Poisson-sampled
+    /// shoppers at the round's rate, each in at most ``CategoryDemand/categoriesPerShopper`` categories
+    /// and once in the total).
+    package var demandNoiseMultiplier: Double?
     /// Parameters of the model, when the update is released with the discrete Gaussian on the
     /// quantised sum (``QuantisedRelease``): the rounding's extra sensitivity is charged, at integer
     /// orders. nil: the continuous Gaussian (the simulator's and the plan's model-free figures).
@@ -61,8 +65,9 @@ package struct RoundReleasePlan: Sendable, Equatable {
 
     package init(samplingRate: Double, noiseMultiplier: Double, clipCountNoiseMultiplier: Double? = nil,
                  alertRateNoiseMultiplier: Double? = nil, evaluationNoiseMultiplier: Double? = nil,
-                 dimension: Int? = nil, secure: DistributedRelease? = nil) {
+                 dimension: Int? = nil, secure: DistributedRelease? = nil, demandNoiseMultiplier: Double? = nil) {
         self.dimension = dimension
+        self.demandNoiseMultiplier = demandNoiseMultiplier
         self.secure = secure
         (self.samplingRate, self.noiseMultiplier) = (samplingRate, noiseMultiplier)
         (self.clipCountNoiseMultiplier, self.alertRateNoiseMultiplier) = (clipCountNoiseMultiplier, alertRateNoiseMultiplier)
@@ -132,9 +137,26 @@ package struct RoundReleasePlan: Sendable, Equatable {
         return .gaussian(mechanism: "evaluation", round: round, noiseMultiplier: accounted)
     }
 
+    /// The demand counts, when planned: Poisson-subsampled shoppers (the round's q), C + 1 sums each moved
+    /// by at most 1 by a shopper, who touches at most k + 1 of them — L2 sensitivity √(k + 1) (exact mode:
+    /// quantised sums, integer orders).
+    package func demand(round: UInt64) -> PlannedRelease? {
+        guard let z = demandNoiseMultiplier, z > 0 else { return nil }
+        let coordinates = CategoryDemand.categoriesPerShopper + 1
+        guard dimension != nil else {
+            return .subsampledGaussian(mechanism: "demand_counts", round: round, q: samplingRate,
+                                       noiseMultiplier: z / Double(coordinates).squareRoot())
+        }
+        var release = PlannedRelease.subsampledGaussian(
+            mechanism: "demand_counts", round: round, q: samplingRate,
+            noiseMultiplier: QuantisedRelease.accountedSumsNoiseMultiplier(z, count: coordinates))
+        release.rdp = RDP.integerOrdersOnly(release.rdp)
+        return release
+    }
+
     /// Round `round`'s releases, in the order the worker charges them.
     package func releases(round: UInt64) -> [PlannedRelease] {
-        [update(round: round)] + [alertRate(round: round), evaluation(round: round)].compactMap { $0 }
+        [update(round: round)] + [alertRate(round: round), evaluation(round: round), demand(round: round)].compactMap { $0 }
     }
 
     /// The RDP curve of `rounds` rounds (all releases composed).

@@ -52,6 +52,9 @@ import Foundation
 ///   Absent, the roster is taken as the aggregator sends it (enough against an honest-but-curious one).
 /// - `http`: the operator endpoint, `listen`, `token_file`, `insecure_loopback` (``HTTPConfiguration``),
 ///   files in `data_directory`.
+/// - `trends` (optional): `release` (default false) — release, each round, the shoppers active per model
+///   category since the previous release, for the aggregator's demand-trend warnings; `noise_multiplier`
+///   (default 4) of each count when private (``Trends``).
 /// - `non_private` (boolean, default false): `true` runs the agent without differential privacy — no
 ///   budget, no floor, exact evaluations — labelled NON-PRIVATE in its log and status. It cannot be
 ///   combined with `privacy`.
@@ -77,6 +80,24 @@ package struct EdgeAgentConfiguration: Sendable, Decodable {
     /// `non_private: true`: the explicit opt-out of differential privacy.
     package var nonPrivate = false
     package var alerts = Alerts()
+    package var trends = Trends()
+
+    /// `trends`: whether this agent releases demand counts each round for the aggregator's demand-trend
+    /// warnings (`release`, default false), and their noise per count when private (`noise_multiplier`,
+    /// default 4; at least `privacy.min_noise_multiplier`). Charged to the ledger like every release;
+    /// `aggregator privacy-plan --agent-config` includes it.
+    package struct Trends: Sendable, Decodable, Equatable {
+        package var release = false
+        package var noiseMultiplier = 4.0
+        package init() {}
+        package init(from decoder: any Decoder) throws {
+            try decoder.rejectUnknownKeys(CodingKeys.self)
+            let c = try decoder.container(keyedBy: CodingKeys.self)
+            release = try c.decodeIfPresent(Bool.self, forKey: .release) ?? release
+            noiseMultiplier = try c.decodeIfPresent(Double.self, forKey: .noiseMultiplier) ?? noiseMultiplier
+        }
+        enum CodingKeys: String, CodingKey, CaseIterable { case release, noiseMultiplier = "noise_multiplier" }
+    }
 
     package struct Alerts: Sendable, Decodable, Equatable {
         package var publish: String?
@@ -167,7 +188,7 @@ package struct EdgeAgentConfiguration: Sendable, Decodable {
         case ingestFormat = "ingest_format"
         case evaluationUsers = "evaluation_users"
         case nonPrivate = "non_private"
-        case secureAggregationPeers = "secure_aggregation_peers", http
+        case secureAggregationPeers = "secure_aggregation_peers", http, trends
     }
 
     /// The local event store.
@@ -216,6 +237,7 @@ package struct EdgeAgentConfiguration: Sendable, Decodable {
         http = try container.decodeIfPresent(HTTPConfiguration.self, forKey: .http) ?? http
         nonPrivate = try container.decodeIfPresent(Bool.self, forKey: .nonPrivate) ?? false
         alerts = try container.decodeIfPresent(Alerts.self, forKey: .alerts) ?? alerts
+        trends = try container.decodeIfPresent(Trends.self, forKey: .trends) ?? trends
     }
 
     /// Environment variables that override keys: `FEDDRIFT_AGENT_PRIVACY__EPSILON=4` sets `privacy.epsilon`.
@@ -310,6 +332,13 @@ package struct EdgeAgentConfiguration: Sendable, Decodable {
             }
         case (nil, true):
             break
+        }
+        if trends.release, let privacy, !nonPrivate {
+            let z = trends.noiseMultiplier
+            guard z.isFinite, z >= privacy.floor.minNoiseMultiplier else {
+                throw .invalidValue(key: "trends.noise_multiplier", value: "\(z)",
+                                    reason: "must be at least privacy.min_noise_multiplier \(privacy.floor.minNoiseMultiplier)")
+            }
         }
         guard (1...256).contains(threads) else {
             throw .invalidValue(key: "threads", value: "\(threads)", reason: "must be between 1 and 256")

@@ -405,6 +405,7 @@ package final class AgentSession: Sendable {
     private func submit(_ work: RoundWork, round: RoundPlan) async {
         if let evaluation = work.evaluation { await send(evaluation.wire) }
         if let histogram = work.histogram { await send(histogram.wire) }
+        if let demand = work.demand { await send(demand.wire) }
         if !work.receipt.isEmpty {
             await send(LedgerReceiptMessage(round: round.round, entries: work.receipt.map(\.wire)))
         }

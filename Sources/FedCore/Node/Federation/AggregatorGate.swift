@@ -19,6 +19,7 @@ package struct AggregatorGate: Sendable {
         case evaluation(EvaluationReport)
         case heartbeat(Heartbeat)
         case histogram(DriftHistogramReport)
+        case demand(DemandCountsReport)
         case receipt(LedgerReceiptMessage)
         /// A secure-aggregation step (``SecureRoundDesk``).
         case secure(SecureRoundDesk.Body)
@@ -109,6 +110,7 @@ package struct AggregatorGate: Sendable {
             case .metrics: body = .evaluation(try EvaluationReport(decoding: opened.payload))
             case .heartbeat: body = .heartbeat(try Heartbeat(decoding: opened.payload))
             case .driftHistogram: body = .histogram(try DriftHistogramReport(decoding: opened.payload))
+            case .demandCounts: body = .demand(try DemandCountsReport(decoding: opened.payload))
             case .ledgerReceipt: body = .receipt(try LedgerReceiptMessage(decoding: opened.payload))
             case .secureKeys:
                 guard let identity = agents[agentID]?.signing else { return reject("unauthenticated", "no signing key") }

@@ -1,6 +1,6 @@
 
 package import FedIO
-import FedLogic
+package import FedLogic
 import FedModel
 package import Foundation
 package import Logging
@@ -31,6 +31,9 @@ package struct RoundReport: Sendable, Codable {
     /// The alert rates the agents' (DP) what-if releases of this round showed, when any agent sent one.
     package var alertsPer10kEvents: Double?
     package var churnPer1kShopperDays: Double?
+    /// Regions whose demand counts this round carried, and the demand-trend warnings they raised.
+    package var demandRegions = 0
+    package var demandTrends: [DemandTrendWarning] = []
 
     enum CodingKeys: String, CodingKey {
         case round, aggregated, agents, rejections, top1, top10, seconds
@@ -38,6 +41,7 @@ package struct RoundReport: Sendable, Codable {
         case evaluatedModelVersion = "evaluated_model_version", evaluatedUsers = "evaluated_users"
         case heldOutLoss = "held_out_loss", closeSeconds = "close_seconds", secureAggregation = "secure_aggregation"
         case alertsPer10kEvents = "alerts_per_10k_events", churnPer1kShopperDays = "churn_per_1k_shopper_days"
+        case demandRegions = "demand_regions", demandTrends = "demand_trends"
     }
 }
 
@@ -80,6 +84,8 @@ package final class AggregatorServer: Sendable {
     package let metrics = AggregatorMetrics()
     /// Closed rounds for the dashboard (`state_directory/history.jsonl`).
     package let history: RoundHistory
+    /// The agents' demand counts and the demand-trend detector.
+    package let trends: DemandTrendDesk
     let checkpoints: CheckpointStore
     let modelsDirectory: String
     let shape: LSTMShape
@@ -122,6 +128,7 @@ package final class AggregatorServer: Sendable {
         }
         checkpoints = try CheckpointStore(path: (state as NSString).appendingPathComponent("checkpoint.sqlite"))
         history = RoundHistory(path: (state as NSString).appendingPathComponent("history.jsonl"))
+        trends = DemandTrendDesk(categories: shape.categories)
         if history.skippedLines > 0 {
             logger.warning("Round history: lines that do not decode were skipped", metadata: [
                 "path": "\(history.path)", "lines": "\(history.skippedLines)",

@@ -68,6 +68,13 @@ package struct UpdateIntakeService: Service {
             await coordinator.record(EvaluationRelease(report))
         case .histogram(let report):
             await coordinator.record(HistogramRelease(report), from: agentID)
+        case .demand(let report):
+            if let reason = server.trends.record(DemandRelease(report), from: agentID,
+                                                 openRound: await coordinator.announcement?.round) {
+                logger.warning("Demand counts refused", metadata: [
+                    "agent.id": "\(agentID)", "round.id": "\(report.round)", "reason": "\(reason)",
+                ])
+            }
         case .receipt(let message):
             await verifyReceipt(message, from: agentID)
         case .secure(let step):
@@ -336,6 +343,17 @@ package struct RoundDriverService: Service {
                 "round.id": "\(round)", "updates.received": "\(received)", "quorum": "\(required)",
             ])
         }
+        let demand = server.trends.close(round: round)
+        report.demandRegions = demand.regions
+        report.demandTrends = demand.warnings
+        for warning in demand.warnings {
+            server.metrics.demandTrend(direction: warning.direction.rawValue)
+            logger.notice("Demand trend: category \(warning.direction == .surge ? "surge" : "collapse")", metadata: [
+                "category.index": "\(warning.category)", "region": "\(warning.region)",
+                "change": "\(String(format: "%+.0f%%", warning.change * 100))",
+                "confidence": "\(String(format: "%.4f", warning.confidence))", "round.id": "\(round)",
+            ])
+        }
         if let counts = await coordinator.closedAlertCounts {
             if counts.events >= 1 { report.alertsPer10kEvents = max(0, counts.alerts) / counts.events * 10_000 }
             if counts.shopperDays >= 1 { report.churnPer1kShopperDays = max(0, counts.churnWarnings) / counts.shopperDays * 1_000 }
@@ -464,7 +482,8 @@ extension AggregatorServer {
             evaluatedModelVersion: report.evaluatedModelVersion, evaluatedUsers: report.evaluatedUsers,
             top1: report.top1, top10: report.top10, interestShiftThreshold: thresholds?.interestShift,
             churnRiskThreshold: thresholds?.churnRisk, alertsPer10kEvents: report.alertsPer10kEvents,
-            churnPer1kShopperDays: report.churnPer1kShopperDays, epsilonSpent: metrics.epsilonSpent)
+            churnPer1kShopperDays: report.churnPer1kShopperDays, epsilonSpent: metrics.epsilonSpent,
+            demandRegions: report.demandRegions, demandTrends: report.demandTrends)
         do {
             try history.append(entry)
         } catch {

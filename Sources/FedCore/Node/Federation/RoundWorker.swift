@@ -2,6 +2,7 @@ import FedIO
 package import FedLogic
 package import FedModel
 import Foundation
+import Synchronization
 
 /// Why a round's work produced nothing to send.
 package enum RoundWorkError: Error, CustomStringConvertible {
@@ -120,6 +121,27 @@ package struct StoreRoundWorker: RoundWorker {
         }
     }
     package var faults = Faults()
+    /// Demand counts for the aggregator's trend warnings (`trends.release`), with this noise per count
+    /// when private; nil: none released.
+    package var demand: Demand?
+
+    package struct Demand: Sendable {
+        package var noiseMultiplier: Double
+        /// The newest event row already counted in a release: each release counts what arrived since.
+        let cursor: Cursor
+        package init(noiseMultiplier: Double, after eventID: Int64) {
+            self.noiseMultiplier = noiseMultiplier
+            cursor = Cursor(eventID)
+        }
+        final class Cursor: Sendable {
+            private let value: Mutex<Int64>
+            init(_ value: Int64) { self.value = Mutex(value) }
+            var eventID: Int64 {
+                get { value.withLock { $0 } }
+                set { value.withLock { $0 = newValue } }
+            }
+        }
+    }
     /// Hold the round's releases until the cutoff, so their timing does not depend on the data (private
     /// agents by default; `privacy.release: when_ready` turns it off, NON-PRIVATE agents never hold).
     package var releaseAtCutoff = false
@@ -155,7 +177,8 @@ package struct StoreRoundWorker: RoundWorker {
                                 clipCountNoiseMultiplier: h.clipCountNoiseMultiplier,
                                 alertRateNoiseMultiplier: alerting != nil ? h.histogramNoiseMultiplier : nil,
                                 evaluationNoiseMultiplier: evaluationNoiseMultiplier, dimension: dimension,
-                                secure: h.distributedRelease)
+                                secure: h.distributedRelease,
+                                demandNoiseMultiplier: floor == nil ? nil : demand?.noiseMultiplier)
     }
 
     package func refusal(of round: RoundPlan, dimension: Int) -> String? {
@@ -206,7 +229,9 @@ package struct StoreRoundWorker: RoundWorker {
         let histogram = plan.alertRate(round: round.round)
         // Refuse before spending any compute when the update could not be released anyway.
         var combined = update
-        for extra in [histogram].compactMap({ $0 }) { combined.rdp = zip(combined.rdp, extra.rdp).map { $0 + $1 } }
+        for extra in [histogram, plan.demand(round: round.round)].compactMap({ $0 }) {
+            combined.rdp = zip(combined.rdp, extra.rdp).map { $0 + $1 }
+        }
         let projected = try ledger.epsilon(after: combined)
         guard projected <= ledger.budget.epsilon else {
             throw PrivacyLedgerError.budgetExceeded(spent: try ledger.spentEpsilon(), wouldBe: projected,
@@ -274,6 +299,8 @@ package struct StoreRoundWorker: RoundWorker {
             try ledger.charge(histogram)
             histogramReport = HistogramRelease(round: round.round, counts: released.values)
         }
+        let demandReport = try releaseDemand(planned: plan.demand(round: round.round), round: round.round,
+                                             samplingRate: h.samplingRate, random: &random, exact: &exact)
         // Past the deadline itself the aggregator refuses the round's messages: release nothing, charge nothing.
         guard Date().timeIntervalSince1970 * 1000 < Double(round.deadlineMilliseconds) else {
             throw RoundWorkError.deadlinePassed(round: round.round, seconds: (ContinuousClock.now - started).inSeconds)
@@ -292,7 +319,43 @@ package struct StoreRoundWorker: RoundWorker {
             evaluation: report, histogram: histogramReport, sampledUsers: result.sampledUsers,
             clippedUsers: result.clippedUsers,
             meanLoss: result.meanLoss, seconds: (ContinuousClock.now - started).inSeconds, noiseOnly: noiseOnly,
-            receipt: receipt, secureInput: secureInput)
+            receipt: receipt, secureInput: secureInput, demand: demandReport)
+    }
+
+    /// The demand counts since the previous release (``CategoryDemand``): shoppers Poisson-sampled at the
+    /// round's rate, each in at most k model categories (their most active) and once in the total; every
+    /// category of the model released, noised (exact discrete Gaussian, the same grid as the other sums),
+    /// and charged before it leaves. NON-PRIVATE agents release them exactly, recorded at ε = ∞.
+    private func releaseDemand(planned: PlannedRelease?, round: UInt64, samplingRate: Double,
+                               random: inout SodiumRandom, exact: inout SodiumStream) throws -> DemandRelease? {
+        guard let demand else { return nil }
+        let last = try store.lastEventID()
+        var perShopper: [UInt64: [Int: Int]] = [:]
+        for row in try store.categoryCounts(after: demand.cursor.eventID, upTo: last) {
+            perShopper[row.user, default: [:]][Int(catalog.modelIndex(of: row.category)), default: 0] += row.events
+        }
+        let size = catalog.categories
+        var counts = [Double](repeating: 0, count: size + 1)  // [shoppers, category 0, 1, …]
+        for (_, categories) in perShopper.sorted(by: { $0.key < $1.key })
+            where floor == nil || Double.random(in: 0..<1, using: &random) < samplingRate {
+            counts[0] += 1
+            let top = categories.sorted { $0.value != $1.value ? $0.value > $1.value : $0.key < $1.key }
+                .prefix(CategoryDemand.categoriesPerShopper)
+            for (index, _) in top where index < size { counts[index + 1] += 1 }
+        }
+        let released: [Double]
+        if floor == nil {
+            try ledger.charge(.gaussian(mechanism: "demand_counts", round: round, noiseMultiplier: 0))
+            released = counts
+        } else {
+            guard let planned, try ledger.epsilon(after: planned) <= ledger.budget.epsilon else { return nil }
+            released = QuantisedRelease.noisedSums(counts, scales: [Double](repeating: 1, count: counts.count),
+                                                   noiseMultiplier: demand.noiseMultiplier, random: &exact)
+            try ledger.charge(planned)
+        }
+        demand.cursor.eventID = last
+        return DemandRelease(round: round, noiseMultiplier: floor == nil ? 0 : demand.noiseMultiplier,
+                             shoppers: released[0], counts: Array(released.dropFirst()))
     }
 
     /// Each Poisson-sampled user's exact, clipped what-if counts: their most recent events replayed

@@ -72,6 +72,15 @@ extension HistogramRelease {
     package var wire: DriftHistogramReport { DriftHistogramReport(round: round, counts: counts) }
 }
 
+extension DemandRelease {
+    package init(_ wire: DemandCountsReport) {
+        self.init(round: wire.round, noiseMultiplier: wire.noiseMultiplier, shoppers: wire.shoppers, counts: wire.counts)
+    }
+    package var wire: DemandCountsReport {
+        DemandCountsReport(round: round, noiseMultiplier: noiseMultiplier, shoppers: shoppers, counts: counts)
+    }
+}
+
 extension LedgerRecord {
     package init(_ wire: LedgerReceiptMessage.Entry) {
         self.init(id: wire.id, previousHash: wire.previousHash, round: wire.round, mechanism: wire.mechanism,

@@ -52,6 +52,11 @@ package final class AggregatorMetrics: Sendable {
     }
 
     /// Agents heard within the live window.
+    /// A demand-trend warning, by direction (`surge`, `collapse`).
+    package func demandTrend(direction: String) {
+        Counter(label: "feddrift_demand_trends_total", dimensions: [("direction", direction)], factory: factory).increment()
+    }
+
     /// ε spent per agent, from the newest verified receipts (the dashboard's history).
     package var epsilonSpent: [String: Double] { epsilons.withLock { $0 } }
 

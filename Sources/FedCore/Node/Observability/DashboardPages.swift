@@ -191,6 +191,7 @@ package enum DashboardPages {
                 + "<td>\(agent.lastRound)</td><td>\(agent.accepted)</td><td>\(agent.rejected)</td><td>\(budget)</td></tr>"
         }
         body += "</table></section>"
+        body += demandSection(federation.history)
         for id in ["privacy", "thresholds", "alert-rate", "churn-rate"] {
             if let chart = charts[id] { body += "<section id=\"\(id)\">\(chart.render())</section>" }
         }
@@ -198,6 +199,32 @@ package enum DashboardPages {
             + "noised when the agents are private. Refreshes every 5 s. /status has the same figures as JSON; "
             + "/metrics for Prometheus.</section>"
         return page(title: "FedDrift · \(federation.aggregatorID)", refreshSeconds: 5, header: header, body: body)
+    }
+
+    /// The newest demand-trend warnings (the rounds' `demand_trends`), newest first.
+    static func demandSection(_ history: [RoundHistoryEntry]) -> String {
+        var section = "<section id=\"trends\" class=\"wide\"><h2>Demand trends</h2>"
+        let releasing = history.last?.demandRegions ?? 0
+        guard history.contains(where: { ($0.demandRegions ?? 0) > 0 }) else {
+            return section + "<p class=\"muted\">No region releases demand counts yet (<code>trends: {release: true}</code> "
+                + "in an agent's configuration; docs/ALERTS.md).</p></section>"
+        }
+        let warnings = history.reversed().flatMap { entry in (entry.demandTrends ?? []).map { (entry.round, $0) } }.prefix(20)
+        section += "<p class=\"muted\">\(releasing) region\(releasing == 1 ? "" : "s") released demand counts in the last "
+            + "round; warnings compare each category's share of shoppers with its own history (noised counts).</p>"
+        if warnings.isEmpty { return section + "<p>No category has surged or collapsed.</p></section>" }
+        section += "<table><tr><th>round</th><th>category</th><th>where</th><th>trend</th><th>change</th>"
+            + "<th>shoppers (expected → seen)</th><th>confidence</th></tr>"
+        for (round, warning) in warnings {
+            let surge = warning.direction == .surge
+            section += "<tr data-trend=\"\(warning.category)\"><td>\(round)</td><td>model category #\(warning.category)</td>"
+                + "<td>\(HTML.escape(warning.region == DemandTrendDetector.allRegions ? "all regions" : warning.region))</td>"
+                + "<td class=\"\(surge ? "ok" : "bad")\">\(surge ? "surge" : "collapse")</td>"
+                + "<td>\(String(format: "%+.0f%%", warning.change * 100))</td>"
+                + "<td>\(String(format: "%.0f → %.0f", warning.expected, warning.observed))</td>"
+                + "<td>\(String(format: "%.4f", warning.confidence))</td></tr>"
+        }
+        return section + "</table></section>"
     }
 
     /// The edge agent's page: its state, the thresholds in force, delivery per sink, and its recent

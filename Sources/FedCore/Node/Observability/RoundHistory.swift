@@ -1,4 +1,4 @@
-import FedLogic
+package import FedLogic
 package import Foundation
 import Synchronization
 
@@ -26,6 +26,9 @@ package struct RoundHistoryEntry: Codable, Sendable, Equatable {
     package var churnPer1kShopperDays: Double?
     /// ε spent per agent, as its newest verified ledger receipt showed.
     package var epsilonSpent: [String: Double]
+    /// Regions whose demand counts the round carried, and the demand-trend warnings (absent in older lines).
+    package var demandRegions: Int?
+    package var demandTrends: [DemandTrendWarning]?
 
     enum CodingKeys: String, CodingKey {
         case time, round, aggregated, seconds, top1, top10
@@ -34,7 +37,7 @@ package struct RoundHistoryEntry: Codable, Sendable, Equatable {
         case evaluatedModelVersion = "evaluated_model_version", evaluatedUsers = "evaluated_users"
         case interestShiftThreshold = "interest_shift_threshold", churnRiskThreshold = "churn_risk_threshold"
         case alertsPer10kEvents = "alerts_per_10k_events", churnPer1kShopperDays = "churn_per_1k_shopper_days"
-        case epsilonSpent = "epsilon_spent"
+        case epsilonSpent = "epsilon_spent", demandRegions = "demand_regions", demandTrends = "demand_trends"
     }
 }
 

@@ -78,6 +78,17 @@ package final class EventStore: Sendable {
         try read("count users") { db in try Int.fetchOne(db, sql: "SELECT COUNT(DISTINCT user) FROM event") ?? 0 }
     }
 
+    /// Events per shopper and category among rows `after` < id ≤ `upTo` (what arrived since a release).
+    package func categoryCounts(after: Int64, upTo: Int64) throws(StorageError) -> [(user: UInt64, category: UInt64, events: Int)] {
+        try read("count events per shopper and category") { db in
+            try Row.fetchAll(db, sql: """
+                SELECT user, category, COUNT(*) AS n FROM event WHERE id > ? AND id <= ? GROUP BY user, category
+                """, arguments: [after, upTo]).map { row in
+                (UInt64(bitPattern: row["user"] as Int64), UInt64(bitPattern: row["category"] as Int64), row["n"] as Int)
+            }
+        }
+    }
+
     /// Each user's most recent `limit` events, oldest first.
     package func recentSequences(limit: Int) throws(StorageError) -> [UInt64: [BehaviorEvent]] {
         var sequences: [UInt64: [BehaviorEvent]] = [:]

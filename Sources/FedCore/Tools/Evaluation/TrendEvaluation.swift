@@ -23,6 +23,8 @@ package enum TrendEvaluation {
         /// Trends start uniformly in this part of the simulated period.
         package var startWindow = 0.45..<0.8
         package var perShopperCategories = 3
+        /// Poisson sampling of the shoppers of each period, as the agents' release does (1: all).
+        package var samplingRate = 1.0
         package var noiseMultipliers: [Double] = [0, 1, 2, 4]
         package var detector = DemandTrendDetector.Settings()
         /// Periods after a trend's start within which a warning catches it.
@@ -109,9 +111,18 @@ package enum TrendEvaluation {
             }
             let output = ShopperSimulator(parameters: parameters).run()
             var byPeriod = [[BehaviorEvent]](repeating: [], count: periods)
+            var sampling = SplitMix64(seed: parameters.seed &+ 0xDEAD)
+            var taken: [Int: [UInt64: Bool]] = [:]
             for event in output.events {
                 let slot = Int((event.timestamp - start) / periodSeconds)
-                if slot >= 0 && slot < periods { byPeriod[slot].append(event) }
+                guard slot >= 0 && slot < periods else { continue }
+                // Each shopper is in a period's release with probability q, once drawn.
+                if settings.samplingRate < 1 {
+                    let sampled = taken[slot, default: [:]][event.user] ?? (sampling.nextUnit() < settings.samplingRate)
+                    taken[slot, default: [:]][event.user] = sampled
+                    if !sampled { continue }
+                }
+                byPeriod[slot].append(event)
             }
             exact[region] = byPeriod.map { CategoryDemand.counts($0, perShopperCategories: settings.perShopperCategories) }
             for release in exact[region] ?? [] { allCategories.formUnion(release.categories.keys) }
