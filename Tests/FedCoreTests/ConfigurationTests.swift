@@ -83,6 +83,7 @@ struct ConfigurationTests {
             ("drift: {histogram_noise: 4}", "drift.histogram_noise", "histogram_noise_multiplier", 4),
             ("secure_aggregation: {enabeld: false}", "secure_aggregation.enabeld", "enabled", 4),
             ("non_privat: true", "non_privat", "non_private", 4),
+            ("trends: {warmup: 3}", "trends.warmup", "warm_up", 4),
         ]
         for (extra, key, suggestion, line) in cases {
             #expect {
@@ -93,8 +94,11 @@ struct ConfigurationTests {
             }
         }
         // Control: spelt right, every one of them loads.
-        let good = try load("rounds:\n  min_agents: 1\ndrift: {histogram_noise_multiplier: 4}\nsecure_aggregation: {enabled: false}")
+        let good = try load("rounds:\n  min_agents: 1\ndrift: {histogram_noise_multiplier: 4}\nsecure_aggregation: {enabled: false}\n"
+            + "trends: {warm_up: 3, threshold: 5}")
         #expect(good.rounds.minAgents == 1 && good.drift.histogramNoiseMultiplier == 4 && !good.secureAggregationEnabled)
+        #expect(good.trends.warmUp == 3 && good.trends.threshold == 5 && good.trends.minimumChange == 0.5)
+        #expect(throws: ConfigError.self) { _ = try load("trends: {warm_up: 0}") }
         // The detector's settings (YAML in an agent's alerts, or JSON from fit-drift) are strict too.
         #expect(throws: UnknownKeyError.self) {
             try JSONDecoder().decode(SwitchDetector.Settings.self, from: Data(#"{"hazrd": 0.1}"#.utf8))

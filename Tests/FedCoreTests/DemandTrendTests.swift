@@ -1,6 +1,7 @@
 @testable import FedLogic
 @testable import FedModel
 @testable import FedNode
+@testable import FedTools
 import Foundation
 import Testing
 
@@ -68,6 +69,40 @@ struct DemandTrendTests {
             #expect(warnings.filter { $0.category != category }.count <= 1, "no other category: \(warnings)")
             #expect(warnings.filter { $0.category == category }.count == 1, "one warning per episode: \(warnings)")
         }
+    }
+
+    @Test("A period with fewer active shoppers than minimum_period_shoppers (nothing ingested: only noise) neither warns nor teaches")
+    func quietPeriodsAreSkipped() {
+        var detector = DemandTrendDetector()
+        var warnings: [DemandTrendWarning] = []
+        for period in 0..<20 {
+            warnings += detector.observe(period: period, region: "r", counts: [1: 60, 2: 40], shoppers: 200, noiseVariance: 0)
+        }
+        // Noise around nothing: wild shares, skipped.
+        warnings += detector.observe(period: 20, region: "r", counts: [1: 9, 2: -3], shoppers: 4, noiseVariance: 64)
+        #expect(warnings.isEmpty)
+        // Control: the same collapse of category 1 with enough shoppers warns.
+        warnings += detector.observe(period: 21, region: "r", counts: [1: 15, 2: 185], shoppers: 200, noiseVariance: 0)
+        #expect(warnings.map(\.category) == [1, 2] || warnings.map(\.category) == [2, 1], "\(warnings)")
+    }
+
+    @Test("The simulator's injected trend multiplies its category's share of shoppers from its start, and leaves the rest")
+    func simulatedTrend() {
+        var parameters = ShopperSimulator.Parameters()
+        (parameters.users, parameters.days, parameters.shiftRate) = (3_000, 6, 0)
+        let start = parameters.start + 3 * 86_400
+        parameters.trends = [.init(rank: 2, start: start, factor: 3), .init(rank: 4, start: start, factor: 0.25)]
+        let events = ShopperSimulator(parameters: parameters).run().events
+        func share(_ rank: Int, after: Bool) -> Double {
+            let part = events.filter { ($0.timestamp >= start) == after }
+            let counts = CategoryDemand.counts(part, perShopperCategories: 3)
+            return (counts.categories[ShopperSimulator.categoryID(rank: rank)] ?? 0) / counts.shoppers
+        }
+        let surge = share(2, after: true) / share(2, after: false), collapse = share(4, after: true) / share(4, after: false)
+        let other = share(1, after: true) / share(1, after: false)
+        #expect(surge > 2 && surge < 3.5, "\(surge)")
+        #expect(collapse > 0.15 && collapse < 0.45, "\(collapse)")
+        #expect(other > 0.8 && other < 1.2, "\(other)")
     }
 
     @Test("Control (must fail to be quiet): the same noised releases without their noise accounted for raise false warnings")

@@ -42,15 +42,30 @@ struct Simulate: ParsableCommand {
     @Option(name: .long, help: "When disengagement begins, in days from the start: FROM-TO (default: as shifts).")
     var disengagementDays: String?
 
+    @Option(name: .long, help: "A category demand trend, RANK:DAY:FACTOR (repeatable): from DAY on, the category of popularity rank RANK (0 = the busiest) gets FACTOR times its usual share of choices (3 = a surge, 0.25 = a collapse).")
+    var trend: [String] = []
+
     @Option(name: .long, help: "Where to write the events.")
     var out: String
 
+    /// `--trend` values as the simulator's trends.
+    private func trends(start: Int64) throws -> [ShopperSimulator.DemandTrend] {
+        try trend.map { text in
+            let parts = text.split(separator: ":").map(String.init)
+            guard parts.count == 3, let rank = Int(parts[0]), let day = Double(parts[1]), let factor = Double(parts[2]),
+                  rank >= 0, day >= 0, day <= Double(days), factor >= 0, factor != 1, factor.isFinite else {
+                throw ValidationError("--trend must be RANK:DAY:FACTOR (rank ≥ 0, 0 ≤ day ≤ --days, factor ≥ 0 and not 1), e.g. 3:7.5:3; got '\(text)'")
+            }
+            return ShopperSimulator.DemandTrend(rank: rank, start: start + Int64(day * 86_400), factor: factor)
+        }
+    }
     func validate() throws {
         guard users > 0, days > 0 else { throw ValidationError("--users and --days must be positive") }
         guard (0...1).contains(shiftRate) else { throw ValidationError("--shift-rate must be between 0 and 1") }
         guard (0...1).contains(disengagementRate) else { throw ValidationError("--disengagement-rate must be between 0 and 1") }
         _ = try window(shiftDays, option: "--shift-days")
         _ = try window(disengagementDays, option: "--disengagement-days")
+        _ = try trends(start: 0)
     }
 
     /// "FROM-TO" in days → a range of fractions of the period; nil when not given.
@@ -77,6 +92,7 @@ struct Simulate: ParsableCommand {
         if let disengagement = try window(disengagementDays, option: "--disengagement-days") {
             parameters.disengagementWindow = disengagement
         }
+        parameters.trends = try trends(start: parameters.start)
         let progress = ProgressReporter()
         let output = ShopperSimulator(parameters: parameters).run(progress: progress)
         try output.taobaoCSV(progress: progress, label: "writing \(URL(fileURLWithPath: out).lastPathComponent)")
@@ -84,5 +100,9 @@ struct Simulate: ParsableCommand {
         try output.groundTruthJSONLines().write(toFile: out + ".truth.jsonl", atomically: true, encoding: .utf8)
         print("Wrote \(out) and \(out).truth.jsonl")
         print(output.summary)
+        for trend in parameters.trends {
+            print("Demand trend: category \(trend.category) (popularity rank \(trend.rank)) × \(trend.factor) from "
+                  + ISO8601DateFormatter().string(from: Date(timeIntervalSince1970: TimeInterval(trend.start))))
+        }
     }
 }

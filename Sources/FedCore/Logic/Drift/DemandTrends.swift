@@ -78,12 +78,16 @@ package struct DemandTrendDetector: Sendable {
         /// Periods of history before a series may warn.
         package var warmUp = 8
         package var rebaselineAfter = 8
+        /// A period with fewer active shoppers than this (a quiet hour, or nothing ingested since the last
+        /// release: only noise) is skipped: it neither warns nor teaches the baseline.
+        package var minimumPeriodShoppers = 50.0
         package init() {}
 
-        enum CodingKeys: String, CodingKey {
+        package enum CodingKeys: String, CodingKey, CaseIterable {
             case threshold, smoothing
             case persistentThreshold = "persistent_threshold", minimumChange = "minimum_change"
             case minimumShoppers = "minimum_shoppers", warmUp = "warm_up", rebaselineAfter = "rebaseline_after"
+            case minimumPeriodShoppers = "minimum_period_shoppers"
         }
     }
 
@@ -118,7 +122,8 @@ package struct DemandTrendDetector: Sendable {
     package mutating func observe(period: Int, region: String, counts: [UInt64: Double], shoppers: Double,
                                   noiseVariance: Double) -> [DemandTrendWarning]
     {
-        let total = max(shoppers, 1)
+        guard shoppers >= settings.minimumPeriodShoppers else { return [] }
+        let total = shoppers
         var known = series[region] ?? [:]
         var warnings: [DemandTrendWarning] = []
         let categories = Set(known.keys).union(counts.keys)

@@ -183,6 +183,35 @@ package struct AggregatorConfiguration: Sendable, Decodable {
     package var serverOptimizer = ServerOptimizer()
     package var keepModels = 5
     package var drift = Drift()
+    /// `trends`: the demand-trend detector's settings (``DemandTrendDetector/Settings``): `threshold`,
+    /// `persistent_threshold`, `minimum_change`, `minimum_shoppers`, `minimum_period_shoppers`,
+    /// `smoothing`, `warm_up` (rounds of history before a category may warn), `rebaseline_after`.
+    package var trends = DemandTrendDetector.Settings()
+
+    struct TrendSettings: Decodable {
+        var settings = DemandTrendDetector.Settings()
+        init(from decoder: any Decoder) throws {
+            typealias Key = DemandTrendDetector.Settings.CodingKeys
+            try decoder.rejectUnknownKeys(Key.self)
+            let c = try decoder.container(keyedBy: Key.self)
+            func read(_ key: Key, _ value: inout Double) throws { value = try c.decodeIfPresent(Double.self, forKey: key) ?? value }
+            func read(_ key: Key, _ value: inout Int) throws { value = try c.decodeIfPresent(Int.self, forKey: key) ?? value }
+            try read(.threshold, &settings.threshold)
+            try read(.persistentThreshold, &settings.persistentThreshold)
+            try read(.minimumChange, &settings.minimumChange)
+            try read(.minimumShoppers, &settings.minimumShoppers)
+            try read(.minimumPeriodShoppers, &settings.minimumPeriodShoppers)
+            try read(.smoothing, &settings.smoothing)
+            try read(.warmUp, &settings.warmUp)
+            try read(.rebaselineAfter, &settings.rebaselineAfter)
+            let s = settings
+            guard s.threshold > 0, s.persistentThreshold > 0, s.minimumChange > 0, s.minimumShoppers >= 0,
+                  s.minimumPeriodShoppers >= 0, s.smoothing > 0, s.smoothing < 1, s.warmUp >= 1, s.rebaselineAfter >= 1 else {
+                throw DecodingError.dataCorrupted(.init(codingPath: decoder.codingPath, debugDescription:
+                    "need positive thresholds and minimum_change, 0 < smoothing < 1, warm_up ≥ 1 and rebaseline_after ≥ 1"))
+            }
+        }
+    }
     package var agents: [EnrolledAgent]
     package var secureAggregation = SecureAggregationSettings()
     /// The operator endpoint (``HTTPConfiguration``).
@@ -274,7 +303,7 @@ package struct AggregatorConfiguration: Sendable, Decodable {
 
     enum CodingKeys: String, CodingKey, CaseIterable {
         case secureAggregation = "secure_aggregation", http
-        case id, listen, announce, agents, model, rounds, drift
+        case id, listen, announce, agents, model, rounds, drift, trends
         case keyDirectory = "key_directory"
         case stateDirectory = "state_directory"
         case maxMessageBytes = "max_message_bytes"
@@ -304,6 +333,7 @@ package struct AggregatorConfiguration: Sendable, Decodable {
         serverOptimizer = try container.decodeIfPresent(ServerOptimizer.self, forKey: .serverOptimizer) ?? serverOptimizer
         keepModels = try container.decodeIfPresent(Int.self, forKey: .keepModels) ?? keepModels
         drift = try container.decodeIfPresent(Drift.self, forKey: .drift) ?? drift
+        trends = try container.decodeIfPresent(TrendSettings.self, forKey: .trends)?.settings ?? trends
         rounds.hyperparameters.histogramNoiseMultiplier = drift.histogramNoiseMultiplier
         agents = try container.decode([EnrolledAgent].self, forKey: .agents)
         nonPrivate = try container.decodeIfPresent(Bool.self, forKey: .nonPrivate) ?? false

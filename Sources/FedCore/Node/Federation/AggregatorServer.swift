@@ -128,7 +128,7 @@ package final class AggregatorServer: Sendable {
         }
         checkpoints = try CheckpointStore(path: (state as NSString).appendingPathComponent("checkpoint.sqlite"))
         history = RoundHistory(path: (state as NSString).appendingPathComponent("history.jsonl"))
-        trends = DemandTrendDesk(categories: shape.categories)
+        trends = DemandTrendDesk(categories: shape.categories, settings: configuration.trends)
         if history.skippedLines > 0 {
             logger.warning("Round history: lines that do not decode were skipped", metadata: [
                 "path": "\(history.path)", "lines": "\(history.skippedLines)",

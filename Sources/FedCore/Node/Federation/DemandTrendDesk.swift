@@ -16,7 +16,10 @@ package final class DemandTrendDesk: Sendable {
     /// Model categories (the catalog's size): a release of another length is refused.
     package let categories: Int
 
-    package init(categories: Int) { self.categories = categories }
+    package init(categories: Int, settings: DemandTrendDetector.Settings = .init()) {
+        self.categories = categories
+        state.withLock { $0.detector = DemandTrendDetector(settings: settings) }
+    }
 
     /// Keeps `release` from `agentID` for its round; refuses (returns a reason) a wrong length, a second
     /// release of the same agent in the round, or one for an older round.
