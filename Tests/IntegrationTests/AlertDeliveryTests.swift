@@ -327,10 +327,59 @@ struct AlertDeliveryTests {
         #expect(scratch.log().filter { $0["webhook"] as? String == "received" }.count == 2)
         // A digest of hundreds of alerts keeps every header line within SMTP's limit (folded ids).
         let many = (1...300).map { Self.alert($0) }
-        let text = AlertEmail.message(for: many, documents: many.map { _ in "{}" }, from: "a@example.com", to: ["b@example.com"])
+        let items = many.map { OutboxItem(id: $0.id, kind: $0.kind.rawValue, json: "{}", subject: AlertEmail.subject($0),
+                                          text: AlertEmail.summary($0), attempts: 0) }
+        let text = AlertEmail.message(for: items, from: "a@example.com", to: ["b@example.com"])
         let header = text.components(separatedBy: "\r\n\r\n")[0]
         #expect(header.components(separatedBy: "\r\n").allSatisfy { $0.utf8.count <= 78 })
         #expect(header.replacingOccurrences(of: "\r\n ", with: " ").contains("FedDrift-Alert-Ids: " + many.map(\.id).joined(separator: " ")))
+    }
+
+    @Test("Demand-trend warnings reach the aggregator's sinks from its own outbox: a signed webhook per warning, an e-mail digest of them, each once")
+    func trendWarnings() async throws {
+        let scratch = try Scratch()
+        let inbox = try await scratch.inbox(["--webhook", "127.0.0.1:\(scratch.port)", "--secret-file", "webhook.secret",
+                                             "--smtp", "127.0.0.1:\(scratch.port + 1)"])
+        defer { inbox.terminate() }
+        var merchandising = AlertSinkConfiguration(name: "merchandising", target: .email(
+            .init(server: "127.0.0.1:\(scratch.port + 1)", from: "feddrift@example.com", to: ["stock@example.com"])))
+        if case var .email(email) = merchandising.target {
+            email.starttls = .never  // a loopback server without TLS; the STARTTLS tests are above
+            merchandising.target = .email(email)
+        }
+        merchandising.digest = .init(everySeconds: 2)
+        var surges = Self.webhook("campaigns", port: scratch.port, secret: scratch.path("webhook.secret"))
+        surges.kinds = ["demand_surge"]
+        let store = try TrendStore(path: scratch.path("trends.sqlite"))
+        let delivery = try AlertDelivery(store: store, sinks: [surges, merchandising], noun: "demand-trend warnings",
+                                         poll: .milliseconds(50))
+        let warnings = [
+            DemandTrendWarning(category: 7, region: "region-2", direction: .surge, change: 1.9, confidence: 0.9999, zScore: 6.1,
+                               observed: 290, expected: 100, period: 12),
+            DemandTrendWarning(category: 3, region: DemandTrendDetector.allRegions, direction: .collapse, change: -0.7,
+                               confidence: 0.999, zScore: -5, observed: 60, expected: 200, period: 12),
+        ]
+        try store.record(warnings, round: 12, routes: delivery.routes(now: Date().timeIntervalSince1970))
+        try store.record(warnings, round: 12, routes: delivery.routes(now: Date().timeIntervalSince1970))  // idempotent
+        let done = await Self.deliver(delivery, seconds: 30) {
+            let counts = (try? store.deliveryCounts()) ?? [:]
+            return counts["campaigns"]?.delivered == 1 && counts["merchandising"]?.delivered == 2
+        }
+        #expect(done, "\(String(describing: try? store.deliveryCounts()))\n\(inbox.output)")
+        // Only the surge went to the surge-only webhook, signed and kept once by its id.
+        #expect(scratch.files("inbox/webhook") == ["trend-12-region-2-7-surge.json"])
+        let body = try JSONSerialization.jsonObject(with: Data(contentsOf: URL(
+            fileURLWithPath: scratch.path("inbox/webhook/trend-12-region-2-7-surge.json")))) as? [String: Any]
+        #expect(body?["kind"] as? String == "demand_surge" && body?["category_index"] as? Int == 7
+                && body?["region"] as? String == "region-2" && body?["round"] as? Int == 12, "\(String(describing: body))")
+        // Both in one digest e-mail.
+        let mails = try scratch.files("inbox/mail").map {
+            Self.decodeQuotedPrintable(try String(contentsOfFile: scratch.path("inbox/mail/\($0)"), encoding: .utf8))
+        }
+        #expect(mails.count == 1, "\(mails)")
+        #expect(mails.first?.contains("Subject: [FedDrift] Digest: 2 demand-trend warnings (1 demand surge, 1 demand collapse)") == true,
+                "\(mails)")
+        #expect(mails.first?.contains("Demand collapse for model category #3 in all regions together") == true)
     }
 
     @Test("The real edge-agent delivers what a crashed run left in its outbox, and its /status counts the deliveries")
@@ -436,6 +485,25 @@ struct AlertDeliveryTests {
                   webhok: {url: "https://crm.example.com/x", secret_file: s}
             """)
         #expect(typo.map { "\($0)" }?.contains("did you mean 'webhook'") == true, "\(String(describing: typo))")
+        // The aggregator's trend sinks take the trend kinds, and only those.
+        let directory = FileManager.default.temporaryDirectory.appendingPathComponent("trend-sinks-\(UUID().uuidString)")
+        try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(at: directory) }
+        func aggregator(_ kinds: String) throws -> AggregatorConfiguration {
+            let path = directory.appendingPathComponent("aggregator.yaml").path
+            try """
+                key_directory: keys
+                non_private: true
+                agents: [{id: a, public_key_file: a.public}]
+                trend_sinks:
+                  - name: stock
+                    kinds: [\(kinds)]
+                    webhook: {url: "https://stock.example.com/trends", secret_file: s}
+                """.write(toFile: path, atomically: true, encoding: .utf8)
+            return try AggregatorConfiguration.load(path: path, environment: [:])
+        }
+        #expect(try aggregator("demand_collapse").trendSinks.first?.kinds == ["demand_collapse"])
+        #expect(throws: ConfigError.self) { _ = try aggregator("interest_shift") }
         // A digest every day at 08:00 UTC: the next one after 07:59 is 08:00 that day; after 08:00, the next day.
         let daily = AlertSinkConfiguration.Digest(everySeconds: 86_400, atSeconds: 8 * 3_600)
         let midnight: Double = 1_511_913_600  // 2017-11-29 00:00 UTC

@@ -83,15 +83,22 @@ struct Run: AsyncParsableCommand {
                                             pages: ["dashboard": { await server.dashboard() }]) {
             await server.liveStatus()
         }
+        var groupServices: [ServiceGroupConfiguration.ServiceConfiguration] = [
+            .init(service: endpoint),
+            .init(service: services.status),
+            .init(service: AdmissionLogService(zap: server.zap, logger: logger)),
+            .init(service: services.announcer),
+            .init(service: services.intake),
+            .init(service: services.driver, successTerminationBehavior: .gracefullyShutdownGroup),
+        ]
+        if let (_, delivery) = server.trendOutbox {
+            for sink in delivery.sinks {
+                logger.info("Demand-trend warnings delivered to sink", metadata: ["sink": "\(sink.name)"])
+            }
+            groupServices.insert(.init(service: TrendDeliveryService(delivery: delivery, logger: logger)), at: 1)
+        }
         let group = ServiceGroup(configuration: .init(
-            services: [
-                .init(service: endpoint),
-                .init(service: services.status),
-                .init(service: AdmissionLogService(zap: server.zap, logger: logger)),
-                .init(service: services.announcer),
-                .init(service: services.intake),
-                .init(service: services.driver, successTerminationBehavior: .gracefullyShutdownGroup),
-            ],
+            services: groupServices,
             gracefulShutdownSignals: [.sigterm, .sigint], logger: logger))
         try await group.run()
     }

@@ -128,7 +128,7 @@ struct Run: AsyncParsableCommand {
         let delivery = try AlertDelivery(store: alertStore, sinks: configuration.alerts.sinks)
         for sink in delivery.sinks {
             logger.info("Alerts delivered to sink", metadata: [
-                "sink": "\(sink.name)", "kinds": "\(sink.configuration.kinds.map { $0.map(\.rawValue).sorted() } ?? ["all"])",
+                "sink": "\(sink.name)", "kinds": "\(sink.configuration.kinds.map { $0.sorted() } ?? ["all"])",
                 "digest": "\(sink.configuration.digest != nil)",
             ])
         }

@@ -187,6 +187,9 @@ package struct AggregatorConfiguration: Sendable, Decodable {
     /// `persistent_threshold`, `minimum_change`, `minimum_shoppers`, `minimum_period_shoppers`,
     /// `smoothing`, `warm_up` (rounds of history before a category may warn), `rebaseline_after`.
     package var trends = DemandTrendDetector.Settings()
+    /// `trend_sinks`: where demand-trend warnings go (webhooks, e-mail; ``AlertSinkConfiguration``, kinds
+    /// `demand_surge` and `demand_collapse`), from the outbox `state_directory/trends.sqlite`.
+    package var trendSinks: [AlertSinkConfiguration] = []
 
     struct TrendSettings: Decodable {
         var settings = DemandTrendDetector.Settings()
@@ -303,7 +306,7 @@ package struct AggregatorConfiguration: Sendable, Decodable {
 
     enum CodingKeys: String, CodingKey, CaseIterable {
         case secureAggregation = "secure_aggregation", http
-        case id, listen, announce, agents, model, rounds, drift, trends
+        case id, listen, announce, agents, model, rounds, drift, trends, trendSinks = "trend_sinks"
         case keyDirectory = "key_directory"
         case stateDirectory = "state_directory"
         case maxMessageBytes = "max_message_bytes"
@@ -334,6 +337,7 @@ package struct AggregatorConfiguration: Sendable, Decodable {
         keepModels = try container.decodeIfPresent(Int.self, forKey: .keepModels) ?? keepModels
         drift = try container.decodeIfPresent(Drift.self, forKey: .drift) ?? drift
         trends = try container.decodeIfPresent(TrendSettings.self, forKey: .trends)?.settings ?? trends
+        trendSinks = try container.decodeIfPresent([AlertSinkConfiguration].self, forKey: .trendSinks) ?? []
         rounds.hyperparameters.histogramNoiseMultiplier = drift.histogramNoiseMultiplier
         agents = try container.decode([EnrolledAgent].self, forKey: .agents)
         nonPrivate = try container.decodeIfPresent(Bool.self, forKey: .nonPrivate) ?? false
@@ -356,6 +360,7 @@ package struct AggregatorConfiguration: Sendable, Decodable {
         configuration.keyDirectory = ConfigurationFile.resolve(configuration.keyDirectory, relativeTo: path)
         configuration.stateDirectory = ConfigurationFile.resolve(configuration.stateDirectory, relativeTo: path)
         configuration.http.tokenFile = configuration.http.tokenFile.map { ConfigurationFile.resolve($0, relativeTo: path) }
+        for index in configuration.trendSinks.indices { configuration.trendSinks[index].resolvePaths(relativeTo: path) }
         for index in configuration.agents.indices {
             configuration.agents[index].publicKeyFile = ConfigurationFile.resolve(
                 configuration.agents[index].publicKeyFile, relativeTo: path)
@@ -365,6 +370,12 @@ package struct AggregatorConfiguration: Sendable, Decodable {
     }
 
     package func validate() throws(ConfigError) {
+        for (index, sink) in trendSinks.enumerated() {
+            try sink.validate(index: index, kinds: TrendStore.kinds, key: "trend_sinks")
+            guard trendSinks[..<index].allSatisfy({ $0.name != sink.name }) else {
+                throw .invalidValue(key: "trend_sinks[\(index)].name", value: sink.name, reason: "two sinks have this name")
+            }
+        }
         try ConfigurationFile.validateEndpoint(listen, key: "listen")
         try ConfigurationFile.validateEndpoint(announce, key: "announce")
         guard announce != listen else {

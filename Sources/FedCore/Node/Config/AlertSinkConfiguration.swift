@@ -1,4 +1,4 @@
-package import FedLogic
+import FedLogic
 import Foundation
 
 /// One entry of `alerts.sinks`: where the agent delivers its alerts to people (docs/ALERTS.md).
@@ -21,8 +21,9 @@ import Foundation
 /// until it succeeds, across restarts.
 package struct AlertSinkConfiguration: Sendable, Decodable, Equatable {
     package var name: String
-    /// The kinds delivered (nil: all).
-    package var kinds: Set<DriftAlert.Kind>?
+    /// The kinds delivered (nil: all): an agent's `interest_shift`, `churn_risk`; the aggregator's
+    /// `demand_surge`, `demand_collapse` (checked by ``validate(index:kinds:key:)``).
+    package var kinds: Set<String>?
     package var target: Target
     package var digest: Digest?
     package var retryMaxSeconds: Double = 300
@@ -132,17 +133,7 @@ package struct AlertSinkConfiguration: Sendable, Decodable, Equatable {
         try decoder.rejectUnknownKeys(CodingKeys.self)
         let c = try decoder.container(keyedBy: CodingKeys.self)
         name = try c.decode(String.self, forKey: .name)
-        if let kinds = try c.decodeIfPresent([String].self, forKey: .kinds) {
-            var set: Set<DriftAlert.Kind> = []
-            for kind in kinds {
-                guard let value = DriftAlert.Kind(rawValue: kind) else {
-                    throw DecodingError.dataCorruptedError(forKey: .kinds, in: c, debugDescription:
-                        "'\(kind)': kinds are \(DriftAlert.Kind.allCases.map(\.rawValue).joined(separator: ", "))")
-                }
-                set.insert(value)
-            }
-            self.kinds = set
-        }
+        kinds = try c.decodeIfPresent([String].self, forKey: .kinds).map(Set.init)
         switch (try c.decodeIfPresent(Webhook.self, forKey: .webhook), try c.decodeIfPresent(Email.self, forKey: .email)) {
         case let (webhook?, nil): target = .webhook(webhook)
         case let (nil, email?): target = .email(email)
@@ -158,8 +149,8 @@ package struct AlertSinkConfiguration: Sendable, Decodable, Equatable {
         case name, kinds, webhook, email, digest, retryMaxSeconds = "retry_max_seconds"
     }
 
-    /// Whether this sink receives `alert`.
-    package func accepts(_ alert: DriftAlert) -> Bool { kinds?.contains(alert.kind) ?? true }
+    /// Whether this sink receives messages of `kind`.
+    package func accepts(kind: String) -> Bool { kinds?.contains(kind) ?? true }
 
     /// When a new alert raised at `now` falls due here: at once, or at the next digest.
     package func due(now: Double) -> Double { digest?.next(after: now) ?? now }
@@ -178,8 +169,11 @@ package struct AlertSinkConfiguration: Sendable, Decodable, Equatable {
     }
 
     /// Checks what decoding cannot: addresses, plain-text transport only on loopback, digest shape.
-    package func validate(index: Int) throws(ConfigError) {
-        let key = "alerts.sinks[\(index)]"
+    package func validate(index: Int, kinds known: [String], key section: String = "alerts.sinks") throws(ConfigError) {
+        let key = "\(section)[\(index)]"
+        for kind in (kinds ?? []).sorted() where !known.contains(kind) {
+            throw .invalidValue(key: "\(key).kinds", value: kind, reason: "kinds here are \(known.joined(separator: ", "))")
+        }
         guard !name.isEmpty, name.utf8.count <= 64,
               name.allSatisfy({ $0.isASCII && ($0.isLetter || $0.isNumber || "-_.".contains($0)) }) else {
             throw .invalidValue(key: "\(key).name", value: name, reason: "1 to 64 letters, digits, '-', '_' or '.'")

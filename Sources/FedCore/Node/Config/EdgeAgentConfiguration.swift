@@ -291,7 +291,7 @@ package struct EdgeAgentConfiguration: Sendable, Decodable {
                                 reason: "cold_start_threshold must be finite and recommendations ≥ 0")
         }
         for (index, sink) in alerts.sinks.enumerated() {
-            try sink.validate(index: index)
+            try sink.validate(index: index, kinds: DriftAlert.Kind.allCases.map(\.rawValue))
             guard alerts.sinks[..<index].allSatisfy({ $0.name != sink.name }) else {
                 throw .invalidValue(key: "alerts.sinks[\(index)].name", value: sink.name, reason: "two sinks have this name")
             }

@@ -1,4 +1,4 @@
-package import FedLogic
+import FedLogic
 import Foundation
 package import Logging
 import Synchronization
@@ -29,17 +29,21 @@ package final class AlertDelivery: Sendable {
     package static let attemptsBeforeGivingUp = 3
 
     package let sinks: [Sink]
-    private let store: AlertStore
+    private let store: any DeliveryOutbox
+    /// What a digest calls its messages.
+    private let noun: String
     private let disk = BlockingQueue(label: "feddrift.delivery")
     private let poll: Duration
     private let clock: @Sendable () -> Double
-    private let latest = Mutex<[String: AlertStore.DeliveryCounts]>([:])
+    private let latest = Mutex<[String: DeliveryCounts]>([:])
 
     /// Builds the senders: reads webhook secrets and SMTP passwords now, so a missing or unsafe file stops
     /// the agent at start rather than at the first alert.
-    package init(store: AlertStore, sinks: [AlertSinkConfiguration], poll: Duration = .milliseconds(250),
+    package init(store: any DeliveryOutbox, sinks: [AlertSinkConfiguration], noun: String = "alerts",
+                 poll: Duration = .milliseconds(250),
                  clock: @escaping @Sendable () -> Double = { Date().timeIntervalSince1970 }) throws(AlertDeliveryError) {
         self.store = store
+        self.noun = noun
         self.poll = poll
         self.clock = clock
         var built: [Sink] = []
@@ -68,10 +72,10 @@ package final class AlertDelivery: Sendable {
         self.sinks = built
     }
 
-    /// The deliveries to write with an alert raised now: one per sink that takes its kind.
-    package func routes(now: Double) -> @Sendable (DriftAlert) -> [(sink: String, due: Double)] {
+    /// The deliveries to write with a message of a kind raised now: one per sink that takes the kind.
+    package func routes(now: Double) -> @Sendable (String) -> [(sink: String, due: Double)] {
         let sinks = self.sinks.map(\.configuration)
-        return { alert in sinks.filter { $0.accepts(alert) }.map { ($0.name, $0.due(now: now)) } }
+        return { kind in sinks.filter { $0.accepts(kind: kind) }.map { ($0.name, $0.due(now: now)) } }
     }
 
     /// Runs every sink's loop until cancelled. `report` sees each attempt (metrics).
@@ -99,7 +103,7 @@ package final class AlertDelivery: Sendable {
         while !Task.isCancelled {
             let now = clock()
             let batch = sink.configuration.digest == nil ? 20 : 1_000
-            let due: [AlertStore.Delivery]
+            let due: [OutboxItem]
             do {
                 due = try await disk.run { try store.due(sink: name, now: now, limit: batch) }
             } catch {
@@ -116,10 +120,10 @@ package final class AlertDelivery: Sendable {
             let groups = sink.configuration.digest == nil ? due.map { [$0] } : [due]
             for group in groups {
                 guard !Task.isCancelled else { return }
-                let ids = group.map(\.alert.id)
+                let ids = group.map(\.id)
                 let attempt = (group.map(\.attempts).max() ?? 0) + 1
                 do {
-                    try await send(group.map(\.alert), with: sink, attempt: attempt)
+                    try await send(group, with: sink, attempt: attempt)
                     try await disk.run { [clock] in try store.delivered(ids, sink: name, at: clock()) }
                     report(name, .delivered, ids.count)
                     if attempt > 1 || sink.configuration.digest != nil {
@@ -158,21 +162,17 @@ package final class AlertDelivery: Sendable {
         }
     }
 
-    private func send(_ alerts: [DriftAlert], with sink: Sink, attempt: Int) async throws {
-        let documents = try alerts.map { try store.json($0) }
+    private func send(_ items: [OutboxItem], with sink: Sink, attempt: Int) async throws {
         switch sink.sender {
         case let .webhook(sender):
-            for (alert, json) in zip(alerts, documents) {
-                try await sender.deliver(id: alert.id, body: Array(json.utf8), attempt: attempt)
-            }
+            for item in items { try await sender.deliver(id: item.id, body: Array(item.json.utf8), attempt: attempt) }
         case let .email(client, from, to):
-            let message = AlertEmail.message(for: alerts, documents: documents, from: from, to: to)
-            try await client.send(from: from, to: to, message: message)
+            try await client.send(from: from, to: to, message: AlertEmail.message(for: items, from: from, to: to, noun: noun))
         }
     }
 
     /// Per sink: pending and delivered counts (status, metrics), as of the last second.
-    package var counts: [String: AlertStore.DeliveryCounts] { latest.withLock { $0 } }
+    package var counts: [String: DeliveryCounts] { latest.withLock { $0 } }
 }
 
 /// A sink that cannot be set up (unreadable secret, bad address); names the sink.

@@ -1,33 +1,32 @@
 package import FedLogic
 package import Foundation
 
-/// Alerts as e-mail (RFC 5322): one alert per message, or a digest of several. Plain text a person reads,
-/// then the alerts' JSON (docs/ALERTS.md) for whoever automates on it. Header `FedDrift-Alert-Ids` lists
-/// every alert id in the message; `Message-ID` is derived from them, so a re-sent message is recognisable.
+/// Outbox messages (alerts, demand-trend warnings) as e-mail (RFC 5322): one per message, or a digest of
+/// several. Plain text a person reads, then the JSON (docs/ALERTS.md) for whoever automates on it. Header
+/// `FedDrift-Alert-Ids` lists every id in the message; `Message-ID` is derived from them, so a re-sent
+/// message is recognisable.
 package enum AlertEmail {
-    package static func message(for alerts: [DriftAlert], documents: [String], from: String, to: [String],
+    /// `noun` names the messages in a digest ("alerts", "demand-trend warnings").
+    package static func message(for items: [OutboxItem], from: String, to: [String], noun: String = "alerts",
                                 date: Date = Date()) -> String {
         let subject: String
         var body: String
-        if alerts.count == 1, let alert = alerts.first {
-            subject = "[FedDrift] \(title(alert.kind)): shopper \(alert.user) in \(alert.region)"
-            body = summary(alert) + "\n\nThe alert as JSON (schema: docs/ALERTS.md):\n" + documents.joined(separator: "\n") + "\n"
+        if items.count == 1, let item = items.first {
+            subject = item.subject
+            body = item.text + "\n\nAs JSON (schema: docs/ALERTS.md):\n" + item.json + "\n"
         } else {
-            let regions = Set(alerts.map(\.region)).sorted().joined(separator: ", ")
-            let counts = DriftAlert.Kind.allCases.compactMap { kind -> String? in
-                let count = alerts.filter { $0.kind == kind }.count
-                return count == 0 ? nil : "\(count) \(title(kind).lowercased())"
-            }.joined(separator: ", ")
-            subject = "[FedDrift] Digest: \(alerts.count) alerts from \(regions) (\(counts))"
-            body = "\(alerts.count) alerts since the last digest (\(counts)).\n"
-            for (index, alert) in alerts.enumerated() {
-                body += "\n\(index + 1). " + summary(alert) + "\n"
-            }
-            body += "\nThe alerts as JSON lines (schema: docs/ALERTS.md):\n" + documents.joined(separator: "\n") + "\n"
+            var kinds: [String] = []
+            for item in items where !kinds.contains(item.kind) { kinds.append(item.kind) }
+            let counts = kinds.map { kind in "\(items.filter { $0.kind == kind }.count) \(title(kind).lowercased())" }
+                .joined(separator: ", ")
+            subject = "[FedDrift] Digest: \(items.count) \(noun) (\(counts))"
+            body = "\(items.count) \(noun) since the last digest (\(counts)).\n"
+            for (index, item) in items.enumerated() { body += "\n\(index + 1). " + item.text + "\n" }
+            body += "\nAs JSON lines (schema: docs/ALERTS.md):\n" + items.map(\.json).joined(separator: "\n") + "\n"
         }
-        let ids = alerts.map(\.id)
+        let ids = items.map(\.id)
         let identity = ids.count == 1 ? ids[0] : "digest-\(ids[0])-\(ids.count)"
-        var headers = [
+        let headers = [
             "From: \(from)",
             "To: \(to.joined(separator: ", "))",
             "Subject: \(encodedHeader(subject))",
@@ -35,9 +34,9 @@ package enum AlertEmail {
             "Message-ID: <\(identity)@feddrift>",
             "MIME-Version: 1.0",
             "Content-Type: text/plain; charset=utf-8",
-            // SMTP lines stop at 998 bytes and are 7-bit unless the server says otherwise; the alert JSON
-            // is one long line and explanations name categories in any script. Quoted-printable keeps
-            // the text readable and every line short.
+            // SMTP lines stop at 998 bytes and are 7-bit unless the server says otherwise; the JSON is one
+            // long line and explanations name categories in any script. Quoted-printable keeps the text
+            // readable and every line short.
             "Content-Transfer-Encoding: quoted-printable",
         ]
         // Every id, folded (RFC 5322 §2.2.3) so that a digest of hundreds stays within the line limit.
@@ -51,6 +50,17 @@ package enum AlertEmail {
             line += 1 + id.count
         }
         return (headers.map(headerSafe) + [idsHeader]).joined(separator: "\r\n") + "\r\n\r\n" + quotedPrintable(body)
+    }
+
+    /// A kind as people read it: `interest_shift` → Interest shift.
+    static func title(_ kind: String) -> String {
+        let words = kind.replacingOccurrences(of: "_", with: " ")
+        return words.prefix(1).uppercased() + words.dropFirst()
+    }
+
+    /// One alert's subject line.
+    package static func subject(_ alert: DriftAlert) -> String {
+        "[FedDrift] \(title(alert.kind.rawValue)): shopper \(alert.user) in \(alert.region)"
     }
 
     /// RFC 2045 §6.7 quoted-printable of UTF-8 `text`: lines end in CRLF, none longer than 76 characters
@@ -75,16 +85,9 @@ package enum AlertEmail {
         return out
     }
 
-    static func title(_ kind: DriftAlert.Kind) -> String {
-        switch kind {
-        case .interestShift: "Interest shift"
-        case .churnRisk: "Churn risk"
-        }
-    }
-
     /// What a person reads about one alert.
-    static func summary(_ alert: DriftAlert) -> String {
-        var lines = ["\(title(alert.kind)) for shopper \(alert.user) in \(alert.region) (alert \(alert.id))."]
+    package static func summary(_ alert: DriftAlert) -> String {
+        var lines = ["\(title(alert.kind.rawValue)) for shopper \(alert.user) in \(alert.region) (alert \(alert.id))."]
         if !alert.explanation.isEmpty { lines.append(alert.explanation) }
         let when = ISO8601DateFormatter().string(from: Date(timeIntervalSince1970: TimeInterval(alert.time)))
         lines.append("Raised for the event at \(when) by model version \(alert.modelVersion); score "

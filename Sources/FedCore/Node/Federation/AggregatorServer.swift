@@ -86,6 +86,8 @@ package final class AggregatorServer: Sendable {
     package let history: RoundHistory
     /// The agents' demand counts and the demand-trend detector.
     package let trends: DemandTrendDesk
+    /// With `trend_sinks`: the warnings' outbox (`trends.sqlite`) and its delivery to the sinks.
+    package let trendOutbox: (store: TrendStore, delivery: AlertDelivery)?
     let checkpoints: CheckpointStore
     let modelsDirectory: String
     let shape: LSTMShape
@@ -129,6 +131,12 @@ package final class AggregatorServer: Sendable {
         checkpoints = try CheckpointStore(path: (state as NSString).appendingPathComponent("checkpoint.sqlite"))
         history = RoundHistory(path: (state as NSString).appendingPathComponent("history.jsonl"))
         trends = DemandTrendDesk(categories: shape.categories, settings: configuration.trends)
+        if configuration.trendSinks.isEmpty {
+            trendOutbox = nil
+        } else {
+            let store = try TrendStore(path: (state as NSString).appendingPathComponent("trends.sqlite"))
+            trendOutbox = (store, try AlertDelivery(store: store, sinks: configuration.trendSinks, noun: "demand-trend warnings"))
+        }
         if history.skippedLines > 0 {
             logger.warning("Round history: lines that do not decode were skipped", metadata: [
                 "path": "\(history.path)", "lines": "\(history.skippedLines)",

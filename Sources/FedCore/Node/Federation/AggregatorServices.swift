@@ -346,6 +346,15 @@ package struct RoundDriverService: Service {
         let demand = server.trends.close(round: round)
         report.demandRegions = demand.regions
         report.demandTrends = demand.warnings
+        if let (store, delivery) = server.trendOutbox, !demand.warnings.isEmpty {
+            // Stored with their deliveries before anything is sent (the outbox), off the round's path.
+            let routes = delivery.routes(now: Date().timeIntervalSince1970), warnings = demand.warnings
+            do {
+                try await server.exportQueue.run { try store.record(warnings, round: round, routes: routes) }
+            } catch {
+                logger.error("Could not store demand-trend warnings for delivery", metadata: ["error": "\(error)"])
+            }
+        }
         for warning in demand.warnings {
             server.metrics.demandTrend(direction: warning.direction.rawValue)
             logger.notice("Demand trend: category \(warning.direction == .surge ? "surge" : "collapse")", metadata: [

@@ -7,7 +7,7 @@ internal import GRDB
 /// Alerts, written durably **before** they are published. After a crash, ``unpublished()`` returns the
 /// alerts whose publication was not confirmed; they are published again with the same id (consumers
 /// de-duplicate by id).
-package final class AlertStore: Sendable {
+package final class AlertStore: DeliveryTableOutbox {
     package let path: String
     private let queue: DatabaseQueue
 
@@ -26,18 +26,7 @@ package final class AlertStore: Sendable {
             }
             // The delivery outbox: one row per alert and sink, written in the alert's own transaction, so
             // an alert is never stored without its deliveries (nor delivered without being stored).
-            migrator.registerMigration("v2: deliveries") { db in
-                try db.create(table: "delivery") { table in
-                    table.column("alert", .text).notNull().references("alert", column: "id")
-                    table.column("sink", .text).notNull()
-                    table.column("due", .double).notNull()
-                    table.column("attempts", .integer).notNull().defaults(to: 0)
-                    table.column("delivered", .double)
-                    table.column("error", .text)
-                    table.primaryKey(["alert", "sink"])
-                }
-                try db.create(index: "delivery_due", on: "delivery", columns: ["sink", "delivered", "due"])
-            }
+            migrator.registerMigration("v2: deliveries") { db in try DeliveryTable.create(db, items: "alert") }
         }
     }
 
@@ -60,22 +49,19 @@ package final class AlertStore: Sendable {
     /// Stores `alerts` durably in one transaction (idempotent by id), with a pending delivery for each
     /// sink `routes` names for an alert (and when it falls due, unix seconds); returns their JSON, in order.
     @discardableResult
-    package func record(_ alerts: [DriftAlert], routes: (DriftAlert) -> [(sink: String, due: Double)] = { _ in [] })
+    package func record(_ alerts: [DriftAlert], routes: (String) -> [(sink: String, due: Double)] = { _ in [] })
         throws(StorageError) -> [String]
     {
         guard !alerts.isEmpty else { return [] }
         var documents: [String] = []
         for alert in alerts { documents.append(try json(alert)) }
-        let deliveries = alerts.map(routes)
+        let deliveries = alerts.map { routes($0.kind.rawValue) }
         do {
             try queue.write { db in
                 for ((alert, json), routes) in zip(zip(alerts, documents), deliveries) {
                     try db.execute(sql: "INSERT OR IGNORE INTO alert (id, user, time, json) VALUES (?, ?, ?, ?)",
                                    arguments: [alert.id, Int64(bitPattern: alert.user), alert.time, json])
-                    for route in routes {
-                        try db.execute(sql: "INSERT OR IGNORE INTO delivery (alert, sink, due) VALUES (?, ?, ?)",
-                                       arguments: [alert.id, route.sink, route.due])
-                    }
+                    try DeliveryTable.insert(db, id: alert.id, routes: routes)
                 }
             }
         } catch {
@@ -96,103 +82,13 @@ package final class AlertStore: Sendable {
         }
     }
 
-    /// A pending delivery: the alert, and how many attempts failed before.
-    package struct Delivery: Sendable {
-        package var alert: DriftAlert
-        package var attempts: Int
-    }
-
-    /// Up to `limit` deliveries to `sink` due at `now` (unix seconds), oldest alert first.
-    package func due(sink: String, now: Double, limit: Int = 100) throws(StorageError) -> [Delivery] {
-        let rows: [Row]
-        do {
-            rows = try queue.read { db in
-                try Row.fetchAll(db, sql: """
-                    SELECT alert.sequence, alert.json, delivery.attempts FROM delivery
-                    JOIN alert ON alert.id = delivery.alert
-                    WHERE delivery.sink = ? AND delivery.delivered IS NULL AND delivery.due <= ?
-                    ORDER BY alert.sequence LIMIT ?
-                    """, arguments: [sink, now, limit])
-            }
-        } catch {
-            throw StorageError(path: path, operation: "read deliveries to \(sink)", reason: "\(error)")
-        }
-        var deliveries: [Delivery] = []
-        for row in rows {
-            deliveries.append(Delivery(alert: try decode(sequence: row["sequence"], json: row["json"]),
-                                       attempts: row["attempts"]))
-        }
-        return deliveries
-    }
-
-    /// Marks the deliveries of `ids` to `sink` done at `time`, in one transaction.
-    package func delivered(_ ids: [String], sink: String, at time: Double) throws(StorageError) {
-        guard !ids.isEmpty else { return }
-        do {
-            try queue.write { db in
-                for id in ids {
-                    try db.execute(sql: "UPDATE delivery SET delivered = ?, error = NULL WHERE alert = ? AND sink = ?",
-                                   arguments: [time, id, sink])
-                }
-            }
-        } catch {
-            throw StorageError(path: path, operation: "mark \(ids.count) deliveries to \(sink) done", reason: "\(error)")
-        }
-    }
+    /// The outbox's queries (``DeliveryOutbox``).
+    var deliveries: DeliveryTable { DeliveryTable(items: "alert", path: path) }
+    var database: DatabaseQueue { queue }
 
     /// `due` of a delivery set aside (given up): never due again, kept with its error.
-    package static let givenUp = 9e18
-
-    /// Records a failed attempt for `ids` at `sink`: one more attempt, next try at `due` (``givenUp``
-    /// to set it aside), and why.
-    package func failed(_ ids: [String], sink: String, due: Double, error: String) throws(StorageError) {
-        do {
-            try queue.write { db in
-                for id in ids {
-                    try db.execute(sql: """
-                        UPDATE delivery SET attempts = attempts + 1, due = ?, error = ? WHERE alert = ? AND sink = ?
-                        """, arguments: [due, String(error.prefix(500)), id, sink])
-                }
-            }
-        } catch {
-            throw StorageError(path: path, operation: "record a failed delivery to \(sink)", reason: "\(error)")
-        }
-    }
-
-    /// Per sink: deliveries pending and done, the most attempts a pending one has had, and its last error.
-    package struct DeliveryCounts: Sendable, Equatable, Codable {
-        package var pending: Int
-        package var delivered: Int
-        /// Refused as malformed by the receiver too often, and set aside (docs/ALERTS.md).
-        package var givenUp = 0
-        package var mostAttempts: Int
-        package var lastError: String?
-        enum CodingKeys: String, CodingKey {
-            case pending, delivered, givenUp = "given_up", mostAttempts = "most_attempts", lastError = "last_error"
-        }
-    }
-
-    package func deliveryCounts() throws(StorageError) -> [String: DeliveryCounts] {
-        do {
-            return try queue.read { db in
-                var counts: [String: DeliveryCounts] = [:]
-                for row in try Row.fetchAll(db, sql: """
-                    SELECT sink, SUM(delivered IS NULL AND due < 9e18) AS pending, SUM(delivered IS NOT NULL) AS done,
-                           SUM(delivered IS NULL AND due >= 9e18) AS dead,
-                           MAX(CASE WHEN delivered IS NULL AND due < 9e18 THEN attempts ELSE 0 END) AS most,
-                           (SELECT error FROM delivery d WHERE d.sink = delivery.sink AND d.delivered IS NULL
-                            AND d.error IS NOT NULL ORDER BY d.attempts DESC LIMIT 1) AS error
-                    FROM delivery GROUP BY sink
-                    """) {
-                    counts[row["sink"]] = DeliveryCounts(pending: row["pending"], delivered: row["done"], givenUp: row["dead"],
-                                                         mostAttempts: row["most"], lastError: row["error"])
-                }
-                return counts
-            }
-        } catch {
-            throw StorageError(path: path, operation: "count deliveries", reason: "\(error)")
-        }
-    }
+    package static let givenUp = DeliveryTable.givenUp
+    package typealias DeliveryCounts = FedNode.DeliveryCounts
 
     /// Alerts stored but not yet confirmed published, oldest first.
     package func unpublished() throws(StorageError) -> [DriftAlert] {
@@ -243,4 +139,18 @@ package final class AlertStore: Sendable {
                                reason: "stored JSON does not decode (\(error)); the file was changed outside FedDrift")
         }
     }
+}
+
+extension AlertStore {
+    /// The alerts due for `sink`, as messages: the alert's JSON, and its e-mail subject and text.
+    package func due(sink: String, now: Double, limit: Int) throws(StorageError) -> [OutboxItem] {
+        var items: [OutboxItem] = []
+        for row in try deliveries.due(queue, sink: sink, now: now, limit: limit) {
+            let alert = try decode(sequence: row.sequence, json: row.json)
+            items.append(OutboxItem(id: alert.id, kind: alert.kind.rawValue, json: row.json,
+                                    subject: AlertEmail.subject(alert), text: AlertEmail.summary(alert), attempts: row.attempts))
+        }
+        return items
+    }
+
 }
