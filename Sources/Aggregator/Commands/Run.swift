@@ -95,7 +95,7 @@ struct Run: AsyncParsableCommand {
             for sink in delivery.sinks {
                 logger.info("Demand-trend warnings delivered to sink", metadata: ["sink": "\(sink.name)"])
             }
-            groupServices.insert(.init(service: TrendDeliveryService(delivery: delivery, logger: logger)), at: 1)
+            groupServices.insert(.init(service: AlertDeliveryService(delivery: delivery, logger: logger)), at: 1)
         }
         let group = ServiceGroup(configuration: .init(
             services: groupServices,

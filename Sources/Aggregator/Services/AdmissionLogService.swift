@@ -32,14 +32,3 @@ struct AdmissionLogService: Service {
     }
 }
 
-/// Delivers demand-trend warnings to the `trend_sinks` until shutdown (what is not delivered by then
-/// stays in `trends.sqlite` for the next start).
-struct TrendDeliveryService: Service {
-    let delivery: AlertDelivery
-    let logger: Logger
-
-    func run() async throws {
-        await cancelWhenGracefulShutdown { await delivery.run(logger: logger) }
-        try? await gracefulShutdown()
-    }
-}

@@ -182,7 +182,9 @@ struct Run: AsyncParsableCommand {
         var services: [ServiceGroupConfiguration.ServiceConfiguration] = [
             .init(service: AlertService(scoring: scoring, publisher: publisher, metrics: metrics, logger: logger)),
             .init(service: SessionService(session: session)),
-            .init(service: DeliveryService(delivery: delivery, metrics: metrics, logger: logger)),
+            .init(service: AlertDeliveryService(delivery: delivery, logger: logger) { sink, outcome, count in
+                metrics.delivery(sink: sink, outcome: outcome.rawValue, count: count)
+            }),
             .init(service: operatorEndpoint),
         ]
         if let endpoint = configuration.ingest, let format = EventFormat(rawValue: configuration.ingestFormat) {
@@ -200,25 +202,6 @@ struct Run: AsyncParsableCommand {
         }
         try await ServiceGroup(configuration: .init(services: services, gracefulShutdownSignals: [.sigterm, .sigint],
                                                     logger: logger)).run()
-    }
-}
-
-/// Delivers alerts to the configured sinks (``AlertDelivery``) until shutdown; what is not delivered
-/// by then stays in the outbox for the next start.
-struct DeliveryService: Service {
-    let delivery: AlertDelivery
-    let metrics: AgentMetrics
-    let logger: Logger
-
-    func run() async throws {
-        await cancelWhenGracefulShutdown {
-            await delivery.run(logger: logger) { sink, outcome, count in
-                metrics.delivery(sink: sink, outcome: outcome.rawValue, count: count)
-            }
-        }
-        // With no sink configured there is nothing to run; a service that returns early would stop the
-        // group, so stay until shutdown.
-        try? await gracefulShutdown()
     }
 }
 

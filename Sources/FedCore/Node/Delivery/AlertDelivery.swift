@@ -1,6 +1,7 @@
 import FedLogic
 import Foundation
 package import Logging
+package import ServiceLifecycle
 import Synchronization
 
 /// Delivers stored alerts to people through the configured sinks (webhook, e-mail), from the outbox in
@@ -180,4 +181,23 @@ package struct AlertDeliveryError: Error, CustomStringConvertible, Sendable {
     package var sink: String
     package var reason: String
     package var description: String { "alert sink '\(sink)': \(reason)" }
+}
+
+/// Runs an ``AlertDelivery`` as a service until shutdown (the agent's alert sinks, the aggregator's
+/// trend sinks); what is not delivered by then stays in the outbox for the next start. With no sink
+/// there is nothing to run, but a service that returns early would stop its group: it stays until shutdown.
+package struct AlertDeliveryService: Service {
+    let delivery: AlertDelivery
+    let logger: Logger
+    let report: @Sendable (String, AlertDelivery.Outcome, Int) -> Void
+
+    package init(delivery: AlertDelivery, logger: Logger,
+                 report: @escaping @Sendable (String, AlertDelivery.Outcome, Int) -> Void = { _, _, _ in }) {
+        (self.delivery, self.logger, self.report) = (delivery, logger, report)
+    }
+
+    package func run() async throws {
+        await cancelWhenGracefulShutdown { await delivery.run(logger: logger, report: report) }
+        try? await gracefulShutdown()
+    }
 }

@@ -98,7 +98,7 @@ package struct SMTPClient: Sendable {
 
     /// Sends `message` (RFC 5322 text, lines ending in CRLF) from `from` to `recipients`.
     package func send(from: String, to recipients: [String], message: String) async throws(SMTPError) {
-        let received = Counter(), accepted = Counter()
+        let received = Counter(), accepted = Counter(), failure = FirstError()
         let channel: NIOAsyncChannel<String, ByteBuffer>
         do {
             channel = try await ClientBootstrap(group: MultiThreadedEventLoopGroup.singleton)
@@ -106,7 +106,7 @@ package struct SMTPClient: Sendable {
                 .connect(host: host, port: port) { channel in
                     channel.eventLoop.makeCompletedFuture {
                         try channel.pipeline.syncOperations.addHandler(ByteToMessageHandler(SMTPLineDecoder()))
-                        try channel.pipeline.syncOperations.addHandler(LineCounter(count: received))
+                        try channel.pipeline.syncOperations.addHandler(LineCounter(count: received, failure: failure))
                         return try NIOAsyncChannel<String, ByteBuffer>(wrappingChannelSynchronously: channel)
                     }
                 }
@@ -134,6 +134,12 @@ package struct SMTPClient: Sendable {
             // The server took the message (250 after DATA) and then did not close the dialogue well (no
             // answer to QUIT in time): that is a delivery; sending it again would duplicate it.
             if accepted.value > 0 { return }
+            if let error = error as? SMTPError, case .tls = error { throw error }
+            // A failed handshake closes the channel: the dialogue then sees "I/O on closed channel" while
+            // the pipeline saw why — say that.
+            if let cause = failure.value, String(describing: cause).contains("SSL") || cause is NIOSSLError {
+                throw .tls("\(cause)")
+            }
             if let error = error as? SMTPError { throw error }
             throw .connect("\(host):\(port): \(error)")
         }
@@ -146,15 +152,28 @@ package struct SMTPClient: Sendable {
         func increment() { count.add(1, ordering: .releasing) }
     }
 
-    /// Counts the reply lines decoded, so that the dialogue can tell whether any arrived it has not read.
+    /// The first error the pipeline saw (a TLS handshake's), shared with the dialogue.
+    final class FirstError: Sendable {
+        private let error = Mutex<(any Error)?>(nil)
+        var value: (any Error)? { error.withLock { $0 } }
+        func record(_ new: any Error) { error.withLock { if $0 == nil { $0 = new } } }
+    }
+
+    /// Counts the reply lines decoded, so that the dialogue can tell whether any arrived it has not read,
+    /// and keeps the first error the pipeline saw.
     final class LineCounter: ChannelInboundHandler, Sendable {
         typealias InboundIn = String
         typealias InboundOut = String
         let count: Counter
-        init(count: Counter) { self.count = count }
+        let failure: FirstError
+        init(count: Counter, failure: FirstError) { (self.count, self.failure) = (count, failure) }
         func channelRead(context: ChannelHandlerContext, data: NIOAny) {
             count.increment()
             context.fireChannelRead(data)
+        }
+        func errorCaught(context: ChannelHandlerContext, error: any Error) {
+            failure.record(error)
+            context.fireErrorCaught(error)
         }
     }
 
