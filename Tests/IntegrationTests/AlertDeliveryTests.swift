@@ -23,7 +23,7 @@ struct AlertDeliveryTests {
     /// for 127.0.0.1 made by openssl.
     struct Scratch {
         let directory: URL
-        let port = Int.random(in: 20_000..<32_000)
+        let port = TestPorts.block()
 
         init() throws {
             directory = FileManager.default.temporaryDirectory.appendingPathComponent("feddrift-sinks-\(UUID().uuidString)")

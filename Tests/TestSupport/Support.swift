@@ -4,6 +4,7 @@ import FedModel
 import FedNode
 import FedTools
 package import Foundation
+import Synchronization
 
 /// A helper step (keygen, simulate, catalog, import) that did not succeed.
 package struct SupportFailure: Error, CustomStringConvertible {
@@ -127,7 +128,7 @@ package struct Federation {
         try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
         // Below Linux's ephemeral range (32768–60999): the operator endpoints and every outgoing
         // connection of the tests running beside this one take ports from that range.
-        port = Int.random(in: 20_000..<32_000)
+        port = TestPorts.block()
         for (binary, name) in [("aggregator", "aggregator")] + agents.map({ ("edge-agent", $0) }) {
             let keygen = try ChildProcess(binary, ["keygen", "--out", "keys/\(name)"], in: directory)
             try await require(keygen, seconds: 30, "keygen")
@@ -208,5 +209,20 @@ package func offPool<T: Sendable>(_ body: @escaping @Sendable () throws -> T) as
         let thread = Thread { continuation.resume(with: Result { try body() }) }
         thread.stackSize = 8 << 20
         thread.start()
+    }
+}
+
+/// Ports for the servers tests start, below Linux's ephemeral range (32768–60999, where the nodes'
+/// HTTP endpoints and every outgoing connection take theirs): blocks of 20 from a random start, never the
+/// same block twice in one test process — tests run in parallel, and two random ports collided once in CI.
+package enum TestPorts {
+    private static let next = Mutex(Int.random(in: 0..<300) * 20 + 20_000)
+
+    /// The first of 20 consecutive ports no other test of this process was given.
+    package static func block() -> Int {
+        next.withLock { port in
+            defer { port = port + 20 >= 32_000 ? 20_000 : port + 20 }
+            return port
+        }
     }
 }
