@@ -26,12 +26,13 @@ struct DemandTrendTests {
     }
 
     static func run(sigma: Double, accountedVariance: Double, periods: Int = 40, seed: UInt64 = 1,
-                    change: (category: UInt64, factor: Double, from: Int)? = nil) -> [DemandTrendWarning] {
+                    change: (category: UInt64, factor: Double, from: Int)? = nil,
+                    settings: DemandTrendDetector.Settings = .init()) -> [DemandTrendWarning] {
         var random = SplitMix64(seed: seed)
         var noise = GaussianNoise(generator: SplitMix64(seed: seed &+ 99))
         var probabilities: [UInt64: Double] = [:]
         for category in 0..<2_000 { probabilities[UInt64(category)] = 0.3 / pow(Double(category + 1), 0.9) }
-        var detector = DemandTrendDetector()
+        var detector = DemandTrendDetector(settings: settings)
         var warnings: [DemandTrendWarning] = []
         for period in 0..<periods {
             var p = probabilities
@@ -54,6 +55,19 @@ struct DemandTrendTests {
             noised += Self.run(sigma: 8, accountedVariance: 64, seed: seed).count
         }
         #expect(exact <= 3 && noised <= 3, "exact \(exact), noised \(noised)")
+    }
+
+    @Test("Stable demand with a short warm-up (4 periods) and heavy release noise (σ = 16): categories nobody shops do not warn")
+    func noiseAroundNothingIsQuiet() {
+        // Of 2,000 categories most have a handful of shoppers or none; their noised counts can teach a
+        // baseline below zero or rise a few shoppers above it. Neither is a trend.
+        var settings = DemandTrendDetector.Settings()
+        settings.warmUp = 4
+        var noised = 0
+        for seed in 1...3 as ClosedRange<UInt64> {
+            noised += Self.run(sigma: 16, accountedVariance: 256, seed: seed, settings: settings).count
+        }
+        #expect(noised <= 3, "noised \(noised)")
     }
 
     @Test("A category that triples, or falls to a quarter, is warned within a day (4 periods), once, in the right direction, with the release noise")

@@ -12,13 +12,14 @@ struct EvaluateTrends: ParsableCommand {
             (×--collapse-factor) from a known time, half of them in every region and half in one. Each period \
             (--period-hours) every region releases, per category, the shoppers active in it (each shopper in at most \
             --categories-per-shopper categories) and the active shoppers, each count with Gaussian noise of standard \
-            deviation z·√(k+1) for each --noise-multiplier z (0 = exact). The aggregator's detector runs on every \
+            deviation z for each --noise-multiplier z (0 = exact), as an agent's trends.noise_multiplier z releases \
+            them (charged as a Gaussian mechanism of multiplier z/√(k+1)). The aggregator's detector runs on every \
             region and on their sum. A trend is caught when a warning of its category and direction, in its region \
             or the total, comes within 8 periods of its start; every other warning is false. Deterministic for a \
             --seed. Figures: docs/EVALUATION.md.
 
             Example:
-              aggregator evaluate-trends --users 2000 --noise-multiplier 0 1 2 4 --json
+              aggregator evaluate-trends --users 2000 --noise-multiplier 0 2 4 8 --json
             """
     )
 
@@ -41,7 +42,7 @@ struct EvaluateTrends: ParsableCommand {
     @Option(name: .long, help: "q: each period's shoppers are Poisson-sampled with this probability, as the agents' release does (1 = all).")
     var samplingRate = 1.0
     @Option(name: .long, parsing: .upToNextOption, help: "Noise multipliers z of the releases (0 = exact).")
-    var noiseMultiplier: [Double] = [0, 1, 2, 4]
+    var noiseMultiplier: [Double] = [0, 2, 4, 8]
     @Option(name: .long, help: "Seed of the simulation, the trends and the noise.")
     var seed: UInt64 = 1
     @Flag(name: .long, help: "One JSON object per noise multiplier, on stdout.")

@@ -29,7 +29,11 @@ package enum CategoryDemand {
 package struct DemandTrendWarning: Sendable, Equatable, Codable {
     package enum Direction: String, Sendable, Codable { case surge, collapse }
 
+    /// The model's category index.
     package var category: UInt64
+    /// The platform's category id, when the aggregator has the catalog (`catalog:`) and the index is not
+    /// the out-of-vocabulary one.
+    package var categoryID: UInt64? = nil
     /// The region, or ``DemandTrendDetector/allRegions`` for the federation's total.
     package var region: String
     package var direction: Direction
@@ -45,7 +49,12 @@ package struct DemandTrendWarning: Sendable, Equatable, Codable {
 
     enum CodingKeys: String, CodingKey {
         case category, region, direction, change, confidence, observed, expected, period
-        case zScore = "z_score"
+        case zScore = "z_score", categoryID = "category_id"
+    }
+
+    /// "category 16838 (model #2)" with the catalog's id, else "model category #2".
+    package var categoryName: String {
+        categoryID.map { "category \($0) (model #\(category))" } ?? "model category #\(category)"
     }
 }
 
@@ -53,17 +62,20 @@ package struct DemandTrendWarning: Sendable, Equatable, Codable {
 /// regions together, from noised per-period counts (``CategoryDemand``).
 ///
 /// It works on shares — a category's shoppers over the period's active shoppers — so the daily rhythm
-/// of the whole shop cancels out. Each series keeps an exponentially weighted mean of its share and of
-/// its squared deviations; a period's share is compared with the mean in units of the standard
-/// deviation it should have: the sampling variance of a share (m(1−m)/N), the release's noise (σ²/N²
-/// for the category; the total's, σ²m²/N², too), the excess the series showed in its own history, and
-/// the variance of the baseline itself (tracked through the EWMA, since a share from a night's few
-/// shoppers is far noisier than a day's). A warning needs |z| above `threshold` once, or above
+/// of the whole shop cancels out. Each series' baseline is the ratio of exponentially weighted sums of
+/// its counts and of the periods' shoppers (so a night's few shoppers, whose share is mostly noise,
+/// weigh as little as they tell; the first periods weigh equally); a period's share is compared with it
+/// in units of the standard deviation it should have: the sampling variance of a share (m(1−m)/N), the
+/// release's noise (σ²/N² for the category; the total's, σ²m²/N², too), the excess the series showed
+/// in its own history, and the variance of the baseline itself (tracked through the weighted sums). A warning needs |z| above `threshold` once, or above
 /// `persistentThreshold` in two consecutive periods in the same direction, **and** a relative change of at least
-/// `minimumChange` and an expected or observed count of at least `minimumShoppers` (so that noise
-/// around a handful of shoppers never warns). One warning per episode: the episode ends after two
-/// periods in a row within ±2 deviations of the baseline (one night's few shoppers can hide a lasting
-/// change for a period, which must not make it warn again the next day); while away, the baseline is frozen for up to
+/// `minimumChange` and an expected or observed count of at least `minimumShoppers` plus two standard
+/// deviations of the release noise (so that noise around a handful of shoppers never warns). The
+/// baseline is compared at no less than zero: noised counts can teach a category nobody shops a
+/// negative mean. One warning per episode: the episode ends after two
+/// periods in a row within ±2 deviations of the baseline and nearer it than the level the series has
+/// been away at (one night's few shoppers can hide a lasting change, which must not make it warn again
+/// the next day); while away, the baseline is frozen for up to
 /// `rebaselineAfter` periods, then the new level becomes the baseline.
 package struct DemandTrendDetector: Sendable {
     package static let allRegions = "all"
@@ -92,23 +104,39 @@ package struct DemandTrendDetector: Sendable {
     }
 
     struct Series: Sendable {
-        var mean = 0.0
-        /// The variance of `mean` as an estimate (an EWMA of shares whose noise differs by period: a
-        /// night's few shoppers make a noisy share, and a baseline learnt from them is noisy too).
-        var meanVariance = 0.0
-        var awayVariance = 0.0
+        /// The baseline: exponentially weighted sums of the category's counts and of the periods' active
+        /// shoppers, so its share is their ratio and a night's few shoppers weigh as little as they tell.
+        /// The first periods are weighted equally (weight 1/n until that falls below `smoothing`).
+        var count = 0.0
+        var total = 0.0
+        /// The variance of `count` as an estimate, in shoppers² (sampling and release noise).
+        var countVariance = 0.0
+        var learnt = 0
         /// EWMA of squared standardised residuals beyond the model's variance (≥ 0).
         var excess = 0.0
         var periods = 0
         var lastZ = 0.0
-        /// Periods the series has been away from its baseline (frozen), the sum of its shares meanwhile,
-        /// and whether this episode warned.
+        /// Periods the series has been away from its baseline (frozen), its counts, shoppers and
+        /// variance meanwhile, and whether this episode warned.
         var away = 0
+        var awayCount = 0.0, awayTotal = 0.0, awayVariance = 0.0
         /// Consecutive periods at home: an episode ends after two, so a lasting change seen through one
         /// night's few shoppers does not end it and warn again the next day.
         var home = 0
-        var awayShares = 0.0
         var warned = false
+
+        var mean: Double { total > 0 ? count / total : 0 }
+        /// The variance of `mean` as an estimate of the share.
+        var meanVariance: Double { total > 0 ? countVariance / (total * total) : 0 }
+
+        /// Teaches the baseline one period: `variance` is its count's, in shoppers².
+        mutating func learn(count c: Double, total n: Double, variance: Double, smoothing: Double) {
+            let a = max(smoothing, 1 / Double(learnt + 1))
+            count = (1 - a) * count + a * c
+            total = (1 - a) * total + a * n
+            countVariance = (1 - a) * (1 - a) * countVariance + a * a * variance
+            learnt += 1
+        }
     }
 
     package let settings: Settings
@@ -133,26 +161,28 @@ package struct DemandTrendDetector: Sendable {
             let share = count / total
             var state = known[category] ?? Series()
             defer { known[category] = state }
-            let m = min(max(state.periods == 0 ? share : state.mean, 0.5 / total), 1)
+            let m = min(max(state.learnt == 0 ? share : state.mean, 0.5 / total), 1)
             // This period's share as an estimate: sampling and release noise.
             let modelVariance = m * (1 - m) / total + noiseVariance * (1 + m * m) / (total * total)
+            let countVariance = modelVariance * total * total
             guard state.periods >= settings.warmUp else {
-                if state.periods == 0 {
-                    (state.mean, state.meanVariance) = (share, modelVariance)
-                } else {
-                    state.mean += alpha * (share - state.mean)
-                    state.meanVariance = (1 - alpha) * (1 - alpha) * state.meanVariance + alpha * alpha * modelVariance
-                }
+                state.learn(count: count, total: total, variance: countVariance, smoothing: alpha)
                 state.periods += 1
                 continue
             }
-            let z = (share - state.mean) / (modelVariance * (1 + state.excess) + state.meanVariance).squareRoot()
-            let expected = state.mean * total
-            let change = state.mean > 0 ? share / state.mean - 1 : .infinity
+            // A share is never negative, but a baseline learnt from noised counts of a category nobody
+            // shops can be: compared with it, mere noise would look like a surge from below zero.
+            let baseline = max(state.mean, 0)
+            let z = (share - baseline) / (modelVariance * (1 + state.excess) + state.meanVariance).squareRoot()
+            let expected = baseline * total
+            let change = baseline > 0 ? share / baseline - 1 : .infinity
             let strong = abs(z) > settings.threshold
                 || (abs(z) > settings.persistentThreshold && abs(state.lastZ) > settings.persistentThreshold
                     && (z > 0) == (state.lastZ > 0))
-            let sizeable = abs(change) >= settings.minimumChange && max(expected, count) >= settings.minimumShoppers
+            // The count that matters must stand clear of the release noise too: noise alone passes two of
+            // its standard deviations once in 44 draws, and there are thousands of series.
+            let floor = settings.minimumShoppers + 2 * noiseVariance.squareRoot()
+            let sizeable = abs(change) >= settings.minimumChange && max(expected, count) >= floor
             if strong && sizeable && !state.warned {
                 state.warned = true
                 warnings.append(DemandTrendWarning(
@@ -162,16 +192,19 @@ package struct DemandTrendDetector: Sendable {
             }
             state.lastZ = z
             state.periods += 1
-            if abs(z) <= 2 {
+            // A period within ±2 is at home unless it is nearer the level the series has been away at:
+            // a night's few shoppers cannot tell the two apart, and must not end an episode or its count.
+            let awayLevel = state.awayTotal > 0 ? state.awayCount / state.awayTotal : nil
+            let nearerAway = awayLevel.map { abs(share - $0) < abs(share - baseline) } ?? false
+            if abs(z) <= 2 && !nearerAway {
                 state.home += 1
                 // At home: the baseline learns; after two such periods in a row the episode, if any, is
                 // over. The excess is learnt from these periods only: on data more dispersed than the
                 // model that under-estimates it (a review measured ~0.5 for a true 3); learning from every
-                // period within ±4 instead cost recall here (38 vs 42 of 48 at z = 2) — docs/EVALUATION.md.
-                (state.away, state.awayShares, state.awayVariance) = (0, 0, 0)
+                // period within ±4 instead cost recall here (38 vs 42 of 48 at noise σ = 4) — docs/EVALUATION.md.
+                (state.away, state.awayCount, state.awayTotal, state.awayVariance) = (0, 0, 0, 0)
                 if state.home >= 2 { state.warned = false }
-                state.mean += alpha * (share - state.mean)
-                state.meanVariance = (1 - alpha) * (1 - alpha) * state.meanVariance + alpha * alpha * modelVariance
+                state.learn(count: count, total: total, variance: countVariance, smoothing: alpha)
                 state.excess += alpha * (max(0, z * z - 1) - state.excess)
             } else {
                 // Away: the baseline is frozen, so a lasting change stays visible; once it has lasted
@@ -179,12 +212,14 @@ package struct DemandTrendDetector: Sendable {
                 // is back within ±2 of it).
                 state.away += 1
                 state.home = 0
-                state.awayShares += share
-                state.awayVariance += modelVariance
+                state.awayCount += count
+                state.awayTotal += total
+                state.awayVariance += countVariance
                 if state.away > settings.rebaselineAfter {
                     let n = Double(state.away)
-                    (state.mean, state.meanVariance) = (state.awayShares / n, state.awayVariance / (n * n))
-                    (state.away, state.awayShares, state.awayVariance) = (0, 0, 0)
+                    (state.count, state.total, state.countVariance) = (state.awayCount / n, state.awayTotal / n,
+                                                                       state.awayVariance / (n * n))
+                    (state.away, state.awayCount, state.awayTotal, state.awayVariance) = (0, 0, 0, 0)
                 }
             }
         }

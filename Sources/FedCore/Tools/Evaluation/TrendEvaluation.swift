@@ -5,7 +5,8 @@ import Foundation
 /// Demand-trend warnings against ground truth: regions of simulated shoppers with injected category
 /// surges and collapses (some in every region, some in one), released per period as the agents would —
 /// distinct shoppers per category, each shopper in at most k categories, plus the active shoppers, each
-/// count with Gaussian noise of standard deviation z·√(k + 1) — and the ``DemandTrendDetector`` run on
+/// count with Gaussian noise of standard deviation z, as an agent's `trends.noise_multiplier` z releases
+/// them (L2 sensitivity √(k + 1), so charged at z/√(k + 1)) — and the ``DemandTrendDetector`` run on
 /// every region and on their sum. A trend is caught when a warning of its category and direction (in its
 /// region, or in the total) comes within `window` periods of its start; any other warning is false.
 package enum TrendEvaluation {
@@ -25,7 +26,7 @@ package enum TrendEvaluation {
         package var perShopperCategories = 3
         /// Poisson sampling of the shoppers of each period, as the agents' release does (1: all).
         package var samplingRate = 1.0
-        package var noiseMultipliers: [Double] = [0, 1, 2, 4]
+        package var noiseMultipliers: [Double] = [0, 2, 4, 8]
         package var detector = DemandTrendDetector.Settings()
         /// Periods after a trend's start within which a warning catches it.
         package var window = 8
@@ -138,7 +139,7 @@ package enum TrendEvaluation {
     static func evaluate(z: Double, settings: Settings, trends: [Trend],
                          exact: [String: [(categories: [UInt64: Double], shoppers: Double)]], regions: [String],
                          categories: [UInt64], periods: Int, periodSeconds: Int64, start: Int64) -> Outcome {
-        let sigma = z * Double(settings.perShopperCategories + 1).squareRoot()
+        let sigma = z  // per count, as the agents' release (QuantisedRelease.noisedSums at scale 1)
         var noise = GaussianNoise(generator: SplitMix64(seed: settings.seed &+ UInt64(z * 1_000)))
         var detector = DemandTrendDetector(settings: settings.detector)
         var warnings: [DemandTrendWarning] = []
