@@ -66,6 +66,41 @@ struct ConfigurationTests {
         }
     }
 
+    @Test("catalog: names trend warnings' categories; a catalog of another size than the model's, or none at the path, is refused naming the key")
+    func aggregatorCatalog() throws {
+        let directory = FileManager.default.temporaryDirectory.appendingPathComponent("feddrift-config-\(UUID())")
+        try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(at: directory) }
+        func load(_ catalog: CategoryCatalog?) throws -> CategoryCatalog? {
+            if let catalog { try catalog.text().write(toFile: directory.appendingPathComponent("catalog.txt").path, atomically: true, encoding: .utf8) }
+            let path = directory.appendingPathComponent("aggregator.yaml").path
+            try """
+                key_directory: keys
+                non_private: true
+                model: {preset: small}
+                catalog: catalog.txt
+                agents: [{id: a, public_key_file: a.public}, {id: b, public_key_file: b.public}]
+
+                """.write(toFile: path, atomically: true, encoding: .utf8)
+            return try AggregatorConfiguration.load(path: path, environment: [:]).loadCatalog()
+        }
+        func refused(_ catalog: CategoryCatalog?) -> Bool {
+            do {
+                _ = try load(catalog)
+                return false
+            } catch {
+                guard case let ConfigError.invalidValue(key, _, _) = error else { return false }
+                return key == "catalog"
+            }
+        }
+        #expect(refused(nil), "no file at the path")
+        let classes = try #require(LSTMShape.preset(named: "small")).categories
+        #expect(refused(CategoryCatalog(itemsPerCategory: [1_000: 5, 8_919: 3], categories: classes / 2)))
+        let loaded = try #require(try load(CategoryCatalog(itemsPerCategory: [1_000: 5, 8_919: 3], categories: classes)))
+        #expect(loaded.category(atModelIndex: 0) == 1_000 && loaded.category(atModelIndex: 1) == 8_919)
+        #expect(loaded.category(atModelIndex: UInt64(classes - 1)) == nil, "the out-of-vocabulary index names no category")
+    }
+
     @Test("Strict: a misspelt key is an error naming it, its line and the closest known key, at any depth; the same file spelt right loads")
     func unknownKeys() throws {
         let directory = FileManager.default.temporaryDirectory.appendingPathComponent("feddrift-config-\(UUID())")

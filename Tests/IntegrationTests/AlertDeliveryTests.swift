@@ -354,8 +354,8 @@ struct AlertDeliveryTests {
         let delivery = try AlertDelivery(store: store, sinks: [surges, merchandising], noun: "demand-trend warnings",
                                          poll: .milliseconds(50))
         let warnings = [
-            DemandTrendWarning(category: 7, region: "region-2", direction: .surge, change: 1.9, confidence: 0.9999, zScore: 6.1,
-                               observed: 290, expected: 100, period: 12),
+            DemandTrendWarning(category: 7, categoryID: 16_838, region: "region-2", direction: .surge, change: 1.9,
+                               confidence: 0.9999, zScore: 6.1, observed: 290, expected: 100, period: 12),
             DemandTrendWarning(category: 3, region: DemandTrendDetector.allRegions, direction: .collapse, change: -0.7,
                                confidence: 0.999, zScore: -5, observed: 60, expected: 200, period: 12),
         ]
@@ -371,6 +371,7 @@ struct AlertDeliveryTests {
         let body = try JSONSerialization.jsonObject(with: Data(contentsOf: URL(
             fileURLWithPath: scratch.path("inbox/webhook/trend-12-region-2-7-surge.json")))) as? [String: Any]
         #expect(body?["kind"] as? String == "demand_surge" && body?["category_index"] as? Int == 7
+                && body?["category_id"] as? Int == 16_838
                 && body?["region"] as? String == "region-2" && body?["round"] as? Int == 12, "\(String(describing: body))")
         // Both in one digest e-mail.
         let mails = try scratch.files("inbox/mail").map {
@@ -380,6 +381,7 @@ struct AlertDeliveryTests {
         #expect(mails.first?.contains("Subject: [FedDrift] Digest: 2 demand-trend warnings (1 demand surge, 1 demand collapse)") == true,
                 "\(mails)")
         #expect(mails.first?.contains("Demand collapse for model category #3 in all regions together") == true)
+        #expect(mails.first?.contains("Demand surge for category 16838 (model #7) in region region-2") == true)
     }
 
     @Test("The real edge-agent delivers what a crashed run left in its outbox, and its /status counts the deliveries")

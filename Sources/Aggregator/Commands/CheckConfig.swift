@@ -11,7 +11,7 @@ struct CheckConfig: ParsableCommand {
         discussion: """
             Reads the file as `aggregator run` would — with the FEDDRIFT_AGGREGATOR_… environment overrides, \
             strictly (an unknown key is an error naming the closest known one; a wrong type or range names the \
-            key, the value and what is allowed) — checks that every enrolled agent's public key file reads, \
+            key, the value and what is allowed) — checks that every enrolled agent's public key file and the catalog read, \
             and prints what the federation will run with. Exit status 0 when it would start, 1 otherwise.
 
             Example:
@@ -33,6 +33,14 @@ struct CheckConfig: ParsableCommand {
                 problems.append("agent '\(agent.id)': \(error)")
             }
         }
+        var catalog = "none (trend warnings name model indices)"
+        do {
+            if let loaded = try configuration.loadCatalog() {
+                catalog = "\(configuration.catalog ?? ""): \(loaded.entries.count) categories named"
+            }
+        } catch {
+            problems.append("\(error)")
+        }
         let h = configuration.announcedHyperparameters, privacy = configuration.privacySummary
         print("""
             \(config): valid.
@@ -41,6 +49,7 @@ struct CheckConfig: ParsableCommand {
             round timeout \(configuration.rounds.timeoutSeconds) s, max rounds \(configuration.rounds.maxRounds == 0 ? "unlimited" : "\(configuration.rounds.maxRounds)")
               model \(configuration.model.preset); q = \(h.samplingRate), S = \(h.clipNorm), z = \(h.noiseMultiplier) (\(privacy["mode"] ?? ""))
               secure aggregation: \(privacy["secure_aggregation"] ?? "off")
+              catalog: \(catalog)
             """)
         guard problems.isEmpty else {
             for problem in problems { print("  problem: \(problem)") }

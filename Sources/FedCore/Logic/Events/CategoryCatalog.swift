@@ -40,6 +40,11 @@ package struct CategoryCatalog: Sendable, Equatable {
     /// The model index of a platform category.
     package func modelIndex(of category: UInt64) -> Int32 { index[category] ?? outOfVocabulary }
 
+    /// The platform category of a model index; nil for the out-of-vocabulary index (every other category).
+    package func category(atModelIndex index: UInt64) -> UInt64? {
+        index < UInt64(entries.count) ? entries[Int(index)].category : nil
+    }
+
     package static func == (lhs: CategoryCatalog, rhs: CategoryCatalog) -> Bool {
         lhs.categories == rhs.categories && lhs.entries.elementsEqual(rhs.entries) { $0 == $1 }
     }

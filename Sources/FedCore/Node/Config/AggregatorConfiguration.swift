@@ -190,6 +190,9 @@ package struct AggregatorConfiguration: Sendable, Decodable {
     /// `trend_sinks`: where demand-trend warnings go (webhooks, e-mail; ``AlertSinkConfiguration``, kinds
     /// `demand_surge` and `demand_collapse`), from the outbox `state_directory/trends.sqlite`.
     package var trendSinks: [AlertSinkConfiguration] = []
+    /// `catalog`: the category catalog the agents share (`aggregator catalog build`), so that trend warnings
+    /// name platform categories, not only model indices. Optional; its size must be the model's.
+    package var catalog: String?
 
     struct TrendSettings: Decodable {
         var settings = DemandTrendDetector.Settings()
@@ -306,7 +309,7 @@ package struct AggregatorConfiguration: Sendable, Decodable {
 
     enum CodingKeys: String, CodingKey, CaseIterable {
         case secureAggregation = "secure_aggregation", http
-        case id, listen, announce, agents, model, rounds, drift, trends, trendSinks = "trend_sinks"
+        case id, listen, announce, agents, model, rounds, drift, trends, trendSinks = "trend_sinks", catalog
         case keyDirectory = "key_directory"
         case stateDirectory = "state_directory"
         case maxMessageBytes = "max_message_bytes"
@@ -338,6 +341,7 @@ package struct AggregatorConfiguration: Sendable, Decodable {
         drift = try container.decodeIfPresent(Drift.self, forKey: .drift) ?? drift
         trends = try container.decodeIfPresent(TrendSettings.self, forKey: .trends)?.settings ?? trends
         trendSinks = try container.decodeIfPresent([AlertSinkConfiguration].self, forKey: .trendSinks) ?? []
+        catalog = try container.decodeIfPresent(String.self, forKey: .catalog)
         rounds.hyperparameters.histogramNoiseMultiplier = drift.histogramNoiseMultiplier
         agents = try container.decode([EnrolledAgent].self, forKey: .agents)
         nonPrivate = try container.decodeIfPresent(Bool.self, forKey: .nonPrivate) ?? false
@@ -361,6 +365,7 @@ package struct AggregatorConfiguration: Sendable, Decodable {
         configuration.stateDirectory = ConfigurationFile.resolve(configuration.stateDirectory, relativeTo: path)
         configuration.http.tokenFile = configuration.http.tokenFile.map { ConfigurationFile.resolve($0, relativeTo: path) }
         for index in configuration.trendSinks.indices { configuration.trendSinks[index].resolvePaths(relativeTo: path) }
+        configuration.catalog = configuration.catalog.map { ConfigurationFile.resolve($0, relativeTo: path) }
         for index in configuration.agents.indices {
             configuration.agents[index].publicKeyFile = ConfigurationFile.resolve(
                 configuration.agents[index].publicKeyFile, relativeTo: path)
@@ -537,5 +542,25 @@ extension AggregatorConfiguration {
         summary["secure_aggregation"] = secure.threshold > 0
             ? "on (threshold \(secure.threshold) of \(agents.count) agents, \(secure.bits) bits per clip norm)" : "off"
         return summary
+    }
+}
+
+extension AggregatorConfiguration {
+    /// The catalog named by `catalog`, checked against the model's classes; nil without one.
+    package func loadCatalog() throws(ConfigError) -> CategoryCatalog? {
+        guard let catalog else { return nil }
+        let loaded: CategoryCatalog
+        do {
+            loaded = try CategoryCatalog.read(from: catalog)
+        } catch {
+            throw ConfigError.invalidValue(key: "catalog", value: catalog, reason: "\(error)")
+        }
+        if let shape = model.shape, loaded.categories != shape.categories {
+            throw ConfigError.invalidValue(key: "catalog", value: catalog, reason: """
+                it has \(loaded.categories) categories, the model (\(model.preset)) \(shape.categories): \
+                use the catalog the agents use, built for this model
+                """)
+        }
+        return loaded
     }
 }

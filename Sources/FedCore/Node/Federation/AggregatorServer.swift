@@ -86,6 +86,8 @@ package final class AggregatorServer: Sendable {
     package let history: RoundHistory
     /// The agents' demand counts and the demand-trend detector.
     package let trends: DemandTrendDesk
+    /// The shared catalog (`catalog:`), to name the categories of trend warnings.
+    let catalog: CategoryCatalog?
     /// With `trend_sinks`: the warnings' outbox (`trends.sqlite`) and its delivery to the sinks.
     package let trendOutbox: (store: TrendStore, delivery: AlertDelivery)?
     let checkpoints: CheckpointStore
@@ -131,6 +133,7 @@ package final class AggregatorServer: Sendable {
         checkpoints = try CheckpointStore(path: (state as NSString).appendingPathComponent("checkpoint.sqlite"))
         history = RoundHistory(path: (state as NSString).appendingPathComponent("history.jsonl"))
         trends = DemandTrendDesk(categories: shape.categories, settings: configuration.trends)
+        catalog = try configuration.loadCatalog()
         if configuration.trendSinks.isEmpty {
             trendOutbox = nil
         } else {

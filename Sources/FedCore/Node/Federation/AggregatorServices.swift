@@ -343,7 +343,12 @@ package struct RoundDriverService: Service {
                 "round.id": "\(round)", "updates.received": "\(received)", "quorum": "\(required)",
             ])
         }
-        let demand = server.trends.close(round: round)
+        var demand = server.trends.close(round: round)
+        if let catalog = server.catalog {
+            for index in demand.warnings.indices {
+                demand.warnings[index].categoryID = catalog.category(atModelIndex: demand.warnings[index].category)
+            }
+        }
         report.demandRegions = demand.regions
         report.demandTrends = demand.warnings
         if let (store, delivery) = server.trendOutbox, !demand.warnings.isEmpty {
@@ -358,7 +363,8 @@ package struct RoundDriverService: Service {
         for warning in demand.warnings {
             server.metrics.demandTrend(direction: warning.direction.rawValue)
             logger.notice("Demand trend: category \(warning.direction == .surge ? "surge" : "collapse")", metadata: [
-                "category.index": "\(warning.category)", "region": "\(warning.region)",
+                "category.index": "\(warning.category)", "category.id": "\(warning.categoryID.map { "\($0)" } ?? "unknown")",
+                "region": "\(warning.region)",
                 "change": "\(String(format: "%+.0f%%", warning.change * 100))",
                 "confidence": "\(String(format: "%.4f", warning.confidence))", "round.id": "\(round)",
             ])

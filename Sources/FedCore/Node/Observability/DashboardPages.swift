@@ -217,7 +217,7 @@ package enum DashboardPages {
             + "<th>shoppers (expected → seen)</th><th>confidence</th></tr>"
         for (round, warning) in warnings {
             let surge = warning.direction == .surge
-            section += "<tr data-trend=\"\(warning.category)\"><td>\(round)</td><td>model category #\(warning.category)</td>"
+            section += "<tr data-trend=\"\(warning.category)\"><td>\(round)</td><td>\(warning.categoryName)</td>"
                 + "<td>\(HTML.escape(warning.region == DemandTrendDetector.allRegions ? "all regions" : warning.region))</td>"
                 + "<td class=\"\(surge ? "ok" : "bad")\">\(surge ? "surge" : "collapse")</td>"
                 + "<td>\(String(format: "%+.0f%%", warning.change * 100))</td>"

@@ -33,6 +33,8 @@ package final class TrendStore: DeliveryTableOutbox {
         package var kind: String
         package var round: UInt64
         package var categoryIndex: UInt64
+        /// The platform's category id (the aggregator's `catalog`); absent without one.
+        package var categoryID: UInt64?
         package var region: String
         package var change: Double
         package var confidence: Double
@@ -43,24 +45,27 @@ package final class TrendStore: DeliveryTableOutbox {
         package init(_ warning: DemandTrendWarning, round: UInt64) {
             kind = "demand_" + warning.direction.rawValue
             id = "trend-\(round)-\(warning.region)-\(warning.category)-\(warning.direction.rawValue)"
-            (self.round, categoryIndex, region) = (round, warning.category, warning.region)
+            (self.round, categoryIndex, categoryID, region) = (round, warning.category, warning.categoryID, warning.region)
             (change, confidence, zScore, observed, expected) = (warning.change, warning.confidence, warning.zScore,
                                                               warning.observed, warning.expected)
         }
 
         enum CodingKeys: String, CodingKey {
             case id, kind, round, region, change, confidence, observed, expected
-            case categoryIndex = "category_index", zScore = "z_score"
+            case categoryIndex = "category_index", zScore = "z_score", categoryID = "category_id"
         }
 
         /// What a person reads.
         var text: String {
             let place = region == DemandTrendDetector.allRegions ? "all regions together" : "region \(region)"
-            return "Demand \(kind == "demand_surge" ? "surge" : "collapse") for model category #\(categoryIndex) in \(place) "
+            let name = categoryID.map { "category \($0) (model #\(categoryIndex))" } ?? "model category #\(categoryIndex)"
+            return "Demand \(kind == "demand_surge" ? "surge" : "collapse") for \(name) in \(place) "
                 + "(warning \(id)).\nIts share of active shoppers moved " + String(format: "%+.0f%%", change * 100)
                 + " against its own history in round \(round): " + String(format: "%.0f shoppers expected, %.0f seen", expected, observed)
                 + String(format: " (confidence %.4f; counts noised by the regions' releases).", confidence)
-                + "\nThe catalog (aggregator catalog build) says which platform category model index \(categoryIndex) is."
+                + (categoryID == nil
+                    ? "\nThe catalog (aggregator catalog build; `catalog:` in the aggregator's configuration names it here) says which platform category model index \(categoryIndex) is."
+                    : "")
         }
     }
 
