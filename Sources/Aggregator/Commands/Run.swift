@@ -115,6 +115,23 @@ enum ProgressLine {
                            report.evaluatedModelVersion, report.evaluatedUsers, report.top1 * 100,
                            report.top10 * 100, report.heldOutLoss)
         }
+        if report.demandRegions > 0 {
+            line += " │ demand: " + (report.demandTrends.isEmpty ? "steady" : trends(report.demandTrends))
+        }
         return line + String(format: " │ %.1f s", report.seconds)
+    }
+
+    /// "category 16838 (model #2) surge +190% (all, region-1)": one entry per category and direction, the change of the
+    /// regions together when they warned, else the largest regional one.
+    static func trends(_ warnings: [DemandTrendWarning]) -> String {
+        let groups = Dictionary(grouping: warnings) { "\($0.category) \($0.direction.rawValue)" }
+        return groups.values.compactMap { group -> (UInt64, String)? in
+            guard let first = group.first else { return nil }
+            let total = group.first { $0.region == DemandTrendDetector.allRegions }
+            let change = total?.change ?? group.map(\.change).max { abs($0) < abs($1) } ?? first.change
+            let regions = group.map(\.region).sorted { ($0 == DemandTrendDetector.allRegions ? "" : $0) < ($1 == DemandTrendDetector.allRegions ? "" : $1) }
+            return (first.category, "\(first.categoryName) \(first.direction.rawValue) "
+                        + String(format: "%+.0f%%", change * 100) + " (\(regions.joined(separator: ", ")))")
+        }.sorted { $0.0 < $1.0 }.map(\.1).joined(separator: "; ")
     }
 }
