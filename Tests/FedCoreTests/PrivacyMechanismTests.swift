@@ -56,6 +56,36 @@ struct PrivacyMechanismTests {
         return (store, catalog, LSTMShape(categories: 32, embedding: 8, hidden: 8))
     }
 
+    @Test("Past the round's deadline the worker releases nothing and charges nothing — evaluation and demand counts included — and the demand cursor stays")
+    func lateRoundChargesNothing() throws {
+        let directory = FileManager.default.temporaryDirectory.appendingPathComponent("feddrift-worker-\(UUID())")
+        try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(at: directory) }
+        let (store, catalog, shape) = try Self.workerStore(in: directory)
+        func plan(_ round: UInt64, deadlineIn milliseconds: Int64) -> RoundPlan {
+            RoundPlan(round: round, modelVersion: 0, deadlineMilliseconds: Int64(Date().timeIntervalSince1970 * 1000) + milliseconds,
+                      minAgents: 1, hyperparameters: RoundHyperparameters(
+                          samplingRate: 0.5, clipNorm: 1, noiseMultiplier: 1.2, learningRate: 1, localSteps: 1, sequenceLength: 10))
+        }
+        let ledger = try PrivacyLedger(path: directory.appendingPathComponent("privacy.sqlite").path,
+                                       budget: PrivacyBudget(epsilon: 50, delta: 1e-6))
+        var worker = StoreRoundWorker(store: store, catalog: catalog, evaluationUsers: 10, threads: 1, ledger: ledger,
+                                      floor: PrivacyFloor(), evaluationNoiseMultiplier: 5)
+        worker.demand = .init(noiseMultiplier: 4, after: 0)
+        #expect {
+            _ = try worker.work(global: LSTMParameters(shape: shape, seed: 1), modelVersion: 0, round: plan(1, deadlineIn: -1_000))
+        } throws: { error in
+            guard case RoundWorkError.deadlinePassed = error else { return false }
+            return true
+        }
+        #expect(try ledger.entries().isEmpty, "nothing left, nothing charged")
+        // The next round releases everything: the late round's demand counts were not lost either.
+        let work = try worker.work(global: LSTMParameters(shape: shape, seed: 1), modelVersion: 0, round: plan(2, deadlineIn: 60_000))
+        #expect(try ledger.entries().map(\.mechanism).sorted() == ["demand_counts", "evaluation", "model_update"])
+        let shoppers = try #require(work.demand?.shoppers)
+        #expect(shoppers > 10, "the demand release counts the store's shoppers (about half of 60, noised): \(shoppers)")
+    }
+
     @Test("The worker charges the update and the clip count jointly before returning them, and refuses past the budget")
     func workerChargesBeforeRelease() throws {
         let directory = FileManager.default.temporaryDirectory.appendingPathComponent("feddrift-worker-\(UUID())")

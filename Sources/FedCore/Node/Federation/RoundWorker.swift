@@ -252,13 +252,16 @@ package struct StoreRoundWorker: RoundWorker {
                                  evaluationUsers: evaluate ? evaluationUsers : 0) { training.isSampled($0, random: &random) }
         // Every release's noise: exact discrete Gaussian samples over the buffered CSPRNG.
         var exact = SodiumStream()
+        // Every release's charge, made together with the update's once the deadline check passed: past
+        // the deadline nothing leaves, so nothing is charged (and the demand cursor does not move).
+        var pending: [PlannedRelease] = []
         var report: EvaluationRelease?
         if evaluate {
             let measured = data.evaluation.isEmpty || pastCutoff() ? NextCategoryEvaluation()
                 : NextCategoryEvaluation.evaluate(parameters: global, sequences: data.evaluation,
                                                   outOfVocabulary: catalog.outOfVocabulary, lossClamp: Self.lossClamp)
             report = try releaseEvaluation(measured, planned: plan.evaluation(round: round.round), round: round.round,
-                                           modelVersion: modelVersion, random: &exact)
+                                           modelVersion: modelVersion, pending: &pending, random: &exact)
         }
         let trainedResult = training.run(global: global, users: data.training, shouldStop: pastCutoff)
         let noiseOnly = trainedResult == nil
@@ -296,16 +299,20 @@ package struct StoreRoundWorker: RoundWorker {
             let released = AlertRateCalibration.release(counts, settings: alerting.calibration,
                                                         churn: alerting.churnCalibration,
                                                         noiseMultiplier: h.histogramNoiseMultiplier, random: &exact)
-            try ledger.charge(histogram)
+            pending.append(histogram)
             histogramReport = HistogramRelease(round: round.round, counts: released.values)
         }
-        let demandReport = try releaseDemand(planned: plan.demand(round: round.round), round: round.round,
-                                             samplingRate: h.samplingRate, random: &random, exact: &exact)
+        let demandRelease = try releaseDemand(planned: plan.demand(round: round.round), round: round.round,
+                                              samplingRate: h.samplingRate, pending: &pending, random: &random,
+                                              exact: &exact)
         // Past the deadline itself the aggregator refuses the round's messages: release nothing, charge nothing.
         guard Date().timeIntervalSince1970 * 1000 < Double(round.deadlineMilliseconds) else {
             throw RoundWorkError.deadlinePassed(round: round.round, seconds: (ContinuousClock.now - started).inSeconds)
         }
+        for charge in pending { try ledger.charge(charge) }
         try ledger.charge(update)
+        if let demandRelease { demand?.cursor.eventID = demandRelease.through }
+        let demandReport = demandRelease?.release
         // The receipt: the signed ledger entries this round's releases charged, for the aggregator to check.
         let receipt = try ledger.records(after: chargedBefore)
         if releaseAtCutoff {
@@ -322,12 +329,20 @@ package struct StoreRoundWorker: RoundWorker {
             receipt: receipt, secureInput: secureInput, demand: demandReport)
     }
 
+    /// Releases charged together, as one for a budget check: their RDP curves add up.
+    static func combined(_ releases: [PlannedRelease]) -> PlannedRelease {
+        guard var total = releases.first else { return .gaussian(mechanism: "none", round: 0, noiseMultiplier: .infinity) }
+        for extra in releases.dropFirst() { total.rdp = zip(total.rdp, extra.rdp).map { $0 + $1 } }
+        return total
+    }
+
     /// The demand counts since the previous release (``CategoryDemand``): shoppers Poisson-sampled at the
     /// round's rate, each in at most k model categories (their most active) and once in the total; every
     /// category of the model released, noised (exact discrete Gaussian, the same grid as the other sums),
     /// and charged before it leaves. NON-PRIVATE agents release them exactly, recorded at ε = ∞.
     private func releaseDemand(planned: PlannedRelease?, round: UInt64, samplingRate: Double,
-                               random: inout SodiumRandom, exact: inout SodiumStream) throws -> DemandRelease? {
+                               pending: inout [PlannedRelease], random: inout SodiumRandom,
+                               exact: inout SodiumStream) throws -> (release: DemandRelease, through: Int64)? {
         guard let demand else { return nil }
         let last = try store.lastEventID()
         var perShopper: [UInt64: [Int: Int]] = [:]
@@ -345,17 +360,18 @@ package struct StoreRoundWorker: RoundWorker {
         }
         let released: [Double]
         if floor == nil {
-            try ledger.charge(.gaussian(mechanism: "demand_counts", round: round, noiseMultiplier: 0))
+            pending.append(.gaussian(mechanism: "demand_counts", round: round, noiseMultiplier: 0))
             released = counts
         } else {
-            guard let planned, try ledger.epsilon(after: planned) <= ledger.budget.epsilon else { return nil }
+            guard let planned, try ledger.epsilon(after: Self.combined(pending + [planned])) <= ledger.budget.epsilon else {
+                return nil
+            }
             released = QuantisedRelease.noisedSums(counts, scales: [Double](repeating: 1, count: counts.count),
                                                    noiseMultiplier: demand.noiseMultiplier, random: &exact)
-            try ledger.charge(planned)
+            pending.append(planned)
         }
-        demand.cursor.eventID = last
-        return DemandRelease(round: round, noiseMultiplier: floor == nil ? 0 : demand.noiseMultiplier,
-                             shoppers: released[0], counts: Array(released.dropFirst()))
+        return (DemandRelease(round: round, noiseMultiplier: floor == nil ? 0 : demand.noiseMultiplier,
+                              shoppers: released[0], counts: Array(released.dropFirst())), last)
     }
 
     /// Each Poisson-sampled user's exact, clipped what-if counts: their most recent events replayed
@@ -396,15 +412,15 @@ package struct StoreRoundWorker: RoundWorker {
     /// top-10 hits, loss sum / clamp), whose L2 sensitivity to one user is 2, gets N(0, (2·z_e)²) per
     /// coordinate and is charged as a Gaussian mechanism with noise multiplier z_e.
     private func releaseEvaluation(_ measured: NextCategoryEvaluation, planned: PlannedRelease?, round: UInt64,
-                                   modelVersion: UInt64,
+                                   modelVersion: UInt64, pending: inout [PlannedRelease],
                                    random: inout SodiumStream) throws -> EvaluationRelease? {
         guard floor != nil else {
-            try ledger.charge(.gaussian(mechanism: "evaluation", round: round, noiseMultiplier: 0))
+            pending.append(.gaussian(mechanism: "evaluation", round: round, noiseMultiplier: 0))
             return EvaluationRelease(round: round, modelVersion: modelVersion, users: measured.users,
                                      top1Hits: measured.top1Hits, top10Hits: measured.top10Hits, lossSum: measured.lossSum)
         }
         guard let release = planned else { return nil }
-        guard try ledger.epsilon(after: release) <= ledger.budget.epsilon else { return nil }
+        guard try ledger.epsilon(after: Self.combined(pending + [release])) <= ledger.budget.epsilon else { return nil }
         // Four sums each moved by at most 1 by one user, noise 2·z_e each (exact discrete Gaussian).
         let noised = QuantisedRelease.noisedSums(
             [Double(measured.users), Double(measured.top10Hits), Double(measured.top1Hits), measured.lossSum / Self.lossClamp],
@@ -413,7 +429,7 @@ package struct StoreRoundWorker: RoundWorker {
         let top10 = min(users, max(0, noised[1].rounded()))
         let top1 = min(top10, max(0, noised[2].rounded()))
         let loss = max(0, noised[3]) * Self.lossClamp
-        try ledger.charge(release)
+        pending.append(release)
         return EvaluationRelease(round: round, modelVersion: modelVersion, users: Int(users), top1Hits: Int(top1),
                                  top10Hits: Int(top10), lossSum: loss)
     }
