@@ -101,6 +101,82 @@ struct ConfigurationTests {
         #expect(loaded.category(atModelIndex: UInt64(classes - 1)) == nil, "the out-of-vocabulary index names no category")
     }
 
+    @Test("Endpoints are parsed as real addresses: bad hosts, ports and transports are refused; wildcards only where a socket binds")
+    func endpoints() throws {
+        for good in ["tcp://127.0.0.1:7700", "tcp://[::1]:7700", "tcp://agg-1.example.com:7700", "ipc:///tmp/feddrift.ipc",
+                     "inproc://ingest", "tcp://10.0.0.7:65535"] {
+            #expect(throws: Never.self) { try ConfigurationFile.validateEndpoint(good, key: "k", bind: false) }
+        }
+        for bad in ["tcp://nonsense", "tcp://127.0.0.1", "tcp://127.0.0.1:0", "tcp://127.0.0.1:70000", "tcp://256.1.1.1:7700",
+                    "tcp://1.2.3:7700", "tcp://host_name:7700", "udp://127.0.0.1:7700", "127.0.0.1:7700", "tcp://:7700",
+                    "tcp://[::1:7700", "ipc://", "tcp://127.0.0.1:77a0"] {
+            #expect(throws: ConfigError.self, "\(bad)") { try ConfigurationFile.validateEndpoint(bad, key: "k", bind: true) }
+        }
+        for wildcard in ["tcp://*:7700", "tcp://0.0.0.0:7700", "tcp://[::]:7700", "tcp://127.0.0.1:*"] {
+            #expect(try ConfigurationFile.validateEndpoint(wildcard, key: "k", bind: true).isWildcard)
+            #expect(throws: ConfigError.self, "\(wildcard)") { try ConfigurationFile.validateEndpoint(wildcard, key: "k", bind: false) }
+        }
+        let local = try ["tcp://127.0.0.1:1", "tcp://127.8.0.1:1", "tcp://[::1]:1", "tcp://localhost:1", "ipc:///x", "inproc://x"]
+            .map { try ZMQEndpoint(parsing: $0).isLocal }
+        let remote = try ["tcp://10.0.0.1:1", "tcp://*:1", "tcp://0.0.0.0:1", "tcp://example.com:1", "tcp://[fe80::1]:1"]
+            .map { try ZMQEndpoint(parsing: $0).isLocal }
+        #expect(local.allSatisfy { $0 } && remote.allSatisfy { !$0 })
+    }
+
+    @Test("No door without a key: an agent socket without enrolled clients is refused unless insecure_loopback on a loopback address")
+    func agentDoors() throws {
+        let directory = FileManager.default.temporaryDirectory.appendingPathComponent("feddrift-config-\(UUID())")
+        try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(at: directory) }
+        func load(_ lines: String) throws -> EdgeAgentConfiguration {
+            let path = directory.appendingPathComponent("agent.yaml").path
+            try """
+                id: region-1
+                key_directory: keys
+                aggregator_public_key_file: aggregator.public
+                non_private: true
+
+                """.appending(lines).write(toFile: path, atomically: true, encoding: .utf8)
+            return try EdgeAgentConfiguration.load(path: path, environment: [:])
+        }
+        func refusedKey(_ lines: String) -> String? {
+            do {
+                _ = try load(lines)
+                return nil
+            } catch {
+                guard case let ConfigError.invalidValue(key, _, _) = error else { return "\(error)" }
+                return key
+            }
+        }
+        // Each socket without clients, plain by default: refused, naming the clients list to fill.
+        #expect(refusedKey("ingest: tcp://127.0.0.1:7710\n") == "clients.producers")
+        #expect(refusedKey("alerts: {publish: tcp://127.0.0.1:7720}\n") == "clients.alert_consumers")
+        #expect(refusedKey("alerts: {recommend: tcp://127.0.0.1:7730}\n") == "clients.query_clients")
+        // insecure_loopback: only on loopback.
+        #expect(refusedKey("ingest: tcp://0.0.0.0:7710\ninsecure_loopback: true\n") == "ingest")
+        #expect(refusedKey("ingest: tcp://10.1.2.3:7710\ninsecure_loopback: true\n") == "ingest")
+        let insecure = try load("ingest: tcp://127.0.0.1:7710\ninsecure_loopback: true\n")
+        #expect(insecure.doors.map(\.secure) == [false])
+        // Enrolled clients: CURVE, on any address; the same client twice is refused.
+        let secure = try load("""
+            ingest: tcp://0.0.0.0:7710
+            alerts: {publish: "tcp://*:7720", recommend: "tcp://10.1.2.3:7730"}
+            clients:
+              producers: [{id: shop, public_key_file: keys-shop.public}]
+              alert_consumers: [{id: crm, public_key_file: keys-crm.public}]
+              query_clients: [{id: site, public_key_file: keys-site.public}]
+
+            """)
+        #expect(secure.doors.map(\.domain) == ["ingest", "alerts", "recommend"] && secure.doors.allSatisfy(\.secure))
+        #expect(secure.clients.producers.first?.publicKeyFile == directory.appendingPathComponent("keys-shop.public").path)
+        #expect(refusedKey("""
+            ingest: tcp://127.0.0.1:7710
+            clients: {producers: [{id: shop, public_key_file: a.public}, {id: shop, public_key_file: b.public}]}
+
+            """) == "clients.producers[1]")
+        #expect(refusedKey("ingest: tcp://nonsense\nclients: {producers: [{id: shop, public_key_file: a.public}]}\n") == "ingest")
+    }
+
     @Test("Strict: a misspelt key is an error naming it, its line and the closest known key, at any depth; the same file spelt right loads")
     func unknownKeys() throws {
         let directory = FileManager.default.temporaryDirectory.appendingPathComponent("feddrift-config-\(UUID())")

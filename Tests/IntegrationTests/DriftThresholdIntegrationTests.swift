@@ -28,6 +28,7 @@ struct DriftThresholdIntegrationTests {
             ingest: tcp://127.0.0.1:\(port)
             ingest_format: jsonl
             alerts: {recommend: "tcp://127.0.0.1:\(port + 1)"}
+            insecure_loopback: true
 
             """, to: "region-1.yaml")
         let aggregator = try federation.start("aggregator", ["run", "--config", "aggregator.yaml"])

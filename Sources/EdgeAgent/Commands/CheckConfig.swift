@@ -38,6 +38,14 @@ struct CheckConfig: ParsableCommand {
         for peer in configuration.secureAggregationPeers ?? [] {
             check("secure_aggregation_peers") { _ = try KeyDirectory.readPublicIdentity(file: peer) }
         }
+        for door in configuration.doors {
+            for client in door.clients {
+                check("\(door.clientsKey) '\(client.id)'") { _ = try KeyDirectory.readPublicIdentity(file: client.publicKeyFile) }
+            }
+        }
+        let doors = configuration.doors.map { door in
+            "\(door.key) \(door.endpoint): " + (door.secure ? "CURVE, \(door.clients.count) enrolled clients" : "INSECURE plain (insecure_loopback)")
+        }
         let privacy = configuration.nonPrivate ? "NON-PRIVATE"
             : configuration.privacy.map { "ε = \($0.epsilon) at δ = \($0.delta), floor z ≥ \($0.floor.minNoiseMultiplier), q ≤ \($0.floor.maxSamplingRate)" }
                 ?? "no budget"
@@ -47,6 +55,7 @@ struct CheckConfig: ParsableCommand {
               data \(configuration.dataDirectory); ingest \(configuration.ingest ?? "none"); alerts \(configuration.alerts.publish ?? "not published")
               privacy: \(privacy)
               secure aggregation: \(configuration.secureAggregationPeers.map { "\($0.count) pinned peers" } ?? "rosters taken as the aggregator sends them")
+              sockets: \(doors.isEmpty ? "none besides the link to the aggregator" : doors.joined(separator: "; "))
             """)
         guard problems.isEmpty else {
             for problem in problems { print("  problem: \(problem)") }

@@ -10,7 +10,10 @@ struct Recommend: AsyncParsableCommand {
         abstract: "Top-N items for a shopper now: the model's next-category probability × regional item popularity.",
         discussion: """
             Asks the running agent on its alerts.recommend socket (REQ), which answers from the shopper's live \
-            state. The same query is served to any REQ client: send {"user": U, "n": N} as JSON.
+            state. The same query is served to any REQ client the agent enrolled (clients.query_clients, CURVE \
+            with the agent's identity.public as server key): send {"user": U, "n": N} as JSON. --key is this \
+            client's key directory (edge-agent keygen); without it the query goes plain, which only an agent \
+            with insecure_loopback: true answers.
             """
     )
 
@@ -23,14 +26,19 @@ struct Recommend: AsyncParsableCommand {
     @Option(name: .long, help: "How many items.")
     var n = 10
 
+    @Option(name: .long, help: "This query client's key directory (edge-agent keygen), enrolled under clients.query_clients.")
+    var key: String?
+
     func run() async throws {
         let configuration = try EdgeAgentConfiguration.load(path: config)
         guard let endpoint = configuration.alerts.recommend else {
             throw ValidationError("\(config) has no alerts.recommend endpoint: set one (e.g. tcp://127.0.0.1:7730) and restart the agent")
         }
         let context = try ZMQContext()
+        let keys = try key.map { try KeyDirectory(path: $0).readIdentity() }
+        let server = try KeyDirectory(path: configuration.keyDirectory).readPublicIdentity().box
         // A DEALER speaking the REQ envelope (empty delimiter, then the body): what any REQ client sends.
-        let channel = try ZMQChannel(context: context, configuration: .init(kind: .dealer, connect: [endpoint]))
+        let channel = try await DoorClient.connect(.dealer, to: endpoint, keys: keys, serverKey: server, context: context)
         defer { channel.close() }
         try await channel.send([[], Array(try JSONEncoder().encode(RecommendationQuery(user: user, n: n)))])
         guard let reply = try await channel.receive(timeout: .seconds(5)) else {

@@ -12,12 +12,25 @@ struct Replay: AsyncParsableCommand {
         discussion: """
             For testing and demos: the rows go unchanged (Taobao CSV or JSONL lines, as the agent's \
             ingest_format expects), in messages of --batch rows, at most --rate rows per second (0: as fast \
-            as the agent takes them).
+            as the agent takes them). The agent admits only producers it enrolled (clients.producers): give \
+            this client's key directory (edge-agent keygen) and the agent's identity.public. Without them the \
+            connection is plain, which only an agent with insecure_loopback: true accepts, on loopback.
+
+            Example:
+              edge-agent keygen --out keys/shop        # once; the agent's operator enrols keys/shop/identity.public
+              edge-agent replay --endpoint tcp://127.0.0.1:7710 --key keys/shop \
+                --server-key keys/region-1/identity.public day9.csv
             """
     )
 
     @Option(name: .long, help: "The agent's ingest endpoint, e.g. tcp://127.0.0.1:7710.")
     var endpoint: String
+
+    @Option(name: .long, help: "This producer's key directory (edge-agent keygen), enrolled under the agent's clients.producers.")
+    var key: String?
+
+    @Option(name: .long, help: "The agent's public identity (its key_directory/identity.public).")
+    var serverKey: String?
 
     @Option(name: .long, help: "Rows per message.")
     var batch = 100
@@ -31,6 +44,9 @@ struct Replay: AsyncParsableCommand {
     func validate() throws {
         guard batch >= 1 else { throw ValidationError("--batch must be at least 1") }
         guard rate >= 0 else { throw ValidationError("--rate must be ≥ 0") }
+        guard (key == nil) == (serverKey == nil) else {
+            throw ValidationError("--key and --server-key go together: this client's keys and the agent's public key")
+        }
     }
 
     func run() async throws {
@@ -39,7 +55,9 @@ struct Replay: AsyncParsableCommand {
         }
         let rows = text.split(separator: "\n", omittingEmptySubsequences: true)
         let context = try ZMQContext()
-        let channel = try ZMQChannel(context: context, configuration: .init(kind: .push, connect: [endpoint]))
+        let keys = try key.map { try KeyDirectory(path: $0).readIdentity() }
+        let server = try serverKey.map { try KeyDirectory.readPublicIdentity(file: $0).box }
+        let channel = try await DoorClient.connect(.push, to: endpoint, keys: keys, serverKey: server, context: context)
         defer { channel.close() }
         let started = ContinuousClock.now
         var sent = 0

@@ -120,8 +120,14 @@ struct Run: AsyncParsableCommand {
                 "noise_multiplier": "\(configuration.floor == nil ? "none (NON-PRIVATE)" : "\(configuration.trends.noiseMultiplier)")",
             ])
         }
+        // No door without a key: each of the agent's sockets admits only its enrolled clients (CURVE, the
+        // agent's identity as server key, one ZAP domain per socket), or serves plain on loopback when the
+        // operator said so (insecure_loopback: true; validated at load).
+        let doors = try AgentDoors(configuration: configuration, identity: identity, context: context, logger: logger)
+        defer { doors.close() }
         let alertChannel = try configuration.alerts.publish.map { endpoint in
-            try ZMQChannel(context: context, configuration: .init(kind: .pub, bind: [endpoint]))
+            try ZMQChannel(context: context, configuration: .init(kind: .pub, options: doors.options("alerts.publish"),
+                                                                  bind: [endpoint]))
         }
         let alertStore = try AlertStore(path: configuration.alertStorePath)
         // Sinks that deliver alerts to people; their secrets are read now, so a bad file stops the start.
@@ -186,9 +192,11 @@ struct Run: AsyncParsableCommand {
                 metrics.delivery(sink: sink, outcome: outcome.rawValue, count: count)
             }),
             .init(service: operatorEndpoint),
+            .init(service: doors),
         ]
         if let endpoint = configuration.ingest, let format = EventFormat(rawValue: configuration.ingestFormat) {
-            let channel = try ZMQChannel(context: context, configuration: .init(kind: .pull, bind: [endpoint]))
+            let channel = try ZMQChannel(context: context, configuration: .init(kind: .pull, options: doors.options("ingest"),
+                                                                                bind: [endpoint]))
             logger.info("Live ingest listening", metadata: [
                 "endpoint": "\(channel.boundEndpoints.joined(separator: ","))", "format": "\(format.rawValue)",
             ])
@@ -196,7 +204,9 @@ struct Run: AsyncParsableCommand {
                                                          metrics: metrics, counts: ingestCounts, logger: logger)))
         }
         if let endpoint = configuration.alerts.recommend {
-            let channel = try ZMQChannel(context: context, configuration: .init(kind: .router, bind: [endpoint]))
+            let channel = try ZMQChannel(context: context, configuration: .init(kind: .router,
+                                                                                options: doors.options("alerts.recommend"),
+                                                                                bind: [endpoint]))
             logger.info("Recommendations served", metadata: ["endpoint": "\(channel.boundEndpoints.joined(separator: ","))"])
             services.append(.init(service: RecommendService(channel: channel, scoring: scoring, logger: logger)))
         }

@@ -381,8 +381,8 @@ package struct AggregatorConfiguration: Sendable, Decodable {
                 throw .invalidValue(key: "trend_sinks[\(index)].name", value: sink.name, reason: "two sinks have this name")
             }
         }
-        try ConfigurationFile.validateEndpoint(listen, key: "listen")
-        try ConfigurationFile.validateEndpoint(announce, key: "announce")
+        try ConfigurationFile.validateEndpoint(listen, key: "listen", bind: true)
+        try ConfigurationFile.validateEndpoint(announce, key: "announce", bind: true)
         guard announce != listen else {
             throw .invalidValue(key: "announce", value: announce, reason: "must differ from 'listen'")
         }

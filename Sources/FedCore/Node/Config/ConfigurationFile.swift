@@ -1,4 +1,4 @@
-import FedIO
+package import FedIO
 import FedLogic
 import Foundation
 import Yams
@@ -124,11 +124,20 @@ package enum ConfigurationFile {
         return ((base.isEmpty ? "." : base) as NSString).appendingPathComponent(path)
     }
 
-    /// Checks that `endpoint` is a libzmq TCP or IPC endpoint.
-    package static func validateEndpoint(_ endpoint: String, key: String) throws(ConfigError) {
-        let valid = ["tcp://", "ipc://", "inproc://"].contains { endpoint.hasPrefix($0) } && endpoint.count > 8
-        guard valid else {
-            throw .invalidValue(key: key, value: endpoint, reason: "expected an endpoint like tcp://127.0.0.1:7700")
+    /// Parses `endpoint` (``ZMQEndpoint``): a socket that binds may take every interface (`*`,
+    /// `0.0.0.0`), one that connects needs an address or host name.
+    @discardableResult
+    package static func validateEndpoint(_ endpoint: String, key: String, bind: Bool) throws(ConfigError) -> ZMQEndpoint {
+        let parsed: ZMQEndpoint
+        do {
+            parsed = try ZMQEndpoint(parsing: endpoint)
+        } catch {
+            guard case let .invalid(_, reason) = error else { throw .invalidValue(key: key, value: endpoint, reason: "\(error)") }
+            throw .invalidValue(key: key, value: endpoint, reason: "\(reason) (e.g. tcp://127.0.0.1:7700)")
         }
+        guard bind || !parsed.isWildcard else {
+            throw .invalidValue(key: key, value: endpoint, reason: "a wildcard address can be bound, not connected to; give the host's address")
+        }
+        return parsed
     }
 }

@@ -81,6 +81,75 @@ package struct EdgeAgentConfiguration: Sendable, Decodable {
     package var nonPrivate = false
     package var alerts = Alerts()
     package var trends = Trends()
+    /// `clients`: who may use this agent's own sockets, by public key (``Clients``).
+    package var clients = Clients()
+    /// `insecure_loopback: true`: a socket without enrolled clients serves plain (no CURVE), which is
+    /// allowed only on a loopback address, IPC or inproc. Off by default: such a socket is refused.
+    package var insecureLoopback = false
+
+    /// `clients`: the public keys (`edge-agent keygen`) allowed on each of the agent's sockets, which then
+    /// run CURVE with the agent's identity as the server key: `producers` push events to `ingest`,
+    /// `alert_consumers` subscribe to `alerts.publish`, `query_clients` ask `alerts.recommend`. Each entry
+    /// is `{id, public_key_file}`; the id names the client in logs.
+    package struct Clients: Sendable, Decodable, Equatable {
+        package var producers: [Client] = []
+        package var alertConsumers: [Client] = []
+        package var queryClients: [Client] = []
+        package init() {}
+
+        package struct Client: Sendable, Decodable, Equatable {
+            package var id: String
+            package var publicKeyFile: String
+            package init(id: String, publicKeyFile: String) { (self.id, self.publicKeyFile) = (id, publicKeyFile) }
+            package init(from decoder: any Decoder) throws {
+                try decoder.rejectUnknownKeys(CodingKeys.self)
+                let c = try decoder.container(keyedBy: CodingKeys.self)
+                id = try c.decode(String.self, forKey: .id)
+                publicKeyFile = try c.decode(String.self, forKey: .publicKeyFile)
+            }
+            enum CodingKeys: String, CodingKey, CaseIterable { case id, publicKeyFile = "public_key_file" }
+        }
+
+        package init(from decoder: any Decoder) throws {
+            try decoder.rejectUnknownKeys(CodingKeys.self)
+            let c = try decoder.container(keyedBy: CodingKeys.self)
+            producers = try c.decodeIfPresent([Client].self, forKey: .producers) ?? []
+            alertConsumers = try c.decodeIfPresent([Client].self, forKey: .alertConsumers) ?? []
+            queryClients = try c.decodeIfPresent([Client].self, forKey: .queryClients) ?? []
+        }
+        enum CodingKeys: String, CodingKey, CaseIterable {
+            case producers, alertConsumers = "alert_consumers", queryClients = "query_clients"
+        }
+    }
+
+    /// One of the agent's own sockets ("doors"), as configured: where it binds, its ZAP domain, and the
+    /// clients enrolled on it (none: plain, allowed only with `insecure_loopback` on a local address).
+    package struct Door: Sendable, Equatable {
+        package var key: String
+        package var clientsKey: String
+        package var endpoint: String
+        package var domain: String
+        package var clients: [Clients.Client]
+        package var secure: Bool { !clients.isEmpty }
+    }
+
+    /// The agent's configured doors: `ingest`, `alerts.publish`, `alerts.recommend`.
+    package var doors: [Door] {
+        var doors: [Door] = []
+        if let ingest {
+            doors.append(Door(key: "ingest", clientsKey: "clients.producers", endpoint: ingest, domain: "ingest",
+                              clients: clients.producers))
+        }
+        if let publish = alerts.publish {
+            doors.append(Door(key: "alerts.publish", clientsKey: "clients.alert_consumers", endpoint: publish,
+                              domain: "alerts", clients: clients.alertConsumers))
+        }
+        if let recommend = alerts.recommend {
+            doors.append(Door(key: "alerts.recommend", clientsKey: "clients.query_clients", endpoint: recommend,
+                              domain: "recommend", clients: clients.queryClients))
+        }
+        return doors
+    }
 
     /// `trends`: whether this agent releases demand counts each round for the aggregator's demand-trend
     /// warnings (`release`, default false), and their noise per count when private (`noise_multiplier`,
@@ -188,7 +257,8 @@ package struct EdgeAgentConfiguration: Sendable, Decodable {
         case ingestFormat = "ingest_format"
         case evaluationUsers = "evaluation_users"
         case nonPrivate = "non_private"
-        case secureAggregationPeers = "secure_aggregation_peers", http, trends
+        case secureAggregationPeers = "secure_aggregation_peers", http, trends, clients
+        case insecureLoopback = "insecure_loopback"
     }
 
     /// The local event store.
@@ -238,6 +308,8 @@ package struct EdgeAgentConfiguration: Sendable, Decodable {
         nonPrivate = try container.decodeIfPresent(Bool.self, forKey: .nonPrivate) ?? false
         alerts = try container.decodeIfPresent(Alerts.self, forKey: .alerts) ?? alerts
         trends = try container.decodeIfPresent(Trends.self, forKey: .trends) ?? trends
+        clients = try container.decodeIfPresent(Clients.self, forKey: .clients) ?? clients
+        insecureLoopback = try container.decodeIfPresent(Bool.self, forKey: .insecureLoopback) ?? false
     }
 
     /// Environment variables that override keys: `FEDDRIFT_AGENT_PRIVACY__EPSILON=4` sets `privacy.epsilon`.
@@ -258,6 +330,12 @@ package struct EdgeAgentConfiguration: Sendable, Decodable {
             ConfigurationFile.resolve($0, relativeTo: path)
         }
         configuration.catalog = configuration.catalog.map { ConfigurationFile.resolve($0, relativeTo: path) }
+        for keyPath in [\Clients.producers, \Clients.alertConsumers, \Clients.queryClients] {
+            for index in configuration.clients[keyPath: keyPath].indices {
+                configuration.clients[keyPath: keyPath][index].publicKeyFile = ConfigurationFile.resolve(
+                    configuration.clients[keyPath: keyPath][index].publicKeyFile, relativeTo: path)
+            }
+        }
         configuration.alerts.file = configuration.alerts.file.map { ConfigurationFile.resolve($0, relativeTo: path) }
         for index in configuration.alerts.sinks.indices { configuration.alerts.sinks[index].resolvePaths(relativeTo: path) }
         if let file = configuration.alerts.detectorFile.map({ ConfigurationFile.resolve($0, relativeTo: path) }) {
@@ -281,11 +359,35 @@ package struct EdgeAgentConfiguration: Sendable, Decodable {
             throw .invalidValue(key: "id", value: id, reason: "must be 1 to 64 bytes")
         }
         _ = try http.settings(directory: dataDirectory)
-        try ConfigurationFile.validateEndpoint(aggregator, key: "aggregator")
-        try ConfigurationFile.validateEndpoint(announcements, key: "announcements")
-        if let ingest { try ConfigurationFile.validateEndpoint(ingest, key: "ingest") }
-        if let publish = alerts.publish { try ConfigurationFile.validateEndpoint(publish, key: "alerts.publish") }
-        if let recommend = alerts.recommend { try ConfigurationFile.validateEndpoint(recommend, key: "alerts.recommend") }
+        _ = try ConfigurationFile.validateEndpoint(aggregator, key: "aggregator", bind: false)
+        _ = try ConfigurationFile.validateEndpoint(announcements, key: "announcements", bind: false)
+        // No door without a key: each socket runs CURVE with its enrolled clients, or — explicitly, and
+        // only where nobody else can reach it — plain.
+        for door in doors {
+            let endpoint = try ConfigurationFile.validateEndpoint(door.endpoint, key: door.key, bind: true)
+            for (index, client) in door.clients.enumerated() {
+                let key = "\(door.clientsKey)[\(index)]"
+                guard !client.id.isEmpty, client.id.utf8.count <= 64 else {
+                    throw .invalidValue(key: key + ".id", value: client.id, reason: "must be 1 to 64 bytes")
+                }
+                guard door.clients[..<index].allSatisfy({ $0.id != client.id && $0.publicKeyFile != client.publicKeyFile }) else {
+                    throw .invalidValue(key: key, value: client.id, reason: "enrolled twice (the same id or key file)")
+                }
+            }
+            guard !door.secure else { continue }
+            guard insecureLoopback else {
+                throw .invalidValue(key: door.clientsKey, value: "none", reason: """
+                    \(door.key) (\(door.endpoint)) would let in anyone who can reach it: enrol its clients' public keys \
+                    (edge-agent keygen) under \(door.clientsKey), or, on a loopback address only, set insecure_loopback: true
+                    """)
+            }
+            guard endpoint.isLocal else {
+                throw .invalidValue(key: door.key, value: door.endpoint, reason: """
+                    insecure_loopback serves plain sockets on loopback addresses (127.0.0.1, [::1]), IPC or inproc only; \
+                    enrol clients under \(door.clientsKey) to serve other hosts
+                    """)
+            }
+        }
         guard alerts.coldStartThreshold.isFinite, alerts.coldStartChurnThreshold.isFinite, alerts.recommendations >= 0 else {
             throw .invalidValue(key: "alerts", value: "\(alerts.coldStartThreshold)",
                                 reason: "cold_start_threshold must be finite and recommendations ≥ 0")
