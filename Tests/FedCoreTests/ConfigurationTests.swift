@@ -47,6 +47,12 @@ struct ConfigurationTests {
             ("model: {preset: huge}", "model.preset"),
             ("server_optimizer: {kind: rmsprop}", "server_optimizer.kind"),
             ("announce: tcp://127.0.0.1:7700", "announce"),
+            // Values that would trap later (a Double → Int64 conversion of the deadline) are refused at load.
+            ("rounds: {timeout_seconds: 1e300}", "rounds.timeout_seconds"),
+            ("listen: tcp://nonsense", "listen"),
+            ("""
+             trend_sinks: [{name: m, webhook: {url: "http://127.0.0.1:9/t", secret_file: s}, retry_max_seconds: 1e300}]
+             """, "trend_sinks[0].retry_max_seconds"),
         ]
         for (line, key) in cases {
             let path = directory.appendingPathComponent("aggregator.yaml").path
@@ -175,6 +181,27 @@ struct ConfigurationTests {
 
             """) == "clients.producers[1]")
         #expect(refusedKey("ingest: tcp://nonsense\nclients: {producers: [{id: shop, public_key_file: a.public}]}\n") == "ingest")
+    }
+
+    @Test("Two enrolled agents with one key are refused naming both (the allow-list could not tell them apart); a key path that is a FIFO is refused at once, not waited on")
+    func duplicateKeysAndSpecialFiles() throws {
+        let directory = FileManager.default.temporaryDirectory.appendingPathComponent("feddrift-config-\(UUID())")
+        try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(at: directory) }
+        let one = NodeIdentity(), other = NodeIdentity()
+        let (a, b) = (one.publicIdentity, other.publicIdentity)
+        #expect(throws: Never.self) { try AggregatorConfiguration.checkDistinctKeys([("r1", "r1.public", a), ("r2", "r2.public", b)]) }
+        #expect {
+            try AggregatorConfiguration.checkDistinctKeys([("r1", "r1.public", a), ("r2", "copy.public", a)])
+        } throws: { error in
+            guard case let ConfigError.invalidValue(key, value, reason) = error else { return false }
+            return key == "agents" && value == "copy.public" && reason.contains("'r1' and 'r2'")
+        }
+        let fifo = directory.appendingPathComponent("identity.public").path
+        #expect(mkfifo(fifo, 0o600) == 0)
+        let started = ContinuousClock.now
+        #expect(throws: KeyFileError.self) { _ = try KeyDirectory.readPublicIdentity(file: fifo) }
+        #expect(ContinuousClock.now - started < .seconds(2), "refused at once")
     }
 
     @Test("Strict: a misspelt key is an error naming it, its line and the closest known key, at any depth; the same file spelt right loads")

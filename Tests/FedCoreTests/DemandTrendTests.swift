@@ -148,6 +148,12 @@ struct DemandTrendTests {
         #expect(desk.record(DemandRelease(round: 1, noiseMultiplier: 2, shoppers: 1, counts: [1, 2]), from: "r1", openRound: 1)?
             .contains("categories") == true)
         #expect(desk.record(release(round: 1, surge: false), from: "r1", openRound: 2)?.contains("not open") == true)
+        // An insider's absurd counts are refused, whatever the round.
+        for lie in [1e308, .nan, -.infinity, 2e6] {
+            var forged = release(round: 1, surge: false)
+            forged.counts[3] = lie
+            #expect(desk.record(forged, from: "r1", openRound: 1)?.contains("finite") == true, "\(lie)")
+        }
         var warnings: [DemandTrendWarning] = []
         for round in 1...16 as ClosedRange<UInt64> {
             #expect(desk.record(release(round: round, surge: round >= 12), from: "r1", openRound: round) == nil)

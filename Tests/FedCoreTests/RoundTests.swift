@@ -29,6 +29,44 @@ struct RoundTests {
         #expect(await rounds.parameters == [2, 2.25, 2.5, 5.75])
     }
 
+    @Test("An insider cannot skew a round: one evaluation and one alert-rate release per agent, every count range-checked, no update with more users than all agents may sample")
+    func insiderReportsAreBounded() async throws {
+        let rounds = RoundCoordinator(parameters: start, round: 0, enrolled: ["a", "b", "c"], minAgents: 1,
+                                      maxUpdateNorm: 100, averaging: FederatedAveraging(denominator: .contributingUsers),
+                                      maxUsers: 10_000)
+        let round = await rounds.open(deadline: .now + .seconds(60))
+        func evaluation(users: Int, top10: Int, top1: Int, loss: Double = 10, round: UInt64 = 1) -> EvaluationRelease {
+            EvaluationRelease(round: round, modelVersion: 0, users: users, top1Hits: top1, top10Hits: top10, lossSum: loss)
+        }
+        // Honest reports count (control).
+        #expect(await rounds.record(evaluation(users: 100, top10: 30, top1: 10), from: "a") == nil)
+        #expect(await rounds.record(evaluation(users: 50, top10: 20, top1: 5), from: "b") == nil)
+        // A second report from the same agent, and reports no honest release can have, are refused with a reason.
+        #expect(await rounds.record(evaluation(users: 100, top10: 100, top1: 100), from: "a")?.contains("second") == true)
+        for lie in [evaluation(users: Int(UInt32.max), top10: 0, top1: 0), evaluation(users: -1, top10: 0, top1: 0),
+                    evaluation(users: 10, top10: 11, top1: 0), evaluation(users: 10, top10: 5, top1: 6),
+                    evaluation(users: 10, top10: 5, top1: 1, loss: .nan), evaluation(users: 10, top10: 5, top1: 1, loss: -1),
+                    evaluation(users: 10, top10: 5, top1: 1, round: 7)] {
+            #expect(await rounds.record(lie, from: "c") != nil, "\(lie)")
+        }
+        #expect(await rounds.record(evaluation(users: 10, top10: 5, top1: 1), from: "stranger")?.contains("enrolled") == true)
+        // Alert-rate releases: one per agent, finite, bounded.
+        #expect(await rounds.record(HistogramRelease(round: round, counts: [3, 900]), from: "a") == nil)
+        #expect(await rounds.record(HistogramRelease(round: round, counts: [1, 100]), from: "a")?.contains("second") == true)
+        for counts in [[1e308, 1e308], [.nan, 5], [1, 2, 3]] {
+            #expect(await rounds.record(HistogramRelease(round: round, counts: counts), from: "b") != nil, "\(counts)")
+        }
+        // Updates: a user count beyond what all agents may sample in a round is refused.
+        await #expect(throws: UpdateRejection.self) {
+            try await rounds.accept(ModelUpdate(agentID: "c", round: round, deltaSum: [0, 0, 0, 0], users: Int(UInt32.max)))
+        }
+        try await rounds.accept(ModelUpdate(agentID: "a", round: round, deltaSum: [1, 1, 1, 1], users: 10))
+        let (_, totals) = await rounds.closeWithEvaluation()
+        #expect(totals.agents == 2 && totals.users == 150 && totals.top10Hits == 50 && totals.top1Hits == 15, "\(totals)")
+        let merged = await rounds.closedAlertCounts
+        #expect(merged?.alerts == 3 && merged?.events == 900, "\(String(describing: merged))")
+    }
+
     @Test("With a fixed denominator the sum is divided by the expected user count, not the actual")
     func fixedDenominator() {
         let averaging = FederatedAveraging(denominator: .fixed(10))

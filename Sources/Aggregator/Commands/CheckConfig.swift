@@ -26,13 +26,15 @@ struct CheckConfig: ParsableCommand {
     func run() throws {
         let configuration = try AggregatorConfiguration.load(path: config)
         var problems: [String] = []
+        var keys: [(id: String, file: String, key: NodePublicIdentity)] = []
         for agent in configuration.agents {
             do {
-                _ = try KeyDirectory.readPublicIdentity(file: agent.publicKeyFile)
+                keys.append((agent.id, agent.publicKeyFile, try KeyDirectory.readPublicIdentity(file: agent.publicKeyFile)))
             } catch {
                 problems.append("agent '\(agent.id)': \(error)")
             }
         }
+        do { try AggregatorConfiguration.checkDistinctKeys(keys) } catch { problems.append("\(error)") }
         var catalog = "none (trend warnings name model indices)"
         do {
             if let loaded = try configuration.loadCatalog() {

@@ -49,6 +49,9 @@ struct Run: AsyncParsableCommand {
         for agent in configuration.agents {
             agents[agent.id] = try KeyDirectory.readPublicIdentity(file: agent.publicKeyFile)
         }
+        try AggregatorConfiguration.checkDistinctKeys(configuration.agents.compactMap { agent in
+            agents[agent.id].map { (agent.id, agent.publicKeyFile, $0) }
+        })
         let context = try ZMQContext()
         let label = configuration.isNonPrivate ? " │ NON-PRIVATE" : ""
         let server = try AggregatorServer(configuration: configuration, identity: identity, agents: agents,

@@ -160,13 +160,17 @@ package struct KeyDirectory: Sendable {
     // MARK: - File I/O
 
     private static func readFile(_ path: String, requirePrivate: Bool) throws(KeyFileError) -> [UInt8] {
-        let fd = open(path, O_RDONLY | O_CLOEXEC)
+        // O_NONBLOCK: opening a FIFO for reading would otherwise wait for a writer, forever.
+        let fd = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK)
         guard fd >= 0 else {
             throw errno == ENOENT ? .notFound(path: path) : .unreadable(path: path, errno: errno)
         }
         defer { close(fd) }
         var info = stat()
         guard fstat(fd, &info) == 0 else { throw .unreadable(path: path, errno: errno) }
+        guard info.st_mode & S_IFMT == S_IFREG else {
+            throw .malformed(path: path, line: 0, reason: "not a regular file (a FIFO, device or directory): a key file must be a plain file")
+        }
         if requirePrivate && info.st_mode & 0o077 != 0 {
             throw .insecurePermissions(path: path, mode: UInt32(info.st_mode & 0o777))
         }

@@ -63,7 +63,7 @@ package enum UpdateRejection: Error, Equatable, Sendable, CustomStringConvertibl
         case let .wrongSize(expected, found): "update has \(found) values, the model has \(expected)"
         case let .nonFinite(index): "update value \(index) is NaN or infinite"
         case let .normTooLarge(norm, bound): "update L2 norm \(norm) exceeds the agent bound \(bound)"
-        case let .invalidUserCount(count): "invalid user count \(count)"
+        case let .invalidUserCount(count): "invalid user count \(count) (negative, or more than all agents may sample in a round)"
         }
     }
 }
@@ -77,12 +77,17 @@ package struct UpdateVerifier: Sendable {
     /// The per-user clip bound S: an update declaring `users` > 0 must have norm ≤ users·S (each of its
     /// users' deltas was clipped to S). `nil` checks only ``maxNorm``.
     package var clipNorm: Double?
+    /// The most users one agent's update may declare: the users all agents together may sample in a
+    /// round (``RoundCoordinator``'s `maxUsers`). A larger count — the FedAvg divisor when not noised —
+    /// could only come from an agent that lies.
+    package var maxUsers: Int
 
-    package init(parameterCount: Int, maxNorm: Double, clipNorm: Double? = nil) {
+    package init(parameterCount: Int, maxNorm: Double, clipNorm: Double? = nil, maxUsers: Int = .max) {
         precondition(parameterCount > 0 && maxNorm > 0)
         self.parameterCount = parameterCount
         self.maxNorm = maxNorm
         self.clipNorm = clipNorm
+        self.maxUsers = maxUsers
     }
 
     /// The bound for an update declaring `users` users (float32 rounding allowed for).
@@ -95,7 +100,7 @@ package struct UpdateVerifier: Sendable {
         guard update.deltaSum.count == parameterCount else {
             throw .wrongSize(expected: parameterCount, found: update.deltaSum.count)
         }
-        guard update.users >= 0 else { throw .invalidUserCount(update.users) }
+        guard update.users >= 0, update.users <= maxUsers else { throw .invalidUserCount(update.users) }
         var squares = 0.0
         for (index, value) in update.deltaSum.enumerated() {
             guard value.isFinite else { throw .nonFinite(index: index) }

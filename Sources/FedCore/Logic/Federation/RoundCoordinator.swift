@@ -65,6 +65,10 @@ package actor RoundCoordinator {
     private var receipts: Set<String> = []
     /// The open round's securely aggregated sum and the agents in it (secure rounds have no per-agent updates).
     private var aggregate: (update: ModelUpdate, agents: [String])?
+    /// The most users any one agent's report may count (the users all agents may sample in a round).
+    package let maxUsers: Int
+    /// Agents whose evaluation of the open round was counted (one each).
+    private var evaluationAgents: Set<String> = []
 
     /// - Parameters:
     ///   - round: the last completed round (0 for a new federation, the checkpoint's round on resume).
@@ -73,7 +77,7 @@ package actor RoundCoordinator {
                  maxUpdateNorm: Double, clipNorm: Double? = nil, averaging: FederatedAveraging,
                  optimizerState: [Double] = [], agentRecords: [String: AgentRecord] = [:],
                  adaptiveClipping: AdaptiveClipping? = nil, initialClipNorm: Double = 1,
-                 thresholds: AlertThresholds? = nil, requireReceipts: Bool = false) {
+                 thresholds: AlertThresholds? = nil, requireReceipts: Bool = false, maxUsers: Int = 1_000_000) {
         self.requireReceipts = requireReceipts
         precondition(minAgents >= 1 && minAgents <= enrolled.count, "quorum must be between 1 and the enrolled agents")
         self.thresholds = thresholds
@@ -82,7 +86,9 @@ package actor RoundCoordinator {
         self.modelVersion = modelVersion
         self.enrolled = enrolled
         self.minAgents = minAgents
-        self.verifier = UpdateVerifier(parameterCount: parameters.count, maxNorm: maxUpdateNorm, clipNorm: clipNorm)
+        self.verifier = UpdateVerifier(parameterCount: parameters.count, maxNorm: maxUpdateNorm, clipNorm: clipNorm,
+                                       maxUsers: maxUsers)
+        self.maxUsers = maxUsers
         var averaging = averaging
         averaging.serverOptimizer.restore(optimizerState)
         self.averaging = averaging
@@ -140,6 +146,7 @@ package actor RoundCoordinator {
         evaluation = Evaluation(modelVersion: modelVersion)
         alertCounts = AlertRateCalibration.Counts.zero
         alertAgents = []
+        evaluationAgents = []
         phase = .collecting(round: round, deadline: deadline)
         return round
     }
@@ -226,31 +233,52 @@ package actor RoundCoordinator {
         if let agentID { agentRecords[agentID, default: AgentRecord()].rejectedUpdates += 1 }
     }
 
-    /// Adds an agent's held-out evaluation of the open round's model; others are ignored.
+    /// Adds `agentID`'s held-out evaluation of the open round's model; returns why it was refused
+    /// instead: another round's or model's, a second from the same agent, or figures no honest release
+    /// can have (negative, more users than `maxUsers`, more top-1 than top-10 hits or top-10 hits than
+    /// users, a loss that is not finite and non-negative).
     @discardableResult
-    package func record(_ report: EvaluationRelease) -> Bool {
-        guard case .collecting(let open, _) = phase, report.round == open, report.modelVersion == modelVersion,
-              var totals = evaluation else { return false }
+    package func record(_ report: EvaluationRelease, from agentID: String) -> String? {
+        guard case .collecting(let open, _) = phase, var totals = evaluation else { return "no round is open" }
+        guard report.round == open, report.modelVersion == modelVersion else {
+            return "for round \(report.round), model v\(report.modelVersion); open: round \(open), model v\(modelVersion)"
+        }
+        guard enrolled.contains(agentID) else { return "not enrolled" }
+        guard !evaluationAgents.contains(agentID) else { return "a second evaluation from this agent in this round" }
+        guard report.users >= 0, report.users <= maxUsers, report.top10Hits >= 0, report.top10Hits <= report.users,
+              report.top1Hits >= 0, report.top1Hits <= report.top10Hits, report.lossSum.isFinite, report.lossSum >= 0 else {
+            return "implausible figures: \(report.users) users, \(report.top10Hits) top-10 and \(report.top1Hits) top-1 hits, loss \(report.lossSum)"
+        }
+        evaluationAgents.insert(agentID)
         totals.agents += 1
         totals.users += Int(report.users)
         totals.top1Hits += Int(report.top1Hits)
         totals.top10Hits += Int(report.top10Hits)
         totals.lossSum += report.lossSum
         evaluation = totals
-        return true
+        return nil
     }
 
     /// Adds `agentID`'s noisy alert-rate release (alerts, events[, churn warnings, shopper-days]) for
-    /// the open round; a second one from the same agent, another round's, or one of another shape is
-    /// ignored.
+    /// the open round; returns why it was refused instead: another round's, a second from the same
+    /// agent, one of another shape, or counts that are not finite or beyond what `maxUsers` users'
+    /// clipped counts plus noise can reach.
     @discardableResult
-    package func record(_ report: HistogramRelease, from agentID: String) -> Bool {
-        guard case .collecting(let open, _) = phase, report.round == open,
-              let counts = AlertRateCalibration.Counts(values: report.counts), !alertAgents.contains(agentID)
-        else { return false }
+    package func record(_ report: HistogramRelease, from agentID: String) -> String? {
+        guard case .collecting(let open, _) = phase else { return "no round is open" }
+        guard report.round == open else { return "for round \(report.round); open: round \(open)" }
+        guard enrolled.contains(agentID) else { return "not enrolled" }
+        guard !alertAgents.contains(agentID) else { return "a second alert-rate release from this agent in this round" }
+        guard let counts = AlertRateCalibration.Counts(values: report.counts) else {
+            return "\(report.counts.count) values, or one not finite: expected 2 or 4 finite counts"
+        }
+        // Each user's counts are clipped (events at the history window, the largest clip), and the noise
+        // is far below a million: anything beyond is a lie.
+        let limit = Double(maxUsers) * Double(AlertRateCalibration.historyEvents) + 1_000_000
+        guard report.counts.allSatisfy({ abs($0) <= limit }) else { return "counts beyond \(limit)" }
         alertCounts = alertCounts + counts
         alertAgents.insert(agentID)
-        return true
+        return nil
     }
 
     /// The merged alert-rate releases of the round that was last closed, if any agent sent one.

@@ -1,4 +1,4 @@
-import FedIO
+package import FedIO
 package import FedLogic
 package import FedModel
 import Foundation
@@ -393,8 +393,9 @@ package struct AggregatorConfiguration: Sendable, Decodable {
             throw .invalidValue(key: "rounds.min_agents", value: "\(rounds.minAgents)",
                                 reason: "must be between 1 and the \(agents.count) enrolled agents")
         }
-        guard rounds.timeoutSeconds > 0, rounds.timeoutSeconds.isFinite else {
-            throw .invalidValue(key: "rounds.timeout_seconds", value: "\(rounds.timeoutSeconds)", reason: "must be > 0")
+        guard rounds.timeoutSeconds > 0, rounds.timeoutSeconds <= 2_592_000 else {
+            throw .invalidValue(key: "rounds.timeout_seconds", value: "\(rounds.timeoutSeconds)",
+                                reason: "must be > 0 and at most 2592000 (30 days)")
         }
         guard rounds.maxRounds >= 0 else {
             throw .invalidValue(key: "rounds.max_rounds", value: "\(rounds.maxRounds)", reason: "must be ≥ 0 (0 = no limit)")
@@ -562,5 +563,21 @@ extension AggregatorConfiguration {
                 """)
         }
         return loaded
+    }
+}
+
+extension AggregatorConfiguration {
+    /// Refuses two enrolled agents with the same key (either half): one key cannot be two agents, and
+    /// the allow-list could not tell them apart.
+    package static func checkDistinctKeys(_ agents: [(id: String, file: String, key: NodePublicIdentity)]) throws(ConfigError) {
+        var seenBox: [BoxPublicKey: String] = [:], seenSigning: [SigningPublicKey: String] = [:]
+        for agent in agents {
+            if let other = seenBox[agent.key.box] ?? seenSigning[agent.key.signing] {
+                throw .invalidValue(key: "agents", value: agent.file,
+                                    reason: "agents '\(other)' and '\(agent.id)' have the same public key: each agent needs its own (edge-agent keygen)")
+            }
+            seenBox[agent.key.box] = agent.id
+            seenSigning[agent.key.signing] = agent.id
+        }
     }
 }

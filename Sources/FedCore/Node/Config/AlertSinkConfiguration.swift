@@ -178,15 +178,16 @@ package struct AlertSinkConfiguration: Sendable, Decodable, Equatable {
               name.allSatisfy({ $0.isASCII && ($0.isLetter || $0.isNumber || "-_.".contains($0)) }) else {
             throw .invalidValue(key: "\(key).name", value: name, reason: "1 to 64 letters, digits, '-', '_' or '.'")
         }
-        guard retryMaxSeconds >= 1, retryMaxSeconds.isFinite else {
-            throw .invalidValue(key: "\(key).retry_max_seconds", value: "\(retryMaxSeconds)", reason: "must be ≥ 1")
+        guard retryMaxSeconds >= 1, retryMaxSeconds <= 86_400 else {
+            throw .invalidValue(key: "\(key).retry_max_seconds", value: "\(retryMaxSeconds)", reason: "must be from 1 to 86400 (a day)")
         }
         if let digest {
             guard case .email = target else {
                 throw .invalidValue(key: "\(key).digest", value: "(set)", reason: "digests are for e-mail sinks; a webhook gets each alert")
             }
-            guard digest.everySeconds >= 1, digest.everySeconds.isFinite else {
-                throw .invalidValue(key: "\(key).digest.every_hours", value: "\(digest.everySeconds / 3_600)", reason: "must be positive")
+            guard digest.everySeconds >= 1, digest.everySeconds <= 31 * 86_400 else {
+                throw .invalidValue(key: "\(key).digest.every_hours", value: "\(digest.everySeconds / 3_600)",
+                                    reason: "must be positive and at most 744 (31 days)")
             }
         }
         switch target {
@@ -200,12 +201,17 @@ package struct AlertSinkConfiguration: Sendable, Decodable, Equatable {
                     alerts name shoppers: use https:// (plain http:// is allowed to a loopback receiver only)
                     """)
             }
-            guard webhook.timeoutSeconds > 0 else {
-                throw .invalidValue(key: "\(key).webhook.timeout_seconds", value: "\(webhook.timeoutSeconds)", reason: "must be positive")
+            guard webhook.timeoutSeconds > 0, webhook.timeoutSeconds <= 3_600 else {
+                throw .invalidValue(key: "\(key).webhook.timeout_seconds", value: "\(webhook.timeoutSeconds)",
+                                    reason: "must be positive and at most 3600")
             }
         case let .email(email):
             guard let (host, port) = HTTPSettings.parse(listen: email.server), port > 0 else {
                 throw .invalidValue(key: "\(key).email.server", value: email.server, reason: "expected host:port, e.g. smtp.example.com:587")
+            }
+            guard email.timeoutSeconds > 0, email.timeoutSeconds <= 3_600 else {
+                throw .invalidValue(key: "\(key).email.timeout_seconds", value: "\(email.timeoutSeconds)",
+                                    reason: "must be positive and at most 3600")
             }
             guard email.starttls == .required || Self.isLoopback(host) else {
                 throw .invalidValue(key: "\(key).email.starttls", value: email.starttls.rawValue, reason: """

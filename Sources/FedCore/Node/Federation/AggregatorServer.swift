@@ -132,7 +132,8 @@ package final class AggregatorServer: Sendable {
         }
         checkpoints = try CheckpointStore(path: (state as NSString).appendingPathComponent("checkpoint.sqlite"))
         history = RoundHistory(path: (state as NSString).appendingPathComponent("history.jsonl"))
-        trends = DemandTrendDesk(categories: shape.categories, settings: configuration.trends)
+        trends = DemandTrendDesk(categories: shape.categories, settings: configuration.trends,
+                                 maxUsers: configuration.secureMaxUsers)
         catalog = try configuration.loadCatalog()
         if configuration.trendSinks.isEmpty {
             trendOutbox = nil
@@ -176,7 +177,9 @@ package final class AggregatorServer: Sendable {
             adaptiveClipping: configuration.rounds.adaptiveClipping, initialClipNorm: checkpoint?.clipNorm ?? h.clipNorm,
             thresholds: checkpoint?.thresholds,
             // A private federation accepts an update only with its verified privacy-ledger receipt.
-            requireReceipts: !configuration.isNonPrivate)
+            requireReceipts: !configuration.isNonPrivate,
+            // No agent's report may count more users than all agents may sample in a round.
+            maxUsers: configuration.secureMaxUsers)
         modelFile = Mutex(ModelFile.encode(parameters, modelVersion: checkpoint?.modelVersion ?? 0))
         let timeout = configuration.rounds.timeoutSeconds
         driverSettings = RoundDriver.Settings(

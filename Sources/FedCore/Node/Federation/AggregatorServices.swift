@@ -65,9 +65,17 @@ package struct UpdateIntakeService: Service {
             ])
             for chunk in chunks { await server.reply(chunk, to: agentID, routingID: request.routingID) }
         case .evaluation(let report):
-            await coordinator.record(EvaluationRelease(report))
+            if let reason = await coordinator.record(EvaluationRelease(report), from: agentID) {
+                logger.warning("Evaluation refused", metadata: [
+                    "agent.id": "\(agentID)", "round.id": "\(report.round)", "reason": "\(reason)",
+                ])
+            }
         case .histogram(let report):
-            await coordinator.record(HistogramRelease(report), from: agentID)
+            if let reason = await coordinator.record(HistogramRelease(report), from: agentID) {
+                logger.warning("Alert-rate release refused", metadata: [
+                    "agent.id": "\(agentID)", "round.id": "\(report.round)", "reason": "\(reason)",
+                ])
+            }
         case .demand(let report):
             if let reason = server.trends.record(DemandRelease(report), from: agentID,
                                                  openRound: await coordinator.announcement?.round) {

@@ -16,16 +16,27 @@ package final class DemandTrendDesk: Sendable {
     /// Model categories (the catalog's size): a release of another length is refused.
     package let categories: Int
 
-    package init(categories: Int, settings: DemandTrendDetector.Settings = .init()) {
+    /// The most shoppers one release may count (the users all agents may sample in a round), plus noise.
+    package let maxShoppers: Double
+
+    package init(categories: Int, settings: DemandTrendDetector.Settings = .init(), maxUsers: Int = 1_000_000) {
         self.categories = categories
+        maxShoppers = Double(maxUsers)
         state.withLock { $0.detector = DemandTrendDetector(settings: settings) }
     }
 
-    /// Keeps `release` from `agentID` for its round; refuses (returns a reason) a wrong length, a second
+    /// Keeps `release` from `agentID` for its round; refuses (returns a reason) a wrong length, counts
+    /// that are not finite or beyond `maxShoppers` (with room for the release noise, however large its
+    /// multiplier: an honest noised count stays within 100 of its noise's standard deviations), a second
     /// release of the same agent in the round, or one for an older round.
     package func record(_ release: DemandRelease, from agentID: String, openRound: UInt64?) -> String? {
         guard release.counts.count == categories else {
             return "\(release.counts.count) categories, the model has \(categories)"
+        }
+        let limit = maxShoppers + 100 * max(1, release.noiseMultiplier)
+        guard release.noiseMultiplier.isFinite, release.noiseMultiplier >= 0,
+              ([release.shoppers] + release.counts).allSatisfy({ $0.isFinite && abs($0) <= limit }) else {
+            return "counts not finite or beyond \(limit) shoppers, or a noise multiplier of \(release.noiseMultiplier)"
         }
         guard let openRound, release.round == openRound else { return "round \(release.round) is not open" }
         return state.withLock { state in
