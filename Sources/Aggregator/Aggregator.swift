@@ -22,6 +22,21 @@ struct AggregatorCommand: AsyncParsableCommand {
         version: FedDrift.version,
         subcommands: [Run.self, Status.self, Dashboard.self, CheckConfig.self, Keygen.self, Catalog.self, PrivacyPlan.self, ExportModel.self, Simulate.self, EvaluateTrends.self, Bench.self]
     )
+
+    /// Every file this process creates is the owner's alone (0600, folders 0700), then the usual parsing.
+    static func main() async {
+        OwnerOnlyFiles.enable()
+        do {
+            var command = try parseAsRoot()
+            if var asynchronous = command as? any AsyncParsableCommand {
+                try await asynchronous.run()
+            } else {
+                try command.run()
+            }
+        } catch {
+            exit(withError: error)
+        }
+    }
 }
 
 extension Logger.Level: @retroactive ExpressibleByArgument {}

@@ -98,7 +98,15 @@ struct LedgerAuditTests {
         let recorded: String
         (p, k, recorded) = try Self.ledger()
         try Self.tamper(p, "DELETE FROM release WHERE id >= 4")
-        #expect(try Self.verify(p, k).broken == nil, "a cut tail is invisible without a recorded head")
+        // The high-water mark kept beside the ledger refuses it at open, naming the file …
+        #expect {
+            _ = try Self.verify(p, k)
+        } throws: { error in
+            (error as? StorageError).map { $0.path == p && $0.reason.contains("held 5") } ?? false
+        }
+        // … and with the mark removed too, the chain itself still holds; only a head recorded before tells.
+        try FileManager.default.removeItem(atPath: p + ".highwater")
+        #expect(try Self.verify(p, k).broken == nil, "a cut tail is invisible to the chain without a recorded head")
         #expect(try Self.verify(p, k, knownHead: String(recorded.prefix(16))).broken != nil)
     }
 }

@@ -10,6 +10,9 @@ internal import GRDB
 package final class CheckpointStore: Sendable {
     package let path: String
     private let queue: DatabaseQueue
+    /// The last round saved, kept outside the database (`checkpoint.sqlite.highwater`): a checkpoint
+    /// emptied, deleted or replaced by an older copy is an error at load, not a new federation at round 0.
+    private let mark: HighWaterMark
 
     package init(path: String) throws(StorageError) {
         self.path = path
@@ -45,6 +48,7 @@ package final class CheckpointStore: Sendable {
                 }
             }
         }
+        mark = HighWaterMark(database: path, what: "checkpoint")
     }
 
     /// Replaces the checkpoint atomically.
@@ -81,6 +85,7 @@ package final class CheckpointStore: Sendable {
         } catch {
             throw StorageError(path: path, operation: "save checkpoint of round \(checkpoint.round)", reason: "\(error)")
         }
+        try mark.raise(to: Int64(clamping: checkpoint.round))
     }
 
     /// The last saved checkpoint, or `nil` when none was ever saved.
@@ -94,6 +99,8 @@ package final class CheckpointStore: Sendable {
         } catch {
             throw StorageError(path: path, operation: "load checkpoint", reason: "\(error)")
         }
+        let round = loaded.map { UInt64(bitPattern: $0.0["round"] as Int64) } ?? 0
+        try mark.check(current: Int64(clamping: round))
         guard let (row, agentRows) = loaded else { return nil }
         let model: (parameters: LSTMParameters<Float>, modelVersion: UInt64)
         do {

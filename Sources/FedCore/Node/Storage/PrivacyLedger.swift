@@ -48,6 +48,9 @@ package final class PrivacyLedger: Sendable {
     package let budget: PrivacyBudget
     private let queue: DatabaseQueue
     private let signer: SigningKeyPair?
+    /// The most entries this ledger ever held, kept outside it (`privacy.sqlite.highwater`): a ledger
+    /// emptied, deleted or replaced by an older copy is an error at open, not a fresh budget.
+    private let mark: HighWaterMark
 
     /// `signer`: the agent's signing keys (entries are chained but unsigned without them: tests, tools).
     package init(path: String, budget: PrivacyBudget, signer: SigningKeyPair? = nil) throws(StorageError) {
@@ -75,6 +78,8 @@ package final class PrivacyLedger: Sendable {
                 }
             }
         }
+        mark = HighWaterMark(database: path, what: "privacy ledger")
+        try mark.check(current: try lastID())
     }
 
     /// The composed RDP of every release so far, per order.
@@ -133,7 +138,13 @@ package final class PrivacyLedger: Sendable {
         } catch {
             throw .storage(StorageError(path: path, operation: "charge \(release.mechanism)", reason: "\(error)"))
         }
-        return try outcome.get()
+        let spent = try outcome.get()
+        do {
+            try mark.raise(to: try lastID())
+        } catch {
+            throw .storage(error)
+        }
+        return spent
     }
 
     /// Every release, oldest first.
