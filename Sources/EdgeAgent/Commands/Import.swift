@@ -15,6 +15,11 @@ struct Import: ParsableCommand {
             and jsonl (one object per line with the same fields). Bad rows are skipped and reported with \
             their line numbers; a file with no valid row is an error. Events stay on this node. Progress \
             (bytes read) goes to stderr: a bar on a terminal, a line every 10 s otherwise.
+
+            Idempotent: the store records, in the same transaction as each batch of events, how many lines \
+            of the file are stored (the file is recognised by its first MiB). Importing the same file again \
+            adds nothing; an interrupted import resumes after the last line stored; a file that grew adds \
+            only its new lines.
             """
     )
 
@@ -45,9 +50,15 @@ struct Import: ParsableCommand {
         let store = try EventStore(path: storePath)
         let start = Date()
         let reader = EventFileReader(path: file, format: format)
+        var progress = try reader.resumePoint(in: store)
+        if progress.lines > 0 {
+            print("\(file): its first \(progress.lines) lines were imported before; reading after them.")
+        }
         let summary = try reader.read(progress: ProgressReporter(),
-                                      label: "importing \(URL(fileURLWithPath: file).lastPathComponent)") { batch in
-            try store.append(batch)
+                                      label: "importing \(URL(fileURLWithPath: file).lastPathComponent)",
+                                      skippingLines: progress.lines) { batch, through in
+            progress.lines = through
+            try store.append(batch, progress: progress)
         }
         let seconds = max(Date().timeIntervalSince(start), 1e-3)
         print(String(format: "Imported %d events (%.0f events/s); %d rows refused.", summary.accepted,

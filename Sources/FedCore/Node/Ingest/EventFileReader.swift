@@ -52,9 +52,15 @@ package struct EventFileReader: Sendable {
     @discardableResult
     package func read(progress: ProgressReporter, label: String? = nil,
                       handle: ([BehaviorEvent]) throws -> Void) throws -> Summary {
+        try read(progress: progress, label: label, skippingLines: 0) { batch, _ in if !batch.isEmpty { try handle(batch) } }
+    }
+
+    /// ``read(progress:skippingLines:handle:)`` with a progress bar.
+    package func read(progress: ProgressReporter, label: String? = nil, skippingLines skip: Int,
+                      handle: ([BehaviorEvent], _ throughLine: Int) throws -> Void) throws -> Summary {
         progress.begin(label ?? "reading \(URL(fileURLWithPath: path).lastPathComponent)", total: size, unit: .bytes)
         defer { progress.stop() }                    // after a throw: end the bar's line, claim nothing done
-        let summary = try read(progress: { read, _ in progress.set(read) }, handle: handle)
+        let summary = try read(progress: { read, _ in progress.set(read) }, skippingLines: skip, handle: handle)
         progress.finish()
         return summary
     }
@@ -68,6 +74,50 @@ package struct EventFileReader: Sendable {
     @discardableResult
     package func read(progress: (Int, Int) -> Void = { _, _ in },
                       handle: ([BehaviorEvent]) throws -> Void) throws -> Summary {
+        try read(progress: progress, skippingLines: 0) { batch, _ in if !batch.isEmpty { try handle(batch) } }
+    }
+
+    /// An identity for resuming an import: BLAKE2b-256 of the file's first `prefixBytes` bytes.
+    package func sourceIdentity(prefixBytes: Int) throws -> String {
+        guard let file = FileHandle(forReadingAtPath: path) else {
+            throw ReadError.unreadable(path: path, reason: "no such file or no permission")
+        }
+        defer { try? file.close() }
+        let head: Data
+        do {
+            head = try file.read(upToCount: prefixBytes) ?? Data()
+        } catch {
+            throw ReadError.unreadable(path: path, reason: error.localizedDescription)
+        }
+        return "\(format.rawValue):\(head.count):" + Digest.blake2b256([UInt8](head)).map { String(format: "%02x", $0) }.joined()
+    }
+
+    /// Files are recognised by their first MiB (all of them when smaller).
+    package static let identityPrefixBytes = 1 << 20
+
+    /// Where an import of this file into `store` starts: a file imported before — the same, or grown
+    /// since (its first bytes as they were then) — resumes after the lines stored; any other starts at
+    /// line 0 under a new identity. Files whose first MiB is the same are taken for the same file.
+    package func resumePoint(in store: EventStore) throws -> EventStore.ImportProgress {
+        let size = self.size
+        for known in try store.importSources().sorted(by: { $0.prefixBytes > $1.prefixBytes })
+            where known.prefixBytes <= size && known.source.hasPrefix(format.rawValue + ":") {
+            if try sourceIdentity(prefixBytes: known.prefixBytes) == known.source {
+                return EventStore.ImportProgress(source: known.source, path: path, prefixBytes: known.prefixBytes,
+                                                 lines: known.lines)
+            }
+        }
+        let prefix = min(size, Self.identityPrefixBytes)
+        return EventStore.ImportProgress(source: try sourceIdentity(prefixBytes: prefix), path: path, prefixBytes: prefix, lines: 0)
+    }
+
+    /// Reads the file after its first `skip` lines (those an interrupted import already stored). `handle`
+    /// receives each batch with the number of lines read through it — after the last batch, the
+    /// file's line count, also when that batch is empty — so a caller can commit events and progress
+    /// together.
+    @discardableResult
+    package func read(progress: (Int, Int) -> Void = { _, _ in }, skippingLines skip: Int,
+                      handle: ([BehaviorEvent], _ throughLine: Int) throws -> Void) throws -> Summary {
         guard let file = FileHandle(forReadingAtPath: path) else {
             throw ReadError.unreadable(path: path, reason: "no such file or no permission")
         }
@@ -80,13 +130,14 @@ package struct EventFileReader: Sendable {
         var line = 0
         func consume(_ row: ArraySlice<UInt8>) throws {
             line += 1
+            guard line > skip else { return }
             guard !row.allSatisfy({ $0 == 0x20 || $0 == 0x0D || $0 == 0x09 }) else { return }
             let text = Substring(decoding: row, as: UTF8.self)
             do {
                 batch.append(try EventParser.parse(text, format: format, line: line))
                 summary.accepted += 1
                 if batch.count >= batchSize {
-                    try handle(batch)
+                    try handle(batch, line)
                     batch.removeAll(keepingCapacity: true)
                 }
             } catch let error as EventParseError {
@@ -113,7 +164,7 @@ package struct EventFileReader: Sendable {
             progress(summary.bytes, size)
         }
         if !pending.isEmpty { try consume(pending[...]) }
-        if !batch.isEmpty { try handle(batch) }
+        if !batch.isEmpty || line > skip { try handle(batch, line) }
         if summary.accepted == 0 && summary.rejected > 0 {
             throw ReadError.noValidRows(path: path, rejected: summary.rejected, first: summary.errors.first)
         }

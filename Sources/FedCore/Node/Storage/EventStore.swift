@@ -33,6 +33,16 @@ package final class EventStore: Sendable {
             }
             try db.create(index: "event_by_user_time", on: "event", columns: ["user", "timestamp", "id"])
         }
+        migrator.registerMigration("v2: import progress") { db in
+            // Per imported file (``ImportSource``): the lines whose events are stored, committed with them.
+            try db.create(table: "import_source") { table in
+                table.primaryKey("id", .text)
+                table.column("path", .text).notNull()
+                table.column("prefix_bytes", .integer).notNull()
+                table.column("lines", .integer).notNull()
+                table.column("updated_at", .integer).notNull()
+            }
+        }
         return migrator
     }
 
@@ -40,9 +50,46 @@ package final class EventStore: Sendable {
     /// (consecutive, in order; nil for an empty batch), so live scoring can tell them from history.
     @discardableResult
     package func append(_ events: [BehaviorEvent]) throws(StorageError) -> ClosedRange<Int64>? {
-        guard !events.isEmpty else { return nil }
+        try append(events, progress: nil)
+    }
+
+    /// A file being imported (``EventFileReader``): its identity and the lines read so far.
+    package struct ImportProgress: Sendable, Equatable {
+        /// The hash of the file's first `prefixBytes` bytes (``EventFileReader/sourceIdentity(prefixBytes:)``).
+        package var source: String
+        package var path: String
+        package var prefixBytes: Int
+        package var lines: Int
+        package init(source: String, path: String, prefixBytes: Int, lines: Int) {
+            (self.source, self.path, self.prefixBytes, self.lines) = (source, path, prefixBytes, lines)
+        }
+    }
+
+    /// Every file imported so far, with the lines stored.
+    package func importSources() throws(StorageError) -> [ImportProgress] {
+        try read("read import progress") { db in
+            try Row.fetchAll(db, sql: "SELECT id, path, prefix_bytes, lines FROM import_source").map { row in
+                ImportProgress(source: row["id"], path: row["path"], prefixBytes: row["prefix_bytes"], lines: row["lines"])
+            }
+        }
+    }
+
+    /// Appends `events` and, in the same transaction, records `progress`: a crash leaves both or
+    /// neither, so an interrupted import resumes after the last line stored, never adding one twice.
+    @discardableResult
+    package func append(_ events: [BehaviorEvent], progress: ImportProgress?) throws(StorageError) -> ClosedRange<Int64>? {
+        guard !events.isEmpty || progress != nil else { return nil }
         do {
-            return try pool.write { db in
+            return try pool.write { db -> ClosedRange<Int64>? in
+                if let progress {
+                    try db.execute(sql: """
+                        INSERT INTO import_source (id, path, prefix_bytes, lines, updated_at) VALUES (?, ?, ?, ?, ?)
+                        ON CONFLICT(id) DO UPDATE SET path = excluded.path, lines = MAX(lines, excluded.lines),
+                            updated_at = excluded.updated_at
+                        """, arguments: [progress.source, progress.path, progress.prefixBytes, progress.lines,
+                                         Int64(Date().timeIntervalSince1970)])
+                }
+                guard !events.isEmpty else { return nil }
                 let insert = try db.makeStatement(
                     sql: "INSERT INTO event (user, item, category, action, timestamp) VALUES (?, ?, ?, ?, ?)")
                 var first: Int64?
