@@ -25,16 +25,7 @@ struct EdgeAgentCommand: AsyncParsableCommand {
     /// Every file this process creates is the owner's alone (0600, folders 0700), then the usual parsing.
     static func main() async {
         OwnerOnlyFiles.enable()
-        do {
-            var command = try parseAsRoot()
-            if var asynchronous = command as? any AsyncParsableCommand {
-                try await asynchronous.run()
-            } else {
-                try command.run()
-            }
-        } catch {
-            exit(withError: error)
-        }
+        await main(nil)
     }
 }
 

@@ -85,6 +85,8 @@ struct IngestTests {
         }
         #expect(count == before + 50)
         #expect(await agent.waitForOutput("Refused live event", seconds: 10), "\(agent.output)")
+        // A flood of 20,000 bad rows in one message: all counted, a handful of log lines.
+        try await push.send([Array(String(repeating: "garbage row\n", count: 20_000).utf8)])
         try await Task.sleep(for: .seconds(1))
         #expect(try store.eventCount() == before + 50, "nothing from the refused clients")
         raw.close()
@@ -92,6 +94,9 @@ struct IngestTests {
         agent.terminate()
         #expect(await agent.waitForExit(seconds: 20) == 0, "graceful shutdown: \(agent.output)")
         #expect(agent.output.contains("events.stored=50"), "\(agent.output)")
+        #expect(agent.output.contains("events.refused=20001"), "every bad row counted: \(agent.output.suffix(2_000))")
+        let lines = agent.output.components(separatedBy: "Refused live event").count - 1
+        #expect(lines >= 1 && lines <= 5, "rate-limited: \(lines) lines for 20,001 bad rows")
     }
 
     @Test("Alerts and recommendations: the enrolled consumer receives the alerts and an unenrolled one nothing; only the enrolled query client is answered")

@@ -16,7 +16,9 @@ final class IngestCounts: Sendable {
 
 /// Live events on a PULL socket: each message holds one or more rows (newline-separated) in the
 /// configured format. A message's valid rows are stored in one durable transaction before the next
-/// message is read; bad rows are counted and logged with their position, never silently dropped. Stored
+/// message is read; bad rows are counted (`/metrics`, `/status`) and logged with their position, never
+/// silently dropped — at most one line a second, with how many were not logged since, so that a flood
+/// of bad rows cannot flood the log. Stored
 /// events are then queued for scoring (``LiveScoring``), which never makes this loop wait.
 struct IngestService: Service {
     let channel: ZMQChannel
@@ -30,6 +32,7 @@ struct IngestService: Service {
     func run() async throws {
         defer { channel.close() }
         var stored = 0, refused = 0, messages = 0
+        var lastWarning = ContinuousClock.now - .seconds(2), notLogged = 0
         for try await message in channel.messages.cancelOnGracefulShutdown() {
             messages += 1
             let started = ContinuousClock.now, refusedBefore = refused
@@ -41,7 +44,14 @@ struct IngestService: Service {
                         events.append(try EventParser.parse(row, format: format, line: index + 1))
                     } catch {
                         refused += 1
-                        logger.warning("Refused live event", metadata: ["message": "\(messages)", "error": "\(error)"])
+                        guard ContinuousClock.now - lastWarning >= .seconds(1) else {
+                            notLogged += 1
+                            continue
+                        }
+                        logger.warning("Refused live event", metadata: [
+                            "message": "\(messages)", "error": "\(error)", "refused.not_logged_since_last_line": "\(notLogged)",
+                        ])
+                        (lastWarning, notLogged) = (.now, 0)
                     }
                 }
             }
