@@ -228,10 +228,7 @@ package struct StoreRoundWorker: RoundWorker {
         let update = plan.update(round: round.round)
         let histogram = plan.alertRate(round: round.round)
         // Refuse before spending any compute when the update could not be released anyway.
-        var combined = update
-        for extra in [histogram, plan.demand(round: round.round)].compactMap({ $0 }) {
-            combined.rdp = zip(combined.rdp, extra.rdp).map { $0 + $1 }
-        }
+        let combined = Self.combined([update] + [histogram, plan.demand(round: round.round)].compactMap { $0 })
         let projected = try ledger.epsilon(after: combined)
         guard projected <= ledger.budget.epsilon else {
             throw PrivacyLedgerError.budgetExceeded(spent: try ledger.spentEpsilon(), wouldBe: projected,
