@@ -15,11 +15,15 @@ struct ImportKillTests {
         #expect(await simulate.waitForExit(seconds: 120) == 0, "\(simulate.output)")
         let rows = try String(contentsOfFile: federation.path("big.csv"), encoding: .utf8).split(separator: "\n").count
 
+        let store = federation.path("data/region-1/events.sqlite")
         let first = try federation.start("edge-agent", ["import", "--config", "region-1.yaml", "big.csv"])
-        try await Task.sleep(for: .milliseconds(400))
+        // Killed as soon as its first batches are committed (a fixed delay let a fast run finish first).
+        for _ in 0..<1_000 {
+            if FileManager.default.fileExists(atPath: store), ((try? EventStore(path: store).eventCount()) ?? 0) > 0 { break }
+            try await Task.sleep(for: .milliseconds(5))
+        }
         first.kill()
         _ = await first.waitForExit(seconds: 20)
-        let store = federation.path("data/region-1/events.sqlite")
         let afterKill = (try? EventStore(path: store).eventCount()) ?? 0
         #expect(afterKill < rows, "the import was cut short (\(afterKill) of \(rows)); otherwise this run proves only re-imports")
 
