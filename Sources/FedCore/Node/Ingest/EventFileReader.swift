@@ -100,15 +100,23 @@ package struct EventFileReader: Sendable {
     /// line 0 under a new identity. Files whose first MiB is the same are taken for the same file.
     package func resumePoint(in store: EventStore) throws -> EventStore.ImportProgress {
         let size = self.size
+        // Every file imported before at full size shares the 1 MiB prefix length: hash each length once.
+        var identities: [Int: String] = [:]
+        func identity(_ prefixBytes: Int) throws -> String {
+            if let known = identities[prefixBytes] { return known }
+            let computed = try sourceIdentity(prefixBytes: prefixBytes)
+            identities[prefixBytes] = computed
+            return computed
+        }
         for known in try store.importSources().sorted(by: { $0.prefixBytes > $1.prefixBytes })
             where known.prefixBytes <= size && known.source.hasPrefix(format.rawValue + ":") {
-            if try sourceIdentity(prefixBytes: known.prefixBytes) == known.source {
+            if try identity(known.prefixBytes) == known.source {
                 return EventStore.ImportProgress(source: known.source, path: path, prefixBytes: known.prefixBytes,
                                                  lines: known.lines)
             }
         }
         let prefix = min(size, Self.identityPrefixBytes)
-        return EventStore.ImportProgress(source: try sourceIdentity(prefixBytes: prefix), path: path, prefixBytes: prefix, lines: 0)
+        return EventStore.ImportProgress(source: try identity(prefix), path: path, prefixBytes: prefix, lines: 0)
     }
 
     /// Reads the file after its first `skip` lines (those an interrupted import already stored). `handle`
