@@ -18,6 +18,9 @@ var modelSettings = strictSettings
 let targetCPU = Context.environment["FEDDRIFT_TARGET_CPU"] ?? "haswell"
 modelSettings.append(.unsafeFlags(["-target-cpu", targetCPU]))
 #endif
+/// Debug builds (the test suite) still optimise the model layer: its loops are the LSTM's inner kernels, and
+/// unoptimised they make every federation-sized test several times slower while adding nothing to debug.
+modelSettings.append(.unsafeFlags(["-O"], .when(configuration: .debug)))
 
 let package = Package(
     name: "FedDrift",

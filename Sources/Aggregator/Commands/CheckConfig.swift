@@ -51,6 +51,7 @@ struct CheckConfig: ParsableCommand {
             round timeout \(configuration.rounds.timeoutSeconds) s, max rounds \(configuration.rounds.maxRounds == 0 ? "unlimited" : "\(configuration.rounds.maxRounds)")
               model \(configuration.model.preset); q = \(h.samplingRate), S = \(h.clipNorm), z = \(h.noiseMultiplier) (\(privacy["mode"] ?? ""))
               secure aggregation: \(privacy["secure_aggregation"] ?? "off")
+              aggregation: \(configuration.serverOptimizer.rule)\(configuration.serverOptimizer.rule.isRobust ? " (Byzantine-robust, coordinate-wise)" : " (FedAvg: one agent can steer it within its norm bound)")
               catalog: \(catalog)
             """)
         guard problems.isEmpty else {

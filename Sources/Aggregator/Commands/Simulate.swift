@@ -79,7 +79,7 @@ struct Simulate: ParsableCommand {
     @Option(name: .long, help: "Model preset for taobao/jsonl/simulated data: small or medium.")
     var model = "small"
 
-    @Option(name: .long, help: "Epochs of the centralized baseline.")
+    @Option(name: .long, help: "Epochs of the centralized baseline (0: none).")
     var centralEpochs = 2
 
     @Option(name: .long, help: "Held-out users evaluated.")
@@ -100,6 +100,24 @@ struct Simulate: ParsableCommand {
     @Option(name: .long, help: "Seed of the simulated shoppers and of the model's initialisation (tune on one, report on another).")
     var seed: UInt64 = 1
 
+    @Option(name: .long, help: "How the regions' updates are combined: mean (FedAvg), trimmed_mean or median (coordinate-wise, Byzantine-robust).")
+    var aggregation = "mean"
+
+    @Option(name: .long, help: "With --aggregation trimmed_mean: values dropped from each side of every coordinate.")
+    var trim = 1
+
+    @Option(name: .long, help: "Byzantine regions send scaled:F, sign-flip:F or backdoor:F (F: factor, default 10) instead of their honest update.")
+    var attack: String?
+
+    @Option(name: .long, help: "How many regions (the last ones) attack.")
+    var attackers = 1
+
+    @Option(name: .long, help: "The aggregator's bound on one update's L2 norm (default: S × the round's expected users).")
+    var maxUpdateNorm: Double?
+
+    @Flag(name: .long, help: "Seeded sampling and noise, so runs that differ only in --aggregation or --attack see the same users and noise (not private; for comparisons).")
+    var reproducible = false
+
     @Flag(name: .long, help: "One JSON object per ε: epsilon, delta, hr10, ndcg10, central_hr10, central_ndcg10, users, rounds, secure, accountant.")
     var json = false
 
@@ -118,6 +136,15 @@ struct Simulate: ParsableCommand {
         }
         guard ["adam", "sgd"].contains(serverOptimizer) else { throw ValidationError("--server-optimizer: adam or sgd") }
         guard samplingRate > 0, samplingRate <= 1 else { throw ValidationError("--sampling-rate must be in (0, 1]") }
+        guard AggregationRule(rule: aggregation, trim: trim) != nil else {
+            throw ValidationError("--aggregation: mean, trimmed_mean (with --trim ≥ 1) or median")
+        }
+        if let attack, ByzantineAttack(attack) == nil {
+            throw ValidationError("--attack: scaled:F, sign-flip:F or backdoor:F with a positive factor F")
+        }
+        guard (1...regions).contains(attackers) else { throw ValidationError("--attackers must be between 1 and --regions") }
+        guard maxUpdateNorm.map({ $0 > 0 && $0.isFinite }) ?? true else { throw ValidationError("--max-update-norm must be positive") }
+        guard centralEpochs >= 0 else { throw ValidationError("--central-epochs must be ≥ 0 (0: no central baseline)") }
         guard rounds >= 1, regions >= 1, users >= 10 else { throw ValidationError("--rounds, --regions ≥ 1, --users ≥ 10") }
     }
 
@@ -151,6 +178,11 @@ struct Simulate: ParsableCommand {
         settings.secureThreshold = secureThreshold
         settings.accountant = accountant
         settings.seed = seed
+        settings.aggregation = AggregationRule(rule: aggregation, trim: trim) ?? .mean
+        settings.attack = attack.flatMap(ByzantineAttack.init)
+        settings.attackers = attackers
+        settings.maxUpdateNorm = maxUpdateNorm
+        settings.reproducible = reproducible
         var central: NextCategoryEvaluation?
         for value in epsilon {
             settings.epsilon = value == "inf" ? nil : Double(value)
@@ -170,7 +202,8 @@ struct Simulate: ParsableCommand {
                              result.epsilon.isFinite ? String(format: "%.3f", result.epsilon) : "∞", result.delta,
                              result.noiseMultiplier, result.samplingRate, result.rounds, result.users, result.hr10,
                              result.ndcg10, result.centralHR10, result.centralNDCG10,
-                             100 * result.hr10 / max(result.centralHR10, 1e-12), result.seconds))
+                             100 * result.hr10 / max(result.centralHR10, 1e-12), result.seconds)
+                      + (result.backdoorSuccess.map { String(format: " │ backdoor success %.4f", $0) } ?? ""))
             }
         }
     }

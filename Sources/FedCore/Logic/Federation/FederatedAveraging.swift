@@ -8,6 +8,10 @@ package import FedModel
 /// Without privacy it is the number of users that actually contributed (the weighted average).
 /// The server optimizer then applies the pseudo-gradient: SGD with learning rate 1 and no momentum is
 /// plain FedAvg; momentum or Adam give FedAvgM / FedAdam.
+///
+/// With a robust ``AggregationRule`` the sum is estimated as n × the rule's coordinate-wise centre of the
+/// n agents' delta sums (fixed denominator), or the centre of the agents' per-user means Σ/users
+/// (contributing users), so that no one agent can move a coordinate further than the honest spread.
 package struct FederatedAveraging: Sendable {
     package enum Denominator: Sendable, Equatable {
         /// Expected participating users (DP): q × total users.
@@ -18,14 +22,18 @@ package struct FederatedAveraging: Sendable {
 
     package var denominator: Denominator
     package var serverOptimizer: any Optimizer
+    package var rule: AggregationRule
 
-    package init(denominator: Denominator, serverOptimizer: any Optimizer = SGD(learningRate: 1)) {
+    package init(denominator: Denominator, serverOptimizer: any Optimizer = SGD(learningRate: 1),
+                 rule: AggregationRule = .mean) {
         self.denominator = denominator
         self.serverOptimizer = serverOptimizer
+        self.rule = rule
     }
 
     /// The average delta of `updates` (all verified, same length).
     package func averageDelta(_ updates: [ModelUpdate], parameterCount: Int) -> [Float] {
+        if rule.isRobust { return robustDelta(updates, parameterCount: parameterCount) }
         let sum = FastMath.sum(updates.map(\.deltaSum), count: parameterCount)
         let divisor: Double
         switch denominator {
@@ -34,6 +42,23 @@ package struct FederatedAveraging: Sendable {
         }
         guard divisor > 0 else { return [Float](repeating: 0, count: parameterCount) }
         return sum.map { Float($0 / divisor) }
+    }
+
+    private func robustDelta(_ updates: [ModelUpdate], parameterCount: Int) -> [Float] {
+        switch denominator {
+        case .fixed(let divisor):
+            guard divisor > 0 else { return [Float](repeating: 0, count: parameterCount) }
+            let scale = Double(updates.count) / divisor
+            return rule.centre(updates.map(\.deltaSum), count: parameterCount).map { Float($0 * scale) }
+        case .contributingUsers:
+            // Each agent's mean delta per user; agents without users have none to offer.
+            let means = updates.filter { $0.users > 0 }.map { update in
+                let users = Float(update.users)
+                return update.deltaSum.map { $0 / users }
+            }
+            guard !means.isEmpty else { return [Float](repeating: 0, count: parameterCount) }
+            return rule.centre(means, count: parameterCount).map { Float($0) }
+        }
     }
 
     /// Applies the round to the global parameters through the server optimizer.

@@ -25,7 +25,10 @@ import Foundation
 ///   `adaptive_clipping` (optional: `target_quantile` γ, default 0.5; `learning_rate` η_C, default 0.2;
 ///   `count_noise_multiplier` σ_b, default 10) makes `clip_norm` the starting value of an adaptive S.
 /// - `server_optimizer`: `kind` (`sgd` | `adam`, default sgd), `learning_rate` (default 1), `momentum`
-///   (SGD, default 0), `max_update_norm` (absolute L2 bound of one agent's update, default 1e6).
+///   (SGD, default 0), `max_update_norm` (absolute L2 bound of one agent's update, default 1e6),
+///   `aggregation` (`mean` | `trimmed_mean` | `median`, default mean: how the agents' updates are combined;
+///   the robust rules bound what one Byzantine agent can do and need `secure_aggregation.enabled: false`),
+///   `trim` (trimmed_mean: values dropped from each side of every coordinate, default 1, below half the agents).
 /// - `keep_models` (integer, default 5).
 /// - `non_private` (boolean, default false): `true` allows `rounds.noise_multiplier: 0` (exact updates);
 ///   the aggregator then says NON-PRIVATE in its log, its progress lines and `status.json`. Agents
@@ -152,6 +155,9 @@ package struct AggregatorConfiguration: Sendable, Decodable {
         package var learningRate = 1.0
         package var momentum = 0.0
         package var maxUpdateNorm = 1e6
+        /// `aggregation`: `mean` (FedAvg), `trimmed_mean` or `median` (``AggregationRule``); `trim`.
+        package var aggregation = "mean"
+        package var trim = 1
         package init() {}
         package init(from decoder: any Decoder) throws {
             try decoder.rejectUnknownKeys(CodingKeys.self)
@@ -160,11 +166,16 @@ package struct AggregatorConfiguration: Sendable, Decodable {
             learningRate = try c.decodeIfPresent(Double.self, forKey: .learningRate) ?? learningRate
             momentum = try c.decodeIfPresent(Double.self, forKey: .momentum) ?? momentum
             maxUpdateNorm = try c.decodeIfPresent(Double.self, forKey: .maxUpdateNorm) ?? maxUpdateNorm
+            aggregation = try c.decodeIfPresent(String.self, forKey: .aggregation) ?? aggregation
+            trim = try c.decodeIfPresent(Int.self, forKey: .trim) ?? trim
         }
         enum CodingKeys: String, CodingKey, CaseIterable {
-            case kind, momentum
+            case kind, momentum, aggregation, trim
             case learningRate = "learning_rate", maxUpdateNorm = "max_update_norm"
         }
+
+        /// The configured rule (validated by ``AggregatorConfiguration/validate()``).
+        package var rule: AggregationRule { AggregationRule(rule: aggregation, trim: trim) ?? .mean }
 
         /// The configured optimizer (validated by ``AggregatorConfiguration/validate()``).
         package func make() -> any Optimizer {
@@ -450,6 +461,21 @@ package struct AggregatorConfiguration: Sendable, Decodable {
         }
         guard ["sgd", "adam"].contains(serverOptimizer.kind) else {
             throw .invalidValue(key: "server_optimizer.kind", value: serverOptimizer.kind, reason: "must be sgd or adam")
+        }
+        guard let rule = AggregationRule(rule: serverOptimizer.aggregation, trim: serverOptimizer.trim) else {
+            throw .invalidValue(key: "server_optimizer.aggregation", value: serverOptimizer.aggregation,
+                                reason: "must be mean, trimmed_mean (with trim ≥ 1) or median")
+        }
+        if case .trimmedMean(let trim) = rule, 2 * trim >= agents.count {
+            throw .invalidValue(key: "server_optimizer.trim", value: "\(trim)", reason: """
+                trimming \(trim) from each side leaves nothing of \(agents.count) agents' updates: keep it below half
+                """)
+        }
+        if rule.isRobust, secureAggregationEnabled {
+            throw .invalidValue(key: "server_optimizer.aggregation", value: serverOptimizer.aggregation, reason: """
+                needs each agent's update, and secure aggregation reveals only their sum: set \
+                secure_aggregation.enabled: false to use it (each agent's update is then private on its own), or keep mean
+                """)
         }
         guard maxMessageBytes >= 64 << 10 else {
             throw .invalidValue(key: "max_message_bytes", value: "\(maxMessageBytes)", reason: "must be at least 65536")

@@ -1,5 +1,5 @@
 import FedIO
-import FedLogic
+package import FedLogic
 package import FedModel
 package import FedNode
 import Foundation
@@ -41,6 +41,19 @@ package struct FederationSimulation: Sendable {
         /// Calibrates z by `rdp` (what agents' ledgers charge) or `pld` (tighter; exact for these
         /// continuous-Gaussian releases).
         package var accountant = "rdp"
+        /// How the aggregator combines the regions' updates (``AggregationRule``).
+        package var aggregation: AggregationRule = .mean
+        /// What the last `attackers` regions send instead of their honest updates; nil: every region is honest.
+        package var attack: ByzantineAttack?
+        package var attackers = 1
+        /// The aggregator's absolute bound on one update's L2 norm; nil: S × the round's expected users.
+        package var maxUpdateNorm: Double?
+        /// Sampling and noise from generators seeded by ``seed`` instead of the system's CSPRNG, so that two
+        /// runs differing only in the rule or the attack see the same users and the same noise. Never
+        /// private: for comparing configurations only.
+        package var reproducible = false
+        /// Held-out accuracy every tenth of the rounds, as progress notes (off: only at the end).
+        package var intermediateEvaluations = true
         package init() {}
     }
 
@@ -59,9 +72,17 @@ package struct FederationSimulation: Sendable {
         package var seconds: Double
         package var secure: Bool
         package var accountant: String
+        package var aggregation = "mean"
+        package var attack: String?
+        /// With a backdoor attack: the share of held-out probes (trigger then target) where the final model
+        /// ranks the target first (an honest run's share on the same probes is the base rate).
+        package var backdoorSuccess: Double?
+        /// Updates the aggregator's ``UpdateVerifier`` refused (attackers shrink theirs to pass).
+        package var refusedUpdates = 0
 
         enum CodingKeys: String, CodingKey {
-            case epsilon, delta, hr10, ndcg10, users, rounds, seconds, secure, accountant
+            case epsilon, delta, hr10, ndcg10, users, rounds, seconds, secure, accountant, aggregation, attack
+            case backdoorSuccess = "backdoor_success", refusedUpdates = "refused_updates"
             case noiseMultiplier = "noise_multiplier", centralHR10 = "central_hr10", centralNDCG10 = "central_ndcg10"
             case samplingRate = "sampling_rate", evaluatedUsers = "evaluated_users"
         }
@@ -142,23 +163,48 @@ package struct FederationSimulation: Sendable {
             denominator: z > 0 ? .fixed(q * Double(training.count)) : .contributingUsers,
             serverOptimizer: settings.serverOptimizer == "sgd"
                 ? SGD(learningRate: settings.serverLearningRate, momentum: settings.serverMomentum)
-                : Adam(learningRate: settings.serverLearningRate))
+                : Adam(learningRate: settings.serverLearningRate),
+            rule: settings.aggregation)
         var parameters = LSTMParameters<Float>(shape: shape, seed: settings.seed)
-        var sampler = SodiumRandom()
-        var noise = GaussianNoise(generator: SodiumRandom())
+        var sampler = SimulationRandom(seed: settings.reproducible ? settings.seed : nil)
+        var noise = GaussianNoise(generator: SimulationRandom(seed: settings.reproducible ? settings.seed &+ 1 : nil))
+        // The aggregator's checks, as the real rounds make them: S per declared user, an absolute bound,
+        // and no agent declaring more users than the whole population.
+        let verifier = UpdateVerifier(parameterCount: parameters.values.count,
+                                      maxNorm: settings.maxUpdateNorm ?? settings.clipNorm * q * Double(training.count),
+                                      clipNorm: settings.clipNorm, maxUsers: training.count)
+        let attackers = settings.attack == nil ? 0 : min(settings.attackers, settings.regions)
+        let backdoor = Self.backdoorPair(training, outOfVocabulary: outOfVocabulary)
+        var refused = 0
+        if let attack = settings.attack {
+            progress.note("\(attackers) of \(settings.regions) regions attack: \(attack)"
+                          + (attack.isBackdoor ? " (trigger category \(backdoor.trigger) → target \(backdoor.target))" : "")
+                          + "; aggregation: \(settings.aggregation)")
+        }
         progress.begin("rounds (ε = \(epsilon.isFinite ? String(format: "%g", epsilon) : "∞"))", total: settings.rounds,
                        unit: "rounds")
         for round in 1...settings.rounds {
             var updates: [ModelUpdate] = []
             for (index, region) in regions.enumerated() {
                 let sampled = local.sample(region, random: &sampler)
-                let result = local.run(global: parameters, users: sampled)
-                let values = noise.noised(result.deltaSum, sigma: regionSigma)
-                updates.append(ModelUpdate(agentID: "region-\(index)", round: UInt64(round), deltaSum: values,
-                                           users: result.sampledUsers))
+                let attacking = index >= settings.regions - attackers ? settings.attack : nil
+                var training = sampled
+                if case .backdoor = attacking {
+                    training = sampled.map { ByzantineAttack.poisoned($0, trigger: backdoor.trigger, target: backdoor.target) }
+                }
+                let result = local.run(global: parameters, users: training)
+                var values = noise.noised(result.deltaSum, sigma: regionSigma), users = result.sampledUsers
+                if let attacking { (values, users) = attacking.forged(values, users: users, verifier: verifier) }
+                let update = ModelUpdate(agentID: "region-\(index)", round: UInt64(round), deltaSum: values, users: users)
+                do throws(UpdateRejection) {
+                    try verifier.verify(update)
+                    updates.append(update)
+                } catch {
+                    refused += 1
+                }
             }
             averaging.apply(updates, to: &parameters.values)
-            if round % max(1, settings.rounds / 10) == 0 || round == settings.rounds {
+            if settings.intermediateEvaluations, round % max(1, settings.rounds / 10) == 0 || round == settings.rounds {
                 let measured = NextCategoryEvaluation.evaluate(parameters: parameters, sequences: evaluation,
                                                                outOfVocabulary: outOfVocabulary)
                 progress.note(String(format: "  round %d: HR@10 %.4f  NDCG@10 %.4f", round, measured.hr10,
@@ -169,7 +215,13 @@ package struct FederationSimulation: Sendable {
         progress.finish()
         let federated = NextCategoryEvaluation.evaluate(parameters: parameters, sequences: evaluation,
                                                         outOfVocabulary: outOfVocabulary)
-        let baseline = central ?? trainCentral(training: training, evaluation: evaluation, progress: progress)
+        let backdoorSuccess: Double? = settings.attack?.isBackdoor != true ? nil
+            : NextCategoryEvaluation.evaluate(
+                parameters: parameters, sequences: ByzantineAttack.probes(evaluation, trigger: backdoor.trigger,
+                                                                          target: backdoor.target),
+                outOfVocabulary: outOfVocabulary).hr1
+        let baseline = central ?? (settings.centralEpochs == 0 ? NextCategoryEvaluation()
+            : trainCentral(training: training, evaluation: evaluation, progress: progress))
         let spent = z <= 0 ? .infinity
             : pld ? ((try? PrivacyLossDistribution.subsampledGaussian(samplingRate: q, noiseMultiplier: z)
                         .selfComposed(settings.rounds).epsilon(delta: settings.delta)) ?? .infinity)
@@ -178,8 +230,20 @@ package struct FederationSimulation: Sendable {
                        ndcg10: federated.ndcg10, centralHR10: baseline.hr10, centralNDCG10: baseline.ndcg10,
                        users: training.count, rounds: settings.rounds, samplingRate: q,
                        evaluatedUsers: federated.users, seconds: (ContinuousClock.now - started).inSeconds,
-                       secure: settings.secure, accountant: settings.accountant),
+                       secure: settings.secure, accountant: settings.accountant,
+                       aggregation: settings.aggregation.description, attack: settings.attack?.description,
+                       backdoorSuccess: backdoorSuccess, refusedUpdates: refused),
                 baseline)
+    }
+
+    /// The backdoor's trigger and target: the most frequent training category and one of median
+    /// frequency, so that the trigger is common and the target rarely follows it by itself.
+    package static func backdoorPair(_ training: [EventSequence], outOfVocabulary: Int32) -> (trigger: Int32, target: Int32) {
+        var counts: [Int32: Int] = [:]
+        for sequence in training { for category in sequence.categories where category != outOfVocabulary { counts[category, default: 0] += 1 } }
+        let ranked = counts.sorted { $0.value != $1.value ? $0.value > $1.value : $0.key < $1.key }.map(\.key)
+        guard ranked.count >= 2 else { return (0, 1) }
+        return (ranked[0], ranked[ranked.count / 2])
     }
 
     /// The centralized, non-private model: the same LSTM code, mini-batch Adam over every training
