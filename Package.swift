@@ -133,7 +133,7 @@ let package = Package(
         .testTarget(
             name: "FedCoreTests",
             dependencies: [
-                "FedIO", "FedModel", "FedLogic", "FedNode", "FedTools", "TestSupport",
+                "FedIO", "FedModel", "FedLogic", "FedNode", "FedTools", "TestSupport", "FuzzHarnesses",
                 .product(name: "Logging", package: "swift-log"),
             ],
             exclude: ["Fixtures"],  // golden files, read by path
@@ -145,6 +145,14 @@ let package = Package(
             name: "TestSupport",
             dependencies: ["FedIO", "FedModel", "FedLogic", "FedNode", "FedTools"],
             path: "Tests/TestSupport",
+            swiftSettings: strictSettings
+        ),
+        // The fuzzing harnesses (Tests/Fuzz): the test suite replays their committed corpus; scripts/fuzz
+        // runs them under libFuzzer.
+        .target(
+            name: "FuzzHarnesses",
+            dependencies: ["FedIO", "FedModel", "FedLogic", "FedNode"],
+            path: "Tests/Fuzz/Harnesses",
             swiftSettings: strictSettings
         ),
         .testTarget(
@@ -163,3 +171,13 @@ let package = Package(
         ),
     ]
 )
+
+// scripts/fuzz only: the libFuzzer driver, which links against libFuzzer (-sanitize=fuzzer) and so cannot
+// be part of an ordinary build.
+if Context.environment["FEDDRIFT_FUZZ"] != nil {
+    package.products.append(.executable(name: "feddrift-fuzz", targets: ["FuzzDriver"]))
+    package.targets.append(.target(name: "CFuzzer", path: "Tests/Fuzz/CFuzzer"))
+    package.targets.append(.executableTarget(
+        name: "FuzzDriver", dependencies: ["FuzzHarnesses", "CFuzzer"], path: "Tests/Fuzz/Driver",
+        swiftSettings: strictSettings))
+}

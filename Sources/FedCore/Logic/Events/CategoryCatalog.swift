@@ -95,7 +95,11 @@ package struct CategoryCatalog: Sendable, Equatable {
     }
 
     package static func read(from path: String) throws(FileError) -> CategoryCatalog {
-        guard let text = try? String(contentsOfFile: path, encoding: .utf8) else { throw .unreadable(path: path) }
+        // A regular file of sane size only: a FIFO or /dev/zero named by mistake would hang the reader.
+        guard let attributes = try? FileManager.default.attributesOfItem(atPath: path),
+              attributes[.type] as? FileAttributeType == .typeRegular, let size = attributes[.size] as? Int,
+              size > 0, size <= 1 << 30, let data = FileManager.default.contents(atPath: path),
+              let text = String(validating: data, as: UTF8.self) else { throw .unreadable(path: path) }
         return try CategoryCatalog(text: text, path: path)
     }
 }

@@ -1,0 +1,1 @@
+// Declarations only (include/CFuzzer.h); libFuzzer supplies the definitions.
