@@ -285,16 +285,22 @@ package final class ZMQChannel: Sendable {
                 try zmqCall("zmq_poll") { zmq_poll(&items, 3, 250) }
                 if items[1].revents != 0 { shared.wake.drain() }
 
-                // Sends: in order; a full queue leaves the rest waiting for POLLOUT.
+                // Sends: in order; a full queue leaves the rest waiting for POLLOUT. A ROUTER's full
+                // queue is one peer's (with ROUTER_MANDATORY): that message fails, so that a peer that
+                // never reads cannot hold up the replies to every other peer.
                 blockedOnSend = false
                 while let item = shared.outbox.withLock({ $0.pending.first }) {
                     let result: Result<Void, ZMQError>
                     do {
-                        guard try endpoint.socket.send(item.frames, blocking: false) else {
+                        if try endpoint.socket.send(item.frames, blocking: false) {
+                            result = .success(())
+                        } else if endpoint.socket.kind == .router {
+                            result = .failure(ZMQError(code: .wouldBlock, operation: "send",
+                                                       detail: "the peer's queue is full (it does not read)"))
+                        } else {
                             blockedOnSend = true
                             break
                         }
-                        result = .success(())
                     } catch {
                         result = .failure(error)
                     }

@@ -202,6 +202,11 @@ package final class AggregatorServer: Sendable {
         options.heartbeat = .init(intervalMilliseconds: 1_000, timeoutMilliseconds: 5_000, ttlMilliseconds: 10_000)
         var routerOptions = options
         routerOptions.routerMandatory = true
+        // At most this many replies wait for one agent (two whole models and then some); beyond, replies to
+        // it fail (it recovers with a snapshot when it reconnects) instead of holding memory or holding up
+        // other agents' replies.
+        let modelChunks = (modelFile.withLock { $0.count } + ModelChunk.maxChunkBytes - 1) / ModelChunk.maxChunkBytes
+        routerOptions.sendHighWaterMark = Int32(clamping: 2 * modelChunks + 32)
         do {
             router = try ZMQChannel(context: context, configuration: .init(
                 kind: .router, options: routerOptions, bind: [configuration.listen]))

@@ -12,6 +12,7 @@ import Synchronization
 package struct UpdateIntakeService: Service {
     let server: AggregatorServer
     let wake: AsyncStream<RoundDriver.Event>.Continuation
+    let modelTransfers = ModelTransferGate()
 
     package func run() async throws {
         let coordinator = server.coordinator, logger = server.logger
@@ -58,6 +59,15 @@ package struct UpdateIntakeService: Service {
         case .modelRequest(let wanted):
             let file = server.modelFile.withLock { $0 }
             let version = await coordinator.modelVersion
+            let gate = modelTransfers.admit(agentID, version: version, at: .now)
+            guard gate.admitted else {
+                if gate.firstIgnored {
+                    logger.warning("Model requests ignored: this model was sent to the agent \(modelTransfers.burst) times within \(modelTransfers.interval)", metadata: [
+                        "agent.id": "\(agentID)", "model.version": "\(version)",
+                    ])
+                }
+                break
+            }
             let chunks = ModelChunk.chunks(of: file, modelVersion: version)
             logger.debug("Sending model", metadata: [
                 "agent.id": "\(agentID)", "model.version": "\(version)", "agent.held_version": "\(wanted.heldVersion)",
