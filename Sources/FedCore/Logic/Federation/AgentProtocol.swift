@@ -135,6 +135,10 @@ package struct AgentProtocol: Sendable {
     package private(set) var handledRound: UInt64 = 0
     /// The work done for the newest trained round, kept to re-send to a restarted aggregator.
     package private(set) var lastWork: (round: RoundPlan, work: RoundWork)?
+    /// The newest round the aggregator answered an update of with a verdict (accepted or refused).
+    package private(set) var answeredRound: UInt64 = 0
+    /// A welcome came after ``lastWork`` was sent: the aggregator may have restarted since.
+    package private(set) var welcomedSinceWork = false
     /// Set once the privacy budget refused a release.
     package private(set) var trainingStopped: String?
     /// Rounds refused by the privacy floor, and the last reason.
@@ -171,6 +175,7 @@ package struct AgentProtocol: Sendable {
             return []
         case .welcomed(let snapshot):
             registered = true
+            welcomedSinceWork = true
             var actions = apply(snapshot.thresholds)
             actions.append(.note(.registered(round: snapshot.openRound?.round, modelVersion: snapshot.modelVersion)))
             if let open = snapshot.openRound, snapshot.awaitingUpdate {
@@ -197,6 +202,7 @@ package struct AgentProtocol: Sendable {
         case .trainingFinished(let round, let outcome):
             return finish(round, outcome, now: now)
         case .verdict(let round, let accepted, let reason):
+            answeredRound = max(answeredRound, round)
             return [.note(accepted ? .updateAccepted(round: round) : .refused(round: round, reason: reason))]
         }
     }
@@ -214,8 +220,14 @@ package struct AgentProtocol: Sendable {
             return [.note(.skippedTrainingStopped(round: plan.round, reason: reason))]
         }
         if plan.round <= handledRound {
-            guard resend, let last = lastWork, last.round.round == plan.round,
+            // Re-send when a welcome says the aggregator waits for it, or when the round is announced
+            // after a welcome that came after the work was sent, with no verdict for it: a restarted
+            // aggregator that re-opened the round after this agent's welcome (which showed no open round
+            // yet) lost the update. Secure rounds never re-send (docs/PROTOCOL.md).
+            let lost = welcomedSinceWork && answeredRound < plan.round && plan.hyperparameters.secureThreshold == 0
+            guard resend || lost, let last = lastWork, last.round.round == plan.round,
                   last.round.modelVersion == plan.modelVersion else { return [] }
+            welcomedSinceWork = false
             return [.note(.resending(round: plan.round)), .resend(last.work, round: plan)]
         }
         guard now < plan.deadlineMilliseconds else {
@@ -267,6 +279,7 @@ package struct AgentProtocol: Sendable {
             // Work released into secure aggregation cannot be re-sent: a restarted aggregator runs a new
             // protocol instance, and masking the same input twice would expose it. It is not kept.
             lastWork = work.secureInput == nil ? (round, work) : nil
+            welcomedSinceWork = false
             actions = [.send(work, round: round)]
         case .budgetRefused(let reason):
             trainingStopped = reason
