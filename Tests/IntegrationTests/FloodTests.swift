@@ -32,16 +32,9 @@ struct FloodTests {
         let honest = try federation.start("edge-agent", ["run", "--config", "region-1.yaml"])
         defer { honest.terminate() }
 
-        let configuration = try EdgeAgentConfiguration.load(path: federation.path("mallory.yaml"))
-        let identity = try KeyDirectory(path: federation.path("keys/mallory")).readIdentity()
-        let aggregatorKeys = try KeyDirectory.readPublicIdentity(file: federation.path("keys/aggregator/identity.public"))
-        let context = try ZMQContext()
-        let channel = try ZMQChannel(context: context, configuration: .init(
-            kind: .dealer, options: AgentLink.options(configuration: configuration, identity: identity,
-                                                      aggregator: aggregatorKeys),
-            connect: [configuration.aggregator]))
+        let mallory = try EnrolledClient(federation, agentID: "mallory")
+        let channel = mallory.channel, sealer = mallory.sealer
         defer { channel.close() }
-        let sealer = EnvelopeSealer(identity: identity, senderID: "mallory", recipient: aggregatorKeys.box)
         func send<M: WireMessage>(_ message: M) async throws {
             try await channel.send([.bytes(WireHeader(kind: M.kind).bytes),
                                     .block(sealer.seal(message.encoded(), kind: M.kind.rawValue, round: 0))])

@@ -27,17 +27,9 @@ struct RejectionTests {
         let honest = try federation.start("edge-agent", ["run", "--config", "region-1.yaml"])
         defer { honest.terminate() }
 
-        let configuration = try EdgeAgentConfiguration.load(path: federation.path("mallory.yaml"))
-        let identity = try KeyDirectory(path: federation.path("keys/mallory")).readIdentity()
-        let aggregatorKeys = try KeyDirectory.readPublicIdentity(file: federation.path("keys/aggregator/identity.public"))
-        let context = try ZMQContext()
-        let channel = try ZMQChannel(context: context, configuration: .init(
-            kind: .dealer, options: AgentLink.options(configuration: configuration, identity: identity,
-                                                      aggregator: aggregatorKeys),
-            connect: [configuration.aggregator]))
+        let mallory = try EnrolledClient(federation, agentID: "mallory")
+        let channel = mallory.channel, sealer = mallory.sealer, opener = mallory.opener, identity = mallory.identity
         defer { channel.close() }
-        let sealer = EnvelopeSealer(identity: identity, senderID: "mallory", recipient: aggregatorKeys.box)
-        let opener = EnvelopeOpener(recipient: identity.box, senders: ["aggregator": aggregatorKeys.signing])
 
         func send(_ kind: MessageKind, _ envelope: ByteBlock) async throws {
             try await channel.send([.bytes(WireHeader(kind: kind).bytes), .block(envelope)])
