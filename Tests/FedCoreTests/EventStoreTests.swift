@@ -29,6 +29,40 @@ struct EventStoreTests {
         #expect(sequences[2]?.map(\.category) == [7])
     }
 
+    @Test("A stream's rows are stored once however they are re-sent: whole messages again, overlapping ones, other batch sizes; streams and producers are apart")
+    func streamOffsets() throws {
+        let store = try temporaryStore()
+        let rows = (0..<10).map { (row: $0, event: event(UInt64($0 % 3), UInt64($0), at: 1_600_000_000 + Int64($0))) }
+        func send(_ range: Range<Int>, producer: String = "shop", stream: String = "s") throws -> EventStore.StreamAppend {
+            // The message's valid rows, indexed within it; row 4 of the stream is refused (not among the events).
+            let events = rows[range].filter { $0.row != 4 }.map { (row: $0.row - range.lowerBound, event: $0.event) }
+            return try store.append(events, at: .init(producer: producer, stream: stream, first: Int64(range.lowerBound)),
+                                    rows: range.count)
+        }
+        #expect(try send(0..<3).skippedRows == 0)
+        #expect(try send(0..<3).skippedRows == 3, "the same message again")
+        let overlap = try send(2..<6)
+        #expect(overlap.skippedRows == 1 && overlap.ids?.count == 2, "rows 3 and 5 new; row 4 refused")
+        #expect(try send(0..<10).skippedRows == 6)
+        #expect(try store.eventCount() == 9, "every valid row once")
+        #expect(try send(0..<10, producer: "other").skippedRows == 0, "another producer's stream of the same name")
+        #expect(try send(0..<2, stream: "t").skippedRows == 0)
+        #expect(try store.eventCount() == 9 + 9 + 2)
+        #expect(try store.streamPositions().map { "\($0.producer)/\($0.stream)=\($0.first)" } == ["other/s=10", "shop/s=10", "shop/t=2"])
+    }
+
+    @Test("Stream headers parse only in their one form")
+    func streamHeaders() throws {
+        #expect(try IngestStreamHeader.parse(Array("#stream replay:ab12 42".utf8)) == IngestStreamHeader(stream: "replay:ab12", offset: 42))
+        let header = IngestStreamHeader(stream: "kafka/orders.3", offset: 7)
+        #expect(try IngestStreamHeader.parse(header.frame) == header)
+        for bad in ["#stream", "#stream a", "#stream a -1", "#stream a 1 2", "#stream  a 1", "#stream a b", "#strem a 1",
+                    "#stream a\u{e9} 1", "#stream \(String(repeating: "x", count: 201)) 1", "#stream a 99999999999999999999"] {
+            #expect(throws: IngestStreamHeader.Invalid.self, "\(bad)") { try IngestStreamHeader.parse(Array(bad.utf8)) }
+        }
+        #expect(IngestStreamHeader.isHeader(Array("#x".utf8)) && !IngestStreamHeader.isHeader(Array("{\"a\":1}".utf8)))
+    }
+
     @Test("Acknowledged events survive reopening the store")
     func durable() throws {
         let store = try temporaryStore()

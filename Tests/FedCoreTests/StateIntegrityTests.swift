@@ -19,6 +19,35 @@ struct StateIntegrityTests {
         for suffix in ["", "-wal", "-shm"] { try? FileManager.default.removeItem(atPath: path + suffix) }
     }
 
+    @Test("An event store deleted or replaced by an older copy is refused at open, naming the file and the fix")
+    func eventStoreCannotGoBack() throws {
+        let directory = try Self.directory()
+        defer { try? FileManager.default.removeItem(at: directory) }
+        let path = directory.appendingPathComponent("events.sqlite").path
+        let event = BehaviorEvent(user: 1, item: 2, category: 3, action: .view, timestamp: 1_600_000_000)
+        do {
+            let store = try EventStore(path: path)
+            try store.append([event, event])
+        }  // closed: the mark is written
+        #expect(HighWaterMark(database: path, what: "event store").recorded() == 2)
+        let older = try Data(contentsOf: URL(fileURLWithPath: path))
+        do {
+            let store = try EventStore(path: path)
+            try store.append([event])
+        }
+        Self.remove(database: path)
+        var error: StorageError?
+        do { _ = try EventStore(path: path) } catch let caught { error = caught }
+        #expect(error?.description.contains(path) == true && error?.description.contains("Restore it from a backup") == true,
+                "\(String(describing: error))")
+        // An older copy (2 events where 3 were) is refused too; the control: the current file opens.
+        Self.remove(database: path)
+        try older.write(to: URL(fileURLWithPath: path))
+        #expect(throws: StorageError.self) { _ = try EventStore(path: path) }
+        try FileManager.default.removeItem(atPath: path + ".highwater")
+        #expect(try EventStore(path: path).eventCount() == 2, "deleting the mark is the explicit fresh start")
+    }
+
     @Test("A ledger deleted, emptied or replaced by an older copy is refused at open; deleting its mark too is the explicit fresh start")
     func ledgerCannotGoBack() throws {
         let directory = try Self.directory()

@@ -45,15 +45,19 @@ package final class ChildProcess: @unchecked Sendable {
     /// The reader saw end of file: everything the child wrote is in `collected`.
     private var reachedEnd = false
 
-    package convenience init(_ binary: String, _ arguments: [String], in directory: URL) throws {
-        try self.init(executable: Binaries.url(binary), arguments, in: directory)
+    package convenience init(_ binary: String, _ arguments: [String], in directory: URL,
+                             environment: [String: String] = [:]) throws {
+        try self.init(executable: Binaries.url(binary), arguments, in: directory, environment: environment)
     }
 
-    /// Any program, e.g. `/usr/bin/env` with `python3 …`.
-    package init(executable: URL, _ arguments: [String], in directory: URL) throws {
+    /// Any program, e.g. `/usr/bin/env` with `python3 …`; `environment` adds to the test's own.
+    package init(executable: URL, _ arguments: [String], in directory: URL, environment: [String: String] = [:]) throws {
         process.executableURL = executable
         process.arguments = arguments
         process.currentDirectoryURL = directory
+        if !environment.isEmpty {
+            process.environment = ProcessInfo.processInfo.environment.merging(environment) { $1 }
+        }
         let pipe = Pipe()
         process.standardOutput = pipe
         process.standardError = pipe
@@ -151,8 +155,8 @@ package struct Federation {
         }
     }
 
-    package func start(_ binary: String, _ arguments: [String]) throws -> ChildProcess {
-        try ChildProcess(binary, arguments, in: directory)
+    package func start(_ binary: String, _ arguments: [String], environment: [String: String] = [:]) throws -> ChildProcess {
+        try ChildProcess(binary, arguments, in: directory, environment: environment)
     }
 }
 
@@ -192,6 +196,14 @@ extension ChildProcess {
     package func kill() {
         if process.isRunning { Glibc.kill(process.processIdentifier, SIGKILL) }
         process.waitUntilExit()
+    }
+
+    /// Waits up to `seconds` for the process to kill itself at an armed failpoint (`FEDDRIFT_FAILPOINTS`):
+    /// true when it died of SIGKILL after printing the failpoint's line.
+    package func waitForFailpoint(_ step: String, seconds: Double) async -> Bool {
+        _ = await waitForExit(seconds: seconds)
+        return !process.isRunning && process.terminationReason == .uncaughtSignal && process.terminationStatus == SIGKILL
+            && output.contains("FAILPOINT \(step) ")
     }
 
     /// Lines of the output that start with `prefix` (the aggregator's per-round progress lines).

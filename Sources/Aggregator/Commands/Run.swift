@@ -39,6 +39,7 @@ struct Run: AsyncParsableCommand {
 
     func run() async throws {
         let logger = Logger.bootstrapForTool(label: "aggregator", level: logLevel, format: logFormat)
+        if let armed = try Failpoint.checkEnvironment() { logger.warning("\(armed)") }
         var configuration = try AggregatorConfiguration.load(path: config)
         if let listen { configuration.listen = listen }
         if let rounds { configuration.rounds.maxRounds = rounds }

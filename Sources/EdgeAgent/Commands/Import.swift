@@ -41,6 +41,7 @@ struct Import: ParsableCommand {
 
     func run() throws {
         guard let format = EventFormat(rawValue: format) else { return }
+        if let armed = try Failpoint.checkEnvironment() { FileHandle.standardError.write(Data((armed + "\n").utf8)) }
         var storePath = self.store
         if let config {
             let configuration = try EdgeAgentConfiguration.load(path: config)
@@ -59,6 +60,7 @@ struct Import: ParsableCommand {
                                       skippingLines: progress.lines) { batch, through in
             progress.lines = through
             try store.append(batch, progress: progress)
+            Failpoint.agentImportBatch.reach()
         }
         let seconds = max(Date().timeIntervalSince(start), 1e-3)
         print(String(format: "Imported %d events (%.0f events/s); %d rows refused.", summary.accepted,

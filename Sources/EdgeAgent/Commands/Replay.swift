@@ -16,6 +16,11 @@ struct Replay: AsyncParsableCommand {
             this client's key directory (edge-agent keygen) and the agent's identity.public. Without them the \
             connection is plain, which only an agent with insecure_loopback: true accepts, on loopback.
 
+            Each message carries its rows' offsets in a stream named after the file's contents (--stream \
+            to choose the name): the agent stores each row of a stream once, so replaying a file again — \
+            after either side crashed, or on purpose — adds only the rows it has not stored yet. \
+            --no-stream sends plain messages, which the agent stores as they come.
+
             Example:
               edge-agent keygen --out keys/shop        # once; the agent's operator enrols keys/shop/identity.public
               edge-agent replay --endpoint tcp://127.0.0.1:7710 --key keys/shop \
@@ -38,22 +43,37 @@ struct Replay: AsyncParsableCommand {
     @Option(name: .long, help: "Rows per second (0 = unlimited).")
     var rate = 0
 
+    @Option(name: .long, help: "The stream name (letters, digits, ._:/-); default: replay:<hash of the file>.")
+    var stream: String?
+
+    @Flag(name: .long, help: "Send rows without stream offsets: a second replay stores them again.")
+    var noStream = false
+
     @Argument(help: "The file to replay.")
     var file: String
 
     func validate() throws {
         guard batch >= 1 else { throw ValidationError("--batch must be at least 1") }
         guard rate >= 0 else { throw ValidationError("--rate must be ≥ 0") }
+        if let stream {
+            guard !noStream else { throw ValidationError("--stream and --no-stream exclude each other") }
+            do {
+                _ = try IngestStreamHeader.parse(IngestStreamHeader(stream: stream, offset: 0).frame)
+            } catch {
+                throw ValidationError("--stream: \(error)")
+            }
+        }
         guard (key == nil) == (serverKey == nil) else {
             throw ValidationError("--key and --server-key go together: this client's keys and the agent's public key")
         }
     }
 
     func run() async throws {
-        guard let text = try? String(contentsOfFile: file, encoding: .utf8) else {
-            throw ValidationError("cannot read \(file)")
+        guard let data = FileManager.default.contents(atPath: file), let text = String(data: data, encoding: .utf8) else {
+            throw ValidationError("cannot read \(file) as UTF-8 text")
         }
         let rows = text.split(separator: "\n", omittingEmptySubsequences: true)
+        let streamName = noStream ? nil : stream ?? "replay:" + Digest.hex(Digest.blake2b256([UInt8](data)).prefix(12))
         let context = try ZMQContext()
         let keys = try key.map { try KeyDirectory(path: $0).readIdentity() }
         let server = try serverKey.map { try KeyDirectory.readPublicIdentity(file: $0).box }
@@ -63,7 +83,12 @@ struct Replay: AsyncParsableCommand {
         var sent = 0
         for start in stride(from: 0, to: rows.count, by: batch) {
             let chunk = rows[start..<min(start + batch, rows.count)].joined(separator: "\n")
-            try await channel.send([Array(chunk.utf8)])
+            if let streamName {
+                let frames: [[UInt8]] = [IngestStreamHeader(stream: streamName, offset: Int64(start)).frame, Array(chunk.utf8)]
+                try await channel.send(frames)
+            } else {
+                try await channel.send([Array(chunk.utf8)])
+            }
             sent += min(batch, rows.count - start)
             if rate > 0 {
                 let due = started + .milliseconds(Int64(sent) * 1000 / Int64(rate))
@@ -72,6 +97,6 @@ struct Replay: AsyncParsableCommand {
         }
         // Let libzmq flush before closing (linger is 0).
         try await Task.sleep(for: .milliseconds(500))
-        FileHandle.standardError.write(Data("sent \(sent) rows to \(endpoint)\n".utf8))
+        FileHandle.standardError.write(Data("sent \(sent) rows to \(endpoint)\(streamName.map { " as stream \($0)" } ?? "")\n".utf8))
     }
 }

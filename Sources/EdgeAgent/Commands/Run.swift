@@ -40,6 +40,7 @@ struct Run: AsyncParsableCommand {
 
     func run() async throws {
         let logger = Logger.bootstrapForTool(label: "edge-agent", level: logLevel, format: logFormat)
+        if let armed = try Failpoint.checkEnvironment() { logger.warning("\(armed)") }
         var configuration = try EdgeAgentConfiguration.load(path: config)
         if let aggregator { configuration.aggregator = aggregator }
         try configuration.validate()

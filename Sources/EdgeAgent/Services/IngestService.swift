@@ -9,13 +9,16 @@ import Synchronization
 
 /// Events stored and refused by live ingest since start, for `/status`.
 final class IngestCounts: Sendable {
-    private let counts = Mutex((stored: 0, refused: 0))
-    func add(stored: Int, refused: Int) { counts.withLock { $0.stored += stored; $0.refused += refused } }
-    var values: (stored: Int, refused: Int) { counts.withLock { $0 } }
+    private let counts = Mutex((stored: 0, refused: 0, duplicates: 0))
+    func add(stored: Int, refused: Int, duplicates: Int = 0) {
+        counts.withLock { $0.stored += stored; $0.refused += refused; $0.duplicates += duplicates }
+    }
+    var values: (stored: Int, refused: Int, duplicates: Int) { counts.withLock { $0 } }
 }
 
 /// Live events on a PULL socket: each message holds one or more rows (newline-separated) in the
-/// configured format. A message's valid rows are stored in one durable transaction before the next
+/// configured format, optionally after a `#stream <name> <offset>` frame (``IngestStreamHeader``) that
+/// makes re-sent rows count once. A message's valid rows are stored in one durable transaction before the next
 /// message is read; bad rows are counted (`/metrics`, `/status`) and logged with their position, never
 /// silently dropped — at most one line a second, with how many were not logged since, so that a flood
 /// of bad rows cannot flood the log. Stored
@@ -31,41 +34,75 @@ struct IngestService: Service {
 
     func run() async throws {
         defer { channel.close() }
-        var stored = 0, refused = 0, messages = 0
+        var stored = 0, refused = 0, duplicates = 0, messages = 0
         var lastWarning = ContinuousClock.now - .seconds(2), notLogged = 0
+        func warn(_ error: any Error) {
+            guard ContinuousClock.now - lastWarning >= .seconds(1) else {
+                notLogged += 1
+                return
+            }
+            logger.warning("Refused live event", metadata: [
+                "message": "\(messages)", "error": "\(error)", "refused.not_logged_since_last_line": "\(notLogged)",
+            ])
+            (lastWarning, notLogged) = (.now, 0)
+        }
         for try await message in channel.messages.cancelOnGracefulShutdown() {
             messages += 1
             let started = ContinuousClock.now, refusedBefore = refused
-            var events: [BehaviorEvent] = []
-            for frame in message.frames {
+            var frames = message.frames[...]
+            var header: IngestStreamHeader?
+            if let first = frames.first, IngestStreamHeader.isHeader(first) {
+                do {
+                    header = try IngestStreamHeader.parse(first)
+                    frames = frames.dropFirst()
+                } catch {
+                    // A malformed header: storing its rows could store them twice; refuse the message whole.
+                    refused += 1
+                    warn(error)
+                    metrics.ingested(stored: 0, refused: 1)
+                    counts.add(stored: 0, refused: 1)
+                    continue
+                }
+            }
+            var events: [(row: Int, event: BehaviorEvent)] = [], row = 0
+            for frame in frames {
                 let text = String(decoding: frame, as: UTF8.self)
-                for (index, row) in text.split(separator: "\n", omittingEmptySubsequences: true).enumerated() {
+                for line in text.split(separator: "\n", omittingEmptySubsequences: true) {
+                    defer { row += 1 }
                     do {
-                        events.append(try EventParser.parse(row, format: format, line: index + 1))
+                        events.append((row, try EventParser.parse(line, format: format, line: row + 1)))
                     } catch {
                         refused += 1
-                        guard ContinuousClock.now - lastWarning >= .seconds(1) else {
-                            notLogged += 1
-                            continue
-                        }
-                        logger.warning("Refused live event", metadata: [
-                            "message": "\(messages)", "error": "\(error)", "refused.not_logged_since_last_line": "\(notLogged)",
-                        ])
-                        (lastWarning, notLogged) = (.now, 0)
+                        warn(error)
                     }
                 }
             }
-            let ids = try store.append(events)
-            stored += events.count
-            metrics.ingested(stored: events.count, refused: refused - refusedBefore)
-            counts.add(stored: events.count, refused: refused - refusedBefore)
+            var fresh = events.map(\.event), ids: ClosedRange<Int64>?, skipped = 0
+            if let header {
+                let position = EventStore.StreamPosition(producer: message.userID ?? "", stream: header.stream,
+                                                         first: header.offset)
+                let outcome = try store.append(events, at: position, rows: row)
+                (ids, skipped) = (outcome.ids, outcome.skippedRows)
+                fresh = events.filter { $0.row >= outcome.skippedRows }.map(\.event)
+            } else {
+                ids = try store.append(fresh)
+            }
+            Failpoint.agentIngestStored.reach()
+            stored += fresh.count
+            duplicates += skipped
+            metrics.ingested(stored: fresh.count, refused: refused - refusedBefore)
+            counts.add(stored: fresh.count, refused: refused - refusedBefore, duplicates: skipped)
             metrics.ingestDuration(seconds: (ContinuousClock.now - started).inSeconds)
-            scoring.submit(events, ids: ids)
+            scoring.submit(fresh, ids: ids)
             if messages % 1000 == 0 {
-                logger.info("Live ingest", metadata: ["events.stored": "\(stored)", "events.refused": "\(refused)"])
+                logger.info("Live ingest", metadata: [
+                    "events.stored": "\(stored)", "events.refused": "\(refused)", "rows.already_stored": "\(duplicates)",
+                ])
             }
         }
-        logger.info("Live ingest stopped", metadata: ["events.stored": "\(stored)", "events.refused": "\(refused)"])
+        logger.info("Live ingest stopped", metadata: [
+            "events.stored": "\(stored)", "events.refused": "\(refused)", "rows.already_stored": "\(duplicates)",
+        ])
     }
 }
 

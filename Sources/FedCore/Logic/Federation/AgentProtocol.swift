@@ -139,6 +139,9 @@ package struct AgentProtocol: Sendable {
     package private(set) var answeredRound: UInt64 = 0
     /// A welcome came after ``lastWork`` was sent: the aggregator may have restarted since.
     package private(set) var welcomedSinceWork = false
+    /// The round the last welcome showed open (0: none). An announcement of an older round than that
+    /// after the welcome is a round re-opened by a restarted aggregator.
+    package private(set) var welcomeOpenRound: UInt64 = 0
     /// Set once the privacy budget refused a release.
     package private(set) var trainingStopped: String?
     /// Rounds refused by the privacy floor, and the last reason.
@@ -176,6 +179,7 @@ package struct AgentProtocol: Sendable {
         case .welcomed(let snapshot):
             registered = true
             welcomedSinceWork = true
+            welcomeOpenRound = snapshot.openRound?.round ?? 0
             var actions = apply(snapshot.thresholds)
             actions.append(.note(.registered(round: snapshot.openRound?.round, modelVersion: snapshot.modelVersion)))
             if let open = snapshot.openRound, snapshot.awaitingUpdate {
@@ -221,10 +225,12 @@ package struct AgentProtocol: Sendable {
         }
         if plan.round <= handledRound {
             // Re-send when a welcome says the aggregator waits for it, or when the round is announced
-            // after a welcome that came after the work was sent, with no verdict for it: a restarted
-            // aggregator that re-opened the round after this agent's welcome (which showed no open round
-            // yet) lost the update. Secure rounds never re-send (docs/PROTOCOL.md).
-            let lost = welcomedSinceWork && answeredRound < plan.round && plan.hyperparameters.secureThreshold == 0
+            // after a welcome that came after the work was sent and either there was no verdict for it
+            // or the welcome did not show this round open: a restarted aggregator that re-opened the
+            // round after this agent's welcome lost the update — even one its previous run accepted and
+            // crashed before checkpointing. Secure rounds never re-send (docs/PROTOCOL.md).
+            let lost = welcomedSinceWork && plan.hyperparameters.secureThreshold == 0
+                && (answeredRound < plan.round || welcomeOpenRound < plan.round)
             guard resend || lost, let last = lastWork, last.round.round == plan.round,
                   last.round.modelVersion == plan.modelVersion else { return [] }
             welcomedSinceWork = false

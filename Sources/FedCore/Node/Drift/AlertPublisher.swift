@@ -40,24 +40,44 @@ package final class AlertPublisher: Sendable {
         let pending = try store.unpublished()
         var documents: [String] = []
         for alert in pending { documents.append(try store.json(alert)) }
-        try await send(pending, documents: documents)
+        // A crash between the file append and the mark leaves them in the file already: not twice.
+        let written = file.map { Self.alertIDs(inTailOf: $0, bytes: documents.reduce(64 << 10) { $0 + 2 * $1.utf8.count }) } ?? []
+        try await send(pending, documents: documents, inFile: written)
         return pending.count
     }
 
-    private func send(_ alerts: [DriftAlert], documents: [String]) async throws {
+    /// The ids of the alerts in the last `bytes` bytes of a JSONL file (whole lines only).
+    static func alertIDs(inTailOf path: String, bytes: Int) -> Set<String> {
+        guard let handle = FileHandle(forReadingAtPath: path) else { return [] }
+        defer { try? handle.close() }
+        guard let size = try? handle.seekToEnd() else { return [] }
+        let start = size > UInt64(bytes) ? size - UInt64(bytes) : 0
+        guard (try? handle.seek(toOffset: start)) != nil, let data = try? handle.readToEnd() else { return [] }
+        var lines = data.split(separator: UInt8(ascii: "\n"))
+        if start > 0, !lines.isEmpty { lines.removeFirst() }  // a partial line
+        var ids: Set<String> = []
+        for line in lines {
+            if let object = try? JSONSerialization.jsonObject(with: Data(line)) as? [String: Any], let id = object["id"] as? String {
+                ids.insert(id)
+            }
+        }
+        return ids
+    }
+
+    private func send(_ alerts: [DriftAlert], documents: [String], inFile: Set<String> = []) async throws {
         guard !alerts.isEmpty else { return }
         if let channel {
             for (alert, json) in zip(alerts, documents) {
                 try await channel.send([Array(Self.topic(alert).utf8), Array(json.utf8)])
             }
         }
-        try await disk.run { [self] in try confirm(alerts, documents: documents) }
+        try await disk.run { [self] in try confirm(alerts, documents: documents, inFile: inFile) }
     }
 
-    /// Appends the JSONL lines, then marks the alerts published.
-    private func confirm(_ alerts: [DriftAlert], documents: [String]) throws {
+    /// Appends the JSONL lines (but those of alerts `inFile` already), then marks the alerts published.
+    private func confirm(_ alerts: [DriftAlert], documents: [String], inFile: Set<String>) throws {
         if let file {
-            let lines = Data(documents.map { $0 + "\n" }.joined().utf8)
+            let lines = Data(zip(alerts, documents).filter { !inFile.contains($0.0.id) }.map { $0.1 + "\n" }.joined().utf8)
             if let handle = FileHandle(forWritingAtPath: file) {
                 defer { try? handle.close() }
                 try handle.seekToEnd()
@@ -66,6 +86,7 @@ package final class AlertPublisher: Sendable {
                 try lines.write(to: URL(fileURLWithPath: file))
             }
         }
+        Failpoint.agentAlertsPublished.reach()
         try store.markPublished(alerts.map(\.id))
     }
 }

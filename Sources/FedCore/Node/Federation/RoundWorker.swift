@@ -260,7 +260,10 @@ package struct StoreRoundWorker: RoundWorker {
             report = try releaseEvaluation(measured, planned: plan.evaluation(round: round.round), round: round.round,
                                            modelVersion: modelVersion, pending: &pending, random: &exact)
         }
-        let trainedResult = training.run(global: global, users: data.training, shouldStop: pastCutoff)
+        let trainedResult = training.run(global: global, users: data.training, shouldStop: {
+            Failpoint.agentTraining.reach()
+            return pastCutoff()
+        })
         let noiseOnly = trainedResult == nil
         let result = trainedResult ?? .empty(count: global.values.count)
         // The update: quantised, plus discrete Gaussian noise sampled exactly from the CSPRNG — all of it,

@@ -6,7 +6,7 @@ package import Foundation
 package enum AgentStatusDocument {
     package static func make(configuration: EdgeAgentConfiguration, session: AgentSession.Snapshot,
                              scoring: LiveScoring.Progress, thresholds: AlertThresholds, privacy: AgentPrivacyStatus?,
-                             ingest: (stored: Int, refused: Int),
+                             ingest: (stored: Int, refused: Int, duplicates: Int),
                              deliveries: [String: AlertStore.DeliveryCounts] = [:]) -> Data {
         let status = session.status
         var document: [String: Any] = [
@@ -15,7 +15,8 @@ package enum AgentStatusDocument {
             "participating": status?.participating ?? true, "stopped_reason": status?.stoppedReason ?? "",
             "last_round": status?.lastRound ?? 0, "refused_rounds": status?.refusedRounds ?? 0,
             "model_version": scoring.modelVersion.map { Int($0) } ?? -1,
-            "events_ingested": ingest.stored, "events_refused": ingest.refused, "events_scored": scoring.eventsScored,
+            "events_ingested": ingest.stored, "events_refused": ingest.refused,
+            "rows_already_stored": ingest.duplicates, "events_scored": scoring.eventsScored,
             "users": scoring.users, "replaying": scoring.replaying,
             "thresholds": ["interest_shift": thresholds.interestShift, "churn_risk": thresholds.churnRisk],
         ]

@@ -81,6 +81,7 @@ package final class CheckpointStore: Sendable {
                         """, arguments: [id, Int64(bitPattern: record.lastRound), record.acceptedUpdates,
                                          record.rejectedUpdates, record.ledgerSequence, record.ledgerHead])
                 }
+                Failpoint.aggregatorCheckpointWrite.reach()
             }
         } catch {
             throw StorageError(path: path, operation: "save checkpoint of round \(checkpoint.round)", reason: "\(error)")

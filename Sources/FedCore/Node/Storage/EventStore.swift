@@ -3,21 +3,59 @@ package import FedLogic
 import FedModel
 import Foundation
 internal import GRDB
+import Synchronization
 
 /// The agent's local store of behaviour events: SQLite in WAL mode (readers never block the writer).
 ///
 /// A batch is acknowledged only after its transaction committed with `synchronous = FULL`, so an
 /// acknowledged event survives a process crash or power loss. Events may arrive out of time order;
 /// they are stored as they come and read back ordered by (timestamp, arrival).
+///
+/// Beside it, `events.sqlite.highwater` records the highest event id it has held (``HighWaterMark``): a
+/// store found holding less — deleted, emptied, replaced by an older copy — is refused at open instead
+/// of training and scoring on nothing. The mark is raised at most once a second while events arrive,
+/// and when the store is closed.
 package final class EventStore: Sendable {
     package let path: String
     private let pool: DatabasePool
+    private let mark: HighWaterMark
+    /// The highest id stored by this process and the mark last written.
+    private let marked: Mutex<(stored: Int64, written: Int64, at: ContinuousClock.Instant)>
 
     package init(path: String) throws(StorageError) {
         self.path = path
         do {
             pool = try DatabasePool.durable(path: path, what: "event store", migrator: Self.migrator)
         }
+        mark = HighWaterMark(database: path, what: "event store")
+        let last: Int64
+        do {
+            last = try pool.read { db in try Int64.fetchOne(db, sql: "SELECT MAX(id) FROM event") ?? 0 }
+        } catch {
+            throw StorageError(path: path, operation: "read the last event id", reason: "\(error)")
+        }
+        try mark.check(current: last)
+        marked = Mutex((last, mark.recorded(), .now))
+    }
+
+    deinit { try? raiseMark(force: true) }
+
+    /// Raises the high-water mark to the highest id stored: at most once a second unless `force`.
+    private func raiseMark(force: Bool) throws(StorageError) {
+        let due = marked.withLock { state -> Int64? in
+            guard state.stored > state.written, force || ContinuousClock.now - state.at >= .seconds(1) else { return nil }
+            (state.written, state.at) = (state.stored, .now)
+            return state.stored
+        }
+        if let due { try mark.raise(to: due) }
+    }
+
+    /// Notes ids just stored and raises the mark when due.
+    private func stored(_ ids: ClosedRange<Int64>?) throws(StorageError) -> ClosedRange<Int64>? {
+        guard let ids else { return nil }
+        marked.withLock { $0.stored = max($0.stored, ids.upperBound) }
+        try raiseMark(force: false)
+        return ids
     }
 
     private static var migrator: DatabaseMigrator {
@@ -43,7 +81,78 @@ package final class EventStore: Sendable {
                 table.column("updated_at", .integer).notNull()
             }
         }
+        migrator.registerMigration("v3: ingest streams") { db in
+            // Per producer and stream (``StreamPosition``): the next offset not yet stored, committed with
+            // the events, so a producer that re-sends after a crash adds nothing twice.
+            try db.create(table: "ingest_stream") { table in
+                table.column("producer", .text).notNull()
+                table.column("stream", .text).notNull()
+                table.column("next_offset", .integer).notNull()
+                table.column("updated_at", .integer).notNull()
+                table.primaryKey(["producer", "stream"])
+            }
+        }
         return migrator
+    }
+
+    /// Where a live-ingest message sits in its producer's stream: its rows have offsets `first`,
+    /// `first + 1`, … (every row, refused ones included), like a Kafka partition's.
+    package struct StreamPosition: Sendable, Equatable {
+        /// The enrolled producer's id (its ZAP user id), "" on an insecure loopback socket.
+        package var producer: String
+        package var stream: String
+        package var first: Int64
+        package init(producer: String, stream: String, first: Int64) {
+            (self.producer, self.stream, self.first) = (producer, stream, first)
+        }
+    }
+
+    /// What ``append(_:at:rows:)`` stored.
+    package struct StreamAppend: Sendable, Equatable {
+        /// Row ids of the events stored (nil: none).
+        package var ids: ClosedRange<Int64>?
+        /// Leading rows skipped because their offsets were stored before (a re-sent message).
+        package var skippedRows: Int
+    }
+
+    /// Appends the events of a stream message whose `rows` rows start at `position.first`; `events` are
+    /// the valid ones, each with its row's index in the message. Rows below the stream's next offset are
+    /// skipped (stored before); the rest are stored and the next offset moves past the message, in one
+    /// transaction. Offsets only move forward, so a re-sent or replayed message never stores a row twice.
+    package func append(_ events: [(row: Int, event: BehaviorEvent)], at position: StreamPosition,
+                        rows: Int) throws(StorageError) -> StreamAppend {
+        do {
+            let outcome = try pool.write { db -> StreamAppend in
+                let next = try Int64.fetchOne(db, sql: "SELECT next_offset FROM ingest_stream WHERE producer = ? AND stream = ?",
+                                              arguments: [position.producer, position.stream]) ?? 0
+                let skip = Int(clamping: max(0, min(Int64(rows), next - position.first)))
+                let end = position.first + Int64(rows)
+                if end > next {
+                    try db.execute(sql: """
+                        INSERT INTO ingest_stream (producer, stream, next_offset, updated_at) VALUES (?, ?, ?, ?)
+                        ON CONFLICT(producer, stream) DO UPDATE SET next_offset = MAX(next_offset, excluded.next_offset),
+                            updated_at = excluded.updated_at
+                        """, arguments: [position.producer, position.stream, end, Int64(Date().timeIntervalSince1970)])
+                }
+                let fresh = events.filter { $0.row >= skip }.map(\.event)
+                return StreamAppend(ids: try Self.insert(fresh, db), skippedRows: skip)
+            }
+            _ = try stored(outcome.ids)
+            return outcome
+        } catch let error as StorageError {
+            throw error
+        } catch {
+            throw StorageError(path: path, operation: "append \(events.count) events of stream \(position.stream)",
+                               reason: "\(error)")
+        }
+    }
+
+    /// Each producer's streams and the next offset the store expects (what a producer resumes from).
+    package func streamPositions() throws(StorageError) -> [StreamPosition] {
+        try read("read ingest stream offsets") { db in
+            try Row.fetchAll(db, sql: "SELECT producer, stream, next_offset FROM ingest_stream ORDER BY producer, stream")
+                .map { StreamPosition(producer: $0["producer"], stream: $0["stream"], first: $0["next_offset"]) }
+        }
     }
 
     /// Appends `events` in one transaction; returns once they are durable, with the row ids they got
@@ -80,7 +189,7 @@ package final class EventStore: Sendable {
     package func append(_ events: [BehaviorEvent], progress: ImportProgress?) throws(StorageError) -> ClosedRange<Int64>? {
         guard !events.isEmpty || progress != nil else { return nil }
         do {
-            return try pool.write { db -> ClosedRange<Int64>? in
+            let ids = try pool.write { db -> ClosedRange<Int64>? in
                 if let progress {
                     try db.execute(sql: """
                         INSERT INTO import_source (id, path, prefix_bytes, lines, updated_at) VALUES (?, ?, ?, ?, ?)
@@ -89,22 +198,30 @@ package final class EventStore: Sendable {
                         """, arguments: [progress.source, progress.path, progress.prefixBytes, progress.lines,
                                          Int64(Date().timeIntervalSince1970)])
                 }
-                guard !events.isEmpty else { return nil }
-                let insert = try db.makeStatement(
-                    sql: "INSERT INTO event (user, item, category, action, timestamp) VALUES (?, ?, ?, ?, ?)")
-                var first: Int64?
-                for event in events {
-                    try insert.execute(arguments: [Int64(bitPattern: event.user), Int64(bitPattern: event.item),
-                                                   Int64(bitPattern: event.category), Int(event.action.rawValue),
-                                                   event.timestamp])
-                    if first == nil { first = db.lastInsertedRowID }
-                }
-                // One writer, one transaction: AUTOINCREMENT ids of a batch are consecutive.
-                return (first ?? db.lastInsertedRowID)...db.lastInsertedRowID
+                return try Self.insert(events, db)
             }
+            return try stored(ids)
+        } catch let error as StorageError {
+            throw error
         } catch {
             throw StorageError(path: path, operation: "append \(events.count) events", reason: "\(error)")
         }
+    }
+
+    /// Inserts `events` in the caller's transaction; returns their row ids (nil for none).
+    private static func insert(_ events: [BehaviorEvent], _ db: Database) throws -> ClosedRange<Int64>? {
+        guard !events.isEmpty else { return nil }
+        let insert = try db.makeStatement(
+            sql: "INSERT INTO event (user, item, category, action, timestamp) VALUES (?, ?, ?, ?, ?)")
+        var first: Int64?
+        for event in events {
+            try insert.execute(arguments: [Int64(bitPattern: event.user), Int64(bitPattern: event.item),
+                                           Int64(bitPattern: event.category), Int(event.action.rawValue),
+                                           event.timestamp])
+            if first == nil { first = db.lastInsertedRowID }
+        }
+        // One writer, one transaction: AUTOINCREMENT ids of a batch are consecutive.
+        return (first ?? db.lastInsertedRowID)...db.lastInsertedRowID
     }
 
     /// The highest event row id stored (0 when empty): every event stored later has a higher one.

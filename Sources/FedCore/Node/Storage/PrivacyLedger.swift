@@ -133,6 +133,7 @@ package final class PrivacyLedger: Sendable {
                     """, arguments: [Int64(bitPattern: release.round), release.mechanism, release.samplingRate,
                                      release.noiseMultiplier, rdp, after, created, Data(previous), Data(hash),
                                      signature.map { Data($0) }])
+                Failpoint.agentLedgerCharge.reach()
                 return .success(after)
             }
         } catch {
