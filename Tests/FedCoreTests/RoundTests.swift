@@ -93,6 +93,10 @@ struct RoundTests {
         await #expect(throws: UpdateRejection.missingReceipt(agentID: "a")) { try await rounds.accept(update) }
         #expect(await rounds.recordReceipt(agentID: "a", round: round + 1, sequence: 3, head: "aa") == false, "not the open round")
         #expect(await rounds.recordReceipt(agentID: "a", round: round, sequence: 3, head: "aa"))
+        // The same receipt re-sent in the same round (a reconnect) is taken as it was; another head at the
+        // same position is not.
+        #expect(await rounds.recordReceipt(agentID: "a", round: round, sequence: 3, head: "aa"))
+        #expect(await rounds.recordReceipt(agentID: "a", round: round, sequence: 3, head: "ab") == false)
         try await rounds.accept(update)
         // The receipt of one agent does not admit another.
         await #expect(throws: UpdateRejection.missingReceipt(agentID: "b")) {
@@ -102,6 +106,8 @@ struct RoundTests {
         let next = await rounds.open(deadline: .now + .seconds(60))
         // A ledger that starts again (emptied, cut, replaced) cannot show entries past the head seen before.
         #expect(await rounds.recordReceipt(agentID: "a", round: next, sequence: 2, head: "bb") == false)
+        #expect(await rounds.recordReceipt(agentID: "a", round: next, sequence: 3, head: "aa") == false,
+                "last round's receipt is no receipt for this one")
         await #expect(throws: UpdateRejection.missingReceipt(agentID: "a")) {
             try await rounds.accept(ModelUpdate(agentID: "a", round: next, deltaSum: [0, 0, 0, 0], users: 1))
         }

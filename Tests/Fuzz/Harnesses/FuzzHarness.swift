@@ -152,8 +152,9 @@ package enum FuzzHarness: String, CaseIterable, Sendable {
         return path
     }()
 
+    /// One file per name and thread: tests that run harnesses in parallel never share one.
     private static func write(_ bytes: [UInt8], name: String) -> String {
-        let path = "\(scratch)/\(name)"
+        let path = "\(scratch)/\(pthread_self())-\(name)"
         _ = FileManager.default.createFile(atPath: path, contents: Data(bytes))
         return path
     }

@@ -45,10 +45,15 @@ package struct Welcome: WireMessage {
     package var thresholds: [Float]
     /// This agent's party number in secure-aggregation rounds (its Shamir evaluation point, ≥ 1).
     package var party: UInt64
+    /// The aggregator's wall clock when it sent this (unix ms; 0: not given). Round deadlines are on
+    /// this clock: the agent measures how far its own clock is off and converts them.
+    package var aggregatorTimeMilliseconds: Int64
 
     package init(aggregatorID: String, currentRound: UInt64, enrolledAgents: UInt32, modelVersion: UInt64 = 0,
-                 openRound: RoundOpen? = nil, awaitingUpdate: Bool = false, thresholds: [Float] = [], party: UInt64 = 1) {
+                 openRound: RoundOpen? = nil, awaitingUpdate: Bool = false, thresholds: [Float] = [], party: UInt64 = 1,
+                 aggregatorTimeMilliseconds: Int64 = 0) {
         self.party = party
+        self.aggregatorTimeMilliseconds = aggregatorTimeMilliseconds
         self.aggregatorID = aggregatorID
         self.currentRound = currentRound
         self.enrolledAgents = enrolledAgents
@@ -73,6 +78,7 @@ package struct Welcome: WireMessage {
         writer.write(UInt16(thresholds.count))
         for threshold in thresholds { writer.write(threshold) }
         writer.write(party)
+        writer.write(aggregatorTimeMilliseconds)
     }
 
     package init(from reader: inout ByteReader) throws(WireError) {
@@ -91,6 +97,10 @@ package struct Welcome: WireMessage {
         thresholds = try DriftThresholdsMessage.readThresholds(from: &reader)
         party = try reader.read(field: "party")
         guard party >= 1 else { throw .invalidValue(field: "party", reason: "0") }
+        aggregatorTimeMilliseconds = try reader.read(field: "aggregator time")
+        guard aggregatorTimeMilliseconds >= 0 else {
+            throw .invalidValue(field: "aggregator time", reason: "\(aggregatorTimeMilliseconds) < 0")
+        }
     }
 }
 

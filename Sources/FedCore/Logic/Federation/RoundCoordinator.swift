@@ -216,11 +216,15 @@ package actor RoundCoordinator {
 
     /// Records a receipt the node layer verified (signatures, chain, parameters) for the open round:
     /// the agent's update for that round may now be accepted. False when `round` is not open or the
-    /// receipt does not move past the newest entry seen before.
+    /// receipt does not move past the newest entry seen before. The same receipt again in the same
+    /// round (an agent re-sending after a reconnect) is accepted as it was, once recorded.
     @discardableResult
     package func recordReceipt(agentID: String, round: UInt64, sequence: Int64, head: String) -> Bool {
-        guard case .collecting(let open, _) = phase, round == open, enrolled.contains(agentID),
-              sequence > ledgerSequence(of: agentID) else { return false }
+        guard case .collecting(let open, _) = phase, round == open, enrolled.contains(agentID) else { return false }
+        if receipts.contains(agentID), sequence == ledgerSequence(of: agentID), head == agentRecords[agentID]?.ledgerHead {
+            return true
+        }
+        guard sequence > ledgerSequence(of: agentID) else { return false }
         receipts.insert(agentID)
         agentRecords[agentID, default: AgentRecord()].ledgerSequence = sequence
         agentRecords[agentID, default: AgentRecord()].ledgerHead = head

@@ -45,6 +45,37 @@ package final class AgentSession: Sendable {
     }
     private let state = Mutex(Snapshot())
     package var snapshot: Snapshot { state.withLock { $0 } }
+    /// The aggregator's clock minus this one's (ms), measured at each welcome; when this hello was sent.
+    private let clock = Mutex<(offset: Int64, helloSent: Int64?, measured: Bool)>((0, nil, false))
+
+    /// Measures the clock offset from a welcome (the aggregator's time, taken midway between this
+    /// agent's hello and the welcome's arrival) and logs it when it is large or changed by seconds.
+    private func measureClock(_ welcome: Welcome) {
+        guard welcome.aggregatorTimeMilliseconds > 0 else {
+            clock.withLock { $0.measured = true }
+            return
+        }
+        let now = Self.nowMilliseconds
+        let (previous, offset) = clock.withLock { clock -> (Int64, Int64) in
+            let sent = clock.helloSent.flatMap { now - $0 <= 10_000 && $0 <= now ? $0 : nil } ?? now
+            let previous = clock.offset
+            clock.offset = welcome.aggregatorTimeMilliseconds - (sent + (now - sent) / 2)
+            clock.measured = true
+            return (previous, clock.offset)
+        }
+        if abs(offset) >= 1_000, abs(offset - previous) >= 1_000 {
+            logger.warning("This node's clock differs from the aggregator's: round deadlines are converted to it", metadata: [
+                "clock.offset_s": "\(String(format: "%+.1f", Double(offset) / 1000))",
+            ])
+        }
+    }
+
+    /// A round plan with its deadline on this node's clock.
+    private func local(_ plan: RoundPlan) -> RoundPlan {
+        var plan = plan
+        plan.deadlineMilliseconds -= clock.withLock { $0.offset }
+        return plan
+    }
 
     package init(configuration: EdgeAgentConfiguration, identity: NodeIdentity, aggregator: NodePublicIdentity,
                  context: ZMQContext, worker: any RoundWorker, logger: Logger, persistModel: Bool = true,
@@ -216,7 +247,11 @@ package final class AgentSession: Sendable {
             do {
                 let (kind, body) = try verifier.open(message)
                 switch kind {
-                case .roundOpen: return .roundOpened(RoundPlan(try RoundOpen(decoding: body)))
+                case .roundOpen:
+                    // Before the first welcome this node's clock offset is unknown, so the deadline cannot be
+                    // read; the welcome carries the open round, and it is re-announced every second.
+                    guard clock.withLock({ $0.measured }) else { return nil }
+                    return .roundOpened(local(RoundPlan(try RoundOpen(decoding: body))))
                 case .thresholds:
                     let message = try DriftThresholdsMessage(decoding: body)
                     return .thresholds(message.thresholds)
@@ -232,13 +267,14 @@ package final class AgentSession: Sendable {
                 switch kind {
                 case .welcome:
                     let welcome = try Welcome(decoding: payload)
+                    measureClock(welcome)
                     logger.info("Registered: sealed hello accepted, sealed welcome opened", metadata: [
                         "agent.id": "\(agentID)", "aggregator.id": "\(welcome.aggregatorID)",
                         "round.id": "\(welcome.currentRound)", "model.version": "\(welcome.modelVersion)",
                         "agents.enrolled": "\(welcome.enrolledAgents)",
                     ])
                     var snapshot = AgentProtocol.Snapshot(
-                        modelVersion: welcome.modelVersion, openRound: welcome.openRound.map(RoundPlan.init),
+                        modelVersion: welcome.modelVersion, openRound: welcome.openRound.map { local(RoundPlan($0)) },
                         awaitingUpdate: welcome.awaitingUpdate, thresholds: welcome.thresholds)
                     snapshot.party = welcome.party
                     return .welcomed(snapshot)
@@ -266,6 +302,7 @@ package final class AgentSession: Sendable {
                          group: inout ThrowingTaskGroup<Void, any Error>) async throws -> AgentProtocol.Event? {
         switch action {
         case .sendHello:
+            clock.withLock { $0.helloSent = Self.nowMilliseconds }
             await send(Hello(agentID: agentID, softwareVersion: FedDrift.version, sentAtMilliseconds: Self.nowMilliseconds))
         case .sendHeartbeat(let round):
             await send(Heartbeat(sentAtMilliseconds: Self.nowMilliseconds, round: round))
@@ -290,6 +327,7 @@ package final class AgentSession: Sendable {
                 return .modelRejected(version: version)
             }
         case .startTraining(let plan):
+            Failpoint.agentRoundReceived.reach()
             guard let model, model.version == plan.modelVersion else {
                 preconditionFailure("AgentProtocol started training without the round's model")
             }
@@ -344,7 +382,9 @@ package final class AgentSession: Sendable {
                 "round.id": "\(round.round)", "users.sampled": "\(work.sampledUsers)",
                 "users.clipped": "\(work.clippedUsers)", "loss.mean": "\(work.meanLoss)", "seconds": "\(work.seconds)",
             ])
+            Failpoint.agentBeforeSend.reach()
             await submit(work, round: round)
+            defer { Failpoint.agentAfterSend.reach() }
             if let input = work.secureInput {
                 guard let participant = secure.participant, participant.round == round.round else {
                     logger.warning("Secure aggregation: this round's protocol is not running here; the update is not sent",

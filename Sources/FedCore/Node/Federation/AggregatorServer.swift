@@ -199,7 +199,11 @@ package final class AggregatorServer: Sendable {
         var options = ZMQSocketOptions()
         options.curve = .server(keys: identity.box)
         options.maxMessageBytes = Int64(configuration.maxMessageBytes)
-        options.heartbeat = .init(intervalMilliseconds: 1_000, timeoutMilliseconds: 5_000, ttlMilliseconds: 10_000)
+        // No ZMTP heartbeats of its own: libzmq 4.3.4 (Debian 12) aborts the whole process
+        // (`Assertion failed: !_io_error (src/stream_engine_base.cpp:331)`) when a heartbeat timer fires on a
+        // connection whose input stopped after a bad frame — one duplicated or reordered CURVE message on the
+        // path was enough (NetworkFaultTests). Dead agents are still dropped: each agent asks for a TTL in
+        // its own heartbeats (ZMQ_HEARTBEAT_TTL), and liveness counts the agents' sealed heartbeats.
         var routerOptions = options
         routerOptions.routerMandatory = true
         // At most this many replies wait for one agent (two whole models and then some); beyond, replies to

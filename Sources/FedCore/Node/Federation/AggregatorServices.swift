@@ -52,7 +52,8 @@ package struct UpdateIntakeService: Service {
                                   modelVersion: snapshot.modelVersion, openRound: snapshot.open?.wire,
                                   awaitingUpdate: snapshot.awaiting,
                                   thresholds: (await coordinator.thresholds)?.values.map(Float.init) ?? [],
-                                  party: server.secureDesk.parties[agentID] ?? 1)
+                                  party: server.secureDesk.parties[agentID] ?? 1,
+                                  aggregatorTimeMilliseconds: AggregatorServer.nowMilliseconds)
             await server.reply(welcome, to: agentID, routingID: request.routingID)
         case .heartbeat:
             break
@@ -121,6 +122,7 @@ package struct UpdateIntakeService: Service {
         case .update(let submission):
             do {
                 try await coordinator.accept(ModelUpdate(submission, from: agentID))
+                Failpoint.aggregatorUpdateAccepted.reach()
                 logger.info("Update accepted", metadata: [
                     "agent.id": "\(agentID)", "round.id": "\(submission.round)", "update.users": "\(submission.users)",
                     "message.bytes": "\(request.sealedBytes)",
@@ -290,6 +292,7 @@ package struct RoundDriverService: Service {
                 }
             }
             await server.announce(plan.wire)
+            Failpoint.aggregatorRoundOpened.reach()
             group.addTask { [server, wake] in
                 try await Task.sleep(for: closesAfter)
                 // A sum being unmasked closes the round itself (.aggregateAccepted) when it is done.
@@ -312,6 +315,7 @@ package struct RoundDriverService: Service {
             let store = server.checkpoints
             // SQLite with synchronous=FULL waits for the disk: off the cooperative pool.
             try await server.checkpointQueue.run { try store.save(checkpoint, encodedModel: file) }
+            Failpoint.aggregatorCheckpointSaved.reach()
             server.modelFile.withLock { $0 = file }
             server.exports.yield(.model(file, version: checkpoint.modelVersion))
             timing.closeSeconds = (ContinuousClock.now - timing.closing).inSeconds
