@@ -77,15 +77,16 @@ struct IngestService: Service {
                     }
                 }
             }
-            var fresh = events.map(\.event), ids: ClosedRange<Int64>?, skipped = 0
+            let fresh: [BehaviorEvent], ids: ClosedRange<Int64>?, skipped: Int
             if let header {
                 let position = EventStore.StreamPosition(producer: message.userID ?? "", stream: header.stream,
                                                          first: header.offset)
                 let outcome = try store.append(events, at: position, rows: row)
                 (ids, skipped) = (outcome.ids, outcome.skippedRows)
-                fresh = events.filter { $0.row >= outcome.skippedRows }.map(\.event)
+                fresh = events.filter { $0.row >= outcome.skippedRows }.map(\.event)  // what the store kept
             } else {
-                ids = try store.append(fresh)
+                fresh = events.map(\.event)
+                (ids, skipped) = (try store.append(fresh), 0)
             }
             Failpoint.agentIngestStored.reach()
             stored += fresh.count
