@@ -51,14 +51,17 @@ let package = Package(
         .systemLibrary(name: "CSodium", pkgConfig: "libsodium", providers: [.apt(["libsodium-dev"])]),
         // Matrix products of the LSTM (sgemm/dgemm); only FedCore/Numerics imports it.
         .systemLibrary(name: "COpenBLAS", pkgConfig: "openblas", providers: [.apt(["libopenblas-dev"])]),
+        // glibc's allocator controls (<malloc.h>: mallopt, malloc_trim), header only; FedCore/IO/System uses it
+        // to keep long-running processes' memory flat (ProcessMemory).
+        .systemLibrary(name: "CMalloc"),
         // FedCore's layers, bottom up (docs/ARCHITECTURE.md). Each is a target, so the compiler rejects
         // an import that runs back up; scripts/check-layers also rejects C modules outside their layer.
         //
-        // I/O layer: Transport (the only libzmq user), Crypto (the only libsodium user) and the wire
-        // codec. The only C and unsafe code besides the model layer's kernels.
+        // I/O layer: Transport (the only libzmq user), Crypto (the only libsodium user), the wire
+        // codec and System (the process's memory). The only C and unsafe code besides the model layer's kernels.
         .target(
             name: "FedIO",
-            dependencies: ["CZMQ", "CSodium"],
+            dependencies: ["CZMQ", "CSodium", "CMalloc"],
             path: "Sources/FedCore/IO",
             swiftSettings: strictSettings
         ),

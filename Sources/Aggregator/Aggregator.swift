@@ -23,9 +23,11 @@ struct AggregatorCommand: AsyncParsableCommand {
         subcommands: [Run.self, Status.self, Dashboard.self, CheckConfig.self, Keygen.self, Catalog.self, PrivacyPlan.self, ExportModel.self, Simulate.self, EvaluateTrends.self, Bench.self]
     )
 
-    /// Every file this process creates is the owner's alone (0600, folders 0700), then the usual parsing.
+    /// Every file this process creates is the owner's alone (0600, folders 0700), a fixed mmap threshold, then
+    /// the usual parsing.
     static func main() async {
         OwnerOnlyFiles.enable()
+        ProcessMemory.fixAllocatorThresholds()  // flat resident memory over thousands of rounds (see there)
         await main(nil)
     }
 }

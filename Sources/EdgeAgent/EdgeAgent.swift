@@ -22,9 +22,11 @@ struct EdgeAgentCommand: AsyncParsableCommand {
         subcommands: [Run.self, Status.self, Dashboard.self, CheckConfig.self, Keygen.self, Import.self, Simulate.self, Privacy.self, Alerts.self, ScoreAlerts.self, Recommend.self, Replay.self, EvaluateDrift.self, FitDrift.self, EvaluateChurn.self, Bench.self]
     )
 
-    /// Every file this process creates is the owner's alone (0600, folders 0700), then the usual parsing.
+    /// Every file this process creates is the owner's alone (0600, folders 0700), a fixed mmap threshold, then
+    /// the usual parsing.
     static func main() async {
         OwnerOnlyFiles.enable()
+        ProcessMemory.fixAllocatorThresholds()  // flat resident memory over thousands of rounds (see there)
         await main(nil)
     }
 }

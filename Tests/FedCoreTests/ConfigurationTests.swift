@@ -36,6 +36,15 @@ struct ConfigurationTests {
         }
     }
 
+    @Test("memory_limit_mib: absent is half the memory available (machine or cgroup); resident memory reads as a plausible figure")
+    func memoryLimit() throws {
+        let available = ProcessMemory.availableBytes()
+        #expect(available > 64 << 20 && available <= Int(ProcessInfo.processInfo.physicalMemory))
+        #expect(ProcessMemory.defaultLimitMiB == max(256, available / 2 / (1 << 20)))
+        let resident = try #require(ProcessMemory.residentBytes())
+        #expect(resident > 1 << 20 && resident < available, "\(resident) bytes resident")
+    }
+
     @Test("Out-of-range round settings are refused with the key named")
     func refusals() throws {
         let directory = FileManager.default.temporaryDirectory.appendingPathComponent("feddrift-config-\(UUID())")
@@ -50,6 +59,8 @@ struct ConfigurationTests {
             // Values that would trap later (a Double → Int64 conversion of the deadline) are refused at load.
             ("rounds: {timeout_seconds: 1e300}", "rounds.timeout_seconds"),
             ("listen: tcp://nonsense", "listen"),
+            ("memory_limit_mib: 10", "memory_limit_mib"),
+            ("memory_limit_mib: 9007199254740991", "memory_limit_mib"),
             ("""
              trend_sinks: [{name: m, webhook: {url: "http://127.0.0.1:9/t", secret_file: s}, retry_max_seconds: 1e300}]
              """, "trend_sinks[0].retry_max_seconds"),

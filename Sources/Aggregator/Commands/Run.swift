@@ -91,6 +91,9 @@ struct Run: AsyncParsableCommand {
             .init(service: endpoint),
             .init(service: services.status),
             .init(service: AdmissionLogService(zap: server.zap, logger: logger)),
+            // An enrolled agent could make libzmq buffer a message that never ends: the backstop.
+            .init(service: MemoryGuard(limitMiB: configuration.effectiveMemoryLimitMiB, channels: [("listen", server.router)],
+                                       logger: logger) { server.metrics.connectionsDropped() }),
             .init(service: services.announcer),
             .init(service: services.intake),
             .init(service: services.driver, successTerminationBehavior: .gracefullyShutdownGroup),

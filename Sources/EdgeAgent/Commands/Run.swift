@@ -195,14 +195,20 @@ struct Run: AsyncParsableCommand {
             .init(service: operatorEndpoint),
             .init(service: doors),
         ]
+        var listening: [(name: String, channel: ZMQChannel)] = []
         if let endpoint = configuration.ingest, let format = EventFormat(rawValue: configuration.ingestFormat) {
-            let channel = try ZMQChannel(context: context, configuration: .init(kind: .pull, options: doors.options("ingest"),
-                                                                                bind: [endpoint]))
+            // Few whole messages wait, in libzmq (per producer) and in the channel: with scoring's backlog bound
+            // (LiveScoring.maxBacklogEvents), a flood waits in the producers' queues, not here.
+            var options = doors.options("ingest")
+            options.receiveHighWaterMark = 64
+            let channel = try ZMQChannel(context: context, configuration: .init(kind: .pull, options: options, bind: [endpoint],
+                                                                                inboxCapacity: 16))
             logger.info("Live ingest listening", metadata: [
                 "endpoint": "\(channel.boundEndpoints.joined(separator: ","))", "format": "\(format.rawValue)",
             ])
             services.append(.init(service: IngestService(channel: channel, store: store, format: format, scoring: scoring,
                                                          metrics: metrics, counts: ingestCounts, logger: logger)))
+            listening.append(("ingest", channel))
         }
         if let endpoint = configuration.alerts.recommend {
             let channel = try ZMQChannel(context: context, configuration: .init(kind: .router,
@@ -210,6 +216,12 @@ struct Run: AsyncParsableCommand {
                                                                                 bind: [endpoint]))
             logger.info("Recommendations served", metadata: ["endpoint": "\(channel.boundEndpoints.joined(separator: ","))"])
             services.append(.init(service: RecommendService(channel: channel, scoring: scoring, logger: logger)))
+            listening.append(("alerts.recommend", channel))
+        }
+        // A client holding an enrolled key could make libzmq buffer a message that never ends: the backstop.
+        if !listening.isEmpty {
+            services.append(.init(service: MemoryGuard(limitMiB: configuration.effectiveMemoryLimitMiB, channels: listening,
+                                                       logger: logger) { metrics.connectionsDropped() }))
         }
         try await ServiceGroup(configuration: .init(services: services, gracefulShutdownSignals: [.sigterm, .sigint],
                                                     logger: logger)).run()

@@ -21,8 +21,9 @@ final class IngestCounts: Sendable {
 /// makes re-sent rows count once. A message's valid rows are stored in one durable transaction before the next
 /// message is read; bad rows are counted (`/metrics`, `/status`) and logged with their position, never
 /// silently dropped — at most one line a second, with how many were not logged since, so that a flood
-/// of bad rows cannot flood the log. Stored
-/// events are then queued for scoring (``LiveScoring``), which never makes this loop wait.
+/// of bad rows cannot flood the log. Stored events are then queued for scoring (``LiveScoring``); the loop
+/// reads on only while fewer than ``LiveScoring/maxBacklogEvents`` wait there, so a flood waits in the
+/// producers' queues, not in memory.
 struct IngestService: Service {
     let channel: ZMQChannel
     let store: EventStore
@@ -48,6 +49,8 @@ struct IngestService: Service {
         }
         for try await message in channel.messages.cancelOnGracefulShutdown() {
             messages += 1
+            // Scoring behind by more than its backlog: stop reading until it catches up (producers wait).
+            await scoring.waitForRoom()
             let started = ContinuousClock.now, refusedBefore = refused
             var frames = message.frames[...]
             var header: IngestStreamHeader?

@@ -126,6 +126,22 @@ package final class ZMQChannel: Sendable {
         try await send(frames.map { .bytes($0) })
     }
 
+    /// Closes every connection accepted on the bound endpoints and listens again on the same addresses
+    /// (``ZMQSocket/unbind(_:)`` then bind), on the I/O thread. What those connections had queued, in
+    /// either direction, is discarded, including a multipart message still arriving; connecting peers
+    /// reconnect by themselves. The memory guard's remedy (``MemoryGuard``): libzmq buffers a multipart
+    /// message until its last frame, outside every high-water mark. Returns once it was done.
+    package func dropConnections() async {
+        await withCheckedContinuation { (continuation: CheckedContinuation<Void, Never>) in
+            let queued = shared.outbox.withLock { outbox in
+                guard !outbox.closed else { return false }
+                outbox.resets.append(continuation)
+                return true
+            }
+            if queued { shared.wake.signal() } else { continuation.resume() }
+        }
+    }
+
     /// Stops the I/O thread and closes the socket. Pending sends fail with `closed`; the message
     /// sequence ends. Safe to call more than once and from any thread; returns after the thread exited.
     package func close() {
@@ -196,6 +212,8 @@ package final class ZMQChannel: Sendable {
 
     fileprivate struct Outbox {
         var pending: [Pending] = []
+        /// ``dropConnections()`` calls waiting for the I/O thread.
+        var resets: [CheckedContinuation<Void, Never>] = []
         var closed = false
     }
 
@@ -220,11 +238,12 @@ package final class ZMQChannel: Sendable {
         static func run(context: ZMQContext, configuration: Configuration, shared: Shared,
                         ready: (Result<[String], ZMQError>) -> Void) {
             defer {
-                let abandoned = shared.outbox.withLock { outbox in
+                let (abandoned, resets) = shared.outbox.withLock { outbox in
                     outbox.closed = true
-                    defer { outbox.pending = [] }
-                    return outbox.pending
+                    defer { (outbox.pending, outbox.resets) = ([], []) }
+                    return (outbox.pending, outbox.resets)
                 }
+                for reset in resets { reset.resume() }
                 for item in abandoned {
                     item.continuation.resume(returning: .failure(ZMQError(code: .closed, operation: "send", detail: "channel closed")))
                 }
@@ -284,6 +303,28 @@ package final class ZMQChannel: Sendable {
                 items[2] = zmq_pollitem_t(socket: endpoint.monitor.handle, fd: 0, events: Int16(ZMQ_POLLIN), revents: 0)
                 try zmqCall("zmq_poll") { zmq_poll(&items, 3, 250) }
                 if items[1].revents != 0 { shared.wake.drain() }
+
+                let resets = shared.outbox.withLock { outbox in
+                    defer { outbox.resets = [] }
+                    return outbox.resets
+                }
+                if !resets.isEmpty {
+                    defer { for reset in resets { reset.resume() } }
+                    for address in endpoint.bound {
+                        try endpoint.socket.unbind(address)
+                        // libzmq closes the listener on its own I/O thread: the address may be busy a moment.
+                        var attempt = 0
+                        while true {
+                            do throws(ZMQError) {
+                                try endpoint.socket.bind(address)
+                                break
+                            } catch where error.code == .addressInUse && attempt < 200 {
+                                attempt += 1
+                                usleep(10_000)
+                            }
+                        }
+                    }
+                }
 
                 // Sends: in order; a full queue leaves the rest waiting for POLLOUT. A ROUTER's full
                 // queue is one peer's (with ROUTER_MANDATORY): that message fails, so that a peer that

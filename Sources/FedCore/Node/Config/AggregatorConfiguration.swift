@@ -15,6 +15,8 @@ import Foundation
 /// - `state_directory` (path, default `state`): `checkpoint.sqlite` (model, round, optimizer and per-agent
 ///   state, replaced atomically after every round) and `models/` (the last `keep_models` model files).
 /// - `max_message_bytes` (integer, default 64 MiB): larger inbound messages drop the sender's connection.
+/// - `memory_limit_mib` (integer ≥ 64, default half the machine's or the cgroup's memory): above this resident
+///   memory the aggregator closes every agent connection (``MemoryGuard``); agents reconnect.
 /// - `model`: `preset` (`small` | `medium`, default small) and `seed` (default 1) of the initial model.
 /// - `rounds`: `min_agents` (quorum, default 1), `timeout_seconds` (deadline, default 60), `max_rounds`
 ///   (0 = until stopped), and the training hyper-parameters announced with every round:
@@ -189,6 +191,10 @@ package struct AggregatorConfiguration: Sendable, Decodable {
     package var keyDirectory: String
     package var stateDirectory: String = "state"
     package var maxMessageBytes: Int = 64 << 20
+    /// `memory_limit_mib`: above this resident memory, the ``MemoryGuard`` closes client connections; nil: half
+    /// of the memory available (``ProcessMemory/defaultLimitMiB``).
+    package var memoryLimitMiB: Int?
+    package var effectiveMemoryLimitMiB: Int { memoryLimitMiB ?? ProcessMemory.defaultLimitMiB }
     package var model = Model()
     package var rounds = Rounds()
     package var serverOptimizer = ServerOptimizer()
@@ -324,6 +330,7 @@ package struct AggregatorConfiguration: Sendable, Decodable {
         case keyDirectory = "key_directory"
         case stateDirectory = "state_directory"
         case maxMessageBytes = "max_message_bytes"
+        case memoryLimitMiB = "memory_limit_mib"
         case serverOptimizer = "server_optimizer"
         case keepModels = "keep_models"
         case nonPrivate = "non_private"
@@ -345,6 +352,7 @@ package struct AggregatorConfiguration: Sendable, Decodable {
         keyDirectory = try container.decode(String.self, forKey: .keyDirectory)
         stateDirectory = try container.decodeIfPresent(String.self, forKey: .stateDirectory) ?? stateDirectory
         maxMessageBytes = try container.decodeIfPresent(Int.self, forKey: .maxMessageBytes) ?? maxMessageBytes
+        memoryLimitMiB = try container.decodeIfPresent(Int.self, forKey: .memoryLimitMiB)
         model = try container.decodeIfPresent(Model.self, forKey: .model) ?? model
         rounds = try container.decodeIfPresent(Rounds.self, forKey: .rounds) ?? rounds
         serverOptimizer = try container.decodeIfPresent(ServerOptimizer.self, forKey: .serverOptimizer) ?? serverOptimizer
@@ -479,6 +487,9 @@ package struct AggregatorConfiguration: Sendable, Decodable {
         }
         guard maxMessageBytes >= 64 << 10 else {
             throw .invalidValue(key: "max_message_bytes", value: "\(maxMessageBytes)", reason: "must be at least 65536")
+        }
+        if let memoryLimitMiB, !(64...(1 << 30)).contains(memoryLimitMiB) {
+            throw .invalidValue(key: "memory_limit_mib", value: "\(memoryLimitMiB)", reason: "must be 64 to 1073741824 (MiB)")
         }
         guard !agents.isEmpty else {
             throw .invalidValue(key: "agents", value: "[]", reason: "enroll at least one agent (id + public_key_file)")

@@ -12,6 +12,8 @@ import Foundation
 ///   refuses any server without this key, and updates are sealed to it.
 /// - `key_directory` (path, required, **secret**): this agent's `identity.secret` and `identity.public`.
 /// - `max_message_bytes` (integer, default 64 MiB).
+/// - `memory_limit_mib` (integer ≥ 64, default half the machine's or the cgroup's memory): above this resident
+///   memory the agent closes every connection on its ingest and recommendation sockets (``MemoryGuard``).
 /// - `announcements` (endpoint, default `tcp://127.0.0.1:7701`): the aggregator's PUB socket (round
 ///   announcements, drift thresholds), over CURVE.
 /// - `data_directory` (path, default `data`): `events.sqlite` (the local event store) and `model.fdlm`
@@ -66,6 +68,10 @@ package struct EdgeAgentConfiguration: Sendable, Decodable {
     package var aggregatorPublicKeyFile: String
     package var keyDirectory: String
     package var maxMessageBytes: Int = 64 << 20
+    /// `memory_limit_mib`: above this resident memory, the ``MemoryGuard`` closes client connections; nil: half
+    /// of the memory available (``ProcessMemory/defaultLimitMiB``).
+    package var memoryLimitMiB: Int?
+    package var effectiveMemoryLimitMiB: Int { memoryLimitMiB ?? ProcessMemory.defaultLimitMiB }
     package var announcements: String = "tcp://127.0.0.1:7701"
     package var dataDirectory: String = "data"
     package var catalog: String?
@@ -253,6 +259,7 @@ package struct EdgeAgentConfiguration: Sendable, Decodable {
         case aggregatorPublicKeyFile = "aggregator_public_key_file"
         case keyDirectory = "key_directory"
         case maxMessageBytes = "max_message_bytes"
+        case memoryLimitMiB = "memory_limit_mib"
         case dataDirectory = "data_directory"
         case ingestFormat = "ingest_format"
         case evaluationUsers = "evaluation_users"
@@ -295,6 +302,7 @@ package struct EdgeAgentConfiguration: Sendable, Decodable {
         aggregatorPublicKeyFile = try container.decode(String.self, forKey: .aggregatorPublicKeyFile)
         keyDirectory = try container.decode(String.self, forKey: .keyDirectory)
         maxMessageBytes = try container.decodeIfPresent(Int.self, forKey: .maxMessageBytes) ?? maxMessageBytes
+        memoryLimitMiB = try container.decodeIfPresent(Int.self, forKey: .memoryLimitMiB)
         announcements = try container.decodeIfPresent(String.self, forKey: .announcements) ?? announcements
         dataDirectory = try container.decodeIfPresent(String.self, forKey: .dataDirectory) ?? dataDirectory
         catalog = try container.decodeIfPresent(String.self, forKey: .catalog)
@@ -359,6 +367,9 @@ package struct EdgeAgentConfiguration: Sendable, Decodable {
             throw .invalidValue(key: "id", value: id, reason: "must be 1 to 64 bytes")
         }
         _ = try http.settings(directory: dataDirectory)
+        if let memoryLimitMiB, !(64...(1 << 30)).contains(memoryLimitMiB) {
+            throw .invalidValue(key: "memory_limit_mib", value: "\(memoryLimitMiB)", reason: "must be 64 to 1073741824 (MiB)")
+        }
         _ = try ConfigurationFile.validateEndpoint(aggregator, key: "aggregator", bind: false)
         _ = try ConfigurationFile.validateEndpoint(announcements, key: "announcements", bind: false)
         // No door without a key: each socket runs CURVE with its enrolled clients, or — explicitly, and

@@ -25,6 +25,9 @@ package final class LiveScoring: Sendable {
     package static let replayEvents = AlertRateCalibration.historyEvents
     /// Live events scored between two looks at the job queue.
     package static let sliceEvents = 512
+    /// Live events that may wait to be scored (queued, or held during a replay) before ``waitForRoom()``
+    /// holds ingest back: about 20 MiB of events.
+    package static let maxBacklogEvents = 262_144
 
     private enum Job: Sendable {
         /// A global model; `storedUpTo` is the last event row id stored when it arrived (the first
@@ -48,6 +51,8 @@ package final class LiveScoring: Sendable {
     package let alerts: AsyncStream<[DriftAlert]>
     private let alertSink: AsyncStream<[DriftAlert]>.Continuation
     private let jobs = Mutex<[Job]>([])
+    /// Events submitted and not yet scored (or dropped before any model).
+    private let backlog = Atomic<Int>(0)
     private let wake = DispatchSemaphore(value: 0)
     private let reported = Mutex(Progress())
     private let thresholdsInForce: Mutex<AlertThresholds>
@@ -77,7 +82,9 @@ package final class LiveScoring: Sendable {
                 if batch.isEmpty {
                     // Queries and models come first: events are scored, and history replayed, a slice
                     // at a time between looks at the queue.
-                    if loop.hasEvents { loop.scoreSlice() } else if loop.isReplaying { loop.replayPage() } else { wake.wait() }
+                    if loop.hasEvents {
+                        backlog.subtract(loop.scoreSlice(), ordering: .relaxed)
+                    } else if loop.isReplaying { loop.replayPage() } else { wake.wait() }
                 } else {
                     for job in batch {
                         if case .stop = job {
@@ -126,7 +133,21 @@ package final class LiveScoring: Sendable {
     /// Queues stored events for scoring, in order; `ids` are the row ids ``EventStore/append(_:)`` gave them.
     package func submit(_ events: [BehaviorEvent], ids: ClosedRange<Int64>?) {
         guard !events.isEmpty else { return }
+        backlog.add(events.count, ordering: .relaxed)
         enqueue(.events(events, ids: ids))
+    }
+
+    /// Live events submitted and not scored yet.
+    package var backlogEvents: Int { backlog.load(ordering: .relaxed) }
+
+    /// Returns once at most ``maxBacklogEvents`` events wait to be scored (or the task is cancelled),
+    /// suspending meanwhile without holding a thread. Ingest calls it before reading its next message, so
+    /// a flood faster than scoring (or arriving during a long replay) waits in the producers' queues, at
+    /// their high-water marks, instead of in this process's memory.
+    package func waitForRoom() async {
+        while backlog.load(ordering: .relaxed) > Self.maxBacklogEvents, !Task.isCancelled {
+            try? await Task.sleep(for: .milliseconds(5))
+        }
     }
 
     /// Top-`count` items for `user` over all categories; nil before the user's first scored event or
@@ -196,8 +217,8 @@ package final class LiveScoring: Sendable {
         /// Whether live events wait and may be scored now (not during a replay).
         var hasEvents: Bool { !held.isEmpty && !isReplaying }
 
-        /// Scores up to ``LiveScoring/sliceEvents`` waiting events, in order.
-        mutating func scoreSlice() {
+        /// Scores up to ``LiveScoring/sliceEvents`` waiting events, in order; returns how many it took.
+        mutating func scoreSlice() -> Int {
             var budget = LiveScoring.sliceEvents
             while budget > 0, !held.isEmpty {
                 let (events, ids) = held[0]
@@ -211,6 +232,7 @@ package final class LiveScoring: Sendable {
                     heldOffset = end
                 }
             }
+            return LiveScoring.sliceEvents - budget
         }
 
         var progress: Progress {

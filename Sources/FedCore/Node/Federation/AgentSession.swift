@@ -384,7 +384,11 @@ package final class AgentSession: Sendable {
             ])
             Failpoint.agentBeforeSend.reach()
             await submit(work, round: round)
-            defer { Failpoint.agentAfterSend.reach() }
+            defer {
+                Failpoint.agentAfterSend.reach()
+                // The round's training buffers were freed: give their pages back (ProcessMemory.releaseFreeMemory).
+                ProcessMemory.releaseFreeMemory()
+            }
             if let input = work.secureInput {
                 guard let participant = secure.participant, participant.round == round.round else {
                     logger.warning("Secure aggregation: this round's protocol is not running here; the update is not sent",

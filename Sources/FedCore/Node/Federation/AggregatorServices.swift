@@ -319,6 +319,8 @@ package struct RoundDriverService: Service {
             server.modelFile.withLock { $0 = file }
             server.exports.yield(.model(file, version: checkpoint.modelVersion))
             timing.closeSeconds = (ContinuousClock.now - timing.closing).inSeconds
+            // The round's updates were freed: give their pages back (see ProcessMemory.releaseFreeMemory).
+            ProcessMemory.releaseFreeMemory()
         case let .announceThresholds(thresholds, estimate):
             let round = await coordinator.round
             let drift = server.configuration.drift

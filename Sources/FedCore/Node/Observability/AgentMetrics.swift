@@ -26,6 +26,11 @@ package final class AgentMetrics: Sendable {
     /// The per-event scoring latency histogram, recorded from the scoring thread.
     private let scoring: Metrics.Timer
 
+    /// The memory guard closed every client connection (``MemoryGuard``).
+    package func connectionsDropped() {
+        Counter(label: "feddrift_memory_guard_drops_total", factory: factory).increment()
+    }
+
     /// One live event's scoring time.
     package func scored(nanoseconds: Int64) { scoring.recordNanoseconds(nanoseconds) }
 

@@ -18,6 +18,11 @@ package final class AggregatorMetrics: Sendable {
         self.factory = factory
     }
 
+    /// The memory guard closed every client connection (``MemoryGuard``).
+    package func connectionsDropped() {
+        Counter(label: "feddrift_memory_guard_drops_total", factory: factory).increment()
+    }
+
     /// One finished round.
     package func record(_ report: RoundReport, thresholds: (interestShift: Double, churnRisk: Double)?) {
         Counter(label: "feddrift_rounds_total", dimensions: [("outcome", report.aggregated ? "aggregated" : "failed_quorum")],
