@@ -158,4 +158,36 @@ struct TransportTests {
         try await sender.value
         #expect(received == Array(0..<10))
     }
+
+    @Test("A channel's buffer keeps no element once it was taken or dropped (received messages hold libzmq's buffers)")
+    func bufferReleasesTakenElements() async throws {
+        final class Payload: Sendable {}
+        let buffer = ChannelBuffer<Payload>(capacity: 4_096)
+        var taken: [Payload?] = []
+        weak var first: Payload?
+        weak var last: Payload?
+        for index in 0..<2_000 {
+            let payload = Payload()
+            if index == 0 { first = payload }
+            if index == 1_999 { last = payload }
+            buffer.push(payload)
+        }
+        for _ in 0..<2_000 { taken.append(try await buffer.next()) }
+        #expect(taken.allSatisfy { $0 != nil })
+        #expect(first != nil && last != nil, "still held by the test")
+        taken.removeAll()
+        #expect(first == nil, "the first element taken is still referenced")
+        #expect(last == nil, "the last element taken is still referenced")
+
+        // Dropped as the oldest beyond a limit (the event buffers): released too.
+        let events = ChannelBuffer<Payload>(capacity: .max)
+        weak var dropped: Payload?
+        do {
+            let payload = Payload()
+            dropped = payload
+            events.push(payload, dropOldestBeyond: 2)
+        }
+        for _ in 0..<3 { events.push(Payload(), dropOldestBeyond: 2) }
+        #expect(dropped == nil, "an element dropped as the oldest is still referenced")
+    }
 }

@@ -7,8 +7,28 @@ import Synchronization
 /// the queued elements, or with an error.
 final class ChannelBuffer<Element: Sendable>: Sendable {
     private struct State {
-        var queue: [Element] = []
+        /// Elements before `head` were taken: their slots are nil, so that nothing keeps them (and, for
+        /// received messages, libzmq's buffers under them) alive. Until this was so, up to 1,024 consumed
+        /// messages per channel stayed referenced: the soak's agents grew 0.025 MiB a round for 400 rounds
+        /// (heaptrack: all of it libzmq message buffers) and the aggregator held agents' updates.
+        var queue: [Element?] = []
         var head = 0
+
+        /// Takes the element at `head`, if any, leaving its slot empty; compacts the taken prefix.
+        mutating func take() -> Element? {
+            guard head < queue.count else { return nil }
+            let element = queue[head]
+            queue[head] = nil
+            head += 1
+            if head == queue.count {
+                queue.removeAll(keepingCapacity: queue.count <= 1024)
+                head = 0
+            } else if head > 1024 && head * 2 > queue.count {
+                queue.removeFirst(head)
+                head = 0
+            }
+            return element
+        }
         var waiter: (id: Int, continuation: CheckedContinuation<Result<Element?, any Error>, Never>)?
         var end: Result<Void, any Error>?
         var nextWaiterID = 0
@@ -45,7 +65,7 @@ final class ChannelBuffer<Element: Sendable>: Sendable {
             state.queue.append(message)
             unconsumed.add(1, ordering: .relaxed)
             if let limit, state.queue.count - state.head > limit {
-                state.head += 1
+                _ = state.take()
                 unconsumed.subtract(1, ordering: .relaxed)
             }
             return nil
@@ -74,13 +94,7 @@ final class ChannelBuffer<Element: Sendable>: Sendable {
         let result = await withTaskCancellationHandler {
             await withCheckedContinuation { continuation in
                 let immediate = state.withLock { state -> Result<Element?, any Error>? in
-                    if state.head < state.queue.count {
-                        let message = state.queue[state.head]
-                        state.head += 1
-                        if state.head > 1024 && state.head * 2 > state.queue.count {
-                            state.queue.removeFirst(state.head)
-                            state.head = 0
-                        }
+                    if let message = state.take() {
                         return .success(message)
                     }
                     if let end = state.end { return end.map { nil } }
