@@ -144,12 +144,23 @@ package final class AgentSession: Sendable {
     /// aggregator refuses this agent's key (a configuration error that retrying cannot fix).
     package func run() async throws {
         let (inputs, continuation) = AsyncStream.makeStream(of: Input.self)
-        try await withThrowingTaskGroup(of: Void.self) { group in
-            group.addTask { [link] in
-                for try await message in link.messages { continuation.yield(.direct(message)) }
+        // A discarding group: each round adds its training task, and a plain task group keeps every finished
+        // child until it is awaited (the soak saw the heap grow by a few KiB a round). Children end quietly
+        // (a channel that failed is logged), so the group throws only what the loop itself throws.
+        try await withThrowingDiscardingTaskGroup { group in
+            group.addTask { [link, logger] in
+                do {
+                    for try await message in link.messages { continuation.yield(.direct(message)) }
+                } catch {
+                    logger.error("The link to the aggregator stopped receiving", metadata: ["error": "\(error)"])
+                }
             }
-            group.addTask { [subscriber] in
-                for try await message in subscriber.messages { continuation.yield(.announcement(message)) }
+            group.addTask { [subscriber, logger] in
+                do {
+                    for try await message in subscriber.messages { continuation.yield(.announcement(message)) }
+                } catch {
+                    logger.error("The announcements subscription stopped receiving", metadata: ["error": "\(error)"])
+                }
             }
             group.addTask { [link] in
                 for await event in link.events { continuation.yield(.link(event)) }
@@ -157,7 +168,7 @@ package final class AgentSession: Sendable {
             group.addTask {
                 while !Task.isCancelled {
                     continuation.yield(.tick)
-                    try await Task.sleep(for: .seconds(2))
+                    guard (try? await Task.sleep(for: .seconds(2))) != nil else { return }
                 }
             }
             var machine = AgentProtocol()
@@ -299,7 +310,7 @@ package final class AgentSession: Sendable {
     /// Performs one action; returns the event it produced at once, if any (a model installed or refused).
     private func perform(_ action: AgentProtocol.Action, model: inout (parameters: LSTMParameters<Float>, version: UInt64)?,
                          secure: inout SecureState, continuation: AsyncStream<Input>.Continuation,
-                         group: inout ThrowingTaskGroup<Void, any Error>) async throws -> AgentProtocol.Event? {
+                         group: inout ThrowingDiscardingTaskGroup<any Error>) async throws -> AgentProtocol.Event? {
         switch action {
         case .sendHello:
             clock.withLock { $0.helloSent = Self.nowMilliseconds }
