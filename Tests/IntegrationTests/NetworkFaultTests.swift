@@ -147,7 +147,16 @@ struct NetworkFaultTests {
                              ["-f", offset, Binaries.url("edge-agent").path, "run", "--config", "\(agent.id).yaml"],
                              in: federation.directory, environment: environment)
         }
-        defer { processes.forEach { $0.terminate() } }
+        // The faketime wrapper forks the agent and does not pass SIGTERM on: stop the agents themselves first,
+        // or they outlive the test (and, with a faked clock and no aggregator, keep a core busy).
+        defer {
+            for process in processes {
+                let pid = process.process.processIdentifier
+                let children = (try? String(contentsOfFile: "/proc/\(pid)/task/\(pid)/children", encoding: .utf8)) ?? ""
+                for child in children.split(separator: " ").compactMap({ Int32($0) }) { kill(child, SIGTERM) }
+                process.terminate()
+            }
+        }
         #expect(await aggregator.waitForExit(seconds: 120) == 0, "\(aggregator.output)")
         let lines = aggregator.lines(startingWith: "round ")
         #expect(lines.count == 3 && lines.allSatisfy { $0.contains("accepted 2") }, "\(lines) \(processes.map(\.output))")
