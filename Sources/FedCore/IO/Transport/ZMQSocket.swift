@@ -106,12 +106,6 @@ package struct ZMQSocket: ~Copyable {
         try zmqCall("zmq_unbind", detail: endpoint) { zmq_unbind(handle, endpoint) }
     }
 
-    /// Sends one frame of a multipart message; `more` says another follows. For tests that play a peer
-    /// breaking the protocol (a message that never ends); ``send(_:blocking:)`` sends whole messages.
-    package func sendFrame(_ bytes: [UInt8], more: Bool) throws(ZMQError) {
-        try sendFrame(.bytes(bytes), flags: more ? ZMQ_SNDMORE : 0)
-    }
-
     /// Connects to `endpoint`. libzmq connects in the background and reconnects by itself.
     package func connect(_ endpoint: String) throws(ZMQError) {
         try zmqCall("zmq_connect", detail: endpoint) { zmq_connect(handle, endpoint) }
