@@ -94,6 +94,35 @@ struct EnvelopeTests {
         #expect(throws: EnvelopeError.replayed) { try opener.open(sealed, expecting: .init()) }
     }
 
+    @Test("The replay memory keeps about two rounds of nonces, whatever the run's length; a replay inside it is refused, one from an older round is refused by the round binding")
+    func replayMemoryFollowsRounds() throws {
+        let opener = opener(replayMemory: 1 << 16)
+        let sealer = sealer()
+        var sizes: [Int] = []
+        var kept: [UInt64: [UInt8]] = [:]
+        for round in UInt64(1)...300 {
+            for kind in UInt16(1)...4 {  // an update and its reports, each round
+                let sealed = try sealer.seal([UInt8(kind)], kind: kind, round: round).bytes
+                _ = try opener.open(sealed, expecting: .init(senderID: "region-1", kind: kind, round: round))
+                if kind == 1 { kept[round] = sealed }
+            }
+            // A heartbeat, outside rounds: whatever round its sender writes, it does not move the window.
+            _ = try opener.open(try sealer.seal([0], kind: 9, round: 1_000_000).bytes, expecting: .init())
+            sizes.append(opener.replayMemoryCount)
+        }
+        #expect(sizes[299] == sizes[99], "memory grew with the rounds: \(sizes[99]) → \(sizes[299]) nonces")
+        #expect(sizes[299] <= 5 * 3, "\(sizes[299]) nonces remembered")
+        // Inside the window: refused as a replay. Older: refused because it is not the round now open.
+        #expect(throws: EnvelopeError.replayed) {
+            try opener.open(kept[300]!, expecting: .init(senderID: "region-1", kind: 1, round: 300))
+        }
+        #expect(throws: EnvelopeError.wrongRound(expected: 300, found: 5)) {
+            try opener.open(kept[5]!, expecting: .init(senderID: "region-1", kind: 1, round: 300))
+        }
+        // The control: without the round binding the same old envelope would open again.
+        #expect(throws: Never.self) { try opener.open(kept[5]!, expecting: .init()) }
+    }
+
     @Test("A tampered envelope does not burn its nonce: the genuine one still opens")
     func forgeryDoesNotBurnNonce() throws {
         let sealed = try sealer().seal([5, 6, 7], kind: 1, round: 1).bytes

@@ -44,12 +44,15 @@ package final class EnvelopeOpener: Sendable {
     package let maxPayloadBytes: Int
 
     package init(recipient: BoxKeyPair, senders: [String: SigningPublicKey], maxPayloadBytes: Int = 256 << 20,
-                 replayMemory: Int = 1 << 20) {
+                 replayMemory: Int = 1 << 16) {
         self.recipient = recipient
         self.senders = Mutex(senders)
         self.replay = ReplayGuard(capacity: replayMemory)
         self.maxPayloadBytes = maxPayloadBytes
     }
+
+    /// Nonces the replay guard remembers now (tests, diagnostics).
+    package var replayMemoryCount: Int { replay.count }
 
     /// Enrols (or replaces) a sender's signing key.
     package func enroll(_ id: String, signing: SigningPublicKey) { senders.withLock { $0[id] = signing } }
@@ -151,26 +154,35 @@ package final class EnvelopeOpener: Sendable {
             throw .malformed("invalid ephemeral key: \(error)")
         }
         let payload = try opened.get()
-        guard replay.insert(replayKey) else { throw .replayed }  // a concurrent twin won the race
+        // A concurrent twin may have won the race. Only a round the receiver expected moves the window (an
+        // envelope's own round number is the sender's to choose).
+        guard replay.insert(replayKey, round: header.round, current: expectation.round != nil) else { throw .replayed }
         return (header, payload, payloadLength)
     }
 }
 
 /// Remembers the nonces of accepted envelopes, per sender, so that none is accepted twice.
 ///
-/// Nonces are 24 random bytes, so a legitimate repeat never happens. Memory is bounded: past
-/// `capacity` entries the oldest half is forgotten. A replay that old is still refused by the round
-/// binding for round messages; the window is chosen far larger than one round's traffic.
+/// Nonces are 24 random bytes, so a legitimate repeat never happens. The guard remembers each nonce with its
+/// envelope's round and forgets those more than two rounds behind the newest round the receiver expected: a
+/// replay that old is refused by the round binding for round messages (and every envelope is bound to the
+/// CURVE link of its sender, so only the sender itself could replay a hello or heartbeat). Before, it held
+/// up to a million nonces, about 140 bytes each: a 16-agent federation grew the aggregator by 9 KiB a round
+/// for 16,000 rounds (the 1,000-round soak, docs/EVALUATION.md). `capacity` is the backstop against one
+/// round's flood: past it the oldest half is forgotten.
 final class ReplayGuard: Sendable {
     struct Key: Hashable, Sendable {
         let sender: String
         let nonce: [UInt8]
     }
 
+    /// Rounds behind the newest expected one whose nonces are still remembered.
+    static let roundsKept: UInt64 = 2
+
     private struct State {
-        var seen: Set<Key> = []
+        var seen: [Key: UInt64] = [:]
         var order: [Key] = []
-        var head = 0
+        var newest: UInt64 = 0
     }
 
     private let state = Mutex(State())
@@ -178,16 +190,31 @@ final class ReplayGuard: Sendable {
 
     init(capacity: Int) { self.capacity = max(capacity, 2) }
 
-    func contains(_ key: Key) -> Bool { state.withLock { $0.seen.contains(key) } }
+    /// Nonces remembered now.
+    var count: Int { state.withLock { $0.seen.count } }
 
-    /// Records `key`; returns false when it was already there.
-    func insert(_ key: Key) -> Bool {
+    func contains(_ key: Key) -> Bool { state.withLock { $0.seen[key] != nil } }
+
+    /// Records `key`, of an envelope of `round` (`current`: the round the receiver expected, which moves the
+    /// window); returns false when it was already there.
+    func insert(_ key: Key, round: UInt64, current: Bool) -> Bool {
         state.withLock { state in
-            guard state.seen.insert(key).inserted else { return false }
+            guard state.seen[key] == nil else { return false }
+            // Outside rounds (hello, heartbeat) the envelope's number is the sender's: file it under the newest.
+            state.seen[key] = current ? round : state.newest
             state.order.append(key)
+            if current, round > state.newest {
+                state.newest = round
+                if round > Self.roundsKept {
+                    let oldest = round - Self.roundsKept
+                    let kept = state.seen.filter { $0.value >= oldest }
+                    state.seen = kept
+                    state.order.removeAll { kept[$0] == nil }
+                }
+            }
             if state.seen.count > capacity {
                 let dropped = state.order.count / 2
-                for old in state.order[..<dropped] { state.seen.remove(old) }
+                for old in state.order[..<dropped] { state.seen[old] = nil }
                 state.order.removeFirst(dropped)
             }
             return true
