@@ -54,14 +54,18 @@ let package = Package(
         // glibc's allocator controls (<malloc.h>: mallopt, malloc_trim), header only; FedCore/IO/System uses it
         // to keep long-running processes' memory flat (ProcessMemory).
         .systemLibrary(name: "CMalloc"),
+        // librdkafka: Kafka ingestion for sharded regions (consumer groups), and its mock cluster for tests and
+        // benchmarks; only FedCore/IO/Kafka imports it. Kafka is optional at run time: nothing connects to a
+        // broker unless an agent's configuration has a `kafka` section.
+        .systemLibrary(name: "CRdKafka", pkgConfig: "rdkafka", providers: [.apt(["librdkafka-dev"])]),
         // FedCore's layers, bottom up (docs/ARCHITECTURE.md). Each is a target, so the compiler rejects
         // an import that runs back up; scripts/check-layers also rejects C modules outside their layer.
         //
-        // I/O layer: Transport (the only libzmq user), Crypto (the only libsodium user), the wire
-        // codec and System (the process's memory). The only C and unsafe code besides the model layer's kernels.
+        // I/O layer: Transport (the only libzmq user), Crypto (the only libsodium user), Kafka (the only
+        // librdkafka user), the wire codec and System (the process's memory). The only C and unsafe code besides the model layer's kernels.
         .target(
             name: "FedIO",
-            dependencies: ["CZMQ", "CSodium", "CMalloc"],
+            dependencies: ["CZMQ", "CSodium", "CMalloc", "CRdKafka"],
             path: "Sources/FedCore/IO",
             swiftSettings: strictSettings
         ),

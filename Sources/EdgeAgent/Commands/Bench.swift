@@ -10,7 +10,7 @@ struct Bench: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Measure this node (release builds only give meaningful numbers).",
         subcommands: [BenchTransport.self, BenchTrain.self, BenchScore.self, BenchDrift.self, BenchAgent.self,
-                      BenchNoise.self]
+                      BenchNoise.self, BenchIngest.self]
     )
 }
 

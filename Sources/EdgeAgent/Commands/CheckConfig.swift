@@ -35,6 +35,7 @@ struct CheckConfig: ParsableCommand {
         check("key_directory") { _ = try KeyDirectory(path: configuration.keyDirectory).readIdentity() }
         if let catalog = configuration.catalog { check("catalog") { _ = try CategoryCatalog.read(from: catalog) } }
         else { problems.append("catalog: not set (training needs the federation's catalog)") }
+        if let kafka = configuration.kafka { check("kafka") { _ = try kafka.consumerProperties() } }
         for peer in configuration.secureAggregationPeers ?? [] {
             check("secure_aggregation_peers") { _ = try KeyDirectory.readPublicIdentity(file: peer) }
         }
@@ -52,7 +53,8 @@ struct CheckConfig: ParsableCommand {
         print("""
             \(config): valid.
               id \(configuration.id); aggregator \(configuration.aggregator), announcements \(configuration.announcements)
-              data \(configuration.dataDirectory); ingest \(configuration.ingest ?? "none"); alerts \(configuration.alerts.publish ?? "not published")
+              data \(configuration.dataDirectory); ingest \(configuration.ingest ?? "none"); \
+            kafka \(configuration.kafka.map { "\($0.topic) at \($0.brokers), group \($0.group)" } ?? "none"); alerts \(configuration.alerts.publish ?? "not published")
               privacy: \(privacy)
               secure aggregation: \(configuration.secureAggregationPeers.map { "\($0.count) pinned peers" } ?? "rosters taken as the aggregator sends them")
               sockets: \(doors.isEmpty ? "none besides the link to the aggregator" : doors.joined(separator: "; "))

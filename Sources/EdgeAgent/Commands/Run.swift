@@ -210,6 +210,15 @@ struct Run: AsyncParsableCommand {
                                                          metrics: metrics, counts: ingestCounts, logger: logger)))
             listening.append(("ingest", channel))
         }
+        if let kafka = configuration.kafka, let format = EventFormat(rawValue: kafka.format ?? configuration.ingestFormat) {
+            let settings = KafkaIngest.Settings(properties: try kafka.consumerProperties(), topic: kafka.topic, format: format,
+                                                batch: kafka.batch)
+            logger.info("Kafka ingest", metadata: [
+                "brokers": "\(kafka.brokers)", "topic": "\(kafka.topic)", "group": "\(kafka.group)", "format": "\(format.rawValue)",
+            ])
+            services.append(.init(service: KafkaIngestService(settings: settings, store: store, scoring: scoring, metrics: metrics,
+                                                              counts: ingestCounts, logger: logger)))
+        }
         if let endpoint = configuration.alerts.recommend {
             let channel = try ZMQChannel(context: context, configuration: .init(kind: .router,
                                                                                 options: doors.options("alerts.recommend"),

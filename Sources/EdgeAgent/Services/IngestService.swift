@@ -110,6 +110,47 @@ struct IngestService: Service {
     }
 }
 
+/// Events from a Kafka topic, this agent one shard of the region's consumer group (``KafkaIngest``). On graceful
+/// shutdown it finishes its batch, commits, and leaves the group so that its partitions move on at once.
+struct KafkaIngestService: Service {
+    let settings: KafkaIngest.Settings
+    let store: EventStore
+    let scoring: LiveScoring
+    let metrics: AgentMetrics
+    let counts: IngestCounts
+    let logger: Logger
+
+    func run() async throws {
+        let totals = Mutex((stored: 0, refused: 0, history: 0, batches: 0))
+        let ingest = KafkaIngest(settings: settings, store: store, scoring: scoring, logger: logger) { [metrics, counts, logger] batch in
+            metrics.ingested(stored: batch.stored, refused: batch.refused)
+            metrics.ingestDuration(seconds: batch.seconds)
+            counts.add(stored: batch.stored, refused: batch.refused, duplicates: batch.alreadyStored)
+            let total = totals.withLock { total in
+                total.stored += batch.stored
+                total.refused += batch.refused
+                total.history += batch.history
+                total.batches += 1
+                return total
+            }
+            if total.batches % 100 == 0 {
+                logger.info("Kafka ingest", metadata: [
+                    "events.stored": "\(total.stored)", "events.history": "\(total.history)", "events.refused": "\(total.refused)",
+                ])
+            }
+        }
+        try await withGracefulShutdownHandler {
+            try await ingest.finish()
+        } onGracefulShutdown: {
+            ingest.stop()
+        }
+        let total = totals.withLock { $0 }
+        logger.info("Kafka ingest stopped", metadata: [
+            "events.stored": "\(total.stored)", "events.history": "\(total.history)", "events.refused": "\(total.refused)",
+        ])
+    }
+}
+
 /// Alerts from the scoring thread: each batch is stored in one durable transaction, then published (PUB,
 /// JSONL) and marked published in one more (``AlertPublisher``). First in the group, so shut down last:
 /// then it stops the scoring thread and publishes what it raised until then.

@@ -27,6 +27,8 @@ package enum Failpoint: String, CaseIterable, Sendable {
     case agentAlertsPublished = "agent.alerts.published"
     /// A live-ingest message's events are durable; the next message is not read yet.
     case agentIngestStored = "agent.ingest.stored"
+    /// A Kafka batch's events are durable and queued for scoring; its offsets are not committed yet.
+    case agentKafkaStored = "agent.kafka.stored"
     /// An import batch and its progress are durable.
     case agentImportBatch = "agent.import.batch"
     /// The aggregator opened a round and announced it.

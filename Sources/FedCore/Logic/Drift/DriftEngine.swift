@@ -153,6 +153,11 @@ package final class DriftEngine {
     package func knows(_ user: UInt64) -> Bool { users[user] != nil }
 
 
+    /// Drops these users' states (they moved to another shard of the region).
+    package func forget(_ gone: Set<UInt64>) {
+        for user in gone { users.removeValue(forKey: user) }
+    }
+
     /// Swaps in a new global model; users' states carry over (same shape).
     package func update(parameters: LSTMParameters<Float>, modelVersion: UInt64) {
         guard parameters.shape == scorer.shape else { return }

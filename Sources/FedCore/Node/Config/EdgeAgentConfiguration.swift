@@ -22,6 +22,8 @@ import Foundation
 /// - `ingest` (endpoint, optional): a PULL socket for live events (one Taobao CSV or JSONL row per line,
 ///   many lines per message allowed; format from `ingest_format`, default jsonl). Bind it to a local or
 ///   otherwise protected address: it carries raw behaviour and is not encrypted.
+/// - `kafka` (optional): consume events from a Kafka topic as one shard of a consumer group
+///   (``KafkaConfiguration``); may be combined with `ingest`.
 /// - `evaluation_users` (integer, default 1000): users whose most recent event is used to evaluate each
 ///   global model (the same users every round).
 /// - `threads` (integer, default 1): training threads.
@@ -77,6 +79,8 @@ package struct EdgeAgentConfiguration: Sendable, Decodable {
     package var catalog: String?
     package var ingest: String?
     package var ingestFormat: String = "jsonl"
+    /// `kafka`: events from a Kafka topic, this agent one shard of the region's consumer group.
+    package var kafka: KafkaConfiguration?
     package var evaluationUsers: Int = 1000
     package var threads: Int = 1
     package var privacy: Privacy?
@@ -255,7 +259,7 @@ package struct EdgeAgentConfiguration: Sendable, Decodable {
     }
 
     enum CodingKeys: String, CodingKey, CaseIterable {
-        case id, aggregator, announcements, catalog, ingest, threads, privacy, alerts
+        case id, aggregator, announcements, catalog, ingest, kafka, threads, privacy, alerts
         case aggregatorPublicKeyFile = "aggregator_public_key_file"
         case keyDirectory = "key_directory"
         case maxMessageBytes = "max_message_bytes"
@@ -308,6 +312,7 @@ package struct EdgeAgentConfiguration: Sendable, Decodable {
         catalog = try container.decodeIfPresent(String.self, forKey: .catalog)
         ingest = try container.decodeIfPresent(String.self, forKey: .ingest)
         ingestFormat = try container.decodeIfPresent(String.self, forKey: .ingestFormat) ?? ingestFormat
+        kafka = try container.decodeIfPresent(KafkaConfiguration.self, forKey: .kafka)
         evaluationUsers = try container.decodeIfPresent(Int.self, forKey: .evaluationUsers) ?? evaluationUsers
         threads = try container.decodeIfPresent(Int.self, forKey: .threads) ?? threads
         privacy = try container.decodeIfPresent(Privacy.self, forKey: .privacy)
@@ -338,6 +343,9 @@ package struct EdgeAgentConfiguration: Sendable, Decodable {
             ConfigurationFile.resolve($0, relativeTo: path)
         }
         configuration.catalog = configuration.catalog.map { ConfigurationFile.resolve($0, relativeTo: path) }
+        if let file = configuration.kafka?.passwordFile {
+            configuration.kafka?.passwordFile = ConfigurationFile.resolve(file, relativeTo: path)
+        }
         for keyPath in [\Clients.producers, \Clients.alertConsumers, \Clients.queryClients] {
             for index in configuration.clients[keyPath: keyPath].indices {
                 configuration.clients[keyPath: keyPath][index].publicKeyFile = ConfigurationFile.resolve(
@@ -412,6 +420,7 @@ package struct EdgeAgentConfiguration: Sendable, Decodable {
         guard EventFormat(rawValue: ingestFormat) != nil else {
             throw .invalidValue(key: "ingest_format", value: ingestFormat, reason: "must be taobao or jsonl")
         }
+        try kafka?.validate(ingestFormat: ingestFormat)
         guard evaluationUsers >= 0 else {
             throw .invalidValue(key: "evaluation_users", value: "\(evaluationUsers)", reason: "must be ≥ 0")
         }

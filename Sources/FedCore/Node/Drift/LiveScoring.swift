@@ -34,7 +34,9 @@ package final class LiveScoring: Sendable {
         /// model's replay reads up to it), nil without a store or when it could not be read.
         case model(LSTMParameters<Float>, version: UInt64, storedUpTo: Int64?)
         case thresholds(AlertThresholds)
-        case events([BehaviorEvent], ids: ClosedRange<Int64>?)
+        /// Stored events, scored (`live`) or only learned from (history another shard already scored).
+        case events([BehaviorEvent], ids: ClosedRange<Int64>?, live: Bool)
+        case forget(Set<UInt64>)
         case recommend(user: UInt64, count: Int, reply: @Sendable ([DriftAlert.Recommendation]?) -> Void)
         case stop
     }
@@ -134,7 +136,23 @@ package final class LiveScoring: Sendable {
     package func submit(_ events: [BehaviorEvent], ids: ClosedRange<Int64>?) {
         guard !events.isEmpty else { return }
         backlog.add(events.count, ordering: .relaxed)
-        enqueue(.events(events, ids: ids))
+        enqueue(.events(events, ids: ids, live: true))
+    }
+
+    /// Queues stored events as history, in order with live ones: their shoppers' states learn from them but no
+    /// alert fires and they do not count as scored. For a Kafka partition this shard just took over: what the
+    /// group had committed before was scored by the shard that held it.
+    package func absorb(_ events: [BehaviorEvent], ids: ClosedRange<Int64>?) {
+        guard !events.isEmpty else { return }
+        backlog.add(events.count, ordering: .relaxed)
+        enqueue(.events(events, ids: ids, live: false))
+    }
+
+    /// Drops these shoppers' scoring state (their Kafka partition moved to another shard), after the events
+    /// queued before this call.
+    package func forget(_ users: Set<UInt64>) {
+        guard !users.isEmpty else { return }
+        enqueue(.forget(users))
     }
 
     /// Live events submitted and not scored yet.
@@ -192,11 +210,13 @@ package final class LiveScoring: Sendable {
         /// The replay in progress: where the next page starts (nil: the first page), the last row id it reads.
         var replay: (after: Int64?, upTo: Int64, started: ContinuousClock.Instant)?
         /// Live events waiting to be scored (during a replay: until it is over), with their row ids.
-        var held: [([BehaviorEvent], ClosedRange<Int64>?)] = []
+        var held: [(events: [BehaviorEvent], ids: ClosedRange<Int64>?, live: Bool)] = []
         /// The first event of `held[0]` not yet scored.
         var heldOffset = 0
         /// The last row id the replay read: a live event with an id at or below it was scored by the replay.
         var replayedUpTo: Int64 = 0
+        /// Shoppers to forget once the held events queued before the request are scored.
+        var pendingForget: [Set<UInt64>] = []
 
         let thresholdsFile: String?
         let latency: (@Sendable (Int64) -> Void)?
@@ -221,9 +241,9 @@ package final class LiveScoring: Sendable {
         mutating func scoreSlice() -> Int {
             var budget = LiveScoring.sliceEvents
             while budget > 0, !held.isEmpty {
-                let (events, ids) = held[0]
+                let (events, ids, live) = held[0]
                 let end = min(events.count, heldOffset + budget)
-                score(events[heldOffset..<end], ids: ids)
+                score(events[heldOffset..<end], ids: ids, live: live)
                 budget -= end - heldOffset
                 if end == events.count {
                     held.removeFirst()
@@ -265,8 +285,11 @@ package final class LiveScoring: Sendable {
                 engine?.threshold = value.interestShift
                 engine?.churnThreshold = value.churnRisk
                 if let thresholdsFile { AlertThresholdsFile.write(value, to: thresholdsFile, logger: logger) }
-            case let .events(events, ids):
-                held.append((events, ids))
+            case let .events(events, ids, live):
+                held.append((events, ids, live))
+            case let .forget(users):
+                // In order: events queued before this are scored or held first.
+                if held.isEmpty { engine?.forget(users) } else { held.append(([], nil, false)); pendingForget.append(users) }
             case let .recommend(user, count, reply):
                 guard let engine, engine.knows(user) else { return reply(nil) }
                 reply(engine.recommend(user: user, count: count))
@@ -303,11 +326,20 @@ package final class LiveScoring: Sendable {
 
         /// Scores `events` (a slice of their batch, indexed as in it), skipping those the replay already read
         /// (row id ≤ ``replayedUpTo``).
-        private func score(_ events: ArraySlice<BehaviorEvent>, ids: ClosedRange<Int64>?) {
+        private mutating func score(_ events: ArraySlice<BehaviorEvent>, ids: ClosedRange<Int64>?, live: Bool) {
+            if events.isEmpty, !live, !pendingForget.isEmpty {
+                // The marker ``handle(_:)`` queued for a forget behind held events.
+                engine?.forget(pendingForget.removeFirst())
+                return
+            }
             guard let engine else { return }
             var raised: [DriftAlert] = []
             for (index, event) in zip(events.indices, events) {
                 if let ids, ids.lowerBound + Int64(index) <= replayedUpTo { continue }
+                guard live else {
+                    engine.warm(event)
+                    continue
+                }
                 let started = latency == nil ? nil : ContinuousClock.now
                 raised += engine.advanceClock(to: event.timestamp)
                 if let alert = engine.process(event) { raised.append(alert) }

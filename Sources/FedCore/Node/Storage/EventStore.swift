@@ -30,7 +30,12 @@ package final class EventStore: Sendable {
         mark = HighWaterMark(database: path, what: "event store")
         let last: Int64
         do {
-            last = try pool.read { db in try Int64.fetchOne(db, sql: "SELECT MAX(id) FROM event") ?? 0 }
+            // AUTOINCREMENT's sequence, not MAX(id): a shard that hands a partition's shoppers over deletes
+            // their events (``forgetStream(producer:stream:)``), which may lower MAX(id) but never the sequence.
+            last = try pool.read { db in
+                max(try Int64.fetchOne(db, sql: "SELECT MAX(id) FROM event") ?? 0,
+                    try Int64.fetchOne(db, sql: "SELECT seq FROM sqlite_sequence WHERE name = 'event'") ?? 0)
+            }
         } catch {
             throw StorageError(path: path, operation: "read the last event id", reason: "\(error)")
         }
@@ -92,6 +97,16 @@ package final class EventStore: Sendable {
                 table.primaryKey(["producer", "stream"])
             }
         }
+        migrator.registerMigration("v4: stream shoppers") { db in
+            // Per Kafka partition this store holds (a shard's share of a region): the shoppers whose events came
+            // from it, so that a partition handed to another shard takes its shoppers' events with it.
+            try db.create(table: "stream_user") { table in
+                table.column("producer", .text).notNull()
+                table.column("stream", .text).notNull()
+                table.column("user", .integer).notNull()
+                table.primaryKey(["producer", "stream", "user"])
+            }
+        }
         return migrator
     }
 
@@ -119,8 +134,10 @@ package final class EventStore: Sendable {
     /// the valid ones, each with its row's index in the message. Rows below the stream's next offset are
     /// skipped (stored before); the rest are stored and the next offset moves past the message, in one
     /// transaction. Offsets only move forward, so a re-sent or replayed message never stores a row twice.
+    /// With `recordShoppers`, the stream's shoppers are recorded with the events (a Kafka partition's, so that
+    /// ``forgetStream(producer:stream:)`` can hand them over).
     package func append(_ events: [(row: Int, event: BehaviorEvent)], at position: StreamPosition,
-                        rows: Int) throws(StorageError) -> StreamAppend {
+                        rows: Int, recordShoppers: Bool = false) throws(StorageError) -> StreamAppend {
         do {
             let outcome = try pool.write { db -> StreamAppend in
                 let next = try Int64.fetchOne(db, sql: "SELECT next_offset FROM ingest_stream WHERE producer = ? AND stream = ?",
@@ -135,6 +152,13 @@ package final class EventStore: Sendable {
                         """, arguments: [position.producer, position.stream, end, Int64(Date().timeIntervalSince1970)])
                 }
                 let fresh = events.filter { $0.row >= skip }.map(\.event)
+                if recordShoppers, !fresh.isEmpty {
+                    let record = try db.makeStatement(
+                        sql: "INSERT OR IGNORE INTO stream_user (producer, stream, user) VALUES (?, ?, ?)")
+                    for user in Set(fresh.map(\.user)) {
+                        try record.execute(arguments: [position.producer, position.stream, Int64(bitPattern: user)])
+                    }
+                }
                 return StreamAppend(ids: try Self.insert(fresh, db), skippedRows: skip)
             }
             _ = try stored(outcome.ids)
@@ -144,6 +168,34 @@ package final class EventStore: Sendable {
         } catch {
             throw StorageError(path: path, operation: "append \(events.count) events of stream \(position.stream)",
                                reason: "\(error)")
+        }
+    }
+
+    /// The next offset the store expects of one stream (0: it holds none of it).
+    package func nextOffset(producer: String, stream: String) throws(StorageError) -> Int64 {
+        try read("read a stream's offset") { db in
+            try Int64.fetchOne(db, sql: "SELECT next_offset FROM ingest_stream WHERE producer = ? AND stream = ?",
+                               arguments: [producer, stream]) ?? 0
+        }
+    }
+
+    /// Hands a stream's shoppers over (a Kafka partition revoked from this shard): deletes every event of every
+    /// shopper recorded for it, and its offset, in one transaction; returns those shoppers. Read again later,
+    /// the stream starts from its beginning.
+    package func forgetStream(producer: String, stream: String) throws(StorageError) -> Set<UInt64> {
+        do {
+            return try pool.write { db in
+                let users = try Int64.fetchAll(db, sql: "SELECT user FROM stream_user WHERE producer = ? AND stream = ?",
+                                               arguments: [producer, stream])
+                try db.execute(sql: """
+                    DELETE FROM event WHERE user IN (SELECT user FROM stream_user WHERE producer = ? AND stream = ?)
+                    """, arguments: [producer, stream])
+                try db.execute(sql: "DELETE FROM stream_user WHERE producer = ? AND stream = ?", arguments: [producer, stream])
+                try db.execute(sql: "DELETE FROM ingest_stream WHERE producer = ? AND stream = ?", arguments: [producer, stream])
+                return Set(users.map { UInt64(bitPattern: $0) })
+            }
+        } catch {
+            throw StorageError(path: path, operation: "hand over the shoppers of stream \(stream)", reason: "\(error)")
         }
     }
 

@@ -1,0 +1,267 @@
+package import FedIO
+package import FedLogic
+import Foundation
+package import Logging
+import Synchronization
+
+/// One shard of a region reading its behaviour events from a Kafka topic as a member of the region's consumer
+/// group (docs/OPERATIONS.md, "Sharded regions on Kafka"). Records are keyed by shopper id, so a shopper's
+/// events all live in one partition, and a partition in one shard at a time.
+///
+/// Exactly once, stated:
+/// - **Stored once.** Each batch's events are stored in one transaction together with each partition's next
+///   offset (``EventStore/append(_:at:rows:recordShoppers:)``, stream = partition); only then are the offsets
+///   committed to the group. A record read again — after a crash before the commit, a restart, a rebalance — is
+///   below the stored offset and skipped, so it is neither stored nor scored twice.
+/// - **Scored once.** Records at or above the group's committed offset when the partition was assigned are
+///   live: scored, and may raise alerts. Records below it were scored by the shard that held the partition
+///   before; a shard that takes a partition over reads it from its oldest retained record as history, to
+///   rebuild its shoppers' scoring state (no alert, not counted as scored).
+/// - **A shopper in one shard.** When a partition is revoked the shard commits what it stored, then deletes
+///   the partition's shoppers' events and scoring state (``EventStore/forgetStream(producer:stream:)``): from
+///   then on they train and score only in the shard that owns the partition. With cooperative rebalancing a
+///   partition is revoked from its old owner before it is assigned to a new one.
+///
+/// The consumer runs on a thread of its own (librdkafka's poll blocks); ``stop()`` ends it, after the current
+/// batch, leaving the group so the partitions move on at once — and handing them over like any revocation, so
+/// that a shopper is never in the store of a shard that does not own them. A restarted shard rebuilds its
+/// partitions from their oldest records; a crashed one kept its store and resumes at its stored offsets.
+package final class KafkaIngest: Sendable {
+    /// What one batch did, for metrics and status.
+    package struct BatchOutcome: Sendable {
+        package var stored = 0
+        package var refused = 0
+        package var alreadyStored = 0
+        package var history = 0
+        package var seconds = 0.0
+    }
+
+    package struct Settings: Sendable {
+        package var properties: [String: String]
+        package var topic: String
+        package var format: EventFormat
+        package var batch: Int
+        package init(properties: [String: String], topic: String, format: EventFormat, batch: Int) {
+            (self.properties, self.topic, self.format, self.batch) = (properties, topic, format, batch)
+        }
+    }
+
+    private let running = Atomic<Bool>(true)
+    private let finished = Mutex<(done: Bool, error: KafkaError?, waiters: [CheckedContinuation<Void, Never>])>((false, nil, []))
+    private let owned = Mutex<[Int32]>([])
+
+    /// Starts consuming. `onBatch` sees each batch's outcome (on the consumer's thread).
+    package init(settings: Settings, store: EventStore, scoring: LiveScoring, logger: Logger,
+                 onBatch: @escaping @Sendable (BatchOutcome) -> Void) {
+        let thread = Thread { [self] in
+            var failure: KafkaError?
+            do throws(KafkaError) {
+                try consume(settings: settings, store: store, scoring: scoring, logger: logger, onBatch: onBatch)
+            } catch {
+                failure = error
+            }
+            let waiters = finished.withLock { state in
+                state.done = true
+                state.error = failure
+                defer { state.waiters = [] }
+                return state.waiters
+            }
+            for waiter in waiters { waiter.resume() }
+        }
+        thread.name = "feddrift.kafka"
+        thread.start()
+    }
+
+    /// Asks the consumer to finish its batch, commit and leave the group.
+    package func stop() { running.store(false, ordering: .relaxed) }
+
+    /// The partitions this shard owns now.
+    package var partitions: [Int32] { owned.withLock { $0 } }
+
+    /// Waits, without holding a thread, until the consumer has left the group; throws what ended it early.
+    package func finish() async throws(KafkaError) {
+        await withCheckedContinuation { (continuation: CheckedContinuation<Void, Never>) in
+            let done = finished.withLock { state -> Bool in
+                if !state.done { state.waiters.append(continuation) }
+                return state.done
+            }
+            if done { continuation.resume() }
+        }
+        if let error = finished.withLock({ $0.error }) { throw error }
+    }
+
+    private func consume(settings: Settings, store: EventStore, scoring: LiveScoring, logger: Logger,
+                         onBatch: (BatchOutcome) -> Void) throws(KafkaError) {
+        let producer = "kafka:\(settings.topic)"
+        /// Per owned partition: the group's committed offset when it was assigned (records below it are
+        /// history) and the next offset the store holds (what may be committed).
+        var liveFrom: [KafkaPartition: Int64] = [:]
+        var storeFailure: (any Error)?
+        func stream(_ partition: KafkaPartition) -> String { "\(partition.partition)" }
+        /// The offsets to commit: everything durable, never below what the group had (a shard re-reading a
+        /// partition's history must not move the group's position back).
+        func durable(_ partitions: some Sequence<KafkaPartition>) -> [KafkaPartition: Int64] {
+            var offsets: [KafkaPartition: Int64] = [:]
+            for partition in partitions {
+                guard let next = try? store.nextOffset(producer: producer, stream: stream(partition)) else { continue }
+                let floor = liveFrom[partition] ?? 0
+                if next > floor { offsets[partition] = next }
+            }
+            return offsets
+        }
+        // The rebalance handler commits through the consumer; it runs only inside poll, after this is set.
+        var commitTarget: KafkaConsumer?
+        let consumer = try KafkaConsumer(properties: settings.properties, topics: [settings.topic], log: { level, text in
+            // librdkafka's syslog levels: 0–3 errors, 4 warnings, 5–6 notices and information, 7 debug.
+            logger.log(level: level <= 3 ? .error : level == 4 ? .warning : level <= 6 ? .info : .debug, "librdkafka: \(text)")
+        }) { rebalance in
+            switch rebalance {
+            case let .assigned(partitions):
+                var starts: [KafkaPartition: Int64] = [:]
+                for (partition, committed) in partitions {
+                    liveFrom[partition] = committed ?? 0
+                    do {
+                        let next = try store.nextOffset(producer: producer, stream: stream(partition))
+                        // Held before (a restart): resume after what is stored. New here: from the oldest record,
+                        // to rebuild the partition's shoppers' history.
+                        starts[partition] = next > 0 ? next : KafkaConsumer.beginning
+                    } catch {
+                        storeFailure = error
+                    }
+                }
+                logger.info("Kafka partitions assigned", metadata: [
+                    "partitions": "\(partitions.map(\.0.partition).sorted())",
+                    "live_from": "\(partitions.map { $0.committed ?? 0 })",
+                ])
+                return starts
+            case let .revoked(partitions, lost):
+                let offsets = durable(partitions)
+                if !lost {
+                    do {
+                        try commitTarget?.commit(offsets, synchronously: true)
+                    } catch {
+                        logger.warning("Could not commit before handing partitions over", metadata: ["error": "\(error)"])
+                    }
+                }
+                var handedOver = 0
+                for partition in partitions {
+                    liveFrom[partition] = nil
+                    do {
+                        let users = try store.forgetStream(producer: producer, stream: stream(partition))
+                        scoring.forget(users)
+                        handedOver += users.count
+                    } catch {
+                        storeFailure = error
+                    }
+                }
+                logger.info("Kafka partitions revoked: their shoppers now live in another shard", metadata: [
+                    "partitions": "\(partitions.map(\.partition).sorted())", "lost": "\(lost)", "shoppers": "\(handedOver)",
+                ])
+                return [:]
+            }
+        }
+        commitTarget = consumer
+        defer {
+            consumer.close()  // revokes (commits, hands over) and leaves the group
+            commitTarget = nil
+        }
+        logger.info("Kafka ingest joined its group", metadata: [
+            "topic": "\(settings.topic)", "group": "\(settings.properties["group.id"] ?? "")",
+        ])
+        var lastWarning = ContinuousClock.now - .seconds(2), notLogged = 0
+        var lastBrokerWarning = ContinuousClock.now - .seconds(20), brokerErrors = 0
+        while running.load(ordering: .relaxed) {
+            // Scoring far behind: wait (the records stay in Kafka).
+            while scoring.backlogEvents > LiveScoring.maxBacklogEvents, running.load(ordering: .relaxed) {
+                Thread.sleep(forTimeInterval: 0.005)
+            }
+            let (records, errors) = try consumer.poll(max: settings.batch, timeout: .milliseconds(200))
+            owned.withLock { $0 = consumer.assignment.map(\.partition).sorted() }
+            if let error = storeFailure {
+                throw KafkaError(operation: "use the event store at a rebalance", reason: "\(error)")
+            }
+            // librdkafka retries these itself (brokers down, a topic not created yet): report, at most every 10 s.
+            if let error = errors.last {
+                if ContinuousClock.now - lastBrokerWarning >= .seconds(10) {
+                    logger.warning("Kafka reports a problem; retrying", metadata: [
+                        "error": "\(error)", "errors.since_last_line": "\(brokerErrors + errors.count)",
+                    ])
+                    (lastBrokerWarning, brokerErrors) = (.now, 0)
+                } else {
+                    brokerErrors += errors.count
+                }
+            }
+            guard !records.isEmpty else { continue }
+            let started = ContinuousClock.now
+            var outcome = BatchOutcome()
+            var commits: [KafkaPartition: Int64] = [:]
+            for (partition, run) in Dictionary(grouping: records, by: \.partition).sorted(by: { $0.key.partition < $1.key.partition }) {
+                // A partition revoked during this poll: its records are no longer this shard's.
+                guard let floor = liveFrom[partition] else { continue }
+                let first = run[0].offset, last = run[run.count - 1].offset
+                var events: [(row: Int, event: BehaviorEvent)] = []
+                for record in run {
+                    let row = Int(record.offset - first)
+                    let key = record.key.map { String(decoding: $0, as: UTF8.self) }
+                    let text = String(decoding: record.value, as: UTF8.self)
+                    for line in text.split(separator: "\n", omittingEmptySubsequences: true) {
+                        do {
+                            let event = try EventParser.parse(line, format: settings.format, line: row + 1)
+                            // Sharding by shopper is what keeps a shopper in one shard: a record keyed otherwise
+                            // would put the same shopper in two.
+                            guard key == String(event.user) else {
+                                throw KafkaError(operation: "accept \(partition)@\(record.offset)",
+                                                 reason: "its key \(key == nil ? "is missing" : "is not its event's user id")")
+                            }
+                            events.append((row, event))
+                        } catch {
+                            outcome.refused += 1
+                            if ContinuousClock.now - lastWarning >= .seconds(1) {
+                                logger.warning("Refused Kafka record", metadata: [
+                                    "partition": "\(partition.partition)", "offset": "\(record.offset)", "error": "\(error)",
+                                    "refused.not_logged_since_last_line": "\(notLogged)",
+                                ])
+                                (lastWarning, notLogged) = (.now, 0)
+                            } else {
+                                notLogged += 1
+                            }
+                        }
+                    }
+                }
+                let position = EventStore.StreamPosition(producer: producer, stream: stream(partition), first: first)
+                let appended: EventStore.StreamAppend
+                do {
+                    appended = try store.append(events, at: position, rows: Int(last - first + 1), recordShoppers: true)
+                } catch {
+                    throw KafkaError(operation: "store \(partition)@\(first)…\(last)", reason: "\(error)")
+                }
+                let kept = events.filter { $0.row >= appended.skippedRows }
+                outcome.alreadyStored += appended.skippedRows
+                // Rows below the group's committed offset (at assignment) are history; the rest are live. Stored
+                // in offset order, so the history comes first in the ids.
+                let historyCount = kept.prefix { first + Int64($0.row) < floor }.count
+                let ids = appended.ids
+                let historyIDs = ids.flatMap { historyCount > 0 ? $0.lowerBound...($0.lowerBound + Int64(historyCount) - 1) : nil }
+                let liveIDs = ids.flatMap { historyCount < kept.count ? ($0.lowerBound + Int64(historyCount))...$0.upperBound : nil }
+                scoring.absorb(kept.prefix(historyCount).map(\.event), ids: historyIDs)
+                scoring.submit(kept.dropFirst(historyCount).map(\.event), ids: liveIDs)
+                outcome.history += historyCount
+                outcome.stored += kept.count
+                if last + 1 > floor { commits[partition] = last + 1 }
+            }
+            Failpoint.agentKafkaStored.reach()
+            // Synchronously: the group's offset is what a shard taking a partition over treats as scored, so it
+            // must be in before the next poll can hand the partition over.
+            do {
+                try consumer.commit(commits, synchronously: true)
+            } catch {
+                // The next batch's commit carries these offsets too, and a record read again here is skipped by the
+                // store; but if the partition moves first, its new shard scores this batch again.
+                logger.warning("Could not commit Kafka offsets", metadata: ["error": "\(error)"])
+            }
+            outcome.seconds = (ContinuousClock.now - started).inSeconds
+            onBatch(outcome)
+        }
+        logger.info("Kafka ingest leaving its group")
+    }
+}
