@@ -195,6 +195,8 @@ package final class KafkaIngest: Sendable {
             let started = ContinuousClock.now
             var outcome = BatchOutcome()
             var commits: [KafkaPartition: Int64] = [:]
+            var runs: [(partition: KafkaPartition, floor: Int64, first: Int64, last: Int64)] = []
+            var batches: [EventStore.StreamBatch] = []
             for (partition, run) in Dictionary(grouping: records, by: \.partition).sorted(by: { $0.key.partition < $1.key.partition }) {
                 // A partition revoked during this poll: its records are no longer this shard's.
                 guard let floor = liveFrom[partition] else { continue }
@@ -228,14 +230,20 @@ package final class KafkaIngest: Sendable {
                         }
                     }
                 }
-                let position = EventStore.StreamPosition(producer: producer, stream: stream(partition), first: first)
-                let appended: EventStore.StreamAppend
-                do {
-                    appended = try store.append(events, at: position, rows: Int(last - first + 1), recordShoppers: true)
-                } catch {
-                    throw KafkaError(operation: "store \(partition)@\(first)…\(last)", reason: "\(error)")
-                }
-                let kept = events.filter { $0.row >= appended.skippedRows }
+                runs.append((partition, floor, first, last))
+                batches.append(EventStore.StreamBatch(
+                    events: events, position: .init(producer: producer, stream: stream(partition), first: first),
+                    rows: Int(last - first + 1)))
+            }
+            // Every partition's events and offsets in one transaction (one fsync per poll).
+            let appended: [EventStore.StreamAppend]
+            do {
+                appended = try store.append(batches, recordShoppers: true)
+            } catch {
+                throw KafkaError(operation: "store \(records.count) records", reason: "\(error)")
+            }
+            for ((partition, floor, first, last), (batch, appended)) in zip(runs, zip(batches, appended)) {
+                let kept = batch.events.filter { $0.row >= appended.skippedRows }
                 outcome.alreadyStored += appended.skippedRows
                 // Rows below the group's committed offset (at assignment) are history; the rest are live. Stored
                 // in offset order, so the history comes first in the ids.

@@ -138,37 +138,57 @@ package final class EventStore: Sendable {
     /// ``forgetStream(producer:stream:)`` can hand them over).
     package func append(_ events: [(row: Int, event: BehaviorEvent)], at position: StreamPosition,
                         rows: Int, recordShoppers: Bool = false) throws(StorageError) -> StreamAppend {
+        try append([StreamBatch(events: events, position: position, rows: rows)], recordShoppers: recordShoppers)[0]
+    }
+
+    /// One stream's share of a multi-stream append.
+    package struct StreamBatch: Sendable {
+        package var events: [(row: Int, event: BehaviorEvent)]
+        package var position: StreamPosition
+        package var rows: Int
+        package init(events: [(row: Int, event: BehaviorEvent)], position: StreamPosition, rows: Int) {
+            (self.events, self.position, self.rows) = (events, position, rows)
+        }
+    }
+
+    /// ``append(_:at:rows:recordShoppers:)`` for several streams (a Kafka poll's partitions) in one transaction:
+    /// one commit, one fsync.
+    package func append(_ batches: [StreamBatch], recordShoppers: Bool) throws(StorageError) -> [StreamAppend] {
         do {
-            let outcome = try pool.write { db -> StreamAppend in
-                let next = try Int64.fetchOne(db, sql: "SELECT next_offset FROM ingest_stream WHERE producer = ? AND stream = ?",
-                                              arguments: [position.producer, position.stream]) ?? 0
-                let skip = Int(clamping: max(0, min(Int64(rows), next - position.first)))
-                let end = position.first + Int64(rows)
-                if end > next {
-                    try db.execute(sql: """
-                        INSERT INTO ingest_stream (producer, stream, next_offset, updated_at) VALUES (?, ?, ?, ?)
-                        ON CONFLICT(producer, stream) DO UPDATE SET next_offset = MAX(next_offset, excluded.next_offset),
-                            updated_at = excluded.updated_at
-                        """, arguments: [position.producer, position.stream, end, Int64(Date().timeIntervalSince1970)])
-                }
-                let fresh = events.filter { $0.row >= skip }.map(\.event)
-                if recordShoppers, !fresh.isEmpty {
-                    let record = try db.makeStatement(
-                        sql: "INSERT OR IGNORE INTO stream_user (producer, stream, user) VALUES (?, ?, ?)")
-                    for user in Set(fresh.map(\.user)) {
-                        try record.execute(arguments: [position.producer, position.stream, Int64(bitPattern: user)])
-                    }
-                }
-                return StreamAppend(ids: try Self.insert(fresh, db), skippedRows: skip)
+            let outcomes = try pool.write { db -> [StreamAppend] in
+                try batches.map { batch in try Self.append(batch, recordShoppers: recordShoppers, db) }
             }
-            _ = try stored(outcome.ids)
-            return outcome
+            for outcome in outcomes { _ = try stored(outcome.ids) }
+            return outcomes
         } catch let error as StorageError {
             throw error
         } catch {
-            throw StorageError(path: path, operation: "append \(events.count) events of stream \(position.stream)",
-                               reason: "\(error)")
+            throw StorageError(path: path, operation: "append events of \(batches.count) streams", reason: "\(error)")
         }
+    }
+
+    private static func append(_ batch: StreamBatch, recordShoppers: Bool, _ db: Database) throws -> StreamAppend {
+        let (events, position, rows) = (batch.events, batch.position, batch.rows)
+        let next = try Int64.fetchOne(db, sql: "SELECT next_offset FROM ingest_stream WHERE producer = ? AND stream = ?",
+                                      arguments: [position.producer, position.stream]) ?? 0
+        let skip = Int(clamping: max(0, min(Int64(rows), next - position.first)))
+        let end = position.first + Int64(rows)
+        if end > next {
+            try db.execute(sql: """
+                INSERT INTO ingest_stream (producer, stream, next_offset, updated_at) VALUES (?, ?, ?, ?)
+                ON CONFLICT(producer, stream) DO UPDATE SET next_offset = MAX(next_offset, excluded.next_offset),
+                    updated_at = excluded.updated_at
+                """, arguments: [position.producer, position.stream, end, Int64(Date().timeIntervalSince1970)])
+        }
+        let fresh = events.filter { $0.row >= skip }.map(\.event)
+        if recordShoppers, !fresh.isEmpty {
+            let record = try db.makeStatement(
+                sql: "INSERT OR IGNORE INTO stream_user (producer, stream, user) VALUES (?, ?, ?)")
+            for user in Set(fresh.map(\.user)) {
+                try record.execute(arguments: [position.producer, position.stream, Int64(bitPattern: user)])
+            }
+        }
+        return StreamAppend(ids: try Self.insert(fresh, db), skippedRows: skip)
     }
 
     /// The next offset the store expects of one stream (0: it holds none of it).
