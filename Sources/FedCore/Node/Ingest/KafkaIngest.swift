@@ -16,7 +16,11 @@ import Synchronization
 /// - **Scored once.** Records at or above the group's committed offset when the partition was assigned are
 ///   live: scored, and may raise alerts. Records below it were scored by the shard that held the partition
 ///   before; a shard that takes a partition over reads it from its oldest retained record as history, to
-///   rebuild its shoppers' scoring state (no alert, not counted as scored).
+///   rebuild its shoppers' scoring state (no alert, not counted as scored). So a live event is scored only
+///   after its offset is committed: a commit refused during a rebalance would otherwise leave an event this
+///   shard scored below the group's offset, and the next owner would score it again (seen in
+///   `KafkaShardTests` before this order). A crash between the commit and scoring leaves the event stored
+///   and unscored; the restarted shard learns it as history.
 /// - **A shopper in one shard.** When a partition is revoked the shard commits what it stored, then deletes
 ///   the partition's shoppers' events and scoring state (``EventStore/forgetStream(producer:stream:)``): from
 ///   then on they train and score only in the shard that owns the partition. With cooperative rebalancing a
@@ -98,16 +102,34 @@ package final class KafkaIngest: Sendable {
         var liveFrom: [KafkaPartition: Int64] = [:]
         var storeFailure: (any Error)?
         func stream(_ partition: KafkaPartition) -> String { "\(partition.partition)" }
-        /// The offsets to commit: everything durable, never below what the group had (a shard re-reading a
-        /// partition's history must not move the group's position back).
-        func durable(_ partitions: some Sequence<KafkaPartition>) -> [KafkaPartition: Int64] {
-            var offsets: [KafkaPartition: Int64] = [:]
-            for partition in partitions {
-                guard let next = try? store.nextOffset(producer: producer, stream: stream(partition)) else { continue }
-                let floor = liveFrom[partition] ?? 0
-                if next > floor { offsets[partition] = next }
+        /// Offsets stored and not yet committed (each above the group's offset at assignment: a shard re-reading
+        /// a partition's history never moves the group's position back).
+        var uncommitted: [KafkaPartition: Int64] = [:]
+        /// Live events stored and not yet scored: they are scored only once their offsets are committed. The
+        /// group's offset is what a shard taking a partition over treats as scored, so an event this shard
+        /// scored under an offset it failed to commit (a commit refused during a rebalance) would be scored
+        /// again by the next owner.
+        var pending: [(partition: KafkaPartition, events: [BehaviorEvent], ids: ClosedRange<Int64>?)] = []
+        var commitFailures = 0, lastCommitWarning = ContinuousClock.now - .seconds(20)
+        /// Commits `offsets`; on success scores the pending live events of those partitions.
+        func commit(_ offsets: [KafkaPartition: Int64], through consumer: KafkaConsumer?) -> Bool {
+            guard !offsets.isEmpty, let consumer else { return true }
+            do {
+                try consumer.commit(offsets, synchronously: true)
+            } catch {
+                commitFailures += 1
+                if ContinuousClock.now - lastCommitWarning >= .seconds(10) {
+                    logger.warning("Could not commit Kafka offsets; their live events wait to be scored until a commit succeeds",
+                                   metadata: ["error": "\(error)", "failures.since_last_line": "\(commitFailures)"])
+                    (lastCommitWarning, commitFailures) = (.now, 0)
+                }
+                return false
             }
-            return offsets
+            for (partition, offset) in offsets where uncommitted[partition] == offset { uncommitted[partition] = nil }
+            let committed = Set(offsets.keys)
+            for entry in pending where committed.contains(entry.partition) { scoring.submit(entry.events, ids: entry.ids) }
+            pending.removeAll { committed.contains($0.partition) }
+            return true
         }
         // The rebalance handler commits through the consumer; it runs only inside poll, after this is set.
         var commitTarget: KafkaConsumer?
@@ -134,18 +156,23 @@ package final class KafkaIngest: Sendable {
                     "live_from": "\(partitions.map { $0.committed ?? 0 })",
                 ])
                 return starts
+            case let .revoked(partitions, _) where partitions.isEmpty:
+                return [:]  // cooperative rebalancing reports "nothing revoked" too
             case let .revoked(partitions, lost):
-                let offsets = durable(partitions)
-                if !lost {
-                    do {
-                        try commitTarget?.commit(offsets, synchronously: true)
-                    } catch {
-                        logger.warning("Could not commit before handing partitions over", metadata: ["error": "\(error)"])
-                    }
+                // Committed: this shard scores what it stored (the next owner sees it as history). Not committed
+                // (lost, or refused): the next owner reads it as live and scores it; this shard drops it.
+                let revoked = Set(partitions)
+                let offsets = uncommitted.filter { revoked.contains($0.key) }
+                let committed = !lost && commit(offsets, through: commitTarget)
+                if !committed, !offsets.isEmpty {
+                    logger.warning("Handing partitions over with offsets not committed: their new shard scores those events",
+                                   metadata: ["partitions": "\(offsets.keys.map(\.partition).sorted())"])
                 }
+                pending.removeAll { revoked.contains($0.partition) }
                 var handedOver = 0
                 for partition in partitions {
                     liveFrom[partition] = nil
+                    uncommitted[partition] = nil
                     do {
                         let users = try store.forgetStream(producer: producer, stream: stream(partition))
                         scoring.forget(users)
@@ -191,10 +218,12 @@ package final class KafkaIngest: Sendable {
                     brokerErrors += errors.count
                 }
             }
-            guard !records.isEmpty else { continue }
+            guard !records.isEmpty else {
+                _ = commit(uncommitted, through: consumer)  // a commit refused during a rebalance, tried again
+                continue
+            }
             let started = ContinuousClock.now
             var outcome = BatchOutcome()
-            var commits: [KafkaPartition: Int64] = [:]
             var runs: [(partition: KafkaPartition, floor: Int64, first: Int64, last: Int64)] = []
             var batches: [EventStore.StreamBatch] = []
             for (partition, run) in Dictionary(grouping: records, by: \.partition).sorted(by: { $0.key.partition < $1.key.partition }) {
@@ -252,21 +281,16 @@ package final class KafkaIngest: Sendable {
                 let historyIDs = ids.flatMap { historyCount > 0 ? $0.lowerBound...($0.lowerBound + Int64(historyCount) - 1) : nil }
                 let liveIDs = ids.flatMap { historyCount < kept.count ? ($0.lowerBound + Int64(historyCount))...$0.upperBound : nil }
                 scoring.absorb(kept.prefix(historyCount).map(\.event), ids: historyIDs)
-                scoring.submit(kept.dropFirst(historyCount).map(\.event), ids: liveIDs)
+                if historyCount < kept.count {
+                    pending.append((partition, kept.dropFirst(historyCount).map(\.event), liveIDs))
+                }
                 outcome.history += historyCount
                 outcome.stored += kept.count
-                if last + 1 > floor { commits[partition] = last + 1 }
+                if last + 1 > floor { uncommitted[partition] = max(uncommitted[partition] ?? 0, last + 1) }
             }
             Failpoint.agentKafkaStored.reach()
-            // Synchronously: the group's offset is what a shard taking a partition over treats as scored, so it
-            // must be in before the next poll can hand the partition over.
-            do {
-                try consumer.commit(commits, synchronously: true)
-            } catch {
-                // The next batch's commit carries these offsets too, and a record read again here is skipped by the
-                // store; but if the partition moves first, its new shard scores this batch again.
-                logger.warning("Could not commit Kafka offsets", metadata: ["error": "\(error)"])
-            }
+            // Synchronously, before the next poll can hand a partition over; the live events are scored after.
+            _ = commit(uncommitted, through: consumer)
             outcome.seconds = (ContinuousClock.now - started).inSeconds
             onBatch(outcome)
         }
