@@ -67,9 +67,7 @@ struct KafkaIngestTests {
         }
     }
 
-    static func row(_ event: BehaviorEvent) -> String {
-        "\(event.user),\(event.item),\(event.category),\(event.action.code),\(event.timestamp)"
-    }
+    static func row(_ event: BehaviorEvent) -> String { event.taobaoRow }
 
     struct Fixture {
         let cluster: KafkaMockCluster

@@ -5,6 +5,20 @@ import Testing
 
 @Suite("Log lines: text for people, JSON for shippers, millisecond UTC timestamps")
 struct LogFormatTests {
+    @Test("A throttled warning: one line per interval, and the next line counts every occurrence left out")
+    func throttle() async throws {
+        var throttle = LogThrottle(every: .milliseconds(200))
+        #expect(throttle.due() == 0, "the first occurrence is logged")
+        #expect(throttle.due() == nil && throttle.due(count: 3) == nil, "then nothing within the interval")
+        try await Task.sleep(for: .milliseconds(250))
+        #expect(throttle.due() == 4, "the next line says how many were left out")
+        #expect(throttle.due() == nil)
+        try await Task.sleep(for: .milliseconds(250))
+        #expect(throttle.due(count: 5) == 1, "five at once: this line is one of them, the other four wait for the next")
+        try await Task.sleep(for: .milliseconds(250))
+        #expect(throttle.due() == 4)
+    }
+
     static let time = Date(timeIntervalSince1970: 1_765_000_000.1234)
 
     @Test("Text: timestamp with milliseconds, level, label, sorted key=value pairs, source, message")

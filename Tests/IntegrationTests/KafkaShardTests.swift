@@ -27,8 +27,7 @@ struct KafkaShardTests {
     static func produce(_ events: [BehaviorEvent], to cluster: KafkaMockCluster) throws {
         let producer = try KafkaProducer(properties: ["bootstrap.servers": cluster.bootstrapServers, "log_level": "3"])
         for event in events {
-            try producer.send(topic: "behaviour", key: Array(String(event.user).utf8), value: Array(
-                "\(event.user),\(event.item),\(event.category),\(event.action.code),\(event.timestamp)".utf8))
+            try producer.send(topic: "behaviour", key: Array(String(event.user).utf8), value: Array(event.taobaoRow.utf8))
         }
         try producer.flush()
     }

@@ -57,7 +57,7 @@ struct BenchIngest: AsyncParsableCommand {
         simulation.users = users
         simulation.days = 3
         let events = ShopperSimulator(parameters: simulation).run().events.sorted { $0.timestamp < $1.timestamp }
-        let rows = events.map { "\($0.user),\($0.item),\($0.category),\($0.action.code),\($0.timestamp)" }
+        let rows = events.map(\.taobaoRow)
         var items: [UInt64: Set<UInt64>] = [:]
         CategoryCatalog.itemsPerCategory(events, into: &items)
         let catalog = CategoryCatalog(itemsPerCategory: items.mapValues(\.count), categories: 1024)

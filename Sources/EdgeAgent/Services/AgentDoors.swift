@@ -68,20 +68,14 @@ final class AgentDoors: Service, Sendable {
     func run() async throws {
         guard let zap else { return await gracefulShutdownWait() }
         try? await cancelWhenGracefulShutdown {
-            var lastLine = ContinuousClock.now - .seconds(2)
-            var suppressed = 0
+            var throttle = LogThrottle(every: .seconds(1))
             for await decision in zap.decisions where !decision.admitted {
-                guard ContinuousClock.now - lastLine >= .seconds(1) else {
-                    suppressed += 1
-                    continue
-                }
-                lastLine = ContinuousClock.now
+                guard let suppressed = throttle.due() else { continue }
                 self.logger.warning("Refused a client without an enrolled key", metadata: [
                     "socket": "\(decision.domain)", "address": "\(decision.address)",
                     "key": "\(decision.clientKey.map { _ in "unenrolled" } ?? "none (no CURVE)")",
                     "refused.since_last_line": "\(suppressed)",
                 ])
-                suppressed = 0
             }
         }
     }

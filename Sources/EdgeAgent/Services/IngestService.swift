@@ -36,16 +36,12 @@ struct IngestService: Service {
     func run() async throws {
         defer { channel.close() }
         var stored = 0, refused = 0, duplicates = 0, messages = 0
-        var lastWarning = ContinuousClock.now - .seconds(2), notLogged = 0
+        var throttle = LogThrottle(every: .seconds(1))
         func warn(_ error: any Error) {
-            guard ContinuousClock.now - lastWarning >= .seconds(1) else {
-                notLogged += 1
-                return
-            }
+            guard let notLogged = throttle.due() else { return }
             logger.warning("Refused live event", metadata: [
                 "message": "\(messages)", "error": "\(error)", "refused.not_logged_since_last_line": "\(notLogged)",
             ])
-            (lastWarning, notLogged) = (.now, 0)
         }
         for try await message in channel.messages.cancelOnGracefulShutdown() {
             messages += 1

@@ -17,6 +17,11 @@ package struct EventParseError: Error, Equatable, CustomStringConvertible, Senda
     package var description: String { "line \(line): \(reason)" }
 }
 
+extension BehaviorEvent {
+    /// The event as one Taobao UserBehavior CSV row (no newline): what ``EventParser`` reads back with `.taobao`.
+    package var taobaoRow: String { "\(user),\(item),\(category),\(action.code),\(timestamp)" }
+}
+
 package enum EventParser {
     /// The earliest and latest timestamps accepted (2000-01-01 to 2100-01-01): a wider value is a
     /// unit error (milliseconds) or garbage.

@@ -97,8 +97,7 @@ package final class KafkaIngest: Sendable {
     private func consume(settings: Settings, store: EventStore, scoring: LiveScoring, logger: Logger,
                          onBatch: (BatchOutcome) -> Void) throws(KafkaError) {
         let producer = "kafka:\(settings.topic)"
-        /// Per owned partition: the group's committed offset when it was assigned (records below it are
-        /// history) and the next offset the store holds (what may be committed).
+        /// Per owned partition: the group's committed offset when it was assigned (records below it are history).
         var liveFrom: [KafkaPartition: Int64] = [:]
         var storeFailure: (any Error)?
         func stream(_ partition: KafkaPartition) -> String { "\(partition.partition)" }
@@ -110,18 +109,16 @@ package final class KafkaIngest: Sendable {
         /// scored under an offset it failed to commit (a commit refused during a rebalance) would be scored
         /// again by the next owner.
         var pending: [(partition: KafkaPartition, events: [BehaviorEvent], ids: ClosedRange<Int64>?)] = []
-        var commitFailures = 0, lastCommitWarning = ContinuousClock.now - .seconds(20)
+        var commitWarnings = LogThrottle(every: .seconds(10))
         /// Commits `offsets`; on success scores the pending live events of those partitions.
         func commit(_ offsets: [KafkaPartition: Int64], through consumer: KafkaConsumer?) -> Bool {
             guard !offsets.isEmpty, let consumer else { return true }
             do {
                 try consumer.commit(offsets, synchronously: true)
             } catch {
-                commitFailures += 1
-                if ContinuousClock.now - lastCommitWarning >= .seconds(10) {
+                if let notLogged = commitWarnings.due() {
                     logger.warning("Could not commit Kafka offsets; their live events wait to be scored until a commit succeeds",
-                                   metadata: ["error": "\(error)", "failures.since_last_line": "\(commitFailures)"])
-                    (lastCommitWarning, commitFailures) = (.now, 0)
+                                   metadata: ["error": "\(error)", "failures.not_logged_since_last_line": "\(notLogged)"])
                 }
                 return false
             }
@@ -195,11 +192,12 @@ package final class KafkaIngest: Sendable {
         logger.info("Kafka ingest joined its group", metadata: [
             "topic": "\(settings.topic)", "group": "\(settings.properties["group.id"] ?? "")",
         ])
-        var lastWarning = ContinuousClock.now - .seconds(2), notLogged = 0
-        var lastBrokerWarning = ContinuousClock.now - .seconds(20), brokerErrors = 0
+        var refusals = LogThrottle(every: .seconds(1)), brokerWarnings = LogThrottle(every: .seconds(10))
         while running.load(ordering: .relaxed) {
-            // Scoring far behind: wait (the records stay in Kafka).
-            while scoring.backlogEvents > LiveScoring.maxBacklogEvents, running.load(ordering: .relaxed) {
+            // Scoring far behind, or commits refused for that long: wait (the records stay in Kafka).
+            while running.load(ordering: .relaxed), scoring.backlogEvents > LiveScoring.maxBacklogEvents
+                || pending.reduce(0, { $0 + $1.events.count }) > LiveScoring.maxBacklogEvents {
+                if !pending.isEmpty, !commit(uncommitted, through: consumer) { Thread.sleep(forTimeInterval: 0.1) }
                 Thread.sleep(forTimeInterval: 0.005)
             }
             let (records, errors) = try consumer.poll(max: settings.batch, timeout: .milliseconds(200))
@@ -208,15 +206,10 @@ package final class KafkaIngest: Sendable {
                 throw KafkaError(operation: "use the event store at a rebalance", reason: "\(error)")
             }
             // librdkafka retries these itself (brokers down, a topic not created yet): report, at most every 10 s.
-            if let error = errors.last {
-                if ContinuousClock.now - lastBrokerWarning >= .seconds(10) {
-                    logger.warning("Kafka reports a problem; retrying", metadata: [
-                        "error": "\(error)", "errors.since_last_line": "\(brokerErrors + errors.count)",
-                    ])
-                    (lastBrokerWarning, brokerErrors) = (.now, 0)
-                } else {
-                    brokerErrors += errors.count
-                }
+            if let error = errors.last, let notLogged = brokerWarnings.due(count: errors.count) {
+                logger.warning("Kafka reports a problem; retrying", metadata: [
+                    "error": "\(error)", "errors.not_logged_since_last_line": "\(notLogged)",
+                ])
             }
             guard !records.isEmpty else {
                 _ = commit(uncommitted, through: consumer)  // a commit refused during a rebalance, tried again
@@ -247,14 +240,11 @@ package final class KafkaIngest: Sendable {
                             events.append((row, event))
                         } catch {
                             outcome.refused += 1
-                            if ContinuousClock.now - lastWarning >= .seconds(1) {
+                            if let notLogged = refusals.due() {
                                 logger.warning("Refused Kafka record", metadata: [
                                     "partition": "\(partition.partition)", "offset": "\(record.offset)", "error": "\(error)",
                                     "refused.not_logged_since_last_line": "\(notLogged)",
                                 ])
-                                (lastWarning, notLogged) = (.now, 0)
-                            } else {
-                                notLogged += 1
                             }
                         }
                     }

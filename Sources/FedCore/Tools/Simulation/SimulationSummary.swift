@@ -48,7 +48,7 @@ extension ShopperSimulator.Output {
         text.reserveCapacity(events.count * 40)
         progress.begin(label, total: events.count, unit: "events")
         for (index, event) in events.enumerated() {
-            text += "\(event.user),\(event.item),\(event.category),\(event.action.code),\(event.timestamp)\n"
+            text += event.taobaoRow + "\n"
             if index % 10_000 == 9_999 { progress.advance(by: 10_000) }
         }
         progress.set(events.count)
