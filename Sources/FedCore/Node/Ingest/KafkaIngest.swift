@@ -10,7 +10,7 @@ import Synchronization
 ///
 /// Exactly once, stated:
 /// - **Stored once.** Each batch's events are stored in one transaction together with each partition's next
-///   offset (``EventStore/append(_:at:rows:recordShoppers:)``, stream = partition); only then are the offsets
+///   offset (``EventStore/append(_:recordShoppers:)``, stream = partition); only then are the offsets
 ///   committed to the group. A record read again — after a crash before the commit, a restart, a rebalance — is
 ///   below the stored offset and skipped, so it is neither stored nor scored twice.
 /// - **Scored once.** Records at or above the group's committed offset when the partition was assigned are

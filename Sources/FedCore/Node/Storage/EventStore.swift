@@ -134,11 +134,9 @@ package final class EventStore: Sendable {
     /// the valid ones, each with its row's index in the message. Rows below the stream's next offset are
     /// skipped (stored before); the rest are stored and the next offset moves past the message, in one
     /// transaction. Offsets only move forward, so a re-sent or replayed message never stores a row twice.
-    /// With `recordShoppers`, the stream's shoppers are recorded with the events (a Kafka partition's, so that
-    /// ``forgetStream(producer:stream:)`` can hand them over).
     package func append(_ events: [(row: Int, event: BehaviorEvent)], at position: StreamPosition,
-                        rows: Int, recordShoppers: Bool = false) throws(StorageError) -> StreamAppend {
-        try append([StreamBatch(events: events, position: position, rows: rows)], recordShoppers: recordShoppers)[0]
+                        rows: Int) throws(StorageError) -> StreamAppend {
+        try append([StreamBatch(events: events, position: position, rows: rows)], recordShoppers: false)[0]
     }
 
     /// One stream's share of a multi-stream append.
@@ -151,8 +149,9 @@ package final class EventStore: Sendable {
         }
     }
 
-    /// ``append(_:at:rows:recordShoppers:)`` for several streams (a Kafka poll's partitions) in one transaction:
-    /// one commit, one fsync.
+    /// ``append(_:at:rows:)`` for several streams (a Kafka poll's partitions) in one transaction: one commit, one
+    /// fsync. With `recordShoppers`, each stream's shoppers are recorded with its events, so that
+    /// ``forgetStream(producer:stream:)`` can hand them over.
     package func append(_ batches: [StreamBatch], recordShoppers: Bool) throws(StorageError) -> [StreamAppend] {
         do {
             let outcomes = try pool.write { db -> [StreamAppend] in
