@@ -26,7 +26,7 @@ package import Foundation
 ///   power close to the claim (it is an estimate, not a bound; its spread is reported).
 package struct ShopperCanaryAudit: Sendable {
     package struct Settings: Sendable {
-        package var canaries = 2_000
+        package var canaries = 4_000
         package var backgroundShoppers = 200
         package var samplingRate = 0.5
         package var noiseMultiplier = 2.0
