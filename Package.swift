@@ -45,6 +45,10 @@ let package = Package(
         // swift-nio-ssl, so that alerts naming shoppers never cross a network in clear.
         .package(url: "https://github.com/apple/swift-nio", from: "2.101.2"),
         .package(url: "https://github.com/apple/swift-nio-ssl", from: "2.37.6"),
+        // The highly available aggregator's shared state (checkpoint, leader lease with fencing tokens): PostgreSQL
+        // through postgres-nio, the server ecosystem's PostgreSQL client on SwiftNIO. Optional at run time: nothing
+        // connects to a database unless the aggregator's configuration has a `postgres` section.
+        .package(url: "https://github.com/vapor/postgres-nio", from: "1.33.2"),
     ],
     targets: [
         .systemLibrary(name: "CZMQ", pkgConfig: "libzmq", providers: [.apt(["libzmq3-dev"])]),
@@ -103,6 +107,7 @@ let package = Package(
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "NIOSSL", package: "swift-nio-ssl"),
+                .product(name: "PostgresNIO", package: "postgres-nio"),
             ],
             path: "Sources/FedCore/Node",
             swiftSettings: strictSettings

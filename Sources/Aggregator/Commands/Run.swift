@@ -19,6 +19,11 @@ struct Run: AsyncParsableCommand {
             optimizer), checkpoint atomically, export the model to state_directory/models. After a crash, \
             it resumes from the checkpoint at the same round with the same model. Prints one line per \
             round on stdout; logs go to stderr. Stops cleanly on SIGTERM or SIGINT.
+
+            With a `postgres` section, the state is in PostgreSQL and two aggregator processes (same \
+            identity, same agents) can share it: the first to take the lease leads, the other waits as a \
+            standby and takes over at the same round with the same model when the leader dies or stops \
+            renewing its lease (docs/OPERATIONS.md, "A highly available aggregator").
             """
     )
 
@@ -54,9 +59,35 @@ struct Run: AsyncParsableCommand {
             agents[agent.id].map { (agent.id, agent.publicKeyFile, $0) }
         })
         let context = try ZMQContext()
+        var shared: (store: PostgresStateStore, checkpoint: AggregatorCheckpoint?)?
+        if let postgres = configuration.postgres {
+            let store = try await PostgresStateStore.connect(postgres, logger: logger)
+            guard let token = try await Self.lead(store, logger: logger) else {
+                await store.close()
+                return
+            }
+            do {
+                let changes = try await store.recordEnrolment(agents)
+                if !(changes.added + changes.removed + changes.changed).isEmpty {
+                    logger.warning("The enrolment differs from the previous leader's: check both configurations", metadata: [
+                        "agents.added": "\(changes.added)", "agents.removed": "\(changes.removed)",
+                        "agents.key_changed": "\(changes.changed)",
+                    ])
+                }
+                let checkpoint = try await store.load()
+                logger.notice("Leading: this aggregator holds the lease", metadata: [
+                    "node": "\(store.node)", "lease.token": "\(token)", "round.completed": "\(checkpoint?.round ?? 0)",
+                    "model.version": "\(checkpoint?.modelVersion ?? 0)", "postgres": "\(store.location)",
+                ])
+                shared = (store, checkpoint)
+            } catch {
+                await store.close()
+                throw error
+            }
+        }
         let label = configuration.isNonPrivate ? " │ NON-PRIVATE" : ""
         let server = try AggregatorServer(configuration: configuration, identity: identity, agents: agents,
-                                          context: context, logger: logger) { report in
+                                          context: context, logger: logger, shared: shared) { report in
                 FileHandle.standardOutput.write(Data((ProgressLine.format(report) + label + "\n").utf8))
         }
         defer { server.close() }
@@ -98,6 +129,9 @@ struct Run: AsyncParsableCommand {
             .init(service: services.intake),
             .init(service: services.driver, successTerminationBehavior: .gracefullyShutdownGroup),
         ]
+        if let store = shared?.store {
+            groupServices.insert(.init(service: LeaseService(store: store, logger: logger)), at: 0)
+        }
         if let (_, delivery) = server.trendOutbox {
             for sink in delivery.sinks {
                 logger.info("Demand-trend warnings delivered to sink", metadata: ["sink": "\(sink.name)"])
@@ -107,7 +141,43 @@ struct Run: AsyncParsableCommand {
         let group = ServiceGroup(configuration: .init(
             services: groupServices,
             gracefulShutdownSignals: [.sigterm, .sigint], logger: logger))
-        try await group.run()
+        do {
+            try await group.run()
+        } catch {
+            await shared?.store.close()
+            throw error
+        }
+        if let store = shared?.store {
+            // A graceful stop hands over at once: the standby need not wait for the lease to run out.
+            await store.release()
+            await store.close()
+            logger.notice("Lease released")
+        }
+    }
+
+    /// Waits as a standby until this process holds the lease; returns its fencing token, or nil when SIGTERM or
+    /// SIGINT came first.
+    static func lead(_ store: PostgresStateStore, logger: Logger) async throws -> Int64? {
+        let signals = await UnixSignalsSequence(trapping: .sigterm, .sigint)
+        return try await withThrowingTaskGroup(of: Int64?.self) { group in
+            group.addTask {
+                try await store.acquire { holder in
+                    logger.notice("Standby: another aggregator leads; waiting to take over", metadata: [
+                        "leader": "\(holder.holder)", "lease.token": "\(holder.token)", "node": "\(store.node)",
+                    ])
+                }
+            }
+            group.addTask {
+                for await signal in signals {
+                    logger.notice("Standby stopped by signal", metadata: ["signal": "\(signal)"])
+                    return nil
+                }
+                return nil
+            }
+            let first = try await group.next() ?? nil
+            group.cancelAll()
+            return first
+        }
     }
 }
 

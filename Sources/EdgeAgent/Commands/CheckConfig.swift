@@ -52,7 +52,7 @@ struct CheckConfig: ParsableCommand {
                 ?? "no budget"
         print("""
             \(config): valid.
-              id \(configuration.id); aggregator \(configuration.aggregator), announcements \(configuration.announcements)
+              id \(configuration.id); aggregator \(configuration.aggregatorEndpoints.joined(separator: " | ")), announcements \(configuration.announcementEndpoints.joined(separator: " | "))
               data \(configuration.dataDirectory); ingest \(configuration.ingest ?? "none"); \
             kafka \(configuration.kafka.map { "\($0.topic) at \($0.brokers), group \($0.group)" } ?? "none"); alerts \(configuration.alerts.publish ?? "not published")
               privacy: \(privacy)

@@ -42,6 +42,9 @@ import Foundation
 ///   default `rounds.expected_users`, or 1,000,000 without it). On, the aggregator sees only the sum of
 ///   the agents' masked updates, and the noise is added once for the sum instead of once per agent.
 /// - `http`: the operator endpoint, `listen`, `token_file`, `insecure_loopback` (``HTTPConfiguration``).
+/// - `postgres` (optional): keep the checkpoint, the per-agent records and ledger heads, the enrolment and the
+///   round log in PostgreSQL, shared by two aggregator processes of which one leads through a lease
+///   (``PostgresConfiguration``). Without it, the state is `state_directory/checkpoint.sqlite`.
 /// - `agents` (list, required): the allow-list, each with `id` and `public_key_file` (the agent's
 ///   `identity.public`), and optionally `epsilon_budget` (the region's agreed ε, drawn on the
 ///   dashboard). Only these agents can connect or have envelopes opened.
@@ -241,6 +244,8 @@ package struct AggregatorConfiguration: Sendable, Decodable {
     package var http = HTTPConfiguration()
     /// `non_private: true`: the explicit opt-out that allows noise multiplier 0.
     package var nonPrivate = false
+    /// `postgres`: the shared state of a highly available pair (nil: SQLite in `state_directory`).
+    package var postgres: PostgresConfiguration?
 
     /// The federated alert threshold (`drift:`): `alert_budget_per_10k` (alerts per 10,000 scored events
     /// the operator wants, default 50), `initial_threshold` (the threshold before the first calibration,
@@ -333,7 +338,7 @@ package struct AggregatorConfiguration: Sendable, Decodable {
         case memoryLimitMiB = "memory_limit_mib"
         case serverOptimizer = "server_optimizer"
         case keepModels = "keep_models"
-        case nonPrivate = "non_private"
+        case nonPrivate = "non_private", postgres
     }
 
     /// A configuration built in code (benchmarks, tests); the defaults are those of the YAML keys.
@@ -367,6 +372,7 @@ package struct AggregatorConfiguration: Sendable, Decodable {
         secureAggregation = try container.decodeIfPresent(SecureAggregationSettings.self, forKey: .secureAggregation)
             ?? secureAggregation
         http = try container.decodeIfPresent(HTTPConfiguration.self, forKey: .http) ?? http
+        postgres = try container.decodeIfPresent(PostgresConfiguration.self, forKey: .postgres)
         if nonPrivate && !rounds.noiseMultiplierGiven { rounds.hyperparameters.noiseMultiplier = 0 }
     }
 
@@ -385,6 +391,7 @@ package struct AggregatorConfiguration: Sendable, Decodable {
         configuration.http.tokenFile = configuration.http.tokenFile.map { ConfigurationFile.resolve($0, relativeTo: path) }
         for index in configuration.trendSinks.indices { configuration.trendSinks[index].resolvePaths(relativeTo: path) }
         configuration.catalog = configuration.catalog.map { ConfigurationFile.resolve($0, relativeTo: path) }
+        configuration.postgres?.resolvePaths(relativeTo: path)
         for index in configuration.agents.indices {
             configuration.agents[index].publicKeyFile = ConfigurationFile.resolve(
                 configuration.agents[index].publicKeyFile, relativeTo: path)
@@ -394,6 +401,7 @@ package struct AggregatorConfiguration: Sendable, Decodable {
     }
 
     package func validate() throws(ConfigError) {
+        try postgres?.validate()
         for (index, sink) in trendSinks.enumerated() {
             try sink.validate(index: index, kinds: TrendStore.kinds, key: "trend_sinks")
             guard trendSinks[..<index].allSatisfy({ $0.name != sink.name }) else {

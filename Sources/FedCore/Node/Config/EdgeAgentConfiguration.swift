@@ -7,7 +7,9 @@ import Foundation
 ///
 /// Keys (YAML, snake_case):
 /// - `id` (string, required): this agent's enrolled id; must match the aggregator's allow-list.
-/// - `aggregator` (endpoint, default `tcp://127.0.0.1:7700`): the aggregator's agent-facing socket.
+/// - `aggregator` (endpoint, default `tcp://127.0.0.1:7700`): the aggregator's agent-facing socket; for a
+///   highly available pair, a list of both (`[tcp://agg-a:7700, tcp://agg-b:7700]`): the agent connects to
+///   each and talks to whichever leads (only the leader binds its sockets).
 /// - `aggregator_public_key_file` (path, required): the aggregator's `identity.public`; CURVE
 ///   refuses any server without this key, and updates are sealed to it.
 /// - `key_directory` (path, required, **secret**): this agent's `identity.secret` and `identity.public`.
@@ -15,7 +17,7 @@ import Foundation
 /// - `memory_limit_mib` (integer ≥ 64, default half the machine's or the cgroup's memory): above this resident
 ///   memory the agent closes every connection on its ingest and recommendation sockets (``MemoryGuard``).
 /// - `announcements` (endpoint, default `tcp://127.0.0.1:7701`): the aggregator's PUB socket (round
-///   announcements, drift thresholds), over CURVE.
+///   announcements, drift thresholds), over CURVE; a list of as many as `aggregator` for a pair.
 /// - `data_directory` (path, default `data`): `events.sqlite` (the local event store) and `model.fdlm`
 ///   (the newest global model received).
 /// - `catalog` (path, required to train): the shared category catalog (`aggregator catalog build`).
@@ -66,7 +68,13 @@ import Foundation
 /// Relative paths are resolved against the configuration file's directory.
 package struct EdgeAgentConfiguration: Sendable, Decodable {
     package var id: String
-    package var aggregator: String = "tcp://127.0.0.1:7700"
+    /// `aggregator`: one endpoint, or those of a highly available pair.
+    package var aggregatorEndpoints = ["tcp://127.0.0.1:7700"]
+    /// The first of `aggregatorEndpoints`; setting it replaces the list with one endpoint.
+    package var aggregator: String {
+        get { aggregatorEndpoints.first ?? "" }
+        set { aggregatorEndpoints = [newValue] }
+    }
     package var aggregatorPublicKeyFile: String
     package var keyDirectory: String
     package var maxMessageBytes: Int = 64 << 20
@@ -74,7 +82,13 @@ package struct EdgeAgentConfiguration: Sendable, Decodable {
     /// of the memory available (``ProcessMemory/defaultLimitMiB``).
     package var memoryLimitMiB: Int?
     package var effectiveMemoryLimitMiB: Int { memoryLimitMiB ?? ProcessMemory.defaultLimitMiB }
-    package var announcements: String = "tcp://127.0.0.1:7701"
+    /// `announcements`: one endpoint, or those of a highly available pair.
+    package var announcementEndpoints = ["tcp://127.0.0.1:7701"]
+    /// The first of `announcementEndpoints`; setting it replaces the list with one endpoint.
+    package var announcements: String {
+        get { announcementEndpoints.first ?? "" }
+        set { announcementEndpoints = [newValue] }
+    }
     package var dataDirectory: String = "data"
     package var catalog: String?
     package var ingest: String?
@@ -292,22 +306,28 @@ package struct EdgeAgentConfiguration: Sendable, Decodable {
     package init(id: String, aggregator: String, announcements: String, keyDirectory: String = "",
                  aggregatorPublicKeyFile: String = "") {
         self.id = id
-        self.aggregator = aggregator
-        self.announcements = announcements
         self.keyDirectory = keyDirectory
         self.aggregatorPublicKeyFile = aggregatorPublicKeyFile
+        aggregatorEndpoints = [aggregator]
+        announcementEndpoints = [announcements]
+    }
+
+    /// An endpoint key given as one string or a list of them.
+    private static func endpoints(_ container: KeyedDecodingContainer<CodingKeys>, _ key: CodingKeys) throws -> [String]? {
+        if let one = try? container.decodeIfPresent(String.self, forKey: key) { return [one] }
+        return try container.decodeIfPresent([String].self, forKey: key)
     }
 
     package init(from decoder: any Decoder) throws {
         try decoder.rejectUnknownKeys(CodingKeys.self)
         let container = try decoder.container(keyedBy: CodingKeys.self)
         id = try container.decode(String.self, forKey: .id)
-        aggregator = try container.decodeIfPresent(String.self, forKey: .aggregator) ?? aggregator
+        aggregatorEndpoints = try Self.endpoints(container, .aggregator) ?? aggregatorEndpoints
         aggregatorPublicKeyFile = try container.decode(String.self, forKey: .aggregatorPublicKeyFile)
         keyDirectory = try container.decode(String.self, forKey: .keyDirectory)
         maxMessageBytes = try container.decodeIfPresent(Int.self, forKey: .maxMessageBytes) ?? maxMessageBytes
         memoryLimitMiB = try container.decodeIfPresent(Int.self, forKey: .memoryLimitMiB)
-        announcements = try container.decodeIfPresent(String.self, forKey: .announcements) ?? announcements
+        announcementEndpoints = try Self.endpoints(container, .announcements) ?? announcementEndpoints
         dataDirectory = try container.decodeIfPresent(String.self, forKey: .dataDirectory) ?? dataDirectory
         catalog = try container.decodeIfPresent(String.self, forKey: .catalog)
         ingest = try container.decodeIfPresent(String.self, forKey: .ingest)
@@ -378,8 +398,17 @@ package struct EdgeAgentConfiguration: Sendable, Decodable {
         if let memoryLimitMiB, !(64...(1 << 30)).contains(memoryLimitMiB) {
             throw .invalidValue(key: "memory_limit_mib", value: "\(memoryLimitMiB)", reason: "must be 64 to 1073741824 (MiB)")
         }
-        _ = try ConfigurationFile.validateEndpoint(aggregator, key: "aggregator", bind: false)
-        _ = try ConfigurationFile.validateEndpoint(announcements, key: "announcements", bind: false)
+        for (key, endpoints) in [("aggregator", aggregatorEndpoints), ("announcements", announcementEndpoints)] {
+            guard (1...4).contains(endpoints.count), Set(endpoints).count == endpoints.count else {
+                throw .invalidValue(key: key, value: endpoints.joined(separator: ","),
+                                    reason: "one endpoint, or 2 to 4 different ones (a highly available aggregator)")
+            }
+            for endpoint in endpoints { _ = try ConfigurationFile.validateEndpoint(endpoint, key: key, bind: false) }
+        }
+        guard aggregatorEndpoints.count == announcementEndpoints.count else {
+            throw .invalidValue(key: "announcements", value: announcementEndpoints.joined(separator: ","),
+                                reason: "give one per aggregator endpoint (\(aggregatorEndpoints.count))")
+        }
         // No door without a key: each socket runs CURVE with its enrolled clients, or — explicitly, and
         // only where nobody else can reach it — plain.
         for door in doors {

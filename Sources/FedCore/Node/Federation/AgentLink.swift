@@ -41,9 +41,9 @@ package final class AgentLink: Sendable {
                  aggregator: NodePublicIdentity, aggregatorID: String = "aggregator") throws(ZMQError) {
         channel = try ZMQChannel(context: context, configuration: .init(
             kind: .dealer, options: Self.options(configuration: configuration, identity: identity, aggregator: aggregator),
-            connect: [configuration.aggregator]))
+            connect: configuration.aggregatorEndpoints))
         agentID = configuration.id
-        endpoint = configuration.aggregator
+        endpoint = configuration.aggregatorEndpoints.joined(separator: ", ")
         publicKeyFile = KeyDirectory(path: configuration.keyDirectory).publicFilePath
         sealer = EnvelopeSealer(identity: identity, senderID: configuration.id, recipient: aggregator.box)
         opener = EnvelopeOpener(recipient: identity.box, senders: [aggregatorID: aggregator.signing])
@@ -53,13 +53,19 @@ package final class AgentLink: Sendable {
 
     /// CURVE client towards the aggregator's key, reconnecting with exponential back-off from 100 ms
     /// to 5 s, ZMTP heartbeats so a dead peer is noticed within 5 s.
+    ///
+    /// With the endpoints of a highly available pair, the socket connects to each. Only the leader binds, and
+    /// `ZMQ_IMMEDIATE` queues messages only on connections whose handshake completed, so everything goes to
+    /// the leader; the back-off stops at 1 s, so that a new leader is found within a second of binding.
     package static func options(configuration: EdgeAgentConfiguration, identity: NodeIdentity,
                                 aggregator: NodePublicIdentity) -> ZMQSocketOptions {
         var options = ZMQSocketOptions()
         options.curve = .client(keys: identity.box, serverKey: aggregator.box)
         options.maxMessageBytes = Int64(configuration.maxMessageBytes)
         options.reconnectIntervalMilliseconds = 100
-        options.reconnectIntervalMaxMilliseconds = 5_000
+        let pair = configuration.aggregatorEndpoints.count > 1
+        options.reconnectIntervalMaxMilliseconds = pair ? 1_000 : 5_000
+        options.immediate = pair
         options.heartbeat = .init(intervalMilliseconds: 1_000, timeoutMilliseconds: 5_000, ttlMilliseconds: 10_000)
         return options
     }

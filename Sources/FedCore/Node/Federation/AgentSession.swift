@@ -87,7 +87,7 @@ package final class AgentSession: Sendable {
         link = try AgentLink(context: context, configuration: configuration, identity: identity, aggregator: aggregator)
         subscriber = try ZMQChannel(context: context, configuration: .init(
             kind: .sub, options: AgentLink.options(configuration: configuration, identity: identity, aggregator: aggregator),
-            connect: [configuration.announcements], subscriptions: [[]]))
+            connect: configuration.announcementEndpoints, subscriptions: [[]]))
         verifier = AnnouncementVerifier(aggregator: aggregator)
         self.worker = worker
         self.logger = logger

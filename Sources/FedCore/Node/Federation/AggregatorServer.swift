@@ -45,6 +45,29 @@ package struct RoundReport: Sendable, Codable {
     }
 }
 
+/// Where the aggregator keeps what it must not lose.
+package enum AggregatorState: Sendable {
+    /// `state_directory/checkpoint.sqlite`.
+    case sqlite(CheckpointStore)
+    /// PostgreSQL, shared by a highly available pair; every write fenced by this process's lease.
+    case postgres(PostgresStateStore)
+
+    package var location: String {
+        switch self {
+        case .sqlite(let store): store.path
+        case .postgres(let store): store.location
+        }
+    }
+
+    /// Commits `checkpoint` (SQLite with synchronous=FULL waits for the disk: on `queue`, off the cooperative pool).
+    func save(_ checkpoint: AggregatorCheckpoint, encodedModel: [UInt8], queue: BlockingQueue) async throws {
+        switch self {
+        case .sqlite(let store): try await queue.run { try store.save(checkpoint, encodedModel: encodedModel) }
+        case .postgres(let store): try await store.save(checkpoint, encodedModel: encodedModel)
+        }
+    }
+}
+
 /// Why the aggregator could not start.
 package enum AggregatorError: Error, CustomStringConvertible, Sendable {
     case state(String)
@@ -90,7 +113,11 @@ package final class AggregatorServer: Sendable {
     let catalog: CategoryCatalog?
     /// With `trend_sinks`: the warnings' outbox (`trends.sqlite`) and its delivery to the sinks.
     package let trendOutbox: (store: TrendStore, delivery: AlertDelivery)?
-    let checkpoints: CheckpointStore
+    /// Where checkpoints go: `state_directory/checkpoint.sqlite`, or PostgreSQL for a highly available pair.
+    let state: AggregatorState
+    /// A new federation's round-0 checkpoint, when the state is PostgreSQL (saved as the driver starts;
+    /// with SQLite it is saved in `init`).
+    let initialCheckpoint: (checkpoint: AggregatorCheckpoint, model: [UInt8])?
     let modelsDirectory: String
     let shape: LSTMShape
     let logger: Logger
@@ -111,8 +138,12 @@ package final class AggregatorServer: Sendable {
     private let exportItems: AsyncStream<StatusExportService.Item>
 
     /// Loads or creates the state, binds both sockets (ZAP first, so no client is ever admitted unchecked).
+    /// `shared`: the PostgreSQL state this process leads, with the checkpoint it loaded (nil: SQLite in
+    /// `state_directory`).
     package init(configuration: AggregatorConfiguration, identity: NodeIdentity, agents: [String: NodePublicIdentity],
-                 context: ZMQContext, logger: Logger, onRound: @escaping @Sendable (RoundReport) -> Void = { _ in })
+                 context: ZMQContext, logger: Logger,
+                 shared: (store: PostgresStateStore, checkpoint: AggregatorCheckpoint?)? = nil,
+                 onRound: @escaping @Sendable (RoundReport) -> Void = { _ in })
         throws
     {
         self.configuration = configuration
@@ -130,7 +161,6 @@ package final class AggregatorServer: Sendable {
         } catch {
             throw AggregatorError.state("cannot create \(modelsDirectory): \(error.localizedDescription)")
         }
-        checkpoints = try CheckpointStore(path: (state as NSString).appendingPathComponent("checkpoint.sqlite"))
         history = RoundHistory(path: (state as NSString).appendingPathComponent("history.jsonl"))
         trends = DemandTrendDesk(categories: shape.categories, settings: configuration.trends,
                                  maxUsers: configuration.secureMaxUsers)
@@ -146,7 +176,15 @@ package final class AggregatorServer: Sendable {
                 "path": "\(history.path)", "lines": "\(history.skippedLines)",
             ])
         }
-        let checkpoint = try checkpoints.load()
+        let checkpoint: AggregatorCheckpoint?
+        if let shared {
+            self.state = .postgres(shared.store)
+            checkpoint = shared.checkpoint
+        } else {
+            let store = try CheckpointStore(path: (state as NSString).appendingPathComponent("checkpoint.sqlite"))
+            self.state = .sqlite(store)
+            checkpoint = try store.load()
+        }
         let parameters: LSTMParameters<Float>
         if let checkpoint {
             guard checkpoint.parameters.shape == shape else {
@@ -156,7 +194,7 @@ package final class AggregatorServer: Sendable {
             parameters = checkpoint.parameters
             logger.notice("Resumed from checkpoint", metadata: [
                 "round.completed": "\(checkpoint.round)", "model.version": "\(checkpoint.modelVersion)",
-                "checkpoint": "\(checkpoints.path)",
+                "checkpoint": "\(self.state.location)",
             ])
         } else {
             parameters = LSTMParameters(shape: shape, seed: configuration.model.seed)
@@ -224,8 +262,15 @@ package final class AggregatorServer: Sendable {
             let initial = AggregatorCheckpoint(round: 0, modelVersion: 0, parameters: parameters, optimizerState: [],
                                                agents: [:])
             let file = ModelFile.encode(parameters, modelVersion: 0)
-            try checkpoints.save(initial, encodedModel: file)
+            if case .sqlite(let store) = self.state {
+                try store.save(initial, encodedModel: file)
+                initialCheckpoint = nil
+            } else {
+                initialCheckpoint = (initial, file)
+            }
             exports.yield(.model(file, version: 0))
+        } else {
+            initialCheckpoint = nil
         }
     }
 

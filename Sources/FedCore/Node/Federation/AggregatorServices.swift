@@ -217,6 +217,9 @@ package struct RoundDriverService: Service {
 
     package func run() async throws {
         defer { server.exports.finish() }
+        if let initial = server.initialCheckpoint {
+            try await server.state.save(initial.checkpoint, encodedModel: initial.model, queue: server.checkpointQueue)
+        }
         var driver = RoundDriver(settings: server.driverSettings, round: server.startRound,
                                  thresholds: server.startThresholds)
         var timing = Timing()
@@ -317,9 +320,7 @@ package struct RoundDriverService: Service {
             await coordinator.setThresholds(thresholds)
             let checkpoint = await coordinator.checkpoint(shape: server.shape)
             let file = ModelFile.encode(checkpoint.parameters, modelVersion: checkpoint.modelVersion)
-            let store = server.checkpoints
-            // SQLite with synchronous=FULL waits for the disk: off the cooperative pool.
-            try await server.checkpointQueue.run { try store.save(checkpoint, encodedModel: file) }
+            try await server.state.save(checkpoint, encodedModel: file, queue: server.checkpointQueue)
             Failpoint.aggregatorCheckpointSaved.reach()
             server.modelFile.withLock { $0 = file }
             server.exports.yield(.model(file, version: checkpoint.modelVersion))

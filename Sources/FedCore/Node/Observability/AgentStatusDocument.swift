@@ -10,7 +10,7 @@ package enum AgentStatusDocument {
                              deliveries: [String: AlertStore.DeliveryCounts] = [:]) -> Data {
         let status = session.status
         var document: [String: Any] = [
-            "agent_id": configuration.id, "aggregator": configuration.aggregator,
+            "agent_id": configuration.id, "aggregator": configuration.aggregatorEndpoints.joined(separator: ","),
             "connected": session.connected, "registered": session.registered,
             "participating": status?.participating ?? true, "stopped_reason": status?.stoppedReason ?? "",
             "last_round": status?.lastRound ?? 0, "refused_rounds": status?.refusedRounds ?? 0,
