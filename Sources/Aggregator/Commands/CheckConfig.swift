@@ -47,6 +47,7 @@ struct CheckConfig: ParsableCommand {
         print("""
             \(config): valid.
               listen \(configuration.listen), announce \(configuration.announce), state \(configuration.stateDirectory)
+              shared state: \(configuration.postgres.map { "\($0.location) (\($0.usesTLS ? "TLS" : "plaintext on loopback\($0.isLoopback ? "" : ": insecure_plaintext")"); node \($0.nodeName), lease \($0.leaseSeconds) s): leads or stands by" } ?? "none (checkpoint.sqlite in the state directory)")
               \(configuration.agents.count) enrolled agents, quorum \(configuration.rounds.minAgents), \
             round timeout \(configuration.rounds.timeoutSeconds) s, max rounds \(configuration.rounds.maxRounds == 0 ? "unlimited" : "\(configuration.rounds.maxRounds)")
               model \(configuration.model.preset); q = \(h.samplingRate), S = \(h.clipNorm), z = \(h.noiseMultiplier) (\(privacy["mode"] ?? ""))

@@ -4,8 +4,9 @@ import FedLogic
 import FedModel
 import FedNode
 import Foundation
+import Logging
 
-struct ExportModel: ParsableCommand {
+struct ExportModel: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "export-model",
         abstract: "Write the global model as safetensors for PyTorch (nn.Embedding, nn.LSTM, nn.Linear).",
@@ -49,18 +50,29 @@ struct ExportModel: ParsableCommand {
         guard (0...1000).contains(examples) else { throw ValidationError("--examples must be between 0 and 1000") }
     }
 
-    func run() throws {
+    func run() async throws {
         let parameters: LSTMParameters<Float>, version: UInt64
         if let model {
             (parameters, version) = try ModelFile.read(from: model)
         } else {
             let configuration = try AggregatorConfiguration.load(path: config ?? "")
-            let path = (configuration.stateDirectory as NSString).appendingPathComponent("checkpoint.sqlite")
-            guard FileManager.default.fileExists(atPath: path),
-                  let checkpoint = try CheckpointStore(path: path).load() else {
-                throw ValidationError("no checkpoint at \(path): run the aggregator first, or give --model")
+            if let postgres = configuration.postgres {
+                // A highly available pair: the committed checkpoint is in PostgreSQL (read without the lease).
+                let store = try await PostgresStateStore.connect(postgres, logger: Logger(label: "export-model"))
+                let checkpoint = try await store.load()
+                await store.close()
+                guard let checkpoint else {
+                    throw ValidationError("no checkpoint in \(postgres.location): run the aggregator first, or give --model")
+                }
+                (parameters, version) = (checkpoint.parameters, checkpoint.modelVersion)
+            } else {
+                let path = (configuration.stateDirectory as NSString).appendingPathComponent("checkpoint.sqlite")
+                guard FileManager.default.fileExists(atPath: path),
+                      let checkpoint = try CheckpointStore(path: path).load() else {
+                    throw ValidationError("no checkpoint at \(path): run the aggregator first, or give --model")
+                }
+                (parameters, version) = (checkpoint.parameters, checkpoint.modelVersion)
             }
-            (parameters, version) = (checkpoint.parameters, checkpoint.modelVersion)
         }
         var described: (digest: String, categories: Int)?
         if let catalog {
