@@ -194,6 +194,42 @@ struct ConfigurationTests {
         #expect(refusedKey("ingest: tcp://nonsense\nclients: {producers: [{id: shop, public_key_file: a.public}]}\n") == "ingest")
     }
 
+    @Test("aggregator and announcements: one endpoint, or a highly available pair in the same order; duplicates, mismatched counts and bad endpoints refused")
+    func aggregatorPair() throws {
+        let directory = FileManager.default.temporaryDirectory.appendingPathComponent("feddrift-config-\(UUID())")
+        try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(at: directory) }
+        func load(_ lines: String) throws -> EdgeAgentConfiguration {
+            let path = directory.appendingPathComponent("agent.yaml").path
+            try "id: region-1\nkey_directory: keys\naggregator_public_key_file: aggregator.public\nnon_private: true\n"
+                .appending(lines).write(toFile: path, atomically: true, encoding: .utf8)
+            return try EdgeAgentConfiguration.load(path: path, environment: [:])
+        }
+        func refusedKey(_ lines: String) -> String? {
+            do {
+                _ = try load(lines)
+                return nil
+            } catch {
+                guard case let ConfigError.invalidValue(key, _, _) = error else { return "\(error)" }
+                return key
+            }
+        }
+        let one = try load("aggregator: tcp://127.0.0.1:7700\nannouncements: tcp://127.0.0.1:7701\n")
+        #expect(one.aggregatorEndpoints == ["tcp://127.0.0.1:7700"] && one.announcementEndpoints == ["tcp://127.0.0.1:7701"])
+        #expect(AgentLink.options(configuration: one, identity: NodeIdentity(), aggregator: NodeIdentity().publicIdentity)
+            .immediate == false)
+        let pair = try load("aggregator: [tcp://agg-a:7700, tcp://agg-b:7700]\nannouncements: [tcp://agg-a:7701, tcp://agg-b:7701]\n")
+        #expect(pair.aggregatorEndpoints == ["tcp://agg-a:7700", "tcp://agg-b:7700"] && pair.aggregator == "tcp://agg-a:7700")
+        let options = AgentLink.options(configuration: pair, identity: NodeIdentity(), aggregator: NodeIdentity().publicIdentity)
+        #expect(options.immediate && options.reconnectIntervalMaxMilliseconds == 1_000,
+                "a pair's messages go only over a completed handshake (the leader's), and a new leader is found within 1 s")
+        #expect(refusedKey("aggregator: [tcp://agg-a:7700, tcp://agg-b:7700]\n") == "announcements")
+        #expect(refusedKey("aggregator: [tcp://agg-a:7700, tcp://agg-a:7700]\nannouncements: [tcp://a:1, tcp://b:1]\n")
+                == "aggregator")
+        #expect(refusedKey("aggregator: [tcp://agg-a:7700, nonsense]\nannouncements: [tcp://a:1, tcp://b:1]\n") == "aggregator")
+        #expect(refusedKey("aggregator: []\n") == "aggregator")
+    }
+
     @Test("Two enrolled agents with one key are refused naming both (the allow-list could not tell them apart); a key path that is a FIFO is refused at once, not waited on")
     func duplicateKeysAndSpecialFiles() throws {
         let directory = FileManager.default.temporaryDirectory.appendingPathComponent("feddrift-config-\(UUID())")

@@ -33,6 +33,30 @@ struct ProgressOutputTests {
     }
 
     /// Runs a binary of this build with stdout and stderr in files of their own (not a terminal).
+    @Test("aggregator simulate --agents: every agent's update went through the aggregator's path (sealed sizes, a close over them all, costs that add up) and what they come to at 10,000 agents")
+    func roundCost() async throws {
+        let directory = FileManager.default.temporaryDirectory.appendingPathComponent("feddrift-cost-\(UUID())")
+        try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(at: directory) }
+        let json = try await Self.run("aggregator", ["simulate", "--agents", "40", "--cost-rounds", "2", "--json"], in: directory)
+        #expect(json.status == 0, "\(json.stderr)")
+        let object = try #require(try JSONSerialization.jsonObject(with: Data(json.stdout.utf8)) as? [String: Any])
+        let parameters = try #require(object["parameters"] as? Int), agents = try #require(object["agents"] as? Int)
+        let updateBytes = try #require(object["update_bytes"] as? Int), modelBytes = try #require(object["model_bytes"] as? Int)
+        let perUpdate = try #require(object["aggregator_update_us"] as? Double)
+        let round = try #require(object["aggregator_round_ms"] as? Double), close = try #require(object["close_ms"] as? Double)
+        #expect(parameters == 126_576 && agents == 40)
+        // A sealed update carries every parameter as float32, plus headers, a MAC and a signature.
+        #expect(updateBytes > parameters * 4 && updateBytes < parameters * 4 + 4_096, "\(updateBytes)")
+        #expect(modelBytes > parameters * 4 && modelBytes < parameters * 4 + 4_096, "\(modelBytes)")
+        #expect(perUpdate > 0 && close > 0 && abs(round - (perUpdate * 40 / 1000 + close)) < close + 5, "\(object)")
+        let text = try await Self.run("aggregator", ["simulate", "--agents", "40", "--cost-rounds", "1"], in: directory)
+        #expect(text.status == 0 && text.stdout.contains("round cost at 40 agents, small model (126576 parameters)")
+                && text.stdout.contains("at 10,000 agents (linear): "), "\(text.stdout) \(text.stderr)")
+        let refused = try await Self.run("aggregator", ["simulate", "--agents", "1"], in: directory)
+        #expect(refused.status != 0 && refused.stderr.contains("--agents must be between 2 and 20000"), "\(refused.stderr)")
+    }
+
     private static func run(_ binary: String, _ arguments: [String],
                             in directory: URL) async throws -> (status: Int32, stdout: String, stderr: String) {
         let out = directory.appendingPathComponent("\(binary).stdout")
