@@ -155,4 +155,40 @@ struct RoundDriverTests {
         #expect(abs(next(after: 50 * exp(-0.3), events: 10_000, from: 4) - 3.7) < 1e-12)
         #expect(next(after: 50_000, events: 10_000, from: 4) == 5)
     }
+
+    @Test("Paced (a regional aggregator): rounds open only when the global round asks, with its deadline; a request below quorum waits for the agents until that deadline; nothing opens by itself after a close; a request while a round is open or past its deadline is declined")
+    func paced() {
+        var settings = Self.settings
+        settings.paced = true
+        let due = Self.now + 7_000
+        var driver = RoundDriver(settings: settings, round: 0)
+        #expect(driver.handle(.agentsChanged, liveAgents: 3, now: Self.now).isEmpty, "agents alone open nothing")
+        #expect(driver.handle(.upstreamRound(deadlineMilliseconds: due), liveAgents: 3, now: Self.now)
+            == [.open(round: 1, deadlineMilliseconds: due)])
+        #expect(driver.handle(.upstreamRound(deadlineMilliseconds: due), liveAgents: 3, now: Self.now)
+            == [.declineUpstream(reason: "a regional round is still open")])
+        _ = driver.handle(.deadlineReached(round: 1), liveAgents: 3, now: Self.now)
+        #expect(driver.handle(.closed(round: 1, aggregated: true, alerts: nil), liveAgents: 3, now: Self.now)
+            == [.checkpoint(round: 1, thresholds: Self.initial), .report(round: 1)], "no round opens by itself")
+        #expect(driver.handle(.agentsChanged, liveAgents: 3, now: Self.now).isEmpty)
+        // Below quorum: wait; the round opens when the agents come, with the global round's deadline.
+        #expect(driver.handle(.upstreamRound(deadlineMilliseconds: due), liveAgents: 1, now: Self.now)
+            == [.waitForAgents(live: 1, quorum: 2)])
+        #expect(driver.handle(.agentsChanged, liveAgents: 1, now: Self.now).isEmpty)
+        #expect(driver.handle(.agentsChanged, liveAgents: 2, now: Self.now + 1_000)
+            == [.open(round: 2, deadlineMilliseconds: due)])
+        _ = driver.handle(.deadlineReached(round: 2), liveAgents: 2, now: due)
+        _ = driver.handle(.closed(round: 2, aggregated: false, alerts: nil), liveAgents: 2, now: due)
+        // Agents that come after the global deadline open nothing; a request already past it is declined.
+        #expect(driver.handle(.upstreamRound(deadlineMilliseconds: due + 5_000), liveAgents: 0, now: due)
+            == [.waitForAgents(live: 0, quorum: 2)])
+        #expect(driver.handle(.agentsChanged, liveAgents: 3, now: due + 6_000)
+            == [.declineUpstream(reason: "the global round's deadline has passed")])
+        #expect(driver.handle(.upstreamRound(deadlineMilliseconds: due), liveAgents: 3, now: due + 6_000)
+            == [.declineUpstream(reason: "the global round's deadline has passed")])
+        // Control: the same events on an unpaced driver open rounds by themselves.
+        var unpaced = RoundDriver(settings: Self.settings, round: 0)
+        #expect(unpaced.handle(.agentsChanged, liveAgents: 3, now: Self.now)
+            == [.open(round: 1, deadlineMilliseconds: Self.now + 10_000)])
+    }
 }

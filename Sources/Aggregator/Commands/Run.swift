@@ -85,9 +85,15 @@ struct Run: AsyncParsableCommand {
                 throw error
             }
         }
+        // A regional aggregator: the agent configuration with which it joins the global aggregator.
+        var upstream: (configuration: EdgeAgentConfiguration, bridge: RegionalBridge)?
+        if let path = configuration.upstream {
+            upstream = (try EdgeAgentConfiguration.load(path: path), RegionalBridge())
+        }
         let label = configuration.isNonPrivate ? " │ NON-PRIVATE" : ""
         let server = try AggregatorServer(configuration: configuration, identity: identity, agents: agents,
-                                          context: context, logger: logger, shared: shared) { report in
+                                          context: context, logger: logger, shared: shared,
+                                          regional: upstream?.bridge) { report in
                 FileHandle.standardOutput.write(Data((ProgressLine.format(report) + label + "\n").utf8))
         }
         defer { server.close() }
@@ -129,6 +135,21 @@ struct Run: AsyncParsableCommand {
             .init(service: services.intake),
             .init(service: services.driver, successTerminationBehavior: .gracefullyShutdownGroup),
         ]
+        if let (agent, bridge) = upstream {
+            let ownIdentity = try KeyDirectory(path: agent.keyDirectory).readIdentity()
+            let global = try KeyDirectory.readPublicIdentity(file: agent.aggregatorPublicKeyFile)
+            try FileManager.default.createDirectory(atPath: agent.dataDirectory, withIntermediateDirectories: true)
+            let ledger = try PrivacyLedger(path: agent.ledgerPath, budget: agent.budget, signer: ownIdentity.signing)
+            let session = try AgentSession(configuration: agent, identity: ownIdentity, aggregator: global, context: context,
+                                           worker: RegionalRoundWorker(bridge: bridge, ledger: ledger, floor: agent.floor),
+                                           logger: logger)
+            logger.notice("Regional aggregator: rounds follow the global aggregator's, their sums go up", metadata: [
+                "upstream.id": "\(agent.id)", "upstream": "\(agent.aggregatorEndpoints.joined(separator: ","))",
+                "upstream.privacy": "\(agent.floor == nil ? "NON-PRIVATE" : "ε \(agent.budget.epsilon), δ \(agent.budget.delta)")",
+                "ledger": "\(agent.ledgerPath)",
+            ])
+            groupServices.append(.init(service: UpstreamService(session: session)))
+        }
         if let store = shared?.store {
             groupServices.insert(.init(service: LeaseService(store: store, logger: logger)), at: 0)
         }
@@ -183,7 +204,8 @@ struct Run: AsyncParsableCommand {
 
 enum ProgressLine {
     static func format(_ report: RoundReport) -> String {
-        let outcome = report.aggregated ? "aggregated → model v\(report.modelVersion)" : "FAILED quorum (model unchanged)"
+        let outcome = !report.aggregated ? "FAILED quorum (model unchanged)"
+            : report.forwarded ? "sum forwarded upstream (on model v\(report.modelVersion))" : "aggregated → model v\(report.modelVersion)"
         let rejected = report.rejections.values.reduce(0, +)
         var line = "round \(report.round) │ agents \(report.liveAgents)/\(report.enrolledAgents) live │ "
             + "accepted \(report.agents.count)\(report.secureAggregation ? " (secure sum)" : "") │ rejected \(rejected) │ \(outcome)"

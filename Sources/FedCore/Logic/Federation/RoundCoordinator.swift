@@ -307,6 +307,39 @@ package actor RoundCoordinator {
         closeWithEvaluation().outcome
     }
 
+    /// A regional aggregator's close: the accepted updates' sum (their deltas, users and clip counts added up;
+    /// or the secure aggregate) is what goes up to the global aggregator, as this region's one update. The model
+    /// is not changed here: the next global round brings the global model (``install(parameters:modelVersion:)``).
+    package func closeForwarding() -> (outcome: Outcome, sum: ModelUpdate?, evaluation: Evaluation) {
+        guard case .collecting(let open, _) = phase else { preconditionFailure("no round is open") }
+        phase = .idle
+        announcement = nil
+        let totals = evaluation ?? Evaluation(modelVersion: modelVersion)
+        evaluation = nil
+        closedAlertCounts = alertAgents.isEmpty ? nil : alertCounts
+        let received = aggregate.map { [$0.update] } ?? updates.values.sorted { $0.agentID < $1.agentID }
+        let contributors = aggregate?.agents ?? received.map(\.agentID)
+        aggregate = nil
+        guard contributors.count >= minAgents else {
+            return (.failedQuorum(round: open, received: contributors.count, required: minAgents), nil, totals)
+        }
+        var sum = [Float](repeating: 0, count: parameters.count)
+        for update in received where update.deltaSum.count == sum.count {
+            for i in sum.indices { sum[i] += update.deltaSum[i] }
+        }
+        let forwarded = ModelUpdate(agentID: "region", round: open, deltaSum: sum,
+                                    users: received.reduce(0) { $0 + $1.users },
+                                    clipCount: received.reduce(0) { $0 + $1.clipCount })
+        return (.aggregated(round: open, agents: contributors), forwarded, totals)
+    }
+
+    /// Replaces the model between rounds (a regional aggregator installing the global model it was sent).
+    package func install(parameters: [Float], modelVersion: UInt64) {
+        guard case .idle = phase, parameters.count == self.parameters.count else { return }
+        self.parameters = parameters
+        self.modelVersion = modelVersion
+    }
+
     package func closeWithEvaluation() -> (outcome: Outcome, evaluation: Evaluation) {
         guard case .collecting(let open, _) = phase else { preconditionFailure("no round is open") }
         phase = .idle

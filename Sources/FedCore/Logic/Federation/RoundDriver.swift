@@ -19,6 +19,9 @@ package struct RoundDriver: Sendable {
         package var churnCalibration: ChurnRateCalibration.Settings
         /// The thresholds before the first calibration (the agents' cold-start values).
         package var initialThresholds: AlertThresholds
+        /// A regional aggregator's rounds: each opens only when the global aggregator's round asks for one
+        /// (``Event/upstreamRound(deadlineMilliseconds:)``), never on its own.
+        package var paced = false
 
         package init(minAgents: Int, enrolledAgents: Int, timeoutMilliseconds: Int64, maxRounds: Int,
                      calibration: AlertRateCalibration.Settings, churnCalibration: ChurnRateCalibration.Settings,
@@ -47,6 +50,8 @@ package struct RoundDriver: Sendable {
         case deadlineReached(round: UInt64)
         /// The coordinator closed `round`; `alerts` is the merged alert-rate releases, if any agent sent one.
         case closed(round: UInt64, aggregated: Bool, alerts: AlertRateCalibration.Counts?)
+        /// Paced (regional) rounds: the global aggregator's round asks for one, due by `deadlineMilliseconds`.
+        case upstreamRound(deadlineMilliseconds: Int64)
     }
 
     package enum Action: Sendable, Equatable {
@@ -64,6 +69,9 @@ package struct RoundDriver: Sendable {
         case report(round: UInt64)
         /// `maxRounds` rounds ran: stop.
         case finish
+        /// Paced: the global round's request cannot be served now (a round is still open, or too few agents
+        /// are live); the regional sum for it will not come.
+        case declineUpstream(reason: String)
     }
 
     package let settings: Settings
@@ -74,6 +82,9 @@ package struct RoundDriver: Sendable {
     /// The alert thresholds in force.
     package private(set) var thresholds: AlertThresholds
     private var announcedWait = false
+    /// Paced: the deadline of a global round that asked while too few agents were live; the regional round opens
+    /// as soon as enough are, if before it.
+    private var upstreamDeadline: Int64?
 
     /// - Parameters:
     ///   - round: the last completed round (0 for a new federation, the checkpoint's round on resume).
@@ -91,7 +102,22 @@ package struct RoundDriver: Sendable {
         switch event {
         case .agentsChanged:
             guard phase == .waiting else { return [] }
-            return openIfQuorum(liveAgents: liveAgents, now: now)
+            guard settings.paced else { return openIfQuorum(liveAgents: liveAgents, now: now) }
+            guard let deadline = upstreamDeadline, liveAgents >= settings.minAgents else { return [] }
+            upstreamDeadline = nil
+            guard deadline > now else { return [.declineUpstream(reason: "the global round's deadline has passed")] }
+            return openPaced(deadline: deadline)
+        case .upstreamRound(let deadline):
+            guard settings.paced, phase == .waiting else {
+                return [.declineUpstream(reason: "a regional round is still open")]
+            }
+            guard deadline > now else { return [.declineUpstream(reason: "the global round's deadline has passed")] }
+            guard liveAgents >= settings.minAgents else {
+                // Wait for the agents (they may still be registering) until the global round's deadline.
+                upstreamDeadline = deadline
+                return [.waitForAgents(live: liveAgents, quorum: settings.minAgents)]
+            }
+            return openPaced(deadline: deadline)
         case .updateAccepted(let round, let received):
             guard case .collecting(round, _) = phase, received >= settings.enrolledAgents else { return [] }
             phase = .closing(round: round)
@@ -117,8 +143,15 @@ package struct RoundDriver: Sendable {
             }
             phase = .waiting
             announcedWait = false
-            return actions + openIfQuorum(liveAgents: liveAgents, now: now)
+            return settings.paced ? actions : actions + openIfQuorum(liveAgents: liveAgents, now: now)
         }
+    }
+
+    private mutating func openPaced(deadline: Int64) -> [Action] {
+        upstreamDeadline = nil
+        round += 1
+        phase = .collecting(round: round, deadlineMilliseconds: deadline)
+        return [.open(round: round, deadlineMilliseconds: deadline)]
     }
 
     private mutating func openIfQuorum(liveAgents: Int, now: Int64) -> [Action] {

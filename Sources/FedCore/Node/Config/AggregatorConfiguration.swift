@@ -42,6 +42,11 @@ import Foundation
 ///   default `rounds.expected_users`, or 1,000,000 without it). On, the aggregator sees only the sum of
 ///   the agents' masked updates, and the noise is added once for the sum instead of once per agent.
 /// - `http`: the operator endpoint, `listen`, `token_file`, `insecure_loopback` (``HTTPConfiguration``).
+/// - `upstream` (path, optional): makes this a **regional aggregator**: the edge-agent configuration (its `id`
+///   at the global aggregator, `aggregator`, `announcements`, `aggregator_public_key_file`, `key_directory`,
+///   `data_directory` for the region's ledger, `privacy` or `non_private`) with which it joins the global
+///   aggregator as one agent. Its rounds then open only when a global round asks, with the global model and
+///   plan, and their sum goes up as the region's update (docs/ARCHITECTURE.md, "Scale").
 /// - `postgres` (optional): keep the checkpoint, the per-agent records and ledger heads, the enrolment and the
 ///   round log in PostgreSQL, shared by two aggregator processes of which one leads through a lease
 ///   (``PostgresConfiguration``). Without it, the state is `state_directory/checkpoint.sqlite`.
@@ -246,6 +251,8 @@ package struct AggregatorConfiguration: Sendable, Decodable {
     package var nonPrivate = false
     /// `postgres`: the shared state of a highly available pair (nil: SQLite in `state_directory`).
     package var postgres: PostgresConfiguration?
+    /// `upstream`: the agent configuration of a regional aggregator towards the global one (nil: not regional).
+    package var upstream: String?
 
     /// The federated alert threshold (`drift:`): `alert_budget_per_10k` (alerts per 10,000 scored events
     /// the operator wants, default 50), `initial_threshold` (the threshold before the first calibration,
@@ -338,7 +345,7 @@ package struct AggregatorConfiguration: Sendable, Decodable {
         case memoryLimitMiB = "memory_limit_mib"
         case serverOptimizer = "server_optimizer"
         case keepModels = "keep_models"
-        case nonPrivate = "non_private", postgres
+        case nonPrivate = "non_private", postgres, upstream
     }
 
     /// A configuration built in code (benchmarks, tests); the defaults are those of the YAML keys.
@@ -373,6 +380,7 @@ package struct AggregatorConfiguration: Sendable, Decodable {
             ?? secureAggregation
         http = try container.decodeIfPresent(HTTPConfiguration.self, forKey: .http) ?? http
         postgres = try container.decodeIfPresent(PostgresConfiguration.self, forKey: .postgres)
+        upstream = try container.decodeIfPresent(String.self, forKey: .upstream)
         if nonPrivate && !rounds.noiseMultiplierGiven { rounds.hyperparameters.noiseMultiplier = 0 }
     }
 
@@ -392,6 +400,7 @@ package struct AggregatorConfiguration: Sendable, Decodable {
         for index in configuration.trendSinks.indices { configuration.trendSinks[index].resolvePaths(relativeTo: path) }
         configuration.catalog = configuration.catalog.map { ConfigurationFile.resolve($0, relativeTo: path) }
         configuration.postgres?.resolvePaths(relativeTo: path)
+        configuration.upstream = configuration.upstream.map { ConfigurationFile.resolve($0, relativeTo: path) }
         for index in configuration.agents.indices {
             configuration.agents[index].publicKeyFile = ConfigurationFile.resolve(
                 configuration.agents[index].publicKeyFile, relativeTo: path)
@@ -402,6 +411,16 @@ package struct AggregatorConfiguration: Sendable, Decodable {
 
     package func validate() throws(ConfigError) {
         try postgres?.validate()
+        if let upstream {
+            guard postgres == nil else {
+                throw .invalidValue(key: "upstream", value: upstream, reason: "a regional aggregator keeps its state in "
+                                        + "checkpoint.sqlite: postgres is not supported with upstream yet")
+            }
+            guard !serverOptimizer.rule.isRobust else {
+                throw .invalidValue(key: "server_optimizer.aggregation", value: serverOptimizer.aggregation, reason:
+                    "a regional aggregator forwards the sum of its agents' updates; the robust rules apply at the global aggregator")
+            }
+        }
         for (index, sink) in trendSinks.enumerated() {
             try sink.validate(index: index, kinds: TrendStore.kinds, key: "trend_sinks")
             guard trendSinks[..<index].allSatisfy({ $0.name != sink.name }) else {

@@ -34,6 +34,8 @@ package struct RoundReport: Sendable, Codable {
     /// Regions whose demand counts this round carried, and the demand-trend warnings they raised.
     package var demandRegions = 0
     package var demandTrends: [DemandTrendWarning] = []
+    /// A regional aggregator's round: its sum went up to the global aggregator instead of updating a model here.
+    package var forwarded = false
 
     enum CodingKeys: String, CodingKey {
         case round, aggregated, agents, rejections, top1, top10, seconds
@@ -41,7 +43,7 @@ package struct RoundReport: Sendable, Codable {
         case evaluatedModelVersion = "evaluated_model_version", evaluatedUsers = "evaluated_users"
         case heldOutLoss = "held_out_loss", closeSeconds = "close_seconds", secureAggregation = "secure_aggregation"
         case alertsPer10kEvents = "alerts_per_10k_events", churnPer1kShopperDays = "churn_per_1k_shopper_days"
-        case demandRegions = "demand_regions", demandTrends = "demand_trends"
+        case demandRegions = "demand_regions", demandTrends = "demand_trends", forwarded
     }
 }
 
@@ -118,6 +120,9 @@ package final class AggregatorServer: Sendable {
     /// A new federation's round-0 checkpoint, when the state is PostgreSQL (saved as the driver starts;
     /// with SQLite it is saved in `init`).
     let initialCheckpoint: (checkpoint: AggregatorCheckpoint, model: [UInt8])?
+    /// A regional aggregator's link to its upstream worker: rounds open when the global aggregator's do, and their
+    /// sums go up instead of updating the model here (nil: a global or flat aggregator).
+    package let regional: RegionalBridge?
     let modelsDirectory: String
     let shape: LSTMShape
     let logger: Logger
@@ -143,10 +148,12 @@ package final class AggregatorServer: Sendable {
     package init(configuration: AggregatorConfiguration, identity: NodeIdentity, agents: [String: NodePublicIdentity],
                  context: ZMQContext, logger: Logger,
                  shared: (store: PostgresStateStore, checkpoint: AggregatorCheckpoint?)? = nil,
+                 regional: RegionalBridge? = nil,
                  onRound: @escaping @Sendable (RoundReport) -> Void = { _ in })
         throws
     {
         self.configuration = configuration
+        self.regional = regional
         (exportItems, exports) = AsyncStream.makeStream(of: StatusExportService.Item.self)
         self.logger = logger
         self.onRound = onRound
@@ -221,11 +228,13 @@ package final class AggregatorServer: Sendable {
             maxUsers: configuration.secureMaxUsers)
         modelFile = Mutex(ModelFile.encode(parameters, modelVersion: checkpoint?.modelVersion ?? 0))
         let timeout = configuration.rounds.timeoutSeconds
-        driverSettings = RoundDriver.Settings(
+        var driverSettings = RoundDriver.Settings(
             minAgents: configuration.rounds.minAgents, enrolledAgents: agents.count,
             timeoutMilliseconds: Int64(timeout * 1000), maxRounds: configuration.rounds.maxRounds,
             calibration: configuration.drift.calibration, churnCalibration: configuration.drift.churnCalibration,
             initialThresholds: configuration.drift.initialThresholds)
+        driverSettings.paced = regional != nil
+        self.driverSettings = driverSettings
         startRound = checkpoint?.round ?? 0
         startThresholds = checkpoint?.thresholds
         gate = AggregatorGate(aggregatorID: configuration.id, identity: identity, agents: agents)

@@ -217,6 +217,7 @@ package struct RoundDriverService: Service {
 
     package func run() async throws {
         defer { server.exports.finish() }
+        server.regional?.attach(wake)
         if let initial = server.initialCheckpoint {
             try await server.state.save(initial.checkpoint, encodedModel: initial.model, queue: server.checkpointQueue)
         }
@@ -268,6 +269,20 @@ package struct RoundDriverService: Service {
             timing = Timing(rejectionsBefore: await coordinator.rejections)
             var hyperparameters = server.configuration.announcedHyperparameters
             hyperparameters.clipNorm = await coordinator.clipNorm
+            if let request = server.regional?.pending {
+                // A regional round: the global round's model and plan, with this region's secure aggregation and
+                // alert-rate releases.
+                let own = hyperparameters
+                hyperparameters = request.plan.hyperparameters
+                (hyperparameters.secureThreshold, hyperparameters.secureBits) = (own.secureThreshold, own.secureBits)
+                hyperparameters.histogramNoiseMultiplier = own.histogramNoiseMultiplier
+                await coordinator.install(parameters: request.global.values, modelVersion: request.modelVersion)
+                let file = ModelFile.encode(request.global, modelVersion: request.modelVersion)
+                server.modelFile.withLock { $0 = file }
+                logger.info("Regional round for the global aggregator's round", metadata: [
+                    "upstream.round": "\(request.plan.round)", "model.version": "\(request.modelVersion)",
+                ])
+            }
             let timeout = Duration.milliseconds(deadlineMilliseconds - AggregatorServer.nowMilliseconds)
             let plan = await coordinator.open(deadline: timing.started + timeout) { opened, version in
                 RoundPlan(round: opened, modelVersion: version, deadlineMilliseconds: deadlineMilliseconds,
@@ -307,10 +322,24 @@ package struct RoundDriverService: Service {
                 }
                 wake.yield(.deadlineReached(round: round))
             }
+        case let .declineUpstream(reason):
+            logger.warning("The global aggregator's round gets no regional sum", metadata: ["reason": "\(reason)"])
+            server.regional?.deliver(.failed(reason))
         case let .close(round):
             timing.closing = .now
             await server.secureDesk.abandon()
-            let (outcome, evaluation) = await coordinator.closeWithEvaluation()
+            let (outcome, evaluation): (RoundCoordinator.Outcome, RoundCoordinator.Evaluation)
+            if let regional = server.regional {
+                let closed = await coordinator.closeForwarding()
+                (outcome, evaluation) = (closed.outcome, closed.evaluation)
+                if let sum = closed.sum, case .aggregated(_, let agents) = outcome {
+                    regional.deliver(.sum(sum, agents: agents))
+                } else {
+                    regional.deliver(.failed("the regional round failed its quorum"))
+                }
+            } else {
+                (outcome, evaluation) = await coordinator.closeWithEvaluation()
+            }
             timing.outcome = outcome
             timing.evaluation = evaluation
             let aggregated = if case .aggregated = outcome { true } else { false }
@@ -360,6 +389,7 @@ package struct RoundDriverService: Service {
             top1: evaluation.top1, top10: evaluation.top10, heldOutLoss: evaluation.meanLoss,
             seconds: (ContinuousClock.now - timing.started).inSeconds, closeSeconds: timing.closeSeconds,
             secureAggregation: timing.secure)
+        report.forwarded = server.regional != nil
         switch outcome {
         case let .aggregated(_, agents):
             report.aggregated = true

@@ -12,9 +12,14 @@ package enum RoundWorkError: Error, CustomStringConvertible {
     /// A secure-aggregation round in which this agent's keys or shares did not make it into the
     /// protocol in time: its update could never be sent, so nothing more was charged.
     case notInSecureRound(round: UInt64)
+    /// A regional aggregator's round with its agents produced no sum (too few agents, a round still open, the
+    /// deadline): nothing was forwarded or charged.
+    case regional(round: UInt64, reason: String)
 
     package var description: String {
         switch self {
+        case let .regional(round, reason):
+            "round \(round): the regional round gave no sum to forward (\(reason)); nothing was forwarded or charged"
         case let .deadlinePassed(round, seconds):
             String(format: "round %llu closed while this agent trained (%.1f s): the update was discarded before "
                    + "release, nothing was charged. A faster node, fewer users per round (sampling_rate) or a longer "
