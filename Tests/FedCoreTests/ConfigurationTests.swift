@@ -140,31 +140,32 @@ struct ConfigurationTests {
         #expect(local.allSatisfy { $0 } && remote.allSatisfy { !$0 })
     }
 
+    /// An agent configuration of the common keys (NON-PRIVATE) and `lines`, written in `directory` and loaded.
+    static func loadAgent(_ lines: String, in directory: URL) throws -> EdgeAgentConfiguration {
+        let path = directory.appendingPathComponent("agent.yaml").path
+        try "id: region-1\nkey_directory: keys\naggregator_public_key_file: aggregator.public\nnon_private: true\n"
+            .appending(lines).write(toFile: path, atomically: true, encoding: .utf8)
+        return try EdgeAgentConfiguration.load(path: path, environment: [:])
+    }
+
+    /// The key ``loadAgent(_:in:)`` refuses `lines` for; nil when they load (another error: its text).
+    static func refusedAgentKey(_ lines: String, in directory: URL) -> String? {
+        do {
+            _ = try loadAgent(lines, in: directory)
+            return nil
+        } catch {
+            guard case let ConfigError.invalidValue(key, _, _) = error else { return "\(error)" }
+            return key
+        }
+    }
+
     @Test("No door without a key: an agent socket without enrolled clients is refused unless insecure_loopback on a loopback address")
     func agentDoors() throws {
         let directory = FileManager.default.temporaryDirectory.appendingPathComponent("feddrift-config-\(UUID())")
         try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
         defer { try? FileManager.default.removeItem(at: directory) }
-        func load(_ lines: String) throws -> EdgeAgentConfiguration {
-            let path = directory.appendingPathComponent("agent.yaml").path
-            try """
-                id: region-1
-                key_directory: keys
-                aggregator_public_key_file: aggregator.public
-                non_private: true
-
-                """.appending(lines).write(toFile: path, atomically: true, encoding: .utf8)
-            return try EdgeAgentConfiguration.load(path: path, environment: [:])
-        }
-        func refusedKey(_ lines: String) -> String? {
-            do {
-                _ = try load(lines)
-                return nil
-            } catch {
-                guard case let ConfigError.invalidValue(key, _, _) = error else { return "\(error)" }
-                return key
-            }
-        }
+        func load(_ lines: String) throws -> EdgeAgentConfiguration { try Self.loadAgent(lines, in: directory) }
+        func refusedKey(_ lines: String) -> String? { Self.refusedAgentKey(lines, in: directory) }
         // Each socket without clients, plain by default: refused, naming the clients list to fill.
         #expect(refusedKey("ingest: tcp://127.0.0.1:7710\n") == "clients.producers")
         #expect(refusedKey("alerts: {publish: tcp://127.0.0.1:7720}\n") == "clients.alert_consumers")
@@ -199,21 +200,8 @@ struct ConfigurationTests {
         let directory = FileManager.default.temporaryDirectory.appendingPathComponent("feddrift-config-\(UUID())")
         try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
         defer { try? FileManager.default.removeItem(at: directory) }
-        func load(_ lines: String) throws -> EdgeAgentConfiguration {
-            let path = directory.appendingPathComponent("agent.yaml").path
-            try "id: region-1\nkey_directory: keys\naggregator_public_key_file: aggregator.public\nnon_private: true\n"
-                .appending(lines).write(toFile: path, atomically: true, encoding: .utf8)
-            return try EdgeAgentConfiguration.load(path: path, environment: [:])
-        }
-        func refusedKey(_ lines: String) -> String? {
-            do {
-                _ = try load(lines)
-                return nil
-            } catch {
-                guard case let ConfigError.invalidValue(key, _, _) = error else { return "\(error)" }
-                return key
-            }
-        }
+        func load(_ lines: String) throws -> EdgeAgentConfiguration { try Self.loadAgent(lines, in: directory) }
+        func refusedKey(_ lines: String) -> String? { Self.refusedAgentKey(lines, in: directory) }
         let one = try load("aggregator: tcp://127.0.0.1:7700\nannouncements: tcp://127.0.0.1:7701\n")
         #expect(one.aggregatorEndpoints == ["tcp://127.0.0.1:7700"] && one.announcementEndpoints == ["tcp://127.0.0.1:7701"])
         #expect(AgentLink.options(configuration: one, identity: NodeIdentity(), aggregator: NodeIdentity().publicIdentity)

@@ -62,24 +62,10 @@ struct FederationTests {
             let before = try ModelFile.read(from: federation.path("state/models/model-v\(version).fdlm"))
             let after = try ModelFile.read(from: federation.path("state/models/model-v\(version + 1).fdlm"))
             #expect(before.modelVersion == UInt64(version) && after.modelVersion == UInt64(version + 1))
-            // Independently: each agent's Σ of clipped deltas over its users, then Σ / Σ users.
-            var sum = [Double](repeating: 0, count: before.parameters.values.count)
-            var users = 0
-            for agent in agents {
-                let store = try EventStore(path: federation.path("data/\(agent.id)/events.sqlite"))
-                let data = try StoreRoundWorker.read(store: store, catalog: catalog, sequenceLength: 20,
-                                                     evaluationUsers: 0) { $0.count >= 2 }
-                let result = LocalTraining(hyperparameters: hyperparameters, threads: 1)
-                    .run(global: before.parameters, users: data.training)
-                for index in sum.indices { sum[index] += Double(result.deltaSum[index]) }
-                users += result.sampledUsers
-            }
+            let (worst, users) = try Self.differenceFromIndependentAverage(
+                federation, agents: agents.map(\.id), catalog: catalog, hyperparameters: hyperparameters,
+                before: before.parameters, after: after.parameters)
             #expect(users > 100)
-            var worst = 0.0
-            for index in sum.indices {
-                let expected = Double(before.parameters.values[index]) + sum[index] / Double(users)
-                worst = max(worst, abs(expected - Double(after.parameters.values[index])))
-            }
             #expect(worst < 1e-6, "model v\(version + 1) differs from the independent average by \(worst)")
             #expect(before.parameters.values != after.parameters.values)
         }
@@ -214,6 +200,30 @@ struct FederationTests {
         let exported = try ModelFile.read(from: federation.path("state/models/model-v\(local.modelVersion).fdlm"))
         #expect(local.parameters == exported.parameters)
         #expect(aggregator.output.contains("agent.id=region-3"))
+    }
+
+    /// Recomputes a round independently — each agent's Σ of clipped deltas over its users (q = 1, no noise), then
+    /// Σ / Σ users added to `before` — and returns the largest difference from `after`, and the users.
+    static func differenceFromIndependentAverage(
+        _ federation: Federation, agents: [String], catalog: CategoryCatalog, hyperparameters: RoundHyperparameters,
+        before: LSTMParameters<Float>, after: LSTMParameters<Float>
+    ) throws -> (worst: Double, users: Int) {
+        var sum = [Double](repeating: 0, count: before.values.count)
+        var users = 0
+        for agent in agents {
+            let store = try EventStore(path: federation.path("data/\(agent)/events.sqlite"))
+            let data = try StoreRoundWorker.read(store: store, catalog: catalog, sequenceLength: 20,
+                                                 evaluationUsers: 0) { $0.count >= 2 }
+            let result = LocalTraining(hyperparameters: hyperparameters, threads: 1).run(global: before, users: data.training)
+            for index in sum.indices { sum[index] += Double(result.deltaSum[index]) }
+            users += result.sampledUsers
+        }
+        var worst = 0.0
+        for index in sum.indices {
+            let expected = Double(before.values[index]) + sum[index] / Double(users)
+            worst = max(worst, abs(expected - Double(after.values[index])))
+        }
+        return (worst, users)
     }
 
     static func status(_ federation: Federation) throws -> [String: Any] {

@@ -98,22 +98,10 @@ struct HierarchicalAggregationTests {
         for version in 0..<2 {
             let before = try ModelFile.read(from: federation.path("state-global/models/model-v\(version).fdlm"))
             let after = try ModelFile.read(from: federation.path("state-global/models/model-v\(version + 1).fdlm"))
-            var sum = [Double](repeating: 0, count: before.parameters.values.count)
-            var users = 0
-            for agent in Self.agents {
-                let store = try EventStore(path: federation.path("data/\(agent.id)/events.sqlite"))
-                let data = try StoreRoundWorker.read(store: store, catalog: catalog, sequenceLength: 20,
-                                                     evaluationUsers: 0) { $0.count >= 2 }
-                let result = LocalTraining(hyperparameters: hyperparameters, threads: 1)
-                    .run(global: before.parameters, users: data.training)
-                for index in sum.indices { sum[index] += Double(result.deltaSum[index]) }
-                users += result.sampledUsers
-            }
-            var worst = 0.0
-            for index in sum.indices {
-                let expected = Double(before.parameters.values[index]) + sum[index] / Double(users)
-                worst = max(worst, abs(expected - Double(after.parameters.values[index])))
-            }
+            let (worst, users) = try FederationTests.differenceFromIndependentAverage(
+                federation, agents: Self.agents.map(\.id), catalog: catalog, hyperparameters: hyperparameters,
+                before: before.parameters, after: after.parameters)
+            #expect(users > 100)
             #expect(worst < 1e-6, "global model v\(version + 1) differs from the flat average by \(worst)")
             #expect(before.parameters.values != after.parameters.values)
         }

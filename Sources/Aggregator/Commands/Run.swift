@@ -148,7 +148,7 @@ struct Run: AsyncParsableCommand {
                 "upstream.privacy": "\(agent.floor == nil ? "NON-PRIVATE" : "ε \(agent.budget.epsilon), δ \(agent.budget.delta)")",
                 "ledger": "\(agent.ledgerPath)",
             ])
-            groupServices.append(.init(service: UpstreamService(session: session)))
+            groupServices.append(.init(service: AgentSessionService(session: session)))
         }
         if let store = shared?.store {
             groupServices.insert(.init(service: LeaseService(store: store, logger: logger)), at: 0)

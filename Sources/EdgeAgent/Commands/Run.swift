@@ -188,7 +188,7 @@ struct Run: AsyncParsableCommand {
         }
         var services: [ServiceGroupConfiguration.ServiceConfiguration] = [
             .init(service: AlertService(scoring: scoring, publisher: publisher, metrics: metrics, logger: logger)),
-            .init(service: SessionService(session: session)),
+            .init(service: AgentSessionService(session: session)),
             .init(service: AlertDeliveryService(delivery: delivery, logger: logger) { sink, outcome, count in
                 metrics.delivery(sink: sink, outcome: outcome.rawValue, count: count)
             }),
@@ -237,14 +237,3 @@ struct Run: AsyncParsableCommand {
     }
 }
 
-struct SessionService: Service {
-    let session: AgentSession
-
-    func run() async throws {
-        do {
-            try await cancelWhenGracefulShutdown { try await session.run() }
-        } catch is CancellationError {
-            // Graceful shutdown.
-        }
-    }
-}

@@ -311,15 +311,7 @@ package actor RoundCoordinator {
     /// or the secure aggregate) is what goes up to the global aggregator, as this region's one update. The model
     /// is not changed here: the next global round brings the global model (``install(parameters:modelVersion:)``).
     package func closeForwarding() -> (outcome: Outcome, sum: ModelUpdate?, evaluation: Evaluation) {
-        guard case .collecting(let open, _) = phase else { preconditionFailure("no round is open") }
-        phase = .idle
-        announcement = nil
-        let totals = evaluation ?? Evaluation(modelVersion: modelVersion)
-        evaluation = nil
-        closedAlertCounts = alertAgents.isEmpty ? nil : alertCounts
-        let received = aggregate.map { [$0.update] } ?? updates.values.sorted { $0.agentID < $1.agentID }
-        let contributors = aggregate?.agents ?? received.map(\.agentID)
-        aggregate = nil
+        let (open, totals, received, contributors) = endCollection()
         guard contributors.count >= minAgents else {
             return (.failedQuorum(round: open, received: contributors.count, required: minAgents), nil, totals)
         }
@@ -333,14 +325,9 @@ package actor RoundCoordinator {
         return (.aggregated(round: open, agents: contributors), forwarded, totals)
     }
 
-    /// Replaces the model between rounds (a regional aggregator installing the global model it was sent).
-    package func install(parameters: [Float], modelVersion: UInt64) {
-        guard case .idle = phase, parameters.count == self.parameters.count else { return }
-        self.parameters = parameters
-        self.modelVersion = modelVersion
-    }
-
-    package func closeWithEvaluation() -> (outcome: Outcome, evaluation: Evaluation) {
+    /// Ends the open round's collection: its number, the evaluation of the model it started from, the updates
+    /// received (or the secure aggregate) and the agents in them.
+    private func endCollection() -> (open: UInt64, totals: Evaluation, received: [ModelUpdate], contributors: [String]) {
         guard case .collecting(let open, _) = phase else { preconditionFailure("no round is open") }
         phase = .idle
         announcement = nil
@@ -350,6 +337,18 @@ package actor RoundCoordinator {
         let received = aggregate.map { [$0.update] } ?? updates.values.sorted { $0.agentID < $1.agentID }
         let contributors = aggregate?.agents ?? received.map(\.agentID)
         aggregate = nil
+        return (open, totals, received, contributors)
+    }
+
+    /// Replaces the model between rounds (a regional aggregator installing the global model it was sent).
+    package func install(parameters: [Float], modelVersion: UInt64) {
+        guard case .idle = phase, parameters.count == self.parameters.count else { return }
+        self.parameters = parameters
+        self.modelVersion = modelVersion
+    }
+
+    package func closeWithEvaluation() -> (outcome: Outcome, evaluation: Evaluation) {
+        let (open, totals, received, contributors) = endCollection()
         guard contributors.count >= minAgents else {
             return (.failedQuorum(round: open, received: contributors.count, required: minAgents), totals)
         }

@@ -3,6 +3,7 @@ package import FedLogic
 package import FedModel
 import Foundation
 package import Logging
+package import ServiceLifecycle
 import Synchronization
 
 /// An edge agent taking part in the federation: registers (and re-registers after every reconnect,
@@ -552,6 +553,22 @@ package final class AgentSession: Sendable {
             try data.write(to: URL(fileURLWithPath: statusPath), options: .atomic)
         } catch {
             logger.warning("Could not write status", metadata: ["path": "\(statusPath)", "error": "\(error)"])
+        }
+    }
+}
+
+/// Runs an ``AgentSession`` in a `ServiceGroup` until a graceful shutdown: an edge agent's link to its aggregator,
+/// and a regional aggregator's to the global one.
+package struct AgentSessionService: Service {
+    let session: AgentSession
+
+    package init(session: AgentSession) { self.session = session }
+
+    package func run() async throws {
+        do {
+            try await cancelWhenGracefulShutdown { try await session.run() }
+        } catch is CancellationError {
+            // Graceful shutdown.
         }
     }
 }
