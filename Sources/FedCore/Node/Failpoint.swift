@@ -89,7 +89,8 @@ package enum Failpoint: String, CaseIterable, Sendable {
             return hits[rawValue, default: 0]
         }
         guard hit == target else { return }
-        let line = "FAILPOINT \(rawValue) hit \(hit): SIGKILL\n"
+        // The wall-clock time (Unix ms) lets a test measure from the crash itself (failover time).
+        let line = "FAILPOINT \(rawValue) hit \(hit) at \(Int64(Date().timeIntervalSince1970 * 1000)): SIGKILL\n"
         _ = line.withCString { write(2, $0, strlen($0)) }
         kill(getpid(), SIGKILL)
     }
