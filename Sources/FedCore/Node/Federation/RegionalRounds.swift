@@ -54,6 +54,8 @@ package final class RegionalBridge: Sendable {
     /// Blocks (on the worker's own thread) until the regional round for `request` delivered its outcome, or
     /// `timeout` passed.
     package func run(_ request: Request, timeout: Duration) -> Outcome {
+        // A delivery that raced the previous request's timeout left a signal behind: it must not answer this one.
+        while delivered.wait(timeout: .now()) == .success {}
         let wake = state.withLock { state -> AsyncStream<RoundDriver.Event>.Continuation? in
             state.request = request
             state.outcome = nil
