@@ -82,7 +82,10 @@ struct NetworkFaultTests {
             let aggregated = lines.filter { $0.contains("aggregated → model v") }
             #expect(aggregated.count >= 2, "rounds aggregate despite the faults: \(lines)")
             for agent in agents {
-                #expect((final.agents[agent.id]?.acceptedUpdates ?? 0) >= 1, "\(agent.id): \(final.agents) \(lines)")
+                let refusals = aggregator.output.split(separator: "\n")
+                    .filter { $0.contains("agent.id=\(agent.id) ") && ($0.contains("refused") || $0.contains("rejected")) }
+                #expect((final.agents[agent.id]?.acceptedUpdates ?? 0) >= 1,
+                        "\(agent.id): \(final.agents) \(lines) refusals: \(refusals)")
             }
         }
         // (Under duplicated or reordered frames each fault resets the connection; how many rounds still
