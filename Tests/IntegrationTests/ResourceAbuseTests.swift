@@ -61,7 +61,7 @@ struct ResourceAbuseTests {
     func chunkedMessagesAreBounded() async throws {
         let limit = 320
         let federation = try await Self.federation(memoryLimitMiB: limit)
-        let aggregator = try federation.start("aggregator", ["run", "--config", "aggregator.yaml", "--rounds", "4"])
+        let aggregator = try federation.start("aggregator", ["run", "--config", "aggregator.yaml", "--rounds", "8"])
         defer { aggregator.terminate() }
         let honest = try federation.start("edge-agent", ["run", "--config", "region-1.yaml"])
         defer { honest.terminate() }
